@@ -1,0 +1,392 @@
+//! `bugflow bench`: the pipeline's throughput against a bare relay, on the real broker.
+//!
+//! Both variants drain the same preloaded queue of hg push messages with the same prefetch
+//! and the same ack policy (each message acked after its output was confirmed):
+//!
+//! * **relay** — consume → publish the body to the results exchange with a confirm → ack;
+//! * **pipeline** — the `pushes` consumer as `bugflow run` runs it: consume → decode →
+//!   result → publish with a confirm → ack.
+//!
+//! Rounds alternate the order of the variants, and the report compares medians, so that a
+//! noisy machine hurts both alike. A third row measures the in-process pipeline alone (the
+//! speed of `bugflow replay`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::consumer::{Binding, ConsumerSpec};
+use crate::dispatch::Stats;
+use crate::message::Message;
+use crate::pipeline::Pipeline;
+use crate::pulse::connect::connect;
+use crate::pulse::publish::{Outgoing, Publisher};
+use crate::pulse::topology::{declare_consumer, declare_own_exchange};
+use crate::runner::Runner;
+
+pub struct BenchOptions {
+    pub messages: u64,
+    pub prefetch: u16,
+    pub rounds: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Variant {
+    Relay,
+    Pipeline,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub variant: Variant,
+    pub round: u32,
+    pub seconds: f64,
+    pub per_second: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    pub samples: Vec<Sample>,
+    pub relay_median: f64,
+    pub pipeline_median: f64,
+    pub ratio: f64,
+    pub in_process_per_second: f64,
+}
+
+/// An hg push (v2 `changegroup.1`) with a distinct push id.
+pub fn push_body(i: u64) -> Vec<u8> {
+    let head = format!("{:040x}", (i as u128) * 0x9e37_79b9_7f4a_7c15 + 1);
+    serde_json::to_vec(&serde_json::json!({
+        "payload": {"type": "changegroup.1", "data": {
+            "repo_url": "https://hg.mozilla.org/integration/autoland",
+            "heads": [&head[head.len() - 40..]],
+            "pushlog_pushes": [{
+                "pushid": i, "time": 1_700_000_000 + i as i64, "user": "dev@mozilla.com",
+                "push_json_url": format!("https://hg.mozilla.org/integration/autoland/json-pushes?version=2&startID={}&endID={}", i, i + 1),
+                "push_full_json_url": format!("https://hg.mozilla.org/integration/autoland/json-pushes?version=2&full=1&startID={}&endID={}", i, i + 1),
+            }],
+            "source": "push"}},
+        "_meta": {"exchange": "exchange/hgpushes/v2", "routing_key": "integration/autoland",
+                  "serializer": "json", "sent": "2026-11-28T10:00:00"}
+    }))
+    .expect("a JSON literal serializes")
+}
+
+/// One bench deployment: its own user namespace, so that nothing collides or lingers.
+struct Stage {
+    config: Arc<Config>,
+    spec: ConsumerSpec,
+    input: String,
+    results_queue: String,
+}
+
+impl Stage {
+    async fn create(base: &Config, prefetch: u16, messages: u64) -> anyhow::Result<Stage> {
+        let mut config = base.clone();
+        config.user = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        config.amqp.declare_exchanges = true;
+        let input = format!("exchange/{}/bench-hgpushes", config.user);
+        let spec = ConsumerSpec {
+            name: "pushes".into(),
+            input: crate::events::InputKind::HgPush,
+            queue: format!("queue/{}/bench-pushes", config.user),
+            prefetch,
+            kind: "push".into(),
+            bindings: vec![Binding {
+                exchange: input.clone(),
+                keys: vec!["#".into()],
+                optional: false,
+            }],
+            skip_users: vec![],
+            repos: vec![],
+            sinks: Default::default(),
+            description: "bench".into(),
+        };
+        let results_queue = format!("queue/{}/bench-results", config.user);
+        let connection = connect(&config, "bench-setup").await?;
+        let channel = connection.create_channel().await?;
+        declare_consumer(&connection, &channel, &config, &spec).await?;
+        declare_own_exchange(&channel, &input).await?;
+        channel
+            .queue_declare(
+                results_queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .queue_bind(
+                results_queue.as_str().into(),
+                config.results_exchange().as_str().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        preload(&channel, &input, messages).await?;
+        let _ = connection.close(200, "setup done".into()).await;
+        Ok(Stage {
+            config: Arc::new(config),
+            spec,
+            input,
+            results_queue,
+        })
+    }
+
+    async fn destroy(self) -> anyhow::Result<()> {
+        let connection = connect(&self.config, "bench-teardown").await?;
+        let channel = connection.create_channel().await?;
+        for queue in [
+            self.spec.queue.clone(),
+            self.results_queue.clone(),
+            self.config.dead_letter_queue(),
+        ] {
+            channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await?;
+        }
+        for exchange in [
+            self.input.clone(),
+            self.config.results_exchange(),
+            self.config.dead_letter_exchange(),
+            self.config.bugzilla_exchange(),
+        ] {
+            channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await?;
+        }
+        let _ = connection.close(200, "teardown done".into()).await;
+        Ok(())
+    }
+}
+
+/// Publishes `n` persistent messages with confirms, 1,000 outstanding at a time.
+pub async fn preload(channel: &Channel, exchange: &str, n: u64) -> anyhow::Result<()> {
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let mut pending = Vec::with_capacity(1000);
+    for i in 0..n {
+        let confirm = channel
+            .basic_publish(
+                exchange.into(),
+                "integration/autoland".into(),
+                BasicPublishOptions::default(),
+                &push_body(i),
+                BasicProperties::default()
+                    .with_content_type("application/json".into())
+                    .with_delivery_mode(2),
+            )
+            .await?;
+        pending.push(confirm);
+        if pending.len() == 1000 {
+            for c in pending.drain(..) {
+                anyhow::ensure!(c.await?.is_ack(), "preload publish was nacked");
+            }
+        }
+    }
+    for c in pending {
+        anyhow::ensure!(c.await?.is_ack(), "preload publish was nacked");
+    }
+    Ok(())
+}
+
+/// Consume → publish with confirm → ack, with the runner's concurrency (prefetch in flight).
+async fn relay(stage: &Stage, n: u64) -> anyhow::Result<()> {
+    let publisher = Publisher::connect(stage.config.clone()).await?;
+    let connection = connect(&stage.config, "bench-relay").await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .basic_qos(stage.spec.prefetch, BasicQosOptions { global: false })
+        .await?;
+    let mut consumer = channel
+        .basic_consume(
+            stage.spec.queue.as_str().into(),
+            "bench-relay".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let exchange = stage.config.results_exchange();
+    let limit = usize::from(stage.spec.prefetch);
+    let mut in_flight = FuturesUnordered::new();
+    let mut done = 0u64;
+    while done < n {
+        tokio::select! {
+            Some(result) = in_flight.next(), if !in_flight.is_empty() => {
+                let acked: anyhow::Result<bool> = result;
+                if acked? { done += 1; }
+            }
+            item = consumer.next(), if in_flight.len() < limit => {
+                let delivery = item.ok_or_else(|| anyhow::anyhow!("relay consumer cancelled"))??;
+                let publisher = &publisher;
+                let exchange = &exchange;
+                in_flight.push(async move {
+                    let out = Outgoing::json(exchange, delivery.routing_key.as_str(), &delivery.data);
+                    publisher.publish(&out).await?;
+                    Ok(delivery.ack(BasicAckOptions::default()).await?)
+                });
+            }
+        }
+    }
+    let _ = connection.close(200, "relay done".into()).await;
+    publisher.close().await;
+    Ok(())
+}
+
+/// The `pushes` consumer, exactly as `bugflow run` runs it, until `n` messages are acked.
+async fn pipeline(stage: &Stage, n: u64) -> anyhow::Result<()> {
+    let publisher = Publisher::connect(stage.config.clone()).await?;
+    let sinks = super::run::sinks_for(&stage.config, &stage.spec, &publisher, None);
+    let shutdown = CancellationToken::new();
+    let runner = Runner::new(
+        stage.config.clone(),
+        Arc::new(Pipeline::new(stage.spec.clone())),
+        sinks,
+        shutdown.clone(),
+    );
+    let stats = runner.stats();
+    let task = tokio::spawn(async move { runner.run().await });
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while Stats::get(&stats.acked) < n {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "pipeline did not drain in 10 minutes"
+        );
+        anyhow::ensure!(!task.is_finished(), "the runner stopped early");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    shutdown.cancel();
+    task.await??;
+    publisher.close().await;
+    Ok(())
+}
+
+/// The pipeline alone, in-process: what `bugflow replay` can sustain.
+pub fn in_process_rate(n: u64) -> f64 {
+    let spec = crate::consumer::ConsumerSpec::parse(
+        "pushes",
+        "(built-in)",
+        crate::consumer::BUILTIN[0].1,
+        &Config::default(),
+    )
+    .expect("the built-in pushes consumer parses");
+    let pipeline = Pipeline::new(spec);
+    let messages: Vec<Message> = (0..n)
+        .map(|i| Message::new("exchange/hgpushes/v2", "integration/autoland", push_body(i)))
+        .collect();
+    let started = Instant::now();
+    let mut bytes = 0usize;
+    for m in &messages {
+        for r in pipeline.process(m).expect("bench messages are valid") {
+            bytes += r.to_json().len();
+        }
+    }
+    std::hint::black_box(bytes);
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+pub async fn bench(base: &Config, options: &BenchOptions) -> anyhow::Result<BenchReport> {
+    let mut samples = Vec::new();
+    for round in 1..=options.rounds {
+        let order = if round % 2 == 1 {
+            [Variant::Relay, Variant::Pipeline]
+        } else {
+            [Variant::Pipeline, Variant::Relay]
+        };
+        for variant in order {
+            let stage = Stage::create(base, options.prefetch, options.messages).await?;
+            let started = Instant::now();
+            let outcome = match variant {
+                Variant::Relay => relay(&stage, options.messages).await,
+                Variant::Pipeline => pipeline(&stage, options.messages).await,
+            };
+            let seconds = started.elapsed().as_secs_f64();
+            stage.destroy().await?;
+            outcome?;
+            let sample = Sample {
+                variant,
+                round,
+                seconds,
+                per_second: options.messages as f64 / seconds,
+            };
+            eprintln!(
+                "round {round}: {:<8} {:>8} msgs in {:>7.3} s = {:>9.0} msg/s",
+                format!("{variant:?}").to_lowercase(),
+                options.messages,
+                seconds,
+                sample.per_second
+            );
+            samples.push(sample);
+        }
+    }
+    let of = |v: Variant| {
+        samples
+            .iter()
+            .filter(|s| s.variant == v)
+            .map(|s| s.per_second)
+            .collect::<Vec<_>>()
+    };
+    let relay_median = median(of(Variant::Relay));
+    let pipeline_median = median(of(Variant::Pipeline));
+    Ok(BenchReport {
+        relay_median,
+        pipeline_median,
+        ratio: pipeline_median / relay_median,
+        in_process_per_second: in_process_rate(options.messages.max(10_000)),
+        samples,
+    })
+}
+
+impl BenchReport {
+    pub fn print(&self, options: &BenchOptions) {
+        println!();
+        println!(
+            "bugflow bench — {} messages per run, prefetch {}, {} rounds, broker round trip with confirms",
+            options.messages, options.prefetch, options.rounds
+        );
+        println!("| what                                   | msg/s (median) |");
+        println!("|----------------------------------------|---------------:|");
+        println!(
+            "| bare relay (consume → publish+confirm → ack) | {:>14.0} |",
+            self.relay_median
+        );
+        println!(
+            "| pipeline (pushes consumer, same policy) | {:>14.0} |",
+            self.pipeline_median
+        );
+        println!(
+            "| pipeline in-process (replay, no broker)  | {:>14.0} |",
+            self.in_process_per_second
+        );
+        println!();
+        println!(
+            "ratio pipeline / relay = {:.3} (target ≥ 0.8): {}",
+            self.ratio,
+            if self.ratio >= 0.8 { "PASS" } else { "FAIL" }
+        );
+    }
+}

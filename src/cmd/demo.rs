@@ -1,0 +1,142 @@
+//! `bugflow demo`: the bundled sample stream through every consumer, in-process.
+//!
+//! Needs nothing running: no broker, no network. Each message of
+//! `tests/fixtures/demo-stream.jsonl` (compiled into the binary) goes to the consumers whose
+//! bindings match it, and the demo prints what it became — a result, a skip or a dead
+//! letter, with the reason.
+
+use crate::archive::ArchiveLine;
+use crate::consumer::ConsumerSpec;
+use crate::error::Action;
+use crate::pipeline::Pipeline;
+
+/// The sample stream: real hg.mozilla.org and BMO message shapes (see tests/fixtures/README.md).
+pub const DEMO_STREAM: &str = include_str!("../../tests/fixtures/demo-stream.jsonl");
+
+/// Counts of what the demo stream became.
+#[derive(Debug, Default, PartialEq)]
+pub struct DemoCounts {
+    pub results: usize,
+    pub skipped: usize,
+    pub dead_lettered: usize,
+    pub unrouted: usize,
+}
+
+/// Runs the demo, writing one paragraph per message to `out`.
+pub fn demo(specs: &[ConsumerSpec], out: &mut dyn std::io::Write) -> std::io::Result<DemoCounts> {
+    let pipelines: Vec<Pipeline> = specs.iter().cloned().map(Pipeline::new).collect();
+    let mut counts = DemoCounts::default();
+    writeln!(
+        out,
+        "bugflow demo: {} messages through consumers {}\n",
+        DEMO_STREAM.lines().filter(|l| !l.trim().is_empty()).count(),
+        specs
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )?;
+    for (i, line) in DEMO_STREAM.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let message = match ArchiveLine::parse(line) {
+            Ok(m) => m,
+            Err(e) => {
+                writeln!(
+                    out,
+                    "#{:<3} (unreadable line) → dead-lettered: {e}\n",
+                    i + 1
+                )?;
+                counts.dead_lettered += 1;
+                continue;
+            }
+        };
+        writeln!(
+            out,
+            "#{:<3} {} [{}]",
+            i + 1,
+            message.exchange,
+            message.routing_key
+        )?;
+        let mut routed = false;
+        for pipeline in pipelines
+            .iter()
+            .filter(|p| p.spec().accepts(&message.exchange, &message.routing_key))
+        {
+            routed = true;
+            match pipeline.process(&message) {
+                Ok(results) => {
+                    for r in results {
+                        counts.results += 1;
+                        writeln!(
+                            out,
+                            "     {:<11} → result {}",
+                            pipeline.name(),
+                            r.routing_key
+                        )?;
+                        writeln!(out, "                   {}", summarize(&r.data))?;
+                    }
+                }
+                Err(e) if e.action == Action::Skip => {
+                    counts.skipped += 1;
+                    writeln!(out, "     {:<11} → skipped: {}", pipeline.name(), e.reason)?;
+                }
+                Err(e) => {
+                    counts.dead_lettered += 1;
+                    writeln!(
+                        out,
+                        "     {:<11} → dead-lettered ({}): {}",
+                        pipeline.name(),
+                        e.stage,
+                        e.reason
+                    )?;
+                }
+            }
+        }
+        if !routed {
+            counts.unrouted += 1;
+            writeln!(
+                out,
+                "     (no consumer binds this exchange and routing key)"
+            )?;
+        }
+        writeln!(out)?;
+    }
+    writeln!(
+        out,
+        "{} results, {} skipped, {} dead-lettered, {} unrouted",
+        counts.results, counts.skipped, counts.dead_lettered, counts.unrouted
+    )?;
+    Ok(counts)
+}
+
+/// A one-line digest of a result's data.
+fn summarize(data: &serde_json::Value) -> String {
+    let fields = [
+        "repo",
+        "push_id",
+        "user",
+        "bug_id",
+        "event",
+        "product",
+        "component",
+        "type",
+        "summary",
+    ];
+    fields
+        .iter()
+        .filter_map(|f| {
+            let v = data.get(*f)?;
+            if v.is_null() {
+                return None;
+            }
+            let shown = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            Some(format!("{f}={shown}"))
+        })
+        .collect::<Vec<_>>()
+        .join("  ")
+}

@@ -1,0 +1,120 @@
+//! `bugflow run`: every consumer (or the named ones) against the broker, plus the HTTP side.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::consumer::{self, ConsumerSpec};
+use crate::dispatch::Sinks;
+use crate::http::{self, AppState};
+use crate::pipeline::Pipeline;
+use crate::pulse::publish::Publisher;
+use crate::runner::Runner;
+use crate::sinks::dead_letter::DeadLetterSink;
+use crate::sinks::jsonl::JsonlSink;
+use crate::sinks::results::ResultsSink;
+use crate::telemetry;
+
+pub struct RunOptions {
+    /// Only these consumers (all when empty).
+    pub consumers: Vec<String>,
+    /// Serve HTTP (webhook, health, metrics) on `http.listen`.
+    pub http: bool,
+}
+
+/// Picks the consumers to run; an unknown name is an error that lists the known ones.
+pub fn select(all: Vec<ConsumerSpec>, names: &[String]) -> anyhow::Result<Vec<ConsumerSpec>> {
+    if names.is_empty() {
+        return Ok(all);
+    }
+    let known: Vec<String> = all.iter().map(|c| c.name.clone()).collect();
+    let mut chosen = Vec::new();
+    for name in names {
+        match all.iter().find(|c| &c.name == name) {
+            Some(spec) => chosen.push(spec.clone()),
+            None => anyhow::bail!("no consumer {name:?}; known: {}", known.join(", ")),
+        }
+    }
+    Ok(chosen)
+}
+
+/// Builds the sinks of one consumer on a shared publisher.
+pub fn sinks_for(
+    config: &Config,
+    spec: &ConsumerSpec,
+    publisher: &Publisher,
+    jsonl: Option<JsonlSink>,
+) -> Sinks {
+    Sinks {
+        results: spec
+            .sinks
+            .results
+            .then(|| ResultsSink::new(publisher.clone(), config.results_exchange())),
+        dead_letter: Some(DeadLetterSink::new(
+            publisher.clone(),
+            config.dead_letter_exchange(),
+        )),
+        jsonl,
+    }
+}
+
+pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let specs = select(consumer::load_all(&config)?, &options.consumers)?;
+    let publisher = Publisher::connect(config.clone()).await?;
+    let jsonl = match &config.results_jsonl {
+        Some(path) => Some(JsonlSink::open(path).await?),
+        None => None,
+    };
+    let shutdown = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+
+    for spec in specs {
+        let sinks = sinks_for(&config, &spec, &publisher, jsonl.clone());
+        let runner = Runner::new(
+            config.clone(),
+            Arc::new(Pipeline::new(spec)),
+            sinks,
+            shutdown.clone(),
+        );
+        tasks.spawn(async move { runner.run().await });
+    }
+
+    if options.http {
+        let listener = tokio::net::TcpListener::bind(config.http.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.http.listen))?;
+        tracing::info!(addr = %config.http.listen, "HTTP: /bugzilla/webhook /healthz /readyz /metrics");
+        let state = AppState {
+            config: config.clone(),
+            publisher: Publisher::new(config.clone()).with_attempts(2),
+            prometheus: telemetry::prometheus(),
+        };
+        let token = shutdown.clone();
+        tasks.spawn(async move { Ok(http::serve(listener, state, token).await?) });
+    }
+
+    tokio::select! {
+        _ = super::shutdown_signal() => tracing::info!("shutting down: finishing in-flight messages"),
+        Some(result) = tasks.join_next() => {
+            shutdown.cancel();
+            while tasks.join_next().await.is_some() {}
+            publisher.close().await;
+            return match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(e.into()),
+            };
+        }
+    }
+    shutdown.cancel();
+    while let Some(result) = tasks.join_next().await {
+        if let Ok(Err(e)) = result {
+            tracing::warn!(error = %e, "task ended with an error");
+        }
+    }
+    publisher.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}

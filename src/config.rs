@@ -1,0 +1,302 @@
+//! bugflow's configuration, in three layers (later wins):
+//!
+//! 1. defaults compiled into the binary ([`Config::default`]) — enough for a local broker;
+//! 2. a TOML file: `config/bugflow.toml` if present, or the file given with `--config`;
+//! 3. `BUGFLOW_*` environment variables, `__` separating levels:
+//!    `BUGFLOW_AMQP__URL=amqps://user:pass@pulse.mozilla.org:5671`, `BUGFLOW_USER=mybot`.
+//!
+//! Consumers are configured separately, one TOML file each, see [`crate::consumer`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::secret::{Secret, redact_url};
+
+/// Where `bugflow` looks for its config file when `--config` is not given.
+pub const DEFAULT_CONFIG_FILE: &str = "config/bugflow.toml";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The Pulse user. Pulse only lets it read queues `queue/<user>/…` and write exchanges
+    /// `exchange/<user>/…`; `{user}` in names below is replaced with it.
+    pub user: String,
+    /// Deployment name (`dev`, `prod`) in queue names, so that two deployments sharing a
+    /// Pulse user do not steal each other's messages. `{env}` in names is replaced with it.
+    pub env: String,
+    pub amqp: AmqpConfig,
+    pub exchanges: ExchangesConfig,
+    /// The queue that collects dead letters of every consumer.
+    pub dead_letter_queue: String,
+    /// The folder of consumer TOML files.
+    pub consumers_dir: PathBuf,
+    pub http: HttpConfig,
+    /// Also append every result to this JSON Lines file (`bugflow run`).
+    pub results_jsonl: Option<PathBuf>,
+    /// Warn when a consumer's queue (ready + unacked) grows past this; Pulse deletes queues
+    /// over 8,000 messages.
+    pub queue_warn_messages: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmqpConfig {
+    /// `amqp://` or `amqps://`. For Pulse: `amqps://<user>:<password>@pulse.mozilla.org:5671`
+    /// (no trailing slash: `…:5671/` means the empty vhost, which Pulse refuses).
+    pub url: Secret,
+    /// Declare the input exchanges (true for local and test brokers). On Pulse this is false:
+    /// exchanges we do not own are only checked with a passive declare.
+    pub declare_exchanges: bool,
+    /// Seconds between heartbeats.
+    pub heartbeat: u16,
+    /// Attempts of the retry policy for publishing a result before the message is requeued.
+    pub publish_attempts: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExchangesConfig {
+    /// Where results go (topic, durable).
+    pub results: String,
+    /// Where dead letters go, with their reason in the `x-bugflow-reason` header.
+    pub dead_letter: String,
+    /// Where bug events from webhooks (and the REST poller) are relayed.
+    pub bugzilla: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// The header BMO sends with each webhook POST (configured in BMO's webhook settings).
+    pub webhook_auth_header: String,
+    /// Its expected value. Empty: the webhook endpoint answers 503 (not configured).
+    pub webhook_secret: Secret,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            user: "bugflow".into(),
+            env: "dev".into(),
+            amqp: AmqpConfig::default(),
+            exchanges: ExchangesConfig::default(),
+            dead_letter_queue: "queue/{user}/bugflow-dead-letter-{env}".into(),
+            consumers_dir: PathBuf::from("consumers"),
+            http: HttpConfig::default(),
+            results_jsonl: None,
+            queue_warn_messages: 2000,
+        }
+    }
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        AmqpConfig {
+            url: Secret::new("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            declare_exchanges: true,
+            heartbeat: 60,
+            publish_attempts: 5,
+        }
+    }
+}
+
+impl Default for ExchangesConfig {
+    fn default() -> Self {
+        ExchangesConfig {
+            results: "exchange/{user}/bugflow-results".into(),
+            dead_letter: "exchange/{user}/bugflow-dead-letter".into(),
+            bugzilla: "exchange/{user}/bugflow-bugzilla".into(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            webhook_auth_header: "X-Bugflow-Webhook-Secret".into(),
+            webhook_secret: Secret::default(),
+        }
+    }
+}
+
+/// A configuration that cannot be used, with where and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: field `{field}`: {problem}")]
+pub struct ConfigError {
+    pub file: String,
+    pub field: String,
+    pub problem: String,
+}
+
+impl Config {
+    /// Loads the three layers. `file` is `--config`; without it `config/bugflow.toml` is read
+    /// when it exists.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        let path = file.map(Path::to_path_buf).or_else(|| {
+            let default = PathBuf::from(DEFAULT_CONFIG_FILE);
+            default.exists().then_some(default)
+        });
+        if let Some(path) = &path {
+            if !path.exists() {
+                anyhow::bail!("config file {} does not exist", path.display());
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed("BUGFLOW_").split("__").ignore(&["config"]));
+        let config: Config = figment.extract().map_err(|e| {
+            // figment's message names the key and the file or variable it came from.
+            anyhow::anyhow!("bad configuration: {e}")
+        })?;
+        config.validate(path.as_deref())?;
+        Ok(config)
+    }
+
+    fn validate(&self, file: Option<&Path>) -> Result<(), ConfigError> {
+        let file = file
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "defaults and BUGFLOW_* environment".into());
+        let err = |field: &str, problem: String| ConfigError {
+            file: file.clone(),
+            field: field.into(),
+            problem,
+        };
+        if !is_pulse_name(&self.user) {
+            return Err(err(
+                "user",
+                format!(
+                    "{:?} is not a Pulse user name ([a-zA-Z][a-zA-Z0-9._-]*)",
+                    self.user
+                ),
+            ));
+        }
+        let url = url::Url::parse(self.amqp.url.expose()).map_err(|e| {
+            err(
+                "amqp.url",
+                format!("{} is not a URL: {e}", redact_url(self.amqp.url.expose())),
+            )
+        })?;
+        if url.scheme() != "amqp" && url.scheme() != "amqps" {
+            return Err(err(
+                "amqp.url",
+                format!("scheme {:?}: use amqp:// or amqps://", url.scheme()),
+            ));
+        }
+        if url.path() == "/" {
+            return Err(err(
+                "amqp.url",
+                "ends with a slash, which means the empty vhost; drop the slash for vhost `/` \
+                 or write /%2f"
+                    .into(),
+            ));
+        }
+        if url.query_pairs().any(|(k, _)| k == "ssl") {
+            return Err(err(
+                "amqp.url",
+                "`?ssl=1` does not turn TLS on here: use the amqps:// scheme".into(),
+            ));
+        }
+        for (field, name) in [
+            ("exchanges.results", &self.exchanges.results),
+            ("exchanges.dead_letter", &self.exchanges.dead_letter),
+            ("exchanges.bugzilla", &self.exchanges.bugzilla),
+        ] {
+            let resolved = self.resolve(name);
+            if !resolved.starts_with(&format!("exchange/{}/", self.user)) {
+                return Err(err(
+                    field,
+                    format!(
+                        "{resolved:?}: Pulse lets user {} write only exchanges exchange/{}/…",
+                        self.user, self.user
+                    ),
+                ));
+            }
+        }
+        let dlq = self.resolve(&self.dead_letter_queue);
+        if !dlq.starts_with(&format!("queue/{}/", self.user)) {
+            return Err(err(
+                "dead_letter_queue",
+                format!("{dlq:?} must be named queue/{}/…", self.user),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Replaces `{user}` and `{env}` in a queue or exchange name.
+    pub fn resolve(&self, template: &str) -> String {
+        template
+            .replace("{user}", &self.user)
+            .replace("{env}", &self.env)
+    }
+
+    pub fn results_exchange(&self) -> String {
+        self.resolve(&self.exchanges.results)
+    }
+
+    pub fn dead_letter_exchange(&self) -> String {
+        self.resolve(&self.exchanges.dead_letter)
+    }
+
+    pub fn bugzilla_exchange(&self) -> String {
+        self.resolve(&self.exchanges.bugzilla)
+    }
+
+    pub fn dead_letter_queue(&self) -> String {
+        self.resolve(&self.dead_letter_queue)
+    }
+}
+
+/// PulseGuardian's rule for user names: `^[a-zA-Z][a-zA-Z0-9._-]*$`.
+fn is_pulse_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trailing_slash_vhost_trap_is_refused() {
+        let mut config = Config::default();
+        config.amqp.url = Secret::new("amqps://u:secretpw@pulse.mozilla.org:5671/");
+        let e = config.validate(None).unwrap_err();
+        assert_eq!(e.field, "amqp.url");
+        assert!(e.problem.contains("empty vhost"));
+        assert!(!e.to_string().contains("secretpw"));
+    }
+
+    #[test]
+    fn kombu_ssl_query_is_refused() {
+        let mut config = Config::default();
+        config.amqp.url = Secret::new("amqp://u:p@pulse.mozilla.org:5671/%2f?ssl=1");
+        assert!(config.validate(None).unwrap_err().problem.contains("amqps"));
+    }
+
+    #[test]
+    fn exchanges_outside_the_user_namespace_are_refused() {
+        let mut config = Config::default();
+        config.exchanges.results = "exchange/someone-else/results".into();
+        assert_eq!(
+            config.validate(None).unwrap_err().field,
+            "exchanges.results"
+        );
+    }
+
+    #[test]
+    fn a_file_with_an_unknown_field_names_the_file_and_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bugflow.toml");
+        std::fs::write(&path, "[amqp]\nurll = \"amqp://x\"\n").unwrap();
+        let e = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(e.contains("urll"), "{e}");
+        assert!(e.contains("bugflow.toml"), "{e}");
+    }
+}

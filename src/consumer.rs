@@ -1,0 +1,322 @@
+//! Consumers are data: one TOML file each in `consumers/`, named after the file.
+//!
+//! A file says what a consumer reads (its bindings and `input` kind), where its durable queue
+//! is, how many unacked messages it may hold (`prefetch`), and where its results go. Adding a
+//! consumer means adding a file, not a module. See `consumers/pushes.toml` for a commented
+//! example.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, ConfigError};
+use crate::events::InputKind;
+
+/// The consumer files shipped with bugflow, used when the consumers folder is missing (a
+/// binary run outside its checkout, `bugflow demo`).
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("pushes", include_str!("../consumers/pushes.toml")),
+    ("landings", include_str!("../consumers/landings.toml")),
+    ("bug-triage", include_str!("../consumers/bug-triage.toml")),
+];
+
+/// One consumer, as written in its TOML file (names still hold `{user}` and `{env}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerFile {
+    /// One line for `bugflow run --help` and logs.
+    #[serde(default)]
+    pub description: String,
+    /// What the messages are: `hg-push` or `bug-event`.
+    pub input: InputKind,
+    /// The durable queue, `queue/{user}/…` (Pulse's rule).
+    pub queue: String,
+    /// The most unacked messages this consumer holds at once (RabbitMQ advises 100–300).
+    #[serde(default = "default_prefetch")]
+    pub prefetch: u16,
+    /// The word in result routing keys (`<consumer>.<kind>.<subject>`), e.g. `push`.
+    pub kind: String,
+    pub bindings: Vec<Binding>,
+    /// Pushes by these users are skipped (bots whose pushes need no score).
+    #[serde(default)]
+    pub skip_users: Vec<String>,
+    /// Only these repositories (routing keys) are processed; empty means all bound ones.
+    #[serde(default)]
+    pub repos: Vec<String>,
+    #[serde(default)]
+    pub sinks: Sinks,
+}
+
+fn default_prefetch() -> u16 {
+    200
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Binding {
+    pub exchange: String,
+    /// Topic patterns: `*` is one word, `#` any number of words.
+    pub keys: Vec<String>,
+    /// Bind only if the exchange exists (a legacy feed that may be gone).
+    #[serde(default)]
+    pub optional: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sinks {
+    /// Publish results to the results exchange (with publisher confirms).
+    #[serde(default = "yes")]
+    pub results: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Sinks {
+    fn default() -> Self {
+        Sinks { results: true }
+    }
+}
+
+/// A consumer ready to run: its file, with names resolved for this deployment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsumerSpec {
+    pub name: String,
+    pub input: InputKind,
+    pub queue: String,
+    pub prefetch: u16,
+    pub kind: String,
+    pub bindings: Vec<Binding>,
+    pub skip_users: Vec<String>,
+    pub repos: Vec<String>,
+    pub sinks: Sinks,
+    pub description: String,
+}
+
+impl ConsumerSpec {
+    /// Parses and checks one consumer file. `origin` names the file in errors.
+    pub fn parse(
+        name: &str,
+        origin: &str,
+        text: &str,
+        config: &Config,
+    ) -> Result<ConsumerSpec, ConfigError> {
+        let file: ConsumerFile = toml::from_str(text).map_err(|e| ConfigError {
+            file: origin.into(),
+            field: field_of(&e),
+            problem: e.message().to_owned(),
+        })?;
+        Self::from_file(name, origin, file, config)
+    }
+
+    pub fn from_file(
+        name: &str,
+        origin: &str,
+        file: ConsumerFile,
+        config: &Config,
+    ) -> Result<ConsumerSpec, ConfigError> {
+        let err = |field: &str, problem: String| ConfigError {
+            file: origin.into(),
+            field: field.into(),
+            problem,
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(err(
+                "(file name)",
+                format!("consumer name {name:?}: use letters, digits and dashes"),
+            ));
+        }
+        let queue = config.resolve(&file.queue);
+        if !queue.starts_with(&format!("queue/{}/", config.user)) {
+            return Err(err(
+                "queue",
+                format!(
+                    "{queue:?}: Pulse lets user {} read only queues named queue/{}/…",
+                    config.user, config.user
+                ),
+            ));
+        }
+        if !(1..=2000).contains(&file.prefetch) {
+            return Err(err(
+                "prefetch",
+                format!(
+                    "{} is outside 1..=2000 (RabbitMQ advises 100–300; quorum queues cap at 2000)",
+                    file.prefetch
+                ),
+            ));
+        }
+        if file.kind.is_empty() || file.kind.contains('.') {
+            return Err(err(
+                "kind",
+                format!("{:?} must be one routing-key word", file.kind),
+            ));
+        }
+        if file.bindings.is_empty() {
+            return Err(err(
+                "bindings",
+                "a consumer needs at least one binding".into(),
+            ));
+        }
+        let mut bindings = Vec::new();
+        for (i, b) in file.bindings.into_iter().enumerate() {
+            if b.exchange.is_empty() {
+                return Err(err(&format!("bindings[{i}].exchange"), "is empty".into()));
+            }
+            if b.keys.is_empty() {
+                return Err(err(
+                    &format!("bindings[{i}].keys"),
+                    "needs at least one routing key (`#` for all)".into(),
+                ));
+            }
+            bindings.push(Binding {
+                exchange: config.resolve(&b.exchange),
+                ..b
+            });
+        }
+        Ok(ConsumerSpec {
+            name: name.into(),
+            input: file.input,
+            queue,
+            prefetch: file.prefetch,
+            kind: file.kind,
+            bindings,
+            skip_users: file.skip_users,
+            repos: file.repos,
+            sinks: file.sinks,
+            description: file.description,
+        })
+    }
+
+    /// Whether a message from `exchange` with `routing_key` would reach this consumer.
+    pub fn accepts(&self, exchange: &str, routing_key: &str) -> bool {
+        self.bindings
+            .iter()
+            .any(|b| b.exchange == exchange && b.keys.iter().any(|k| topic_matches(k, routing_key)))
+    }
+}
+
+/// Loads every `*.toml` in the consumers folder; without the folder, the built-in ones.
+pub fn load_all(config: &Config) -> anyhow::Result<Vec<ConsumerSpec>> {
+    let dir = &config.consumers_dir;
+    let mut specs = Vec::new();
+    if dir.is_dir() {
+        let mut paths: Vec<_> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            specs.push(load_file(&path, config)?);
+        }
+    } else {
+        tracing::info!(dir = %dir.display(), "no consumers folder: using the built-in consumers");
+        for (name, text) in BUILTIN {
+            let origin = format!("(built-in) consumers/{name}.toml");
+            specs.push(ConsumerSpec::parse(name, &origin, text, config)?);
+        }
+    }
+    if specs.is_empty() {
+        anyhow::bail!("no consumer files (*.toml) in {}", dir.display());
+    }
+    Ok(specs)
+}
+
+pub fn load_file(path: &Path, config: &Config) -> anyhow::Result<ConsumerSpec> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    Ok(ConsumerSpec::parse(
+        name,
+        &path.display().to_string(),
+        &text,
+        config,
+    )?)
+}
+
+/// The dotted path of the field a TOML error is about, as far as the error tells.
+fn field_of(e: &toml::de::Error) -> String {
+    let msg = e.message();
+    // serde's messages quote the field: "unknown field `prefech`", "missing field `queue`".
+    if let Some(start) = msg.find('`')
+        && let Some(len) = msg[start + 1..].find('`')
+    {
+        return msg[start + 1..start + 1 + len].to_owned();
+    }
+    match e.span() {
+        Some(span) => format!("(at byte {})", span.start),
+        None => "(unknown)".into(),
+    }
+}
+
+/// AMQP topic matching: words are split on `.`; `*` matches one word, `#` zero or more.
+pub fn topic_matches(pattern: &str, key: &str) -> bool {
+    fn go(p: &[&str], k: &[&str]) -> bool {
+        match (p.first(), k.first()) {
+            (None, None) => true,
+            (Some(&"#"), _) => go(&p[1..], k) || (!k.is_empty() && go(p, &k[1..])),
+            (Some(&"*"), Some(_)) => go(&p[1..], &k[1..]),
+            (Some(w), Some(kw)) if w == kw => go(&p[1..], &k[1..]),
+            _ => false,
+        }
+    }
+    let p: Vec<&str> = pattern.split('.').collect();
+    let k: Vec<&str> = key.split('.').collect();
+    go(&p, &k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_patterns_match_like_rabbitmq() {
+        assert!(topic_matches("#", "integration/autoland"));
+        assert!(topic_matches("bug.*", "bug.modify:cc,status"));
+        assert!(!topic_matches("bug.*", "comment.create"));
+        assert!(topic_matches("bug.#", "bug"));
+        assert!(topic_matches("a.#.z", "a.b.c.z"));
+        assert!(!topic_matches("mozilla-central", "try"));
+    }
+
+    #[test]
+    fn the_shipped_consumers_parse() {
+        let config = Config::default();
+        for (name, text) in BUILTIN {
+            let spec = ConsumerSpec::parse(name, name, text, &config).unwrap();
+            assert!(spec.queue.starts_with("queue/bugflow/"), "{}", spec.queue);
+        }
+    }
+
+    #[test]
+    fn a_bad_field_is_named_with_the_file() {
+        let config = Config::default();
+        let text = r##"
+            input = "hg-push"
+            queue = "queue/{user}/x"
+            kind = "push"
+            prefech = 10
+            bindings = [{ exchange = "e", keys = ["#"] }]
+        "##;
+        let e = ConsumerSpec::parse("x", "consumers/x.toml", text, &config).unwrap_err();
+        assert_eq!(e.file, "consumers/x.toml");
+        assert_eq!(e.field, "prefech");
+    }
+
+    #[test]
+    fn a_queue_outside_the_user_namespace_is_refused() {
+        let config = Config::default();
+        let text = r##"
+            input = "hg-push"
+            queue = "pushes"
+            kind = "push"
+            bindings = [{ exchange = "e", keys = ["#"] }]
+        "##;
+        let e = ConsumerSpec::parse("x", "x.toml", text, &config).unwrap_err();
+        assert_eq!(e.field, "queue");
+    }
+}

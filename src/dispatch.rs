@@ -1,0 +1,207 @@
+//! Ack decisions: what happens to a message after the pipeline ran.
+//!
+//! | pipeline says              | then                                                   | settle       |
+//! |----------------------------|--------------------------------------------------------|--------------|
+//! | results                    | each result confirmed by the broker (and written to    | ack          |
+//! |                            | JSONL); a publish that keeps failing → requeue once     | (or requeue) |
+//! | skip (private bug, newrepo)| logged and counted                                     | ack          |
+//! | dead-letter (bad input)    | published to the dead-letter exchange with the reason  | ack          |
+//! |                            | — if that fails                                         | reject       |
+//! | retry (5xx, timeout)       | first delivery                                         | requeue      |
+//! |                            | already redelivered                                    | dead-letter  |
+//!
+//! The same [`dispatch`] serves `bugflow run` (sinks on the broker) and `bugflow replay`
+//! (sinks in-process), so a replay exercises exactly the decisions of the live service.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::error::{Action, Stage, StageError};
+use crate::message::Message;
+use crate::pipeline::Pipeline;
+use crate::sinks::dead_letter::DeadLetterSink;
+use crate::sinks::jsonl::JsonlSink;
+use crate::sinks::results::ResultsSink;
+
+/// Where one consumer's output goes. Any of them may be absent (a replay to stdout has only
+/// JSONL).
+#[derive(Clone, Default)]
+pub struct Sinks {
+    pub results: Option<ResultsSink>,
+    pub dead_letter: Option<DeadLetterSink>,
+    pub jsonl: Option<JsonlSink>,
+}
+
+/// How to settle the input message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settle {
+    /// Done: results delivered, or skipped, or dead-lettered.
+    Ack(Done),
+    /// A transient failure on a first delivery: give it back to the queue.
+    Requeue(String),
+    /// Could not even be dead-lettered by us: reject, the queue's DLX catches it.
+    Reject(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Done {
+    Published(usize),
+    Skipped(String),
+    DeadLettered(String),
+}
+
+/// Counters of one consumer (also exported as metrics), for summaries and tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub received: AtomicU64,
+    pub results: AtomicU64,
+    pub skipped: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub requeued: AtomicU64,
+    pub rejected: AtomicU64,
+    pub acked: AtomicU64,
+    pub ack_not_sent: AtomicU64,
+}
+
+impl Stats {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    fn bump(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Runs the pipeline on `message`, delivers what it produced, and says how to settle it.
+pub async fn dispatch(
+    pipeline: &Pipeline,
+    sinks: &Sinks,
+    stats: &Arc<Stats>,
+    message: &Message,
+) -> Settle {
+    let consumer = pipeline.name().to_owned();
+    Stats::bump(&stats.received, 1);
+    metrics::counter!("bugflow_messages_received_total", "consumer" => consumer.clone())
+        .increment(1);
+    let started = Instant::now();
+    let processed = pipeline.process(message);
+    metrics::histogram!("bugflow_stage_seconds", "consumer" => consumer.clone(), "stage" => "process")
+        .record(started.elapsed().as_secs_f64());
+
+    let settle = match processed {
+        Ok(results) => {
+            let publish_started = Instant::now();
+            let mut failure = None;
+            for result in &results {
+                if let Some(sink) = &sinks.results
+                    && let Err(e) = sink.send(result).await
+                {
+                    failure = Some(StageError::transient(
+                        Stage::Sink,
+                        format!("publishing result {}: {e}", result.message_id),
+                    ));
+                    break;
+                }
+                if let Some(jsonl) = &sinks.jsonl
+                    && let Err(e) = jsonl.write(result).await
+                {
+                    failure = Some(StageError::transient(
+                        Stage::Sink,
+                        format!("writing result {} to JSONL: {e}", result.message_id),
+                    ));
+                    break;
+                }
+            }
+            if failure.is_none()
+                && let Some(jsonl) = &sinks.jsonl
+                && let Err(e) = jsonl.flush().await
+            {
+                failure = Some(StageError::transient(
+                    Stage::Sink,
+                    format!("flushing JSONL: {e}"),
+                ));
+            }
+            metrics::histogram!("bugflow_stage_seconds", "consumer" => consumer.clone(), "stage" => "sink")
+                .record(publish_started.elapsed().as_secs_f64());
+            match failure {
+                None => {
+                    Stats::bump(&stats.results, results.len() as u64);
+                    metrics::counter!("bugflow_results_published_total", "consumer" => consumer.clone())
+                        .increment(results.len() as u64);
+                    tracing::debug!(results = results.len(), "delivered");
+                    Settle::Ack(Done::Published(results.len()))
+                }
+                Some(error) => on_error(pipeline, sinks, stats, message, error).await,
+            }
+        }
+        Err(error) => on_error(pipeline, sinks, stats, message, error).await,
+    };
+    metrics::histogram!("bugflow_stage_seconds", "consumer" => consumer, "stage" => "total")
+        .record(started.elapsed().as_secs_f64());
+    settle
+}
+
+async fn on_error(
+    pipeline: &Pipeline,
+    sinks: &Sinks,
+    stats: &Arc<Stats>,
+    message: &Message,
+    error: StageError,
+) -> Settle {
+    let consumer = pipeline.name().to_owned();
+    match error.action {
+        Action::Skip => {
+            tracing::info!(reason = %error.reason, stage = %error.stage, "skipped");
+            Stats::bump(&stats.skipped, 1);
+            metrics::counter!("bugflow_messages_skipped_total", "consumer" => consumer)
+                .increment(1);
+            Settle::Ack(Done::Skipped(error.reason))
+        }
+        Action::Retry if !message.redelivered => {
+            tracing::warn!(reason = %error.reason, stage = %error.stage, "transient failure: requeueing once");
+            Stats::bump(&stats.requeued, 1);
+            metrics::counter!("bugflow_messages_retried_total", "consumer" => consumer)
+                .increment(1);
+            Settle::Requeue(error.reason)
+        }
+        Action::Retry | Action::DeadLetter => {
+            let error = if error.action == Action::Retry {
+                StageError::new(
+                    error.stage,
+                    Action::DeadLetter,
+                    format!("still failing after a redelivery: {}", error.reason),
+                )
+            } else {
+                error
+            };
+            dead_letter(sinks, stats, &consumer, message, error).await
+        }
+    }
+}
+
+async fn dead_letter(
+    sinks: &Sinks,
+    stats: &Arc<Stats>,
+    consumer: &str,
+    message: &Message,
+    error: StageError,
+) -> Settle {
+    tracing::warn!(reason = %error.reason, stage = %error.stage, "dead-lettering");
+    metrics::counter!(
+        "bugflow_messages_dead_lettered_total",
+        "consumer" => consumer.to_owned(),
+        "stage" => error.stage.as_str()
+    )
+    .increment(1);
+    if let Some(sink) = &sinks.dead_letter
+        && let Err(e) = sink.send(consumer, message, &error).await
+    {
+        tracing::error!(error = %e, "could not publish the dead letter: rejecting to the queue's DLX");
+        Stats::bump(&stats.rejected, 1);
+        return Settle::Reject(format!("{} (and dead-lettering failed: {e})", error.reason));
+    }
+    Stats::bump(&stats.dead_lettered, 1);
+    Settle::Ack(Done::DeadLettered(error.reason))
+}

@@ -1,0 +1,102 @@
+//! Errors that say what to do next.
+//!
+//! Every stage of a message's path (decode, enrich, features, models, sinks) fails with a
+//! [`StageError`]. The error carries an [`Action`]: the runner does not guess from the error
+//! text whether to retry, dead-letter or skip — the stage that failed decides, because it is
+//! the one that knows whether the input or the world is at fault (the idea of Arroyo's
+//! `RetryHint`).
+
+use std::fmt;
+
+/// What the runner should do with a message whose processing failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// The world is at fault (5xx, timeout, 429, unconfirmed publish): try again later.
+    Retry,
+    /// The input is at fault (undecodable, invalid): it will never succeed, park it in the
+    /// dead-letter queue with the reason.
+    DeadLetter,
+    /// Nothing to do for this input (private bug, unknown message type): ack and record why.
+    Skip,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Retry => "retry",
+            Action::DeadLetter => "dead_letter",
+            Action::Skip => "skip",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The stage of the pipeline an error came from; it goes into logs, metrics and the
+/// dead-letter header so that an operator knows where to look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Decode,
+    Enrich,
+    Features,
+    Models,
+    Sink,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Decode => "decode",
+            Stage::Enrich => "enrich",
+            Stage::Features => "features",
+            Stage::Models => "models",
+            Stage::Sink => "sink",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failure of one stage, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[error("{stage}: {reason} (action: {action})")]
+pub struct StageError {
+    pub stage: Stage,
+    pub action: Action,
+    pub reason: String,
+}
+
+impl StageError {
+    pub fn new(stage: Stage, action: Action, reason: impl Into<String>) -> Self {
+        StageError {
+            stage,
+            action,
+            reason: reason.into(),
+        }
+    }
+
+    /// The input can never be processed: dead-letter it.
+    pub fn invalid(stage: Stage, reason: impl Into<String>) -> Self {
+        Self::new(stage, Action::DeadLetter, reason)
+    }
+
+    /// Nothing to do: ack and record the reason.
+    pub fn skip(stage: Stage, reason: impl Into<String>) -> Self {
+        Self::new(stage, Action::Skip, reason)
+    }
+
+    /// A transient failure: retry.
+    pub fn transient(stage: Stage, reason: impl Into<String>) -> Self {
+        Self::new(stage, Action::Retry, reason)
+    }
+}

@@ -1,0 +1,33 @@
+//! bugflow: Mozilla's event streams (Pulse, BMO webhooks) through feature extraction and
+//! model inference, with at-least-once input and exactly-once effects.
+//!
+//! A message's path, one module per stage:
+//!
+//! ```text
+//! pulse::source ─► events (decode) ─► pipeline ─► dispatch ─► sinks ─► ack (runner)
+//!  (AMQP)           typed inputs      stages      decisions   results exchange, dead letters, JSONL
+//! archive (replay) ┘
+//! http::webhook ─► bug events exchange ─► (the bug-triage consumer)
+//! ```
+
+pub mod archive;
+pub mod cmd;
+pub mod config;
+pub mod consumer;
+pub mod dispatch;
+pub mod error;
+pub mod events;
+pub mod http;
+pub mod message;
+pub mod outcome;
+pub mod pipeline;
+pub mod pulse;
+pub mod runner;
+pub mod secret;
+pub mod sinks;
+pub mod telemetry;
+
+/// Installs ring as rustls' crypto provider (we build rustls without aws-lc). Idempotent.
+pub fn init_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

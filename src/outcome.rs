@@ -1,0 +1,74 @@
+//! What processing a message produces: results to publish, or an error that says what to do.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// One result, ready for the results exchange and the JSONL sink.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultMessage {
+    /// Stable across redeliveries and replays of the same input, so that downstream
+    /// consumers can deduplicate: a hash of consumer, kind, subject and input event.
+    pub message_id: String,
+    /// `<consumer>.<kind>.<subject>`.
+    pub routing_key: String,
+    pub consumer: String,
+    pub kind: String,
+    /// What the result is about: `integration/autoland/136598`, `1629704`.
+    pub subject: String,
+    pub input: InputRef,
+    /// What was learned about the subject (today: what the message itself holds).
+    pub data: Value,
+    /// Model predictions (name, version, class, probabilities).
+    #[serde(default)]
+    pub models: Vec<Value>,
+    /// Actions taken or skipped, each with its reason.
+    #[serde(default)]
+    pub actions: Vec<Value>,
+    pub bugflow_version: String,
+    pub produced_at: DateTime<Utc>,
+}
+
+/// The input a result came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputRef {
+    pub exchange: String,
+    pub routing_key: String,
+    /// `changegroup.1`, `bug.modify:priority`, `simple` …
+    pub event: String,
+    /// True when this result comes from a redelivered input: it may duplicate an earlier
+    /// result with the same `message_id`.
+    pub redelivered: bool,
+    pub received_at: DateTime<Utc>,
+}
+
+impl ResultMessage {
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing a struct of strings, numbers and `Value`s cannot fail.
+        serde_json::to_vec(self).expect("a result serializes to JSON")
+    }
+}
+
+/// A stable id: the first 128 bits of SHA-256 over the parts, hex-encoded.
+pub fn stable_id(parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part.as_bytes());
+        hasher.update([0u8]);
+    }
+    let digest = hasher.finalize();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stable_ids_depend_on_every_part_and_its_boundaries() {
+        assert_eq!(stable_id(&["a", "b"]), stable_id(&["a", "b"]));
+        assert_ne!(stable_id(&["a", "b"]), stable_id(&["ab", ""]));
+        assert_eq!(stable_id(&["x"]).len(), 32);
+    }
+}

@@ -1,0 +1,205 @@
+//! Publishing with publisher confirms on a channel that heals itself.
+//!
+//! A message counts as published only when the broker confirms it (`basic.ack` on a confirm
+//! channel): only then may the input that produced it be acked. [`Publisher::publish`]
+//! retries transient failures with backon (exponential, jittered); a channel that broke is
+//! replaced on the next attempt, so a broker restart costs retries, not messages.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection};
+use tokio::sync::Mutex;
+
+use crate::config::Config;
+use crate::pulse::connect::connect;
+
+/// Why a publish failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// No channel could be had (broker down, connection refused): retry later.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    /// The broker answered `basic.nack` (an internal error of the queue): retry.
+    #[error("the broker refused (nack) the message")]
+    Nacked,
+    /// `mandatory` was set and no queue is bound for this routing key.
+    #[error("no queue is bound to {exchange} for routing key {routing_key}")]
+    Unroutable {
+        exchange: String,
+        routing_key: String,
+    },
+}
+
+impl PublishError {
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, PublishError::Unroutable { .. })
+    }
+}
+
+/// What to publish.
+#[derive(Debug, Clone)]
+pub struct Outgoing<'a> {
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    pub body: &'a [u8],
+    pub message_id: Option<&'a str>,
+    pub headers: FieldTable,
+    /// Ask the broker to return the message if no queue would get it.
+    pub mandatory: bool,
+}
+
+impl<'a> Outgoing<'a> {
+    pub fn json(exchange: &'a str, routing_key: &'a str, body: &'a [u8]) -> Self {
+        Outgoing {
+            exchange,
+            routing_key,
+            body,
+            message_id: None,
+            headers: FieldTable::default(),
+            mandatory: false,
+        }
+    }
+}
+
+struct Link {
+    connection: Connection,
+    channel: Channel,
+}
+
+/// A confirm-mode channel on a connection of its own, shared by every consumer.
+#[derive(Clone)]
+pub struct Publisher {
+    config: Arc<Config>,
+    link: Arc<Mutex<Option<Link>>>,
+    attempts: usize,
+}
+
+impl Publisher {
+    /// A publisher that connects on first use.
+    pub fn new(config: Arc<Config>) -> Self {
+        let attempts = config.amqp.publish_attempts.max(1);
+        Publisher {
+            config,
+            link: Arc::new(Mutex::new(None)),
+            attempts,
+        }
+    }
+
+    /// A publisher that has already connected once (so that start-up fails fast on a bad URL).
+    pub async fn connect(config: Arc<Config>) -> anyhow::Result<Self> {
+        let publisher = Self::new(config);
+        publisher
+            .channel()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(publisher)
+    }
+
+    /// With fewer attempts (the webhook answers BMO within its timeout and lets BMO retry).
+    pub fn with_attempts(mut self, attempts: usize) -> Self {
+        self.attempts = attempts.max(1);
+        self
+    }
+
+    /// A usable channel: the current one, or a new connection if it broke for good.
+    pub async fn channel(&self) -> Result<Channel, PublishError> {
+        let mut link = self.link.lock().await;
+        if let Some(l) = link.as_ref() {
+            let status = l.channel.status();
+            if status.connected() {
+                return Ok(l.channel.clone());
+            }
+            if status.reconnecting() || l.connection.status().reconnecting() {
+                // lapin is recovering it: let the retry policy come back later.
+                return Err(PublishError::Unavailable("channel is recovering".into()));
+            }
+        }
+        if let Some(old) = link.take() {
+            let _ = old.connection.close(200, "replaced".into()).await;
+        }
+        let connection = connect(&self.config, "publisher")
+            .await
+            .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+        *link = Some(Link {
+            connection,
+            channel: channel.clone(),
+        });
+        Ok(channel)
+    }
+
+    /// Publishes once and waits for the broker's confirm.
+    pub async fn publish_once(&self, out: &Outgoing<'_>) -> Result<(), PublishError> {
+        let channel = self.channel().await?;
+        let mut properties = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2)
+            .with_headers(out.headers.clone());
+        if let Some(id) = out.message_id {
+            properties = properties.with_message_id(id.into());
+        }
+        let confirm = channel
+            .basic_publish(
+                out.exchange.into(),
+                out.routing_key.into(),
+                BasicPublishOptions {
+                    mandatory: out.mandatory,
+                    ..Default::default()
+                },
+                out.body,
+                properties,
+            )
+            .await
+            .map_err(|e| PublishError::Unavailable(e.to_string()))?
+            .await
+            .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+        if confirm.is_nack() {
+            return Err(PublishError::Nacked);
+        }
+        if confirm.take_message().is_some() {
+            return Err(PublishError::Unroutable {
+                exchange: out.exchange.into(),
+                routing_key: out.routing_key.into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Publishes, retrying transient failures with exponential, jittered back-off.
+    pub async fn publish(&self, out: &Outgoing<'_>) -> Result<(), PublishError> {
+        let policy = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(50))
+            .with_max_delay(Duration::from_secs(5))
+            .with_max_times(self.attempts.saturating_sub(1))
+            .with_jitter();
+        (|| self.publish_once(out))
+            .retry(policy)
+            .when(PublishError::is_transient)
+            .notify(|e, after| {
+                metrics::counter!("bugflow_publish_retries_total").increment(1);
+                tracing::warn!(error = %e, exchange = out.exchange, retry_in = ?after, "publish failed; retrying");
+            })
+            .await
+    }
+
+    /// Closes the connection (at shutdown, after the last confirm).
+    pub async fn close(&self) {
+        if let Some(link) = self.link.lock().await.take() {
+            let _ = link
+                .connection
+                .close(200, "bugflow shutting down".into())
+                .await;
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! Runs one consumer against the broker: deliveries → [`dispatch`] → ack.
+//!
+//! * At most `prefetch` messages are in flight; they are processed concurrently and each is
+//!   settled (ack / requeue / reject) only after its sinks reported delivery.
+//! * Every `ack` returns a `bool`: `false` means lapin did not send it (the channel broke);
+//!   the broker will redeliver the message (marked `redelivered`) and we count it.
+//! * When the connection breaks, lapin's recovery reconnects and replays the topology; if
+//!   that fails the runner reconnects from scratch and re-declares everything (also after a
+//!   `basic.cancel`, e.g. Pulse deleted the queue).
+//! * On shutdown: stop taking deliveries, finish and settle those in flight, cancel, close.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    BasicRejectOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::dispatch::{Settle, Sinks, Stats, dispatch};
+use crate::pipeline::Pipeline;
+use crate::pulse::connect::connect;
+use crate::pulse::source::message_from_delivery;
+use crate::pulse::topology::{consumer_queue_arguments, declare_consumer};
+
+/// How often the queue depth is checked against Pulse's limits.
+const DEPTH_INTERVAL: Duration = Duration::from_secs(5);
+/// How long lapin's recovery may take before the runner reconnects by itself.
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Runner {
+    config: Arc<Config>,
+    pipeline: Arc<Pipeline>,
+    sinks: Sinks,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+}
+
+enum SessionEnd {
+    Shutdown,
+    /// The broker cancelled our consumer (queue deleted): re-declare and go on.
+    Cancelled,
+}
+
+impl Runner {
+    pub fn new(
+        config: Arc<Config>,
+        pipeline: Arc<Pipeline>,
+        sinks: Sinks,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Runner {
+            config,
+            pipeline,
+            sinks,
+            stats: Arc::new(Stats::default()),
+            shutdown,
+        }
+    }
+
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Runs until shutdown, reconnecting as often as needed.
+    pub async fn run(&self) -> anyhow::Result<()> {
+        let name = self.pipeline.name().to_owned();
+        let mut failures: u32 = 0;
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let started = std::time::Instant::now();
+            match self.session().await {
+                Ok(SessionEnd::Shutdown) => return Ok(()),
+                Ok(SessionEnd::Cancelled) => {
+                    tracing::warn!(consumer = %name, "consumer cancelled by the broker (queue deleted?): re-declaring");
+                }
+                Err(e) => {
+                    tracing::warn!(consumer = %name, error = %e, "consumer session ended; reconnecting");
+                }
+            }
+            metrics::counter!("bugflow_reconnects_total", "consumer" => name.clone()).increment(1);
+            if started.elapsed() > Duration::from_secs(30) {
+                failures = 0;
+            }
+            failures = failures.saturating_add(1);
+            let pause =
+                Duration::from_millis(250u64 << failures.min(7)).min(Duration::from_secs(30));
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    async fn session(&self) -> anyhow::Result<SessionEnd> {
+        let spec = self.pipeline.spec();
+        let connection = connect(&self.config, &format!("consumer-{}", spec.name)).await?;
+        let channel = connection.create_channel().await?;
+        let backlog = declare_consumer(&connection, &channel, &self.config, spec).await?;
+        channel
+            .basic_qos(spec.prefetch, BasicQosOptions { global: false })
+            .await?;
+        let tag = format!("bugflow-{}-{}", spec.name, uuid::Uuid::new_v4().simple());
+        let mut consumer = channel
+            .basic_consume(
+                spec.queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::info!(consumer = %spec.name, queue = %spec.queue, backlog, prefetch = spec.prefetch, "consuming");
+
+        let limit = usize::from(spec.prefetch);
+        let mut in_flight = FuturesUnordered::new();
+        let mut depth_timer = tokio::time::interval(DEPTH_INTERVAL);
+        let end = loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => break Ok(SessionEnd::Shutdown),
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                _ = depth_timer.tick() => {
+                    self.check_depth(&channel, in_flight.len()).await;
+                }
+                item = consumer.next(), if in_flight.len() < limit => match item {
+                    Some(Ok(delivery)) => in_flight.push(self.handle(delivery)),
+                    Some(Err(error)) => {
+                        tracing::warn!(consumer = %spec.name, %error, "delivery stream failed; waiting for recovery");
+                        match tokio::time::timeout(RECOVERY_TIMEOUT, channel.wait_for_recovery(error)).await {
+                            Ok(Ok(())) => {
+                                tracing::info!(consumer = %spec.name, "connection recovered");
+                                metrics::counter!("bugflow_recoveries_total", "consumer" => spec.name.clone()).increment(1);
+                            }
+                            Ok(Err(e)) => break Err(anyhow::anyhow!("not recoverable: {e}")),
+                            Err(_) => break Err(anyhow::anyhow!("recovery took longer than {RECOVERY_TIMEOUT:?}")),
+                        }
+                    }
+                    None => break Ok(SessionEnd::Cancelled),
+                },
+            }
+        };
+        // Stop new deliveries first, then finish and settle what is in flight.
+        if matches!(end, Ok(SessionEnd::Shutdown)) {
+            let _ = channel
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await;
+        }
+        while in_flight.next().await.is_some() {}
+        let _ = channel.close(200, "bugflow consumer done".into()).await;
+        let _ = connection.close(200, "bugflow consumer done".into()).await;
+        end
+    }
+
+    /// Processes one delivery and settles it.
+    async fn handle(&self, delivery: Delivery) {
+        let message = message_from_delivery(&delivery);
+        let span = tracing::info_span!(
+            "message",
+            consumer = %self.pipeline.name(),
+            exchange = %message.exchange,
+            routing_key = %message.routing_key,
+            redelivered = message.redelivered,
+        );
+        async {
+            let settle = dispatch(&self.pipeline, &self.sinks, &self.stats, &message).await;
+            self.settle(&delivery, settle).await;
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn settle(&self, delivery: &Delivery, settle: Settle) {
+        let consumer = self.pipeline.name().to_owned();
+        let sent = match &settle {
+            Settle::Ack(_) => delivery.ack(BasicAckOptions::default()).await,
+            Settle::Requeue(_) => {
+                delivery
+                    .nack(BasicNackOptions {
+                        multiple: false,
+                        requeue: true,
+                    })
+                    .await
+            }
+            Settle::Reject(_) => delivery.reject(BasicRejectOptions { requeue: false }).await,
+        };
+        match sent {
+            Ok(true) => {
+                if matches!(settle, Settle::Ack(_)) {
+                    self.stats.acked.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("bugflow_messages_acked_total", "consumer" => consumer)
+                        .increment(1);
+                }
+            }
+            Ok(false) => {
+                // The channel this delivery came on is gone: the broker requeued it and will
+                // deliver it again, marked redelivered.
+                self.stats.ack_not_sent.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("bugflow_ack_not_sent_total", "consumer" => consumer)
+                    .increment(1);
+                tracing::warn!("settle not sent (channel closed): the broker will redeliver");
+            }
+            Err(error) => {
+                self.stats.ack_not_sent.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("bugflow_ack_not_sent_total", "consumer" => consumer)
+                    .increment(1);
+                tracing::warn!(%error, "settle failed: the broker will redeliver");
+            }
+        }
+    }
+
+    /// Pulse deletes a queue over 8,000 messages (ready + unacked): publish the depth and
+    /// warn past the configured threshold.
+    async fn check_depth(&self, channel: &lapin::Channel, in_flight: usize) {
+        let spec = self.pipeline.spec();
+        let Ok(queue) = channel
+            .queue_declare(
+                spec.queue.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    durable: true,
+                    ..Default::default()
+                },
+                consumer_queue_arguments(&self.config, spec),
+            )
+            .await
+        else {
+            return;
+        };
+        let depth = u64::from(queue.message_count()) + in_flight as u64;
+        metrics::gauge!("bugflow_queue_messages", "consumer" => spec.name.clone())
+            .set(depth as f64);
+        if depth > u64::from(self.config.queue_warn_messages) {
+            tracing::warn!(
+                consumer = %spec.name,
+                depth,
+                threshold = self.config.queue_warn_messages,
+                "queue is growing: Pulse deletes queues over 8,000 messages"
+            );
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! A JSON Lines sink: one result per line, to a file (appended) or to stdout.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::sync::Mutex;
+
+use crate::outcome::ResultMessage;
+
+#[derive(Clone)]
+pub struct JsonlSink {
+    out: Arc<Mutex<BufWriter<Box<dyn AsyncWrite + Send + Unpin>>>>,
+}
+
+impl JsonlSink {
+    /// Appends to `path`; `-` means stdout.
+    pub async fn open(path: &Path) -> std::io::Result<Self> {
+        let writer: Box<dyn AsyncWrite + Send + Unpin> = if path.as_os_str() == "-" {
+            Box::new(tokio::io::stdout())
+        } else {
+            if let Some(parent) = path.parent()
+                && !parent.as_os_str().is_empty()
+            {
+                tokio::fs::create_dir_all(parent).await?;
+            }
+            Box::new(
+                tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .await?,
+            )
+        };
+        Ok(JsonlSink {
+            out: Arc::new(Mutex::new(BufWriter::new(writer))),
+        })
+    }
+
+    /// Writes one line. The write is buffered; call [`JsonlSink::flush`] to make it durable
+    /// (the runner flushes before it acks).
+    pub async fn write(&self, result: &ResultMessage) -> std::io::Result<()> {
+        let mut line = result.to_json();
+        line.push(b'\n');
+        self.out.lock().await.write_all(&line).await
+    }
+
+    pub async fn flush(&self) -> std::io::Result<()> {
+        self.out.lock().await.flush().await
+    }
+}

@@ -1,0 +1,9 @@
+//! Where results go, and where messages that cannot be processed go.
+//!
+//! * [`results`] — the results exchange, with publisher confirms;
+//! * [`dead_letter`] — the dead-letter exchange, with the reason in a header;
+//! * [`jsonl`] — a JSON Lines file (or stdout), one result per line.
+
+pub mod dead_letter;
+pub mod jsonl;
+pub mod results;
