@@ -1,0 +1,80 @@
+//! The binary as a user runs it.
+
+use std::process::Command;
+
+fn bugflow() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bugflow"));
+    // Outside the checkout: no config/bugflow.toml, no consumers/ (the built-ins are used).
+    cmd.current_dir(std::env::temp_dir());
+    cmd
+}
+
+#[test]
+fn the_demo_runs_with_nothing_else_running() {
+    let out = bugflow().arg("demo").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("→ result pushes.push.integration/autoland/182553"),
+        "{text}"
+    );
+    assert!(text.contains("→ result bug-triage.bug.1629704"), "{text}");
+    assert!(text.contains("skipped: bug 2 is private"), "{text}");
+    assert!(
+        text.contains("7 results, 5 skipped, 3 dead-lettered, 1 unrouted"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_bad_config_names_the_field_and_hides_the_password() {
+    let out = bugflow()
+        .arg("consumers")
+        .env(
+            "BUGFLOW_AMQP__URL",
+            "amqps://bot:hunter2@pulse.mozilla.org:5671/",
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("amqp.url"), "{text}");
+    assert!(text.contains("empty vhost"), "{text}");
+    assert!(!text.contains("hunter2"), "the password leaked: {text}");
+}
+
+#[test]
+fn a_bad_consumer_file_names_the_file_and_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("consumers")).unwrap();
+    std::fs::write(
+        dir.path().join("consumers/pushes.toml"),
+        "input = \"hg-push\"\nqueue = \"queue/{user}/x\"\nkind = \"push\"\nprefetch = 0\nbindings = [{ exchange = \"e\", keys = [\"#\"] }]\n",
+    )
+    .unwrap();
+    let out = bugflow()
+        .current_dir(dir.path())
+        .arg("consumers")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("consumers/pushes.toml"), "{text}");
+    assert!(text.contains("prefetch"), "{text}");
+}
+
+#[test]
+fn an_unknown_consumer_name_lists_the_known_ones() {
+    let out = bugflow()
+        .args(["run", "--consumer", "nope", "--no-http"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("no consumer \"nope\""), "{text}");
+    assert!(text.contains("bug-triage"), "{text}");
+}

@@ -1,0 +1,12 @@
+//! Black-box tests against the real RabbitMQ on 127.0.0.1:5672. Each test works in a
+//! namespace of its own (`queue/t<random>/…`, `exchange/t<random>/…`) and deletes it after.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod backlog;
+mod cli;
+mod dead_letter;
+mod pushes;
+mod replay;
+mod webhook;

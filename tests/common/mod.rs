@@ -1,0 +1,306 @@
+//! Shared by the broker tests: a unique namespace per test on the real RabbitMQ, helpers to
+//! publish, read and count, and clean-up of everything the test declared.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bugflow::config::Config;
+use bugflow::consumer::{BUILTIN, ConsumerSpec};
+use bugflow::dispatch::Stats;
+use bugflow::pipeline::Pipeline;
+use bugflow::pulse::connect::connect;
+use bugflow::pulse::publish::Publisher;
+use bugflow::pulse::source::headers_to_json;
+use bugflow::pulse::topology::{declare_consumer, declare_shared};
+use bugflow::runner::Runner;
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
+    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pulse");
+
+pub fn sample(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{SAMPLES}/{name}")).expect("fixture exists")
+}
+
+/// A message read back from a queue.
+#[derive(Debug, Clone)]
+pub struct Got {
+    pub routing_key: String,
+    pub body: Vec<u8>,
+    pub headers: BTreeMap<String, Value>,
+    pub message_id: Option<String>,
+    pub content_type: Option<String>,
+    pub delivery_mode: Option<u8>,
+}
+
+impl Got {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+}
+
+pub struct TestBroker {
+    pub config: Arc<Config>,
+    pub connection: Connection,
+    pub channel: Channel,
+    queues: Vec<String>,
+    exchanges: Vec<String>,
+}
+
+/// A running consumer.
+pub struct Running {
+    pub stop: CancellationToken,
+    pub task: JoinHandle<anyhow::Result<()>>,
+    pub stats: Arc<Stats>,
+}
+
+impl Running {
+    pub async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("the runner stops within 30 s")
+            .expect("the runner task does not panic")
+            .expect("the runner ends without error");
+    }
+}
+
+impl TestBroker {
+    /// A fresh namespace `t<random>` on the broker at `BUGFLOW_TEST_AMQP_URL` (default
+    /// guest@127.0.0.1:5672).
+    pub async fn new() -> TestBroker {
+        bugflow::init_tls();
+        let mut config = Config::default();
+        config.user = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        config.env = "test".into();
+        if let Ok(url) = std::env::var("BUGFLOW_TEST_AMQP_URL") {
+            config.amqp.url = bugflow::secret::Secret::new(url);
+        }
+        // Exchanges under exchange/<user>/ are ours and declared; any other is checked
+        // passively, as on Pulse.
+        config.amqp.declare_exchanges = false;
+        let connection = connect(&config, "test").await.expect(
+            "RabbitMQ must answer on 127.0.0.1:5672 (start it with `rabbitmq-server -detached`)",
+        );
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let config = Arc::new(config);
+        declare_shared(&channel, &config).await.unwrap();
+        let exchanges = vec![
+            config.results_exchange(),
+            config.dead_letter_exchange(),
+            config.bugzilla_exchange(),
+            config.resolve("exchange/{user}/hgpushes-v2"),
+        ];
+        let queues = vec![config.dead_letter_queue()];
+        TestBroker {
+            config,
+            connection,
+            channel,
+            queues,
+            exchanges,
+        }
+    }
+
+    /// The test's stand-in for `exchange/hgpushes/v2`.
+    pub fn hgpushes(&self) -> String {
+        self.config.resolve("exchange/{user}/hgpushes-v2")
+    }
+
+    /// A shipped consumer, with `exchange/hgpushes/v2` replaced by the test's exchange.
+    pub fn spec(&mut self, name: &str) -> ConsumerSpec {
+        let text = BUILTIN
+            .iter()
+            .find(|(n, _)| *n == name)
+            .expect("a built-in consumer")
+            .1
+            .replace("exchange/hgpushes/v2", "exchange/{user}/hgpushes-v2");
+        let spec = ConsumerSpec::parse(name, name, &text, &self.config).unwrap();
+        self.queues.push(spec.queue.clone());
+        spec
+    }
+
+    /// Declares a consumer's queue and bindings (as its first start would).
+    pub async fn declare(&self, spec: &ConsumerSpec) {
+        declare_consumer(&self.connection, &self.channel, &self.config, spec)
+            .await
+            .unwrap();
+    }
+
+    /// A queue that collects every result.
+    pub async fn results_queue(&mut self) -> String {
+        let queue = self.config.resolve("queue/{user}/test-results");
+        self.bind_queue(&queue, &self.config.results_exchange(), "#")
+            .await;
+        queue
+    }
+
+    pub async fn bind_queue(&mut self, queue: &str, exchange: &str, key: &str) {
+        self.channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        self.channel
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        self.queues.push(queue.to_owned());
+    }
+
+    /// Starts a consumer in this process, as `bugflow run` would.
+    pub fn start(&self, spec: ConsumerSpec) -> Running {
+        let publisher = Publisher::new(self.config.clone());
+        let sinks = bugflow::cmd::run::sinks_for(&self.config, &spec, &publisher, None);
+        let stop = CancellationToken::new();
+        let runner = Runner::new(
+            self.config.clone(),
+            Arc::new(Pipeline::new(spec)),
+            sinks,
+            stop.clone(),
+        );
+        let stats = runner.stats();
+        let task = tokio::spawn(async move {
+            let result = runner.run().await;
+            publisher.close().await;
+            result
+        });
+        Running { stop, task, stats }
+    }
+
+    /// Publishes and waits for the broker's confirm.
+    pub async fn publish(&self, exchange: &str, routing_key: &str, body: &[u8]) {
+        let confirm = self
+            .channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default()
+                    .with_content_type("application/json".into())
+                    .with_delivery_mode(2),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirm.is_ack());
+    }
+
+    /// Reads (and acks) up to `n` messages, waiting at most `within`.
+    pub async fn take(&self, queue: &str, n: usize, within: Duration) -> Vec<Got> {
+        let deadline = Instant::now() + within;
+        let mut got = Vec::new();
+        while got.len() < n && Instant::now() < deadline {
+            match self
+                .channel
+                .basic_get(queue.into(), BasicGetOptions::default())
+                .await
+                .unwrap()
+            {
+                Some(message) => {
+                    let props = &message.delivery.properties;
+                    got.push(Got {
+                        routing_key: message.delivery.routing_key.to_string(),
+                        body: message.delivery.data.clone(),
+                        headers: props
+                            .headers()
+                            .as_ref()
+                            .map(headers_to_json)
+                            .unwrap_or_default(),
+                        message_id: props.message_id().as_ref().map(|s| s.to_string()),
+                        content_type: props.content_type().as_ref().map(|s| s.to_string()),
+                        delivery_mode: *props.delivery_mode(),
+                    });
+                    message
+                        .delivery
+                        .ack(BasicAckOptions::default())
+                        .await
+                        .unwrap();
+                }
+                None => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        got
+    }
+
+    /// Messages ready in a queue.
+    pub async fn ready(&self, queue: &str) -> u32 {
+        self.channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap()
+            .message_count()
+    }
+
+    /// Waits until `check` holds, or panics with `what` after `within`.
+    pub async fn eventually(&self, within: Duration, what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + within;
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Deletes every queue and exchange the test declared.
+    pub async fn cleanup(self) {
+        let connection = connect(&self.config, "test-cleanup").await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        for queue in &self.queues {
+            let _ = channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for exchange in &self.exchanges {
+            let _ = channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+        let _ = connection.close(200, "cleanup".into()).await;
+        let _ = self.connection.close(200, "done".into()).await;
+    }
+}
+
+/// An hg push (v2 `changegroup.1`) to `repo` with push id `pushid`.
+pub fn push(repo: &str, pushid: u64, user: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "payload": {"type": "changegroup.1", "data": {
+            "repo_url": format!("https://hg.mozilla.org/{repo}"),
+            "heads": [format!("{:040x}", pushid as u128 * 7919 + 13)],
+            "pushlog_pushes": [{"pushid": pushid, "time": 1_764_324_000 + pushid as i64, "user": user,
+                "push_json_url": format!("https://hg.mozilla.org/{repo}/json-pushes?version=2&startID={}&endID={pushid}", pushid.saturating_sub(1)),
+                "push_full_json_url": format!("https://hg.mozilla.org/{repo}/json-pushes?version=2&full=1&startID={}&endID={pushid}", pushid.saturating_sub(1))}],
+            "source": "push"}},
+        "_meta": {"exchange": "exchange/hgpushes/v2", "routing_key": repo, "serializer": "json", "sent": "2026-11-28T10:00:00"}
+    }))
+    .unwrap()
+}
