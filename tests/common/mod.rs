@@ -271,6 +271,26 @@ impl TestBroker {
         }
     }
 
+    /// The same namespace on a new connection (after chaos closed the first one).
+    pub async fn reconnect(other: &TestBroker) -> TestBroker {
+        let connection = connect(&other.config, "test-reader").await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        TestBroker {
+            config: other.config.clone(),
+            connection,
+            channel,
+            queues: Vec::new(),
+            exchanges: Vec::new(),
+        }
+    }
+
+    /// Cleans up `other`'s names through this connection.
+    pub async fn cleanup_with(mut self, other: TestBroker) {
+        self.queues.extend(other.queues);
+        self.exchanges.extend(other.exchanges);
+        self.cleanup().await;
+    }
+
     /// Deletes every queue and exchange the test declared.
     pub async fn cleanup(self) {
         let connection = connect(&self.config, "test-cleanup").await.unwrap();
