@@ -8,5 +8,6 @@ mod backlog;
 mod cli;
 mod dead_letter;
 mod pushes;
+mod record_and_shutdown;
 mod replay;
 mod webhook;

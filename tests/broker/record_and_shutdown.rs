@@ -1,0 +1,140 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use bugflow::archive::ArchiveLine;
+use bugflow::cmd::record::{RecordOptions, record};
+use bugflow::cmd::replay::publish_back;
+
+use crate::common::{TestBroker, push};
+
+#[tokio::test]
+async fn record_taps_an_exchange_and_replay_publish_puts_it_back_for_the_consumer() {
+    let mut broker = TestBroker::new().await;
+    let spec = broker.spec("pushes");
+    broker.declare(&spec).await;
+    let exchange = broker.hgpushes();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("tap.jsonl");
+
+    let recorder = tokio::spawn(record(
+        broker.config.clone(),
+        RecordOptions {
+            bindings: vec![(exchange.clone(), vec!["#".into()])],
+            out: archive.clone(),
+            limit: Some(3),
+            duration: Some(Duration::from_secs(30)),
+        },
+    ));
+    // Publish until the recorder's queue is bound and has taken three messages.
+    let mut id = 0;
+    while !recorder.is_finished() {
+        id += 1;
+        broker
+            .publish(&exchange, "try", &push("try", id, "dev@mozilla.com"))
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(id < 200, "the recorder never finished");
+    }
+    assert_eq!(recorder.await.unwrap().unwrap(), 3);
+    let text = std::fs::read_to_string(&archive).unwrap();
+    let lines: Vec<_> = text.lines().collect();
+    assert_eq!(lines.len(), 3);
+    let first = ArchiveLine::parse(lines[0]).unwrap();
+    assert_eq!(first.exchange, exchange);
+    assert_eq!(first.routing_key, "try");
+    assert!(serde_json::from_slice::<serde_json::Value>(&first.body).is_ok());
+
+    // Everything published so far also reached the consumer queue; empty it, then put the
+    // recorded three back through the broker.
+    let backlog = broker.ready(&spec.queue).await as usize;
+    let drained = broker
+        .take(&spec.queue, backlog, Duration::from_secs(10))
+        .await;
+    assert_eq!(drained.len(), backlog);
+    let results = broker.results_queue().await;
+    let running = broker.start(spec.clone());
+    let summary = publish_back(Arc::clone(&broker.config), &[archive])
+        .await
+        .unwrap();
+    assert_eq!(summary.published, 3);
+    let got = broker.take(&results, 4, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 3, "the three recorded pushes, once each");
+    running.stop().await;
+    broker.cleanup().await;
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_messages_and_exits_cleanly() {
+    let mut broker = TestBroker::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("consumers")).unwrap();
+    let text = bugflow::consumer::BUILTIN[0]
+        .1
+        .replace("exchange/hgpushes/v2", "exchange/{user}/hgpushes-v2");
+    std::fs::write(dir.path().join("consumers/pushes.toml"), text).unwrap();
+    let spec = broker.spec("pushes");
+    broker.declare(&spec).await;
+    let results = broker.results_queue().await;
+    for id in 1..=200 {
+        broker
+            .publish(
+                &broker.hgpushes(),
+                "try",
+                &push("try", id, "dev@mozilla.com"),
+            )
+            .await;
+    }
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_bugflow"))
+        .args(["run", "--no-http"])
+        .current_dir(dir.path())
+        .env("BUGFLOW_USER", &broker.config.user)
+        .env("BUGFLOW_ENV", &broker.config.env)
+        .env("BUGFLOW_AMQP__DECLARE_EXCHANGES", "false")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let got = broker.take(&results, 200, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 200);
+    // Keep it busy while it is told to stop.
+    for id in 201..=400 {
+        broker
+            .publish(
+                &broker.hgpushes(),
+                "try",
+                &push("try", id, "dev@mozilla.com"),
+            )
+            .await;
+    }
+    let pid = child.id().unwrap() as i32;
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("bugflow stops within 30 s of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+
+    // Whatever it took, it settled: the rest waits in the queue, nothing is unacked, and
+    // every push has exactly one result once a new consumer drains the rest.
+    let running = broker.start(spec.clone());
+    let mut rest = broker.take(&results, 200, Duration::from_secs(30)).await;
+    rest.extend(broker.take(&results, 1, Duration::from_secs(1)).await);
+    let mut subjects: Vec<String> = got
+        .iter()
+        .chain(rest.iter())
+        .map(|g| g.json()["subject"].as_str().unwrap().to_owned())
+        .collect();
+    subjects.sort();
+    let before = subjects.len();
+    subjects.dedup();
+    assert_eq!(subjects.len(), 400, "every push has a result");
+    assert_eq!(
+        before, 400,
+        "and none twice: in-flight work was settled, not dropped"
+    );
+    running.stop().await;
+    broker.cleanup().await;
+}
