@@ -35,11 +35,16 @@ pub struct Config {
     /// The folder of consumer TOML files.
     pub consumers_dir: PathBuf,
     pub http: HttpConfig,
+    pub hg: HgConfig,
     /// Also append every result to this JSON Lines file (`bugflow run`).
     pub results_jsonl: Option<PathBuf>,
     /// Warn when a consumer's queue (ready + unacked) grows past this; Pulse deletes queues
     /// over 8,000 messages.
     pub queue_warn_messages: u32,
+    /// The model registry: `models/<model>/<version>/` and `models/<model>/history.json`.
+    pub models_dir: PathBuf,
+    /// How often a running service checks the registry for a promoted or rolled-back bundle.
+    pub models_refresh_seconds: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +73,30 @@ pub struct ExchangesConfig {
     pub bugzilla: String,
 }
 
+/// hg.mozilla.org, where pushes' changesets are fetched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HgConfig {
+    /// Fetch changesets (needed to score pushes).
+    pub enabled: bool,
+    /// Push URLs come from messages: only these hosts are ever fetched.
+    pub allowed_hosts: Vec<String>,
+    pub timeout_seconds: u64,
+    /// Attempts per fetch (retries back off exponentially, with jitter).
+    pub attempts: usize,
+}
+
+impl Default for HgConfig {
+    fn default() -> Self {
+        HgConfig {
+            enabled: true,
+            allowed_hosts: vec!["hg.mozilla.org".into()],
+            timeout_seconds: 30,
+            attempts: 4,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
@@ -88,8 +117,11 @@ impl Default for Config {
             dead_letter_queue: "queue/{user}/bugflow-dead-letter-{env}".into(),
             consumers_dir: PathBuf::from("consumers"),
             http: HttpConfig::default(),
+            hg: HgConfig::default(),
             results_jsonl: None,
             queue_warn_messages: 2000,
+            models_dir: PathBuf::from("models"),
+            models_refresh_seconds: 5,
         }
     }
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ConfigError};
 use crate::events::InputKind;
+use crate::models::{Input, ModelKind};
 
 /// The consumer files shipped with bugflow, used when the consumers folder is missing (a
 /// binary run outside its checkout, `bugflow demo`).
@@ -43,6 +44,9 @@ pub struct ConsumerFile {
     /// Only these repositories (routing keys) are processed; empty means all bound ones.
     #[serde(default)]
     pub repos: Vec<String>,
+    /// The models this consumer runs (their serving bundles come from the registry).
+    #[serde(default)]
+    pub models: Vec<ModelKind>,
     #[serde(default)]
     pub sinks: Sinks,
 }
@@ -91,6 +95,7 @@ pub struct ConsumerSpec {
     pub bindings: Vec<Binding>,
     pub skip_users: Vec<String>,
     pub repos: Vec<String>,
+    pub models: Vec<ModelKind>,
     pub sinks: Sinks,
     pub description: String,
 }
@@ -153,6 +158,19 @@ impl ConsumerSpec {
                 format!("{:?} must be one routing-key word", file.kind),
             ));
         }
+        let reads = match file.input {
+            InputKind::HgPush => Input::Commit,
+            InputKind::BugEvent => Input::Bug,
+        };
+        if let Some(m) = file.models.iter().find(|m| m.input() != reads) {
+            return Err(err(
+                "models",
+                format!(
+                    "{m} does not read what this consumer's input ({:?}) carries",
+                    file.input
+                ),
+            ));
+        }
         if file.bindings.is_empty() {
             return Err(err(
                 "bindings",
@@ -184,6 +202,7 @@ impl ConsumerSpec {
             bindings,
             skip_users: file.skip_users,
             repos: file.repos,
+            models: file.models,
             sinks: file.sinks,
             description: file.description,
         })

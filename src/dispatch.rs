@@ -86,7 +86,7 @@ pub async fn dispatch(
     metrics::counter!("bugflow_messages_received_total", "consumer" => consumer.clone())
         .increment(1);
     let started = Instant::now();
-    let processed = pipeline.process(message);
+    let processed = pipeline.process(message).await;
     metrics::histogram!("bugflow_stage_seconds", "consumer" => consumer.clone(), "stage" => "process")
         .record(started.elapsed().as_secs_f64());
 

@@ -15,10 +15,13 @@ pub mod cmd;
 pub mod config;
 pub mod consumer;
 pub mod dispatch;
+pub mod enrich;
 pub mod error;
 pub mod events;
+pub mod features;
 pub mod http;
 pub mod message;
+pub mod models;
 pub mod outcome;
 pub mod pipeline;
 pub mod pulse;
@@ -26,6 +29,7 @@ pub mod runner;
 pub mod secret;
 pub mod sinks;
 pub mod telemetry;
+pub mod train;
 
 /// Installs ring as rustls' crypto provider (we build rustls without aws-lc). Idempotent.
 pub fn init_tls() {

@@ -77,8 +77,57 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         rounds: u32,
     },
+    /// Train a model: split, fit, evaluate, write a bundle, promote it if the metrics gate agrees.
+    Train {
+        /// bugtype, component, spam, regression, commit-risk, issue-type (bugbug's names work too).
+        model: bugflow::models::ModelKind,
+        /// Data files: bugs (JSON Lines), commits (JSON Lines) or issues (CSV).
+        #[arg(long = "data", required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+        /// The models folder (default: `models_dir` of the configuration).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// How to split train and test (default: by time within each class; issue-type: random within each class).
+        #[arg(long, value_enum)]
+        split: Option<bugflow::train::split::Strategy>,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 0.2)]
+        test_fraction: f64,
+        /// Promote even if the metrics gate refuses (recorded in the manifest).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Score a bundle on any data set.
+    Evaluate {
+        model: bugflow::models::ModelKind,
+        #[arg(long)]
+        bundle: PathBuf,
+        #[arg(long = "data", required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+    },
+    /// List, promote or roll back model bundles.
+    Models {
+        #[command(subcommand)]
+        action: ModelsAction,
+    },
     /// Print the consumers as configured (after {user}/{env} are resolved).
     Consumers,
+}
+
+#[derive(Subcommand)]
+enum ModelsAction {
+    /// Every bundle of every model; `*` marks the one serving.
+    List,
+    /// Serve a bundle (the metrics gate must agree, unless --force).
+    Promote {
+        model: bugflow::models::ModelKind,
+        version: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Serve the bundle that served before the current one.
+    Rollback { model: bugflow::models::ModelKind },
 }
 
 #[tokio::main]
@@ -118,9 +167,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let summary = if publish {
                 cmd::replay::publish_back(Arc::new(config), &files).await?
             } else {
-                let specs = consumer::load_all(&config)?;
+                let models = cmd::run::load_models(&config)?;
+                let pipelines = consumer::load_all(&config)?
+                    .into_iter()
+                    .map(|spec| cmd::run::pipeline_for(&config, spec, models.clone()))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
                 cmd::replay::replay(
-                    &specs,
+                    &pipelines,
                     &cmd::replay::ReplayOptions {
                         files,
                         consumer: forced,
@@ -153,9 +206,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo => {
-            let specs = consumer::load_all(&config)?;
-            let mut stdout = std::io::stdout().lock();
-            cmd::demo::demo(&specs, &mut stdout)?;
+            let models = cmd::run::load_models(&config)?;
+            let hg = cmd::demo::bundled_hg();
+            let pipelines: Vec<_> = consumer::load_all(&config)?
+                .into_iter()
+                .map(|spec| {
+                    bugflow::pipeline::Pipeline::new(spec, models.clone()).with_hg(hg.clone())
+                })
+                .collect();
+            let mut out = Vec::new();
+            cmd::demo::demo(&pipelines, &mut out).await?;
+            use std::io::Write;
+            std::io::stdout().write_all(&out)?;
             Ok(())
         }
         Command::Bench {
@@ -171,6 +233,58 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let report = cmd::bench::bench(&config, &options).await?;
             report.print(&options);
             Ok(())
+        }
+        Command::Train {
+            model,
+            files,
+            out,
+            split,
+            seed,
+            test_fraction,
+            force,
+        } => {
+            let options = bugflow::train::TrainOptions {
+                files,
+                out: out.unwrap_or_else(|| config.models_dir.clone()),
+                split,
+                seed,
+                test_fraction,
+                force,
+                progress: true,
+            };
+            let promoted =
+                tokio::task::spawn_blocking(move || cmd::train::run(model, &options)).await??;
+            if !promoted {
+                anyhow::bail!("{model}: the new bundle was not promoted (metrics gate)");
+            }
+            Ok(())
+        }
+        Command::Evaluate {
+            model,
+            bundle,
+            files,
+        } => {
+            let manifest_model = bugflow::models::bundle::Bundle::read(&bundle)?
+                .manifest
+                .model;
+            anyhow::ensure!(
+                manifest_model == model,
+                "{} holds a {manifest_model} bundle, not {model}",
+                bundle.display()
+            );
+            cmd::models::evaluate(&bundle, &files)
+        }
+        Command::Models { action } => {
+            let registry = bugflow::models::registry::Registry::new(&config.models_dir);
+            match action {
+                ModelsAction::List => cmd::models::list(&registry),
+                ModelsAction::Promote {
+                    model,
+                    version,
+                    force,
+                } => cmd::models::promote(&registry, model, &version, force),
+                ModelsAction::Rollback { model } => cmd::models::rollback(&registry, model),
+            }
         }
         Command::Consumers => {
             for spec in consumer::load_all(&config)? {

@@ -1,40 +1,63 @@
-//! The stages between a message and its results: decode → filter → enrich → results.
+//! The stages between a message and its results: decode → filter → enrich → models → result.
 //!
-//! [`Pipeline::process`] is pure and synchronous: it never touches the broker, so the very
-//! same code runs under `bugflow run` (AMQP), `bugflow replay` (an archive, in-process) and
-//! the tests. The runner decides what to do with the outcome — publish, ack, dead-letter —
-//! following the [`Action`](crate::error::Action) of any error.
+//! [`Pipeline::process`] never touches the broker, so the very same code runs under
+//! `bugflow run` (AMQP), `bugflow replay` (an archive, in-process), the demo and the tests.
+//! The runner decides what to do with the outcome — publish, ack, dead-letter — following
+//! the [`Action`](crate::error::Action) of any error.
+
+use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
 use serde_json::{Value, json};
 
 use crate::consumer::ConsumerSpec;
+use crate::enrich::hg;
 use crate::error::{Stage, StageError};
 use crate::events::bmo::WebhookEvent;
 use crate::events::hgpush::{Changegroup, HgPushEvent};
 use crate::events::simple::SimpleBug;
 use crate::events::{self, Event};
+use crate::features::{bug, commit};
 use crate::message::Message;
+use crate::models::ModelKind;
+use crate::models::registry::ModelSet;
 use crate::outcome::{InputRef, ResultMessage, stable_id};
 
+/// At most this many commits are listed in a push result (the riskiest), so that results
+/// stay under Pulse's advised 8 KiB.
+const MAX_LISTED_COMMITS: usize = 40;
+
 /// One consumer's processing.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Pipeline {
     spec: ConsumerSpec,
+    models: Arc<ModelSet>,
+    hg: Option<hg::Source>,
 }
 
-/// What a stage extracted, before it becomes a result.
+/// What the stages learned, before it becomes a result.
 struct Finding {
     subject: String,
     event: String,
     /// What identifies the input event, for the stable message id.
     identity: String,
     data: Value,
+    models: Vec<Value>,
 }
 
 impl Pipeline {
-    pub fn new(spec: ConsumerSpec) -> Self {
-        Pipeline { spec }
+    pub fn new(spec: ConsumerSpec, models: Arc<ModelSet>) -> Self {
+        Pipeline {
+            spec,
+            models,
+            hg: None,
+        }
+    }
+
+    /// Fetch pushes' changesets from `source` (without it, pushes are not scored).
+    pub fn with_hg(mut self, source: hg::Source) -> Self {
+        self.hg = Some(source);
+        self
     }
 
     pub fn spec(&self) -> &ConsumerSpec {
@@ -46,17 +69,17 @@ impl Pipeline {
     }
 
     /// Runs every stage on one message.
-    pub fn process(&self, message: &Message) -> Result<Vec<ResultMessage>, StageError> {
+    pub async fn process(&self, message: &Message) -> Result<Vec<ResultMessage>, StageError> {
         let event = events::decode(self.spec.input, message)?;
         let finding = match &event {
-            Event::HgPush(push) => self.push(push, &message.routing_key)?,
+            Event::HgPush(push) => self.push(push, &message.routing_key).await?,
             Event::Webhook(webhook) => self.webhook(webhook)?,
             Event::SimpleBug(simple) => self.simple_bug(simple),
         };
         Ok(vec![self.result(message, finding)])
     }
 
-    fn push(&self, event: &HgPushEvent, routing_key: &str) -> Result<Finding, StageError> {
+    async fn push(&self, event: &HgPushEvent, routing_key: &str) -> Result<Finding, StageError> {
         let push = match event {
             HgPushEvent::Changegroup(push) => push,
             other => {
@@ -85,6 +108,14 @@ impl Pipeline {
                 format!("pusher {} is in skip_users", entry.user),
             ));
         }
+        let mut data = push_data(push, routing_key);
+        let mut models = Vec::new();
+        if self.spec.models.contains(&ModelKind::CommitRisk) {
+            models.push(
+                self.score_push(entry.pushid, &entry.push_full_json_url, &mut data)
+                    .await?,
+            );
+        }
         Ok(Finding {
             subject: format!("{repo}/{}", entry.pushid),
             event: event.kind().to_owned(),
@@ -94,8 +125,78 @@ impl Pipeline {
                 entry.pushid,
                 push.heads.join(",")
             ),
-            data: push_data(push, routing_key),
+            data,
+            models,
         })
+    }
+
+    /// Enrich (the push's changesets) and score each commit; the push's risk is the highest.
+    async fn score_push(
+        &self,
+        pushid: u64,
+        url: &str,
+        data: &mut Value,
+    ) -> Result<Value, StageError> {
+        let model = ModelKind::CommitRisk;
+        let Some(bundle) = self.models.get(model) else {
+            return Ok(not_scored(model, "no serving bundle"));
+        };
+        let Some(source) = &self.hg else {
+            return Ok(not_scored(
+                model,
+                "no hg.mozilla.org source configured (hg.enabled = false)",
+            ));
+        };
+        let details = source.push(url, pushid).await?;
+        let Some(fitted) = bundle.model("") else {
+            return Ok(not_scored(model, "bundle has no model"));
+        };
+        let experience = bundle.weights.experience.clone().unwrap_or_default();
+        let risky = fitted
+            .classes
+            .iter()
+            .position(|c| c == "backed-out")
+            .unwrap_or(0);
+        let mut scored: Vec<(f64, &commit::Commit)> = details
+            .changesets
+            .iter()
+            .filter(|c| !commit::is_backout(c))
+            .map(|c| {
+                (
+                    fitted
+                        .predict(&commit::extract(c, &experience))
+                        .probabilities[risky],
+                    c,
+                )
+            })
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let push_risk = scored.first().map(|(r, _)| *r);
+        data["changesets"] = json!(details.changesets.len());
+        data["obsolete_changesets"] = json!(details.obsolete);
+        data["commits"] = Value::Array(
+            scored
+                .iter()
+                .take(MAX_LISTED_COMMITS)
+                .map(|(risk, c)| {
+                    json!({
+                        "node": c.node,
+                        "author": commit::author_key(&c.author),
+                        "summary": c.desc.lines().next().unwrap_or_default().chars().take(100).collect::<String>(),
+                        "files": c.files.len(),
+                        "risk": round(*risk),
+                    })
+                })
+                .collect(),
+        );
+        Ok(json!({
+            "model": model.name(),
+            "version": bundle.manifest.version,
+            "push_risk": push_risk.map(round),
+            "riskiest": scored.first().map(|(_, c)| c.node.clone()),
+            "scored_commits": scored.len(),
+            "class": push_risk.map(|r| if r >= 0.5 { "backed-out" } else { "clean" }),
+        }))
     }
 
     fn webhook(&self, webhook: &WebhookEvent) -> Result<Finding, StageError> {
@@ -129,6 +230,7 @@ impl Pipeline {
             "comment_id": bug.comment.as_ref().map(|c| c.id),
             "attachment_id": bug.attachment.as_ref().map(|a| a.id),
         });
+        let models = self.score_bug(&bug.to_rest());
         Ok(Finding {
             subject: bug.id.to_string(),
             event: event.routing_key.clone(),
@@ -144,23 +246,70 @@ impl Pipeline {
                     .unwrap_or(0)
             ),
             data,
+            models,
         })
     }
 
+    /// Every bug model of this consumer on one bug (REST shape).
+    pub fn score_bug(&self, rest_bug: &Value) -> Vec<Value> {
+        self.spec
+            .models
+            .iter()
+            .filter(|m| m.input() == crate::models::Input::Bug)
+            .map(|&model| match self.models.get(model) {
+                None => not_scored(model, "no serving bundle"),
+                Some(bundle) => match bundle.model("") {
+                    None => not_scored(model, "bundle has no model"),
+                    Some(fitted) => {
+                        let p = fitted.predict(&bug::extract(rest_bug, &model.exclude()));
+                        json!({
+                            "model": model.name(),
+                            "version": bundle.manifest.version,
+                            "class": p.class,
+                            "index": p.index,
+                            "prob": p.probabilities.iter().map(|x| round(*x)).collect::<Vec<_>>(),
+                            "labels": fitted.classes,
+                        })
+                    }
+                },
+            })
+            .collect()
+    }
+
     fn simple_bug(&self, simple: &SimpleBug) -> Finding {
+        let models = self
+            .spec
+            .models
+            .iter()
+            .map(|m| not_scored(*m, "the legacy event carries only the bug id and time"))
+            .collect();
         Finding {
             subject: simple.id.to_string(),
             event: "simple".into(),
             identity: format!("{}#{}", simple.id, simple.delta_ts),
             data: json!({"bug_id": simple.id, "delta_ts": simple.delta_ts, "event": "simple"}),
+            models,
         }
     }
 
     fn result(&self, message: &Message, finding: Finding) -> ResultMessage {
         let consumer = &self.spec.name;
         let kind = &self.spec.kind;
+        // Model versions are part of the id: the same input scored by another bundle is
+        // another result (replays through a new model are told apart).
+        let versions: Vec<&str> = finding
+            .models
+            .iter()
+            .filter_map(|m| m.get("version").and_then(Value::as_str))
+            .collect();
         ResultMessage {
-            message_id: stable_id(&[consumer, kind, &finding.subject, &finding.identity]),
+            message_id: stable_id(&[
+                consumer,
+                kind,
+                &finding.subject,
+                &finding.identity,
+                &versions.join(","),
+            ]),
             routing_key: format!("{consumer}.{kind}.{}", finding.subject),
             consumer: consumer.clone(),
             kind: kind.clone(),
@@ -173,12 +322,20 @@ impl Pipeline {
                 received_at: message.received_at,
             },
             data: finding.data,
-            models: Vec::new(),
+            models: finding.models,
             actions: Vec::new(),
             bugflow_version: env!("CARGO_PKG_VERSION").to_owned(),
             produced_at: Utc::now(),
         }
     }
+}
+
+fn not_scored(model: ModelKind, why: &str) -> Value {
+    json!({"model": model.name(), "skipped": why})
+}
+
+fn round(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
 }
 
 fn push_data(push: &Changegroup, routing_key: &str) -> Value {

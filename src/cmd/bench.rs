@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::consumer::{Binding, ConsumerSpec};
 use crate::dispatch::Stats;
 use crate::message::Message;
+use crate::models::registry::ModelSet;
 use crate::pipeline::Pipeline;
 use crate::pulse::connect::connect;
 use crate::pulse::publish::{Outgoing, Publisher};
@@ -110,6 +111,7 @@ impl Stage {
             }],
             skip_users: vec![],
             repos: vec![],
+            models: vec![],
             sinks: Default::default(),
             description: "bench".into(),
         };
@@ -255,7 +257,7 @@ async fn pipeline(stage: &Stage, n: u64) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let runner = Runner::new(
         stage.config.clone(),
-        Arc::new(Pipeline::new(stage.spec.clone())),
+        Arc::new(Pipeline::new(stage.spec.clone(), ModelSet::empty())),
         sinks,
         shutdown.clone(),
     );
@@ -277,7 +279,7 @@ async fn pipeline(stage: &Stage, n: u64) -> anyhow::Result<()> {
 }
 
 /// The pipeline alone, in-process: what `bugflow replay` can sustain.
-pub fn in_process_rate(n: u64) -> f64 {
+pub async fn in_process_rate(n: u64) -> f64 {
     let spec = crate::consumer::ConsumerSpec::parse(
         "pushes",
         "(built-in)",
@@ -285,14 +287,14 @@ pub fn in_process_rate(n: u64) -> f64 {
         &Config::default(),
     )
     .expect("the built-in pushes consumer parses");
-    let pipeline = Pipeline::new(spec);
+    let pipeline = Pipeline::new(spec, ModelSet::empty());
     let messages: Vec<Message> = (0..n)
         .map(|i| Message::new("exchange/hgpushes/v2", "integration/autoland", push_body(i)))
         .collect();
     let started = Instant::now();
     let mut bytes = 0usize;
     for m in &messages {
-        for r in pipeline.process(m).expect("bench messages are valid") {
+        for r in pipeline.process(m).await.expect("bench messages are valid") {
             bytes += r.to_json().len();
         }
     }
@@ -356,7 +358,7 @@ pub async fn bench(base: &Config, options: &BenchOptions) -> anyhow::Result<Benc
         relay_median,
         pipeline_median,
         ratio: pipeline_median / relay_median,
-        in_process_per_second: in_process_rate(options.messages.max(10_000)),
+        in_process_per_second: in_process_rate(options.messages.max(10_000)).await,
         samples,
     })
 }

@@ -5,8 +5,12 @@
 //! bindings match it, and the demo prints what it became — a result, a skip or a dead
 //! letter, with the reason.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use crate::archive::ArchiveLine;
 use crate::consumer::ConsumerSpec;
+use crate::enrich::hg;
 use crate::error::Action;
 use crate::pipeline::Pipeline;
 
@@ -22,9 +26,32 @@ pub struct DemoCounts {
     pub unrouted: usize,
 }
 
+/// json-pushes responses the demo's pushes are enriched from (no network needed).
+pub fn bundled_hg() -> hg::Source {
+    let mut responses = BTreeMap::new();
+    responses.insert(
+        "https://hg.mozilla.org/try/json-pushes?version=2&full=1&startID=136597&endID=136598"
+            .to_owned(),
+        include_str!("../../tests/fixtures/pulse/treeherder_hg_json_pushes_v2_full_response.json")
+            .to_owned(),
+    );
+    let obsolescence =
+        include_str!("../../tests/fixtures/pulse/vct_json_pushes_v2_full_obsolete_git_fields.json");
+    for url in [
+        "https://hg.mozilla.org/integration/autoland/json-pushes?version=2&full=1&startID=2&endID=3",
+        "https://hg.mozilla.org/mozilla-central/json-pushes?version=2&full=1&startID=0&endID=1",
+    ] {
+        responses.insert(url.to_owned(), obsolescence.to_owned());
+    }
+    hg::Source::Bundled(Arc::new(responses))
+}
+
 /// Runs the demo, writing one paragraph per message to `out`.
-pub fn demo(specs: &[ConsumerSpec], out: &mut dyn std::io::Write) -> std::io::Result<DemoCounts> {
-    let pipelines: Vec<Pipeline> = specs.iter().cloned().map(Pipeline::new).collect();
+pub async fn demo(
+    pipelines: &[Pipeline],
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<DemoCounts> {
+    let specs: Vec<&ConsumerSpec> = pipelines.iter().map(Pipeline::spec).collect();
     let mut counts = DemoCounts::default();
     writeln!(
         out,
@@ -65,7 +92,7 @@ pub fn demo(specs: &[ConsumerSpec], out: &mut dyn std::io::Write) -> std::io::Re
             .filter(|p| p.spec().accepts(&message.exchange, &message.routing_key))
         {
             routed = true;
-            match pipeline.process(&message) {
+            match pipeline.process(&message).await {
                 Ok(results) => {
                     for r in results {
                         counts.results += 1;
@@ -76,6 +103,9 @@ pub fn demo(specs: &[ConsumerSpec], out: &mut dyn std::io::Write) -> std::io::Re
                             r.routing_key
                         )?;
                         writeln!(out, "                   {}", summarize(&r.data))?;
+                        for m in &r.models {
+                            writeln!(out, "                   {}", describe_prediction(m))?;
+                        }
                     }
                 }
                 Err(e) if e.action == Action::Skip => {
@@ -109,6 +139,35 @@ pub fn demo(specs: &[ConsumerSpec], out: &mut dyn std::io::Write) -> std::io::Re
         counts.results, counts.skipped, counts.dead_lettered, counts.unrouted
     )?;
     Ok(counts)
+}
+
+/// `bugtype: defect (0.81)`, `commit-risk: push risk 0.12 …`, or why a model did not run.
+fn describe_prediction(m: &serde_json::Value) -> String {
+    let name = m["model"].as_str().unwrap_or("?");
+    if let Some(why) = m["skipped"].as_str() {
+        return format!("{name}: not scored ({why})");
+    }
+    if let Some(risk) = m["push_risk"].as_f64() {
+        return format!(
+            "{name}: push risk {risk:.3} over {} commits (riskiest {}) [{}]",
+            m["scored_commits"],
+            m["riskiest"]
+                .as_str()
+                .map(|n| &n[..12.min(n.len())])
+                .unwrap_or("-"),
+            m["version"].as_str().unwrap_or("")
+        );
+    }
+    if m["push_risk"].is_null() && m.get("scored_commits").is_some() {
+        return format!("{name}: no changesets to score (all obsolete)");
+    }
+    let index = m["index"].as_u64().unwrap_or(0) as usize;
+    let p = m["prob"].get(index).and_then(|v| v.as_f64()).unwrap_or(0.0);
+    format!(
+        "{name}: {} ({p:.2}) [{}]",
+        m["class"].as_str().unwrap_or("?"),
+        m["version"].as_str().unwrap_or("")
+    )
 }
 
 /// A one-line digest of a result's data.

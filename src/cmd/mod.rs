@@ -2,9 +2,11 @@
 
 pub mod bench;
 pub mod demo;
+pub mod models;
 pub mod record;
 pub mod replay;
 pub mod run;
+pub mod train;
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {

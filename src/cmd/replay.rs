@@ -15,7 +15,6 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::archive::ArchiveLine;
 use crate::config::Config;
-use crate::consumer::ConsumerSpec;
 use crate::dispatch::{Done, Settle, Sinks, Stats, dispatch};
 use crate::pipeline::Pipeline;
 use crate::pulse::publish::{Outgoing, Publisher};
@@ -83,17 +82,15 @@ impl Summary {
     }
 }
 
-/// Replays in-process through `specs`.
-pub async fn replay(specs: &[ConsumerSpec], options: &ReplayOptions) -> anyhow::Result<Summary> {
-    let pipelines: Vec<Pipeline> = match &options.consumer {
-        Some(name) => {
-            let spec = specs
-                .iter()
-                .find(|s| &s.name == name)
-                .ok_or_else(|| anyhow::anyhow!("no consumer {name:?}"))?;
-            vec![Pipeline::new(spec.clone())]
-        }
-        None => specs.iter().cloned().map(Pipeline::new).collect(),
+/// Replays in-process through `pipelines` (or the one named by `--consumer`).
+pub async fn replay(all: &[Pipeline], options: &ReplayOptions) -> anyhow::Result<Summary> {
+    let pipelines: Vec<&Pipeline> = match &options.consumer {
+        Some(name) => vec![
+            all.iter()
+                .find(|p| p.name() == name)
+                .ok_or_else(|| anyhow::anyhow!("no consumer {name:?}"))?,
+        ],
+        None => all.iter().collect(),
     };
     let forced = options.consumer.is_some();
     let sinks = Sinks {
@@ -128,6 +125,7 @@ pub async fn replay(specs: &[ConsumerSpec], options: &ReplayOptions) -> anyhow::
             };
             let targets: Vec<&Pipeline> = pipelines
                 .iter()
+                .copied()
                 .filter(|p| forced || p.spec().accepts(&message.exchange, &message.routing_key))
                 .collect();
             if targets.is_empty() {

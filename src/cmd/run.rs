@@ -7,7 +7,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::consumer::{self, ConsumerSpec};
 use crate::dispatch::Sinks;
+use crate::enrich::hg;
 use crate::http::{self, AppState};
+use crate::models::registry::{ModelSet, Registry};
 use crate::pipeline::Pipeline;
 use crate::pulse::publish::Publisher;
 use crate::runner::Runner;
@@ -37,6 +39,34 @@ pub fn select(all: Vec<ConsumerSpec>, names: &[String]) -> anyhow::Result<Vec<Co
         }
     }
     Ok(chosen)
+}
+
+/// A consumer's pipeline with the serving models and, if enabled, hg.mozilla.org.
+pub fn pipeline_for(
+    config: &Config,
+    spec: ConsumerSpec,
+    models: Arc<ModelSet>,
+) -> anyhow::Result<Pipeline> {
+    let pipeline = Pipeline::new(spec, models);
+    Ok(if config.hg.enabled {
+        pipeline.with_hg(hg::Source::Http(hg::HttpHg::new(
+            config.hg.allowed_hosts.clone(),
+            std::time::Duration::from_secs(config.hg.timeout_seconds),
+            config.hg.attempts,
+        )?))
+    } else {
+        pipeline
+    })
+}
+
+/// The serving models of the registry at `models_dir` (none if the folder is missing).
+pub fn load_models(config: &Config) -> anyhow::Result<Arc<ModelSet>> {
+    if config.models_dir.is_dir() {
+        ModelSet::load(Registry::new(&config.models_dir))
+    } else {
+        tracing::warn!(dir = %config.models_dir.display(), "no models folder: results carry no predictions");
+        Ok(ModelSet::empty())
+    }
 }
 
 /// Builds the sinks of one consumer on a shared publisher.
@@ -69,12 +99,23 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     };
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
+    let models = load_models(&config)?;
+    for (model, version) in models.versions() {
+        tracing::info!(%model, %version, "model loaded");
+    }
+    let watcher = models.clone();
+    let every = std::time::Duration::from_secs(config.models_refresh_seconds.max(1));
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        watcher.watch(every, token).await;
+        Ok(())
+    });
 
     for spec in specs {
         let sinks = sinks_for(&config, &spec, &publisher, jsonl.clone());
         let runner = Runner::new(
             config.clone(),
-            Arc::new(Pipeline::new(spec)),
+            Arc::new(pipeline_for(&config, spec, models.clone())?),
             sinks,
             shutdown.clone(),
         );

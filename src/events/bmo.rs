@@ -145,3 +145,50 @@ pub fn decode(body: &[u8]) -> Result<WebhookEvent, StageError> {
     }
     Ok(event)
 }
+
+impl WebhookBug {
+    /// The bug in Bugzilla REST's shape (`op_sys`, `creator_detail.email`, `comments`), so
+    /// that the bug feature extractors read webhook events and REST bugs alike. A webhook
+    /// carries no history and at most the one comment it is about.
+    pub fn to_rest(&self) -> serde_json::Value {
+        let comments: Vec<serde_json::Value> = match &self.comment {
+            Some(c) if c.number == Some(0) => {
+                vec![serde_json::json!({"text": c.body.clone().unwrap_or_default(), "count": 0})]
+            }
+            Some(c) => vec![
+                serde_json::json!({"text": "", "count": 0}),
+                serde_json::json!({"text": c.body.clone().unwrap_or_default(), "count": c.number}),
+            ],
+            None => Vec::new(),
+        };
+        let attachments: Vec<serde_json::Value> = self
+            .attachment
+            .iter()
+            .map(|a| {
+                serde_json::json!({"id": a.id, "content_type": a.content_type, "is_patch": a.is_patch,
+                                   "is_obsolete": a.is_obsolete})
+            })
+            .collect();
+        serde_json::json!({
+            "id": self.id,
+            "summary": self.summary.clone().unwrap_or_default(),
+            "product": self.product.clone().unwrap_or_default(),
+            "component": self.component.clone().unwrap_or_default(),
+            "type": self.bug_type.clone().unwrap_or_default(),
+            "status": self.status.clone().unwrap_or_default(),
+            "resolution": self.resolution.clone().unwrap_or_default(),
+            "severity": self.severity.clone().unwrap_or_default(),
+            "priority": self.priority.clone().unwrap_or_default(),
+            "keywords": self.keywords,
+            "whiteboard": self.whiteboard.clone().unwrap_or_default(),
+            "creator_detail": {"email": self.creator.clone().unwrap_or_default()},
+            "creation_time": self.creation_time,
+            "last_change_time": self.last_change_time,
+            "platform": self.platform.clone().unwrap_or_default(),
+            "op_sys": self.operating_system.clone().unwrap_or_default(),
+            "url": self.url.clone().unwrap_or_default(),
+            "comments": comments,
+            "attachments": attachments,
+        })
+    }
+}

@@ -11,7 +11,12 @@ fn bugflow() -> Command {
 
 #[test]
 fn the_demo_runs_with_nothing_else_running() {
-    let out = bugflow().arg("demo").output().unwrap();
+    // From the checkout, as the README runs it: the shipped models in models/ serve.
+    let out = bugflow()
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("demo")
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -19,11 +24,31 @@ fn the_demo_runs_with_nothing_else_running() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("→ result pushes.push.integration/autoland/182553"),
+        text.contains("→ result pushes.push.integration/autoland/3"),
         "{text}"
     );
+    assert!(text.contains("commit-risk: push risk"), "{text}");
+    for model in ["bugtype: ", "component: ", "spam: ", "regression: "] {
+        assert!(text.contains(model), "no {model} prediction in:\n{text}");
+    }
+    assert!(!text.contains("no serving bundle"), "{text}");
     assert!(text.contains("→ result bug-triage.bug.1629704"), "{text}");
     assert!(text.contains("skipped: bug 2 is private"), "{text}");
+    assert!(
+        text.contains("7 results, 5 skipped, 3 dead-lettered, 1 unrouted"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_demo_without_models_says_why_nothing_is_scored() {
+    let out = bugflow().arg("demo").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("bugtype: not scored (no serving bundle)"),
+        "{text}"
+    );
     assert!(
         text.contains("7 results, 5 skipped, 3 dead-lettered, 1 unrouted"),
         "{text}"

@@ -6,14 +6,22 @@ use bugflow::cmd::replay::{ReplayOptions, replay};
 use bugflow::config::Config;
 use bugflow::consumer::{BUILTIN, ConsumerSpec};
 use bugflow::message::Message;
+use bugflow::models::registry::ModelSet;
+use bugflow::pipeline::Pipeline;
 
 use crate::common::push;
 
-fn shipped_consumers() -> Vec<ConsumerSpec> {
+/// The shipped consumers, without models or hg (replay needs no network).
+fn shipped_consumers() -> Vec<Pipeline> {
     let config = Config::default();
     BUILTIN
         .iter()
-        .map(|(name, text)| ConsumerSpec::parse(name, name, text, &config).unwrap())
+        .map(|(name, text)| {
+            Pipeline::new(
+                ConsumerSpec::parse(name, name, text, &config).unwrap(),
+                ModelSet::empty(),
+            )
+        })
         .collect()
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bugflow::config::Config;
 use bugflow::consumer::{BUILTIN, ConsumerSpec};
 use bugflow::dispatch::Stats;
+use bugflow::models::registry::ModelSet;
 use bugflow::pipeline::Pipeline;
 use bugflow::pulse::connect::connect;
 use bugflow::pulse::publish::Publisher;
@@ -79,9 +80,11 @@ impl TestBroker {
     /// guest@127.0.0.1:5672).
     pub async fn new() -> TestBroker {
         bugflow::init_tls();
-        let mut config = Config::default();
-        config.user = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-        config.env = "test".into();
+        let mut config = Config {
+            user: format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]),
+            env: "test".into(),
+            ..Config::default()
+        };
         if let Ok(url) = std::env::var("BUGFLOW_TEST_AMQP_URL") {
             config.amqp.url = bugflow::secret::Secret::new(url);
         }
@@ -169,17 +172,18 @@ impl TestBroker {
         self.queues.push(queue.to_owned());
     }
 
-    /// Starts a consumer in this process, as `bugflow run` would.
+    /// Starts a consumer in this process, as `bugflow run` would (without models).
     pub fn start(&self, spec: ConsumerSpec) -> Running {
+        self.start_pipeline(Pipeline::new(spec, ModelSet::empty()))
+    }
+
+    /// Starts a consumer with the given pipeline.
+    pub fn start_pipeline(&self, pipeline: Pipeline) -> Running {
+        let spec = pipeline.spec().clone();
         let publisher = Publisher::new(self.config.clone());
         let sinks = bugflow::cmd::run::sinks_for(&self.config, &spec, &publisher, None);
         let stop = CancellationToken::new();
-        let runner = Runner::new(
-            self.config.clone(),
-            Arc::new(Pipeline::new(spec)),
-            sinks,
-            stop.clone(),
-        );
+        let runner = Runner::new(self.config.clone(), Arc::new(pipeline), sinks, stop.clone());
         let stats = runner.stats();
         let task = tokio::spawn(async move {
             let result = runner.run().await;

@@ -1,0 +1,90 @@
+//! `bugflow models list | promote | rollback` and `bugflow evaluate`.
+
+use std::path::{Path, PathBuf};
+
+use crate::models::ModelKind;
+use crate::models::bundle::Bundle;
+use crate::models::registry::Registry;
+
+pub fn list(registry: &Registry) -> anyhow::Result<()> {
+    for model in ModelKind::ALL {
+        let history = registry.history(model)?;
+        let versions = registry.versions(model)?;
+        if versions.is_empty() {
+            continue;
+        }
+        println!("{model}");
+        for b in versions {
+            let m = &b.manifest;
+            let serving = history.current.as_deref() == Some(m.version.as_str());
+            println!(
+                "  {} {:<32} macro F1 {:.3}  accuracy {:.3}  {} train / {} test  {}{}",
+                if serving { "*" } else { " " },
+                m.version,
+                m.macro_f1(),
+                m.metrics.accuracy,
+                m.split.train_records,
+                m.split.test_records,
+                m.gate.as_deref().unwrap_or(""),
+                if m.forced { " (forced)" } else { "" }
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn promote(
+    registry: &Registry,
+    model: ModelKind,
+    version: &str,
+    force: bool,
+) -> anyhow::Result<()> {
+    let verdict = registry.promote(model, version, force)?;
+    if verdict.pass {
+        println!("{model}: serving {version} ({})", verdict.reason);
+        Ok(())
+    } else if force {
+        println!(
+            "{model}: serving {version}, forced past the gate ({})",
+            verdict.reason
+        );
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{model}: the gate refused {version}: {} (use --force to override)",
+            verdict.reason
+        )
+    }
+}
+
+pub fn rollback(registry: &Registry, model: ModelKind) -> anyhow::Result<()> {
+    let to = registry.rollback(model)?;
+    println!("{model}: rolled back; serving {to}");
+    Ok(())
+}
+
+pub fn evaluate(bundle_dir: &Path, files: &[PathBuf]) -> anyhow::Result<()> {
+    let bundle = Bundle::read(bundle_dir)?;
+    let (metrics, per_key, unknown) = crate::train::evaluate(&bundle, files)?;
+    println!(
+        "{} {} on {} file(s)",
+        bundle.manifest.model,
+        bundle.manifest.version,
+        files.len()
+    );
+    if per_key.len() > 1 {
+        for (key, m) in &per_key {
+            println!(
+                "  {:<28} macro F1 {:.3}  accuracy {:.3}",
+                key, m.macro_f1, m.accuracy
+            );
+        }
+    }
+    print!("{}", metrics.table());
+    if unknown > 0 {
+        println!(
+            "  ({unknown} records have a label or repository this bundle does not know; not scored)"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,45 @@
+//! `bugflow train MODEL --data FILE…`: fit, evaluate, bundle, and promote if the gate agrees.
+
+use crate::models::ModelKind;
+use crate::train::{self, TrainOptions};
+
+/// Returns whether the bundle was promoted (the CLI exits non-zero when not).
+pub fn run(model: ModelKind, options: &TrainOptions) -> anyhow::Result<bool> {
+    let outcome = train::train(model, options)?;
+    let m = &outcome.manifest;
+    println!(
+        "{model} {} — {} train / {} test records ({} split, seed {}), {:.1} s",
+        m.version,
+        m.split.train_records,
+        m.split.test_records,
+        m.split.strategy,
+        m.split.seed,
+        m.train_seconds
+    );
+    if !m.per_repository.is_empty() {
+        println!("  {:<28} {:>9} {:>9}", "repository", "macro F1", "accuracy");
+        for (repo, metrics) in &m.per_repository {
+            println!(
+                "  {:<28} {:>9.3} {:>9.3}",
+                repo, metrics.macro_f1, metrics.accuracy
+            );
+        }
+        println!(
+            "  {:<28} {:>9.3} {:>9.3}",
+            "mean", m.metrics.macro_f1, m.metrics.accuracy
+        );
+        println!();
+    }
+    print!("{}", m.metrics.table());
+    println!("bundle: {}", outcome.dir.display());
+    println!("report: {}", outcome.dir.join("report.svg").display());
+    match (outcome.verdict.pass, outcome.promoted) {
+        (true, _) => println!("gate: passed ({}); promoted", outcome.verdict.reason),
+        (false, true) => println!(
+            "gate: REFUSED ({}); promoted anyway (--force, recorded in the manifest)",
+            outcome.verdict.reason
+        ),
+        (false, false) => println!("gate: REFUSED ({}); not promoted", outcome.verdict.reason),
+    }
+    Ok(outcome.promoted)
+}

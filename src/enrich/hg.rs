@@ -1,0 +1,223 @@
+//! The hg.mozilla.org client: a push's changesets.
+//!
+//! hg's advice for automated clients: a descriptive User-Agent, at most 10 requests at once,
+//! and retries that back off. Notifications go out after every mirror has the push, so a
+//! fetch right after the message does not race.
+//!
+//! Only hosts in `allowed_hosts` are fetched: the URL comes from a message, and a message
+//! must not be able to make bugflow call an arbitrary address.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+
+use crate::error::{Stage, StageError};
+use crate::features::commit::Commit;
+
+pub const USER_AGENT: &str = concat!(
+    "bugflow/",
+    env!("CARGO_PKG_VERSION"),
+    " (+https://github.com/mozilla/bugbug; event-driven bug and push classification)"
+);
+
+/// A push as json-pushes describes it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PushDetails {
+    pub pushid: u64,
+    #[serde(default)]
+    pub date: i64,
+    #[serde(default)]
+    pub user: String,
+    /// Empty when every changeset of the push is now obsolete.
+    pub changesets: Vec<Commit>,
+    #[serde(default)]
+    pub obsolete: usize,
+}
+
+#[derive(Deserialize)]
+struct JsonPushes {
+    pushes: BTreeMap<String, RawPush>,
+}
+
+#[derive(Deserialize)]
+struct RawPush {
+    #[serde(default)]
+    date: i64,
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    changesets: Vec<serde_json::Value>,
+    #[serde(default)]
+    obsoletechangesets: Vec<serde_json::Value>,
+}
+
+/// Where changesets come from.
+#[derive(Clone)]
+pub enum Source {
+    /// hg.mozilla.org over HTTPS.
+    Http(HttpHg),
+    /// json-pushes responses bundled with bugflow, by push URL (`bugflow demo`, offline).
+    Bundled(Arc<BTreeMap<String, String>>),
+}
+
+impl Source {
+    /// The changesets of the push at `push_full_json_url`, and its id.
+    pub async fn push(&self, url: &str, pushid: u64) -> Result<PushDetails, StageError> {
+        let body = match self {
+            Source::Http(client) => client.get(url).await?,
+            Source::Bundled(responses) => responses.get(url).cloned().ok_or_else(|| {
+                StageError::skip(
+                    Stage::Enrich,
+                    format!("no bundled json-pushes response for {url}"),
+                )
+            })?,
+        };
+        parse_push(&body, pushid)
+    }
+}
+
+/// Reads one push out of a json-pushes v2 (`full=1`) response.
+pub fn parse_push(body: &str, pushid: u64) -> Result<PushDetails, StageError> {
+    let parsed: JsonPushes = serde_json::from_str(body).map_err(|e| {
+        StageError::invalid(
+            Stage::Enrich,
+            format!("json-pushes answered something else: {e}"),
+        )
+    })?;
+    let raw = parsed.pushes.get(&pushid.to_string()).ok_or_else(|| {
+        StageError::skip(
+            Stage::Enrich,
+            format!(
+                "json-pushes has no push {pushid} (it answered {:?})",
+                parsed.pushes.keys().collect::<Vec<_>>()
+            ),
+        )
+    })?;
+    let mut changesets = Vec::new();
+    for c in &raw.changesets {
+        // Without `full=1` changesets are bare nodes: nothing to score.
+        if c.is_object() {
+            let commit: Commit = serde_json::from_value(c.clone()).map_err(|e| {
+                StageError::invalid(Stage::Enrich, format!("json-pushes changeset: {e}"))
+            })?;
+            changesets.push(commit);
+        }
+    }
+    Ok(PushDetails {
+        pushid,
+        date: raw.date,
+        user: raw.user.clone(),
+        changesets,
+        obsolete: raw.obsoletechangesets.len(),
+    })
+}
+
+/// HTTP access to hg.mozilla.org.
+#[derive(Clone)]
+pub struct HttpHg {
+    client: reqwest::Client,
+    allowed_hosts: Arc<Vec<String>>,
+    permits: Arc<Semaphore>,
+    attempts: usize,
+}
+
+impl HttpHg {
+    pub fn new(
+        allowed_hosts: Vec<String>,
+        timeout: Duration,
+        attempts: usize,
+    ) -> anyhow::Result<Self> {
+        crate::init_tls();
+        Ok(HttpHg {
+            client: reqwest::Client::builder()
+                .user_agent(USER_AGENT)
+                .timeout(timeout)
+                .build()?,
+            allowed_hosts: Arc::new(allowed_hosts),
+            permits: Arc::new(Semaphore::new(10)),
+            attempts: attempts.max(1),
+        })
+    }
+
+    async fn get(&self, url: &str) -> Result<String, StageError> {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| StageError::invalid(Stage::Enrich, format!("push URL {url:?}: {e}")))?;
+        let host = parsed.host_str().unwrap_or_default();
+        if !self.allowed_hosts.iter().any(|h| h == host) {
+            return Err(StageError::invalid(
+                Stage::Enrich,
+                format!("push URL host {host:?} is not in hg.allowed_hosts"),
+            ));
+        }
+        let policy = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(10))
+            .with_max_times(self.attempts - 1)
+            .with_jitter();
+        (|| self.get_once(url))
+            .retry(policy)
+            .when(|e: &StageError| e.action == crate::error::Action::Retry)
+            .notify(|e, after| tracing::warn!(error = %e, retry_in = ?after, "hg.mozilla.org; retrying"))
+            .await
+    }
+
+    async fn get_once(&self, url: &str) -> Result<String, StageError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StageError::transient(Stage::Enrich, "hg client closed"))?;
+        let response =
+            self.client.get(url).send().await.map_err(|e| {
+                StageError::transient(Stage::Enrich, format!("hg.mozilla.org: {e}"))
+            })?;
+        let status = response.status();
+        if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
+            return Err(StageError::transient(
+                Stage::Enrich,
+                format!("hg.mozilla.org answered {status}"),
+            ));
+        }
+        if !status.is_success() {
+            return Err(StageError::skip(
+                Stage::Enrich,
+                format!("hg.mozilla.org answered {status} for {url}"),
+            ));
+        }
+        response
+            .text()
+            .await
+            .map_err(|e| StageError::transient(Stage::Enrich, format!("hg.mozilla.org body: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_captured_json_pushes_response_parses() {
+        let body = include_str!(
+            "../../tests/fixtures/pulse/treeherder_hg_json_pushes_v2_full_response.json"
+        );
+        let push = parse_push(body, 136598).unwrap();
+        assert!(!push.changesets.is_empty());
+        assert!(push.changesets.iter().all(|c| c.node.len() == 40));
+    }
+
+    #[test]
+    fn an_all_obsolete_push_has_no_changesets() {
+        let body = include_str!(
+            "../../tests/fixtures/pulse/vct_json_pushes_v2_full_obsolete_git_fields.json"
+        );
+        let push = parse_push(body, 2).unwrap();
+        assert!(push.changesets.is_empty());
+        assert_eq!(push.obsolete, 2);
+        let later = parse_push(body, 3).unwrap();
+        assert_eq!(later.changesets.len(), 2);
+    }
+}

@@ -1,0 +1,381 @@
+//! Bug features, with bugbug's semantics (`bugbug/bug_features.py`).
+//!
+//! The input is a bug as Bugzilla's REST API returns it (`GET /rest/bug/{id}`), optionally
+//! merged with its `comments`, `history` and `attachments` — the shape of bugbug's
+//! `bugs.json` and of `bugflow data bugs`. Every field is optional: a bug from a webhook
+//! has no comments or history, and the extractors make do with what is there.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde_json::Value;
+
+use super::text::{cleanup, word_count};
+use super::{Features, Group};
+
+fn s<'a>(bug: &'a Value, field: &str) -> &'a str {
+    bug.get(field).and_then(Value::as_str).unwrap_or_default()
+}
+
+fn list<'a>(bug: &'a Value, field: &str) -> &'a [Value] {
+    bug.get(field)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+fn comments(bug: &Value) -> impl Iterator<Item = &str> {
+    list(bug, "comments")
+        .iter()
+        .map(|c| c.get("text").and_then(Value::as_str).unwrap_or_default())
+}
+
+/// `cf_has_str`: `yes`, `no`, or nothing for `---`.
+pub fn has_str(bug: &Value) -> Option<String> {
+    tri_state(s(bug, "cf_has_str"))
+}
+
+/// `cf_has_regression_range`, like [`has_str`].
+pub fn has_regression_range(bug: &Value) -> Option<String> {
+    tri_state(s(bug, "cf_has_regression_range"))
+}
+
+fn tri_state(v: &str) -> Option<String> {
+    match v {
+        "" | "--" | "---" => None,
+        other => Some(other.to_owned()),
+    }
+}
+
+pub fn has_crash_signature(bug: &Value) -> bool {
+    !s(bug, "cf_crash_signature").trim().is_empty()
+}
+
+/// Keywords minus `ignored`, plus `sec-` / `csectype-` for their families.
+pub fn keywords(bug: &Value, ignored: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut families = Vec::new();
+    for k in list(bug, "keywords").iter().filter_map(Value::as_str) {
+        if ignored.contains(&k) {
+            continue;
+        }
+        out.push(k.to_owned());
+        if k.starts_with("sec-") {
+            families.push("sec-".to_owned());
+        } else if k.starts_with("csectype-") {
+            families.push("csectype-".to_owned());
+        }
+    }
+    out.extend(families);
+    out
+}
+
+pub fn severity(bug: &Value) -> Option<String> {
+    tri_state(s(bug, "severity"))
+}
+
+static COVERITY: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\[CID ?[0-9]+\]").expect("a valid regex literal"));
+
+pub fn is_coverity_issue(bug: &Value) -> bool {
+    COVERITY.is_match(s(bug, "summary")) || COVERITY.is_match(s(bug, "whiteboard"))
+}
+
+pub fn has_url(bug: &Value) -> bool {
+    !s(bug, "url").is_empty()
+}
+
+pub fn has_w3c_url(bug: &Value) -> bool {
+    s(bug, "url").contains("w3c")
+}
+
+pub fn has_github_url(bug: &Value) -> bool {
+    s(bug, "url").contains("github")
+}
+
+/// Whiteboard tags: split on `[`/`]` (and on spaces outside brackets), lower case, plus the
+/// part before `:` of `a:b` tags.
+pub fn whiteboard(bug: &Value) -> Vec<String> {
+    let lower = s(bug, "whiteboard").to_lowercase();
+    let mut splits: Vec<String> = Vec::new();
+    for part in lower.split('[') {
+        if part.contains(']') {
+            splits.extend(part.split(']').map(str::to_owned));
+        } else {
+            splits.extend(part.split(' ').map(str::to_owned));
+        }
+    }
+    let mut splits: Vec<String> = splits
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let prefixes: Vec<String> = splits
+        .iter()
+        .filter_map(|s| s.split_once(':').map(|(p, _)| p.to_owned()))
+        .collect();
+    splits.extend(prefixes);
+    splits
+}
+
+/// Attachments that are patches (or review requests).
+pub fn patches(bug: &Value) -> usize {
+    list(bug, "attachments")
+        .iter()
+        .filter(|a| {
+            truthy(a.get("is_patch"))
+                || matches!(
+                    a.get("content_type").and_then(Value::as_str),
+                    Some("text/x-review-board-request" | "text/x-phabricator-request")
+                )
+        })
+        .count()
+}
+
+fn truthy(v: Option<&Value>) -> bool {
+    match v {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) => n.as_i64().unwrap_or(0) != 0,
+        _ => false,
+    }
+}
+
+/// Comments that announce a landing (a link to hg.mozilla.org).
+pub fn landings(bug: &Value) -> usize {
+    comments(bug)
+        .filter(|t| t.contains("://hg.mozilla.org/"))
+        .count()
+}
+
+fn creator_email(bug: &Value) -> &str {
+    bug.get("creator_detail")
+        .and_then(|d| d.get("email").or_else(|| d.get("login")))
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| s(bug, "creator"))
+}
+
+pub fn is_mozillian(bug: &Value) -> bool {
+    let email = creator_email(bug);
+    email.ends_with("@mozilla.com") || email.ends_with("@mozilla.org")
+}
+
+pub fn bug_reporter(bug: &Value) -> String {
+    creator_email(bug).to_owned()
+}
+
+pub fn blocked_bugs_number(bug: &Value) -> usize {
+    list(bug, "blocks").len()
+}
+
+pub fn has_cve_in_alias(bug: &Value) -> bool {
+    match bug.get("alias") {
+        Some(Value::String(a)) => a.contains("CVE"),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|x| x.contains("CVE")),
+        _ => false,
+    }
+}
+
+pub fn comment_count(bug: &Value) -> usize {
+    bug.get("comment_count")
+        .and_then(Value::as_u64)
+        .map(|n| n as usize)
+        .unwrap_or_else(|| list(bug, "comments").len())
+}
+
+/// Characters in all comments (Python's `len`: code points).
+pub fn comment_length(bug: &Value) -> usize {
+    comments(bug).map(|t| t.chars().count()).sum()
+}
+
+/// Any `cf_status_firefox*` flag was ever set to `affected`.
+pub fn ever_affected(bug: &Value) -> bool {
+    list(bug, "history").iter().any(|h| {
+        list(h, "changes").iter().any(|c| {
+            s(c, "field_name").starts_with("cf_status_firefox") && s(c, "added") == "affected"
+        })
+    })
+}
+
+/// Some version is unaffected although an older one is affected.
+pub fn affected_then_unaffected(bug: &Value) -> bool {
+    let Some(fields) = bug.as_object() else {
+        return false;
+    };
+    let mut affected = Vec::new();
+    let mut unaffected = Vec::new();
+    for (key, value) in fields {
+        let version = key
+            .strip_prefix("cf_status_firefox_esr")
+            .or_else(|| key.strip_prefix("cf_status_firefox"));
+        let (Some(version), Some(value)) = (version, value.as_str()) else {
+            continue;
+        };
+        let Ok(version) = version.parse::<u32>() else {
+            continue;
+        };
+        match value {
+            "unaffected" => unaffected.push(version),
+            "affected" | "fixed" | "wontfix" | "fix-optional" | "verified" | "disabled"
+            | "verified disabled" => affected.push(version),
+            _ => {}
+        }
+    }
+    unaffected.iter().any(|u| affected.iter().any(|a| a < u))
+}
+
+/// bugbug's rule-based bug types: crash, memory, performance, power, security.
+pub fn bug_types(bug: &Value) -> Vec<&'static str> {
+    let keywords: Vec<&str> = list(bug, "keywords")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let wb = s(bug, "whiteboard").to_lowercase();
+    let mut types = Vec::new();
+    let perf_keywords = [
+        "perf",
+        "perf:pageload",
+        "perf:resource-use",
+        "perf:responsiveness",
+        "perf:animation",
+        "perf:startup",
+        "perf:frontend",
+        "topperf",
+    ];
+    let perf_impact = matches!(s(bug, "cf_performance_impact"), "low" | "medium" | "high")
+        || matches!(s(bug, "cf_performance"), "low" | "medium" | "high");
+    if keywords.iter().any(|k| perf_keywords.contains(k))
+        || perf_impact
+        || [
+            "[fxperf",
+            "[fxperfsize",
+            "[snappy",
+            "[pdfjs-c-performance",
+            "[pdfjs-performance",
+            "[sp3",
+        ]
+        .iter()
+        .any(|w| wb.contains(w))
+    {
+        types.push("performance");
+    }
+    if keywords
+        .iter()
+        .any(|k| *k == "memory-footprint" || *k == "memory-leak")
+        || wb.contains("[memshrink")
+    {
+        types.push("memory");
+    }
+    if keywords.contains(&"power") || wb.contains("[power") {
+        types.push("power");
+    }
+    if keywords
+        .iter()
+        .any(|k| k.starts_with("sec-") && *k != "sec-other")
+        || ["[sg:", "[psm-", "[adv-main", "[adv-esr"]
+            .iter()
+            .any(|w| wb.contains(w))
+    {
+        types.push("security");
+    }
+    if keywords
+        .iter()
+        .any(|k| *k == "crash" || *k == "crashreportid")
+        || has_crash_signature(bug)
+    {
+        types.push("crash");
+    }
+    types
+}
+
+/// What a model may not see because it is (or gives away) its label.
+#[derive(Debug, Clone, Default)]
+pub struct Exclude {
+    /// Keywords that are labels (`regression`, `feature`).
+    pub keywords: Vec<&'static str>,
+    /// Product and component (the component and spam models predict them).
+    pub product_component: bool,
+    /// The bug type field (the bug type model predicts it).
+    pub bug_type: bool,
+}
+
+/// Every feature of a bug.
+pub fn extract(bug: &Value, exclude: &Exclude) -> Features {
+    let mut f = Features::new();
+    if let Some(v) = has_str(bug) {
+        f.category("has_str", &v);
+    }
+    if let Some(v) = has_regression_range(bug) {
+        f.category("has_regression_range", &v);
+    }
+    if let Some(v) = severity(bug) {
+        f.category("severity", &v);
+    }
+    let kws = keywords(bug, &exclude.keywords);
+    f.list("keywords", kws.iter().map(String::as_str));
+    f.flag("has_crash_signature", has_crash_signature(bug));
+    f.flag("is_coverity_issue", is_coverity_issue(bug));
+    f.flag("has_url", has_url(bug));
+    f.flag("has_w3c_url", has_w3c_url(bug));
+    f.flag("has_github_url", has_github_url(bug));
+    let wb = whiteboard(bug);
+    f.list("whiteboard", wb.iter().map(String::as_str));
+    f.count("blocked_bugs_number", blocked_bugs_number(bug) as f64);
+    f.flag("ever_affected", ever_affected(bug));
+    f.flag("affected_then_unaffected", affected_then_unaffected(bug));
+    if !exclude.product_component {
+        f.category("product", s(bug, "product"));
+        f.category("component", s(bug, "component"));
+    }
+    if !exclude.bug_type {
+        f.category("type", s(bug, "type"));
+    }
+    f.category("platform", s(bug, "platform"));
+    f.category("op_sys", s(bug, "op_sys"));
+    f.category("filed_via", s(bug, "filed_via"));
+    f.flag("is_mozillian", is_mozillian(bug));
+    f.flag("has_cve_in_alias", has_cve_in_alias(bug));
+    f.count("comment_count", comment_count(bug) as f64);
+    f.count("comment_length", comment_length(bug) as f64);
+    f.count("num_words_title", word_count(s(bug, "summary")) as f64);
+    f.count(
+        "num_words_comments",
+        comments(bug).map(word_count).sum::<usize>() as f64,
+    );
+    f.flag("has_attachment", !list(bug, "attachments").is_empty());
+    f.count("patches", patches(bug) as f64);
+    f.count("landings", landings(bug) as f64);
+    f.list("bug_types", bug_types(bug));
+
+    let title = cleanup(s(bug, "summary"));
+    f.words(Group::Title, &title);
+    f.char_ngrams(&title, 200);
+    let mut texts = comments(bug);
+    if let Some(first) = texts.next() {
+        f.words(Group::Body, &cleanup(first));
+    }
+    let rest: String = texts.take(50).map(cleanup).collect::<Vec<_>>().join(" ");
+    f.words(Group::Comments, &rest);
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whiteboard_matches_bugbug() {
+        let wb = |w: &str| whiteboard(&serde_json::json!({ "whiteboard": w }));
+        assert_eq!(
+            wb("inj+ ux [AV:Quick Heal] qf"),
+            vec!["inj+", "ux", "av:quick heal", "qf", "av"]
+        );
+        assert_eq!(
+            wb("[MemShrink][platform-rel-Facebook]"),
+            vec!["memshrink", "platform-rel-facebook"]
+        );
+        assert!(wb("").is_empty());
+    }
+}

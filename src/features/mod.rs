@@ -1,0 +1,163 @@
+//! Feature extraction: from a bug, a commit or an issue to a sparse feature list.
+//!
+//! Extractors emit [`Feature`]s — a group, a name and a value. The group says how the value is
+//! weighted when the model is trained and applied (see [`Group`]): text tokens are TF-IDF
+//! weighted and L2-normalised per group, as sklearn's `TfidfVectorizer` does for bugbug;
+//! structured features keep their value. Names are hashed to 64 bits, so a model stores no
+//! strings, only the hashes of the features it kept.
+
+pub mod bug;
+pub mod commit;
+pub mod issue;
+pub mod text;
+
+use serde::{Deserialize, Serialize};
+
+/// How a group of features is weighted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Group {
+    /// Structured features: booleans (1.0), categorical values (`product=Firefox` → 1.0) and
+    /// numbers (already scaled, e.g. `log1p`). Used as they are.
+    Data,
+    /// Words and word bigrams of a title.
+    Title,
+    /// Words and word bigrams of the first comment (the description) or an issue body.
+    Body,
+    /// Words of all comments.
+    Comments,
+    /// Character n-grams (2–5, within word boundaries), robust to spelling and code.
+    Chars,
+    /// Headings of an issue body (issue templates differ by label).
+    Headings,
+    /// File paths, directories and extensions of a commit.
+    Files,
+}
+
+impl Group {
+    pub const ALL: [Group; 7] = [
+        Group::Data,
+        Group::Title,
+        Group::Body,
+        Group::Comments,
+        Group::Chars,
+        Group::Headings,
+        Group::Files,
+    ];
+
+    /// Whether values are TF-IDF weighted and L2-normalised within the group.
+    pub fn is_text(self) -> bool {
+        !matches!(self, Group::Data)
+    }
+
+    pub fn index(self) -> u8 {
+        self as u8
+    }
+}
+
+/// One feature occurrence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Feature {
+    pub group: Group,
+    pub name: String,
+    pub value: f64,
+}
+
+/// A bag of features being built by extractors.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Features {
+    pub items: Vec<Feature>,
+}
+
+impl Features {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A structured feature with a value.
+    pub fn num(&mut self, name: impl Into<String>, value: f64) {
+        if value != 0.0 && value.is_finite() {
+            self.items.push(Feature {
+                group: Group::Data,
+                name: name.into(),
+                value,
+            });
+        }
+    }
+
+    /// A boolean feature (present when true).
+    pub fn flag(&mut self, name: impl Into<String>, on: bool) {
+        if on {
+            self.num(name, 1.0);
+        }
+    }
+
+    /// A categorical feature: `name=value`.
+    pub fn category(&mut self, name: &str, value: &str) {
+        if !value.is_empty() {
+            self.num(format!("{name}={value}"), 1.0);
+        }
+    }
+
+    /// A list feature: one boolean per item, `item in name` (bugbug's naming).
+    pub fn list<'a>(&mut self, name: &str, items: impl IntoIterator<Item = &'a str>) {
+        for item in items {
+            self.num(format!("{item} in {name}"), 1.0);
+        }
+    }
+
+    /// A count, scaled with `ln(1 + n)` so that one huge bug does not dominate.
+    pub fn count(&mut self, name: impl Into<String>, n: f64) {
+        self.num(name, n.max(0.0).ln_1p());
+    }
+
+    /// A token of a text group (counted; weighted later).
+    pub fn token(&mut self, group: Group, token: impl Into<String>) {
+        self.items.push(Feature {
+            group,
+            name: token.into(),
+            value: 1.0,
+        });
+    }
+
+    /// Words and word bigrams of `text` into `group`.
+    pub fn words(&mut self, group: Group, text: &str) {
+        let words = text::tokenize(text);
+        for w in &words {
+            self.token(group, w.clone());
+        }
+        for pair in words.windows(2) {
+            self.token(group, format!("{} {}", pair[0], pair[1]));
+        }
+    }
+
+    /// Character n-grams (2..=5) of each word, padded with spaces (sklearn's `char_wb`).
+    pub fn char_ngrams(&mut self, text: &str, max_chars: usize) {
+        let clipped: String = text
+            .chars()
+            .take(max_chars)
+            .collect::<String>()
+            .to_lowercase();
+        for word in clipped.split_whitespace() {
+            let padded: Vec<char> = format!(" {word} ").chars().collect();
+            for n in 2..=5usize {
+                if padded.len() < n {
+                    break;
+                }
+                for window in padded.windows(n) {
+                    self.token(Group::Chars, window.iter().collect::<String>());
+                }
+            }
+        }
+    }
+}
+
+/// FNV-1a, 64-bit, over the group and the name: the key a model stores for a feature.
+pub fn feature_hash(group: Group, name: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in std::iter::once(group.index()).chain(name.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}

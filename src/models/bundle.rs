@@ -1,0 +1,125 @@
+//! A bundle: one trained model on disk.
+//!
+//! ```text
+//! models/<model>/<version>/
+//!   manifest.json   what it is: model, version, bugflow version and git commit, data files
+//!                   (sha256, records), split, parameters, metrics, labels
+//!   weights.json    the fitted model(s) — one per repository for issue-type — and, for
+//!                   commit-risk, the author experience table
+//!   report.svg      confusion matrix and per-class scores
+//! ```
+//!
+//! A release is code + models + data: the manifest ties the three together.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::ModelKind;
+use super::linear::{LinearModel, TrainParams};
+use crate::features::commit::Experience;
+use crate::train::metrics::Metrics;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataFile {
+    pub path: String,
+    pub sha256: String,
+    pub records: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub model: ModelKind,
+    pub version: String,
+    pub bugflow_version: String,
+    pub git_commit: String,
+    pub created_at: DateTime<Utc>,
+    pub data: Vec<DataFile>,
+    pub split: SplitInfo,
+    pub params: TrainParams,
+    pub labels: Vec<String>,
+    /// The held-out metrics (for issue-type: macro F1 averaged over the repositories).
+    pub metrics: Metrics,
+    /// issue-type: the metrics of each repository's model.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_repository: BTreeMap<String, Metrics>,
+    pub train_seconds: f64,
+    /// Promoted although the metrics gate refused it (`--force`).
+    #[serde(default)]
+    pub forced: bool,
+    /// What the gate said.
+    #[serde(default)]
+    pub gate: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitInfo {
+    pub strategy: String,
+    pub seed: u64,
+    pub test_fraction: f64,
+    pub train_records: usize,
+    pub test_records: usize,
+}
+
+impl Manifest {
+    /// The number the gate compares.
+    pub fn macro_f1(&self) -> f64 {
+        self.metrics.macro_f1
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Weights {
+    /// Keyed by repository for issue-type, by `""` otherwise.
+    pub models: BTreeMap<String, LinearModel>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experience: Option<Experience>,
+}
+
+/// A bundle read from disk, ready to predict.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub weights: Weights,
+}
+
+impl Bundle {
+    pub fn write(dir: &Path, manifest: &Manifest, weights: &Weights) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(
+            dir.join("manifest.json"),
+            serde_json::to_vec_pretty(manifest)?,
+        )?;
+        std::fs::write(dir.join("weights.json"), serde_json::to_vec(weights)?)?;
+        Ok(())
+    }
+
+    pub fn read(dir: &Path) -> anyhow::Result<Bundle> {
+        let manifest: Manifest = serde_json::from_slice(
+            &std::fs::read(dir.join("manifest.json"))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("manifest.json").display()))?,
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("manifest.json").display()))?;
+        let mut weights: Weights = serde_json::from_slice(
+            &std::fs::read(dir.join("weights.json"))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("weights.json").display()))?,
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("weights.json").display()))?;
+        for model in weights.models.values_mut() {
+            model.prepare();
+        }
+        Ok(Bundle {
+            dir: dir.to_path_buf(),
+            manifest,
+            weights,
+        })
+    }
+
+    /// The model for `key` (a repository for issue-type; `""` for the others).
+    pub fn model(&self, key: &str) -> Option<&LinearModel> {
+        self.weights.models.get(key)
+    }
+}

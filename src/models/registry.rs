@@ -1,0 +1,292 @@
+//! The model registry: which bundle of each model serves, and its history.
+//!
+//! ```text
+//! models/<model>/history.json   {"current": "<version>", "promoted": [...], "events": [...]}
+//! models/<model>/<version>/     bundles
+//! ```
+//!
+//! `promoted` is the stack of versions that served, oldest first: a rollback pops the current
+//! one and serves the one before it. Every train, promotion, refusal and rollback is an
+//! event with its time and macro F1, so the history is never rewritten, only appended to.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::ModelKind;
+use super::bundle::Bundle;
+use crate::train::gate::{self, Verdict};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    pub current: Option<String>,
+    /// Versions that served, oldest first; the last is `current`.
+    pub promoted: Vec<String>,
+    pub events: Vec<Event>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub at: DateTime<Utc>,
+    /// `trained`, `promoted`, `refused`, `rolled_back`.
+    pub action: String,
+    pub version: String,
+    pub macro_f1: Option<f64>,
+    pub note: String,
+}
+
+/// The registry rooted at a models folder.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    pub root: PathBuf,
+}
+
+impl Registry {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Registry { root: root.into() }
+    }
+
+    pub fn model_dir(&self, model: ModelKind) -> PathBuf {
+        self.root.join(model.name())
+    }
+
+    pub fn bundle_dir(&self, model: ModelKind, version: &str) -> PathBuf {
+        self.model_dir(model).join(version)
+    }
+
+    pub fn history(&self, model: ModelKind) -> anyhow::Result<History> {
+        let path = self.model_dir(model).join("history.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(History::default()),
+            Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
+        }
+    }
+
+    /// Writes the history atomically (a reader never sees half a file).
+    fn save(&self, model: ModelKind, history: &History) -> anyhow::Result<()> {
+        let dir = self.model_dir(model);
+        std::fs::create_dir_all(&dir)?;
+        let tmp = dir.join(format!("history.json.{}", std::process::id()));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(history)?)?;
+        std::fs::rename(&tmp, dir.join("history.json"))?;
+        Ok(())
+    }
+
+    /// Every bundle of a model, oldest first.
+    pub fn versions(&self, model: ModelKind) -> anyhow::Result<Vec<Bundle>> {
+        let dir = self.model_dir(model);
+        let mut bundles = Vec::new();
+        if dir.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.join("manifest.json").exists())
+                .collect();
+            entries.sort();
+            for path in entries {
+                bundles.push(Bundle::read(&path)?);
+            }
+        }
+        Ok(bundles)
+    }
+
+    /// The gate's verdict on `candidate` against what served before.
+    pub fn judge(&self, model: ModelKind, candidate_f1: f64) -> anyhow::Result<Verdict> {
+        let history = self.history(model)?;
+        let mut earlier = Vec::new();
+        for version in &history.promoted {
+            let bundle = Bundle::read(&self.bundle_dir(model, version))?;
+            earlier.push(bundle.manifest.macro_f1());
+        }
+        let previous = match &history.current {
+            Some(v) => Some(
+                Bundle::read(&self.bundle_dir(model, v))?
+                    .manifest
+                    .macro_f1(),
+            ),
+            None => None,
+        };
+        Ok(gate::judge(candidate_f1, &earlier, previous))
+    }
+
+    /// Records an event without changing what serves.
+    pub fn record(&self, model: ModelKind, event: Event) -> anyhow::Result<()> {
+        let mut history = self.history(model)?;
+        history.events.push(event);
+        self.save(model, &history)
+    }
+
+    /// Makes `version` the serving bundle. Unless `force`, the gate must agree.
+    pub fn promote(&self, model: ModelKind, version: &str, force: bool) -> anyhow::Result<Verdict> {
+        let bundle = Bundle::read(&self.bundle_dir(model, version))
+            .map_err(|e| anyhow::anyhow!("no bundle {model}/{version}: {e}"))?;
+        let f1 = bundle.manifest.macro_f1();
+        let verdict = self.judge(model, f1)?;
+        let mut history = self.history(model)?;
+        if !verdict.pass && !force {
+            history.events.push(Event {
+                at: Utc::now(),
+                action: "refused".into(),
+                version: version.into(),
+                macro_f1: Some(f1),
+                note: verdict.reason.clone(),
+            });
+            self.save(model, &history)?;
+            return Ok(verdict);
+        }
+        history.current = Some(version.to_owned());
+        history.promoted.retain(|v| v != version);
+        history.promoted.push(version.to_owned());
+        history.events.push(Event {
+            at: Utc::now(),
+            action: "promoted".into(),
+            version: version.into(),
+            macro_f1: Some(f1),
+            note: if verdict.pass {
+                verdict.reason.clone()
+            } else {
+                format!("forced past the gate: {}", verdict.reason)
+            },
+        });
+        self.save(model, &history)?;
+        Ok(verdict)
+    }
+
+    /// Serves the bundle that served before the current one.
+    pub fn rollback(&self, model: ModelKind) -> anyhow::Result<String> {
+        let mut history = self.history(model)?;
+        if history.promoted.len() < 2 {
+            anyhow::bail!(
+                "{model}: nothing to roll back to (promoted: {:?})",
+                history.promoted
+            );
+        }
+        let from = history.promoted.pop().unwrap_or_default();
+        let to = history.promoted.last().cloned().unwrap_or_default();
+        history.current = Some(to.clone());
+        history.events.push(Event {
+            at: Utc::now(),
+            action: "rolled_back".into(),
+            version: to.clone(),
+            macro_f1: None,
+            note: format!("from {from}"),
+        });
+        self.save(model, &history)?;
+        Ok(to)
+    }
+
+    /// The serving bundle of a model, if any.
+    pub fn current(&self, model: ModelKind) -> anyhow::Result<Option<Bundle>> {
+        match self.history(model)?.current {
+            Some(version) => Ok(Some(Bundle::read(&self.bundle_dir(model, &version))?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The serving bundles, shared by every consumer, swapped in place when the registry's
+/// `current` changes.
+#[derive(Debug)]
+pub struct ModelSet {
+    registry: Registry,
+    loaded: RwLock<BTreeMap<ModelKind, Arc<Bundle>>>,
+}
+
+impl ModelSet {
+    /// Loads the current bundle of every model that has one.
+    pub fn load(registry: Registry) -> anyhow::Result<Arc<ModelSet>> {
+        let set = Arc::new(ModelSet {
+            registry,
+            loaded: RwLock::new(BTreeMap::new()),
+        });
+        set.refresh()?;
+        Ok(set)
+    }
+
+    /// An empty set (no models: results carry no predictions).
+    pub fn empty() -> Arc<ModelSet> {
+        Arc::new(ModelSet {
+            registry: Registry::new(PathBuf::from("/nonexistent")),
+            loaded: RwLock::new(BTreeMap::new()),
+        })
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn get(&self, model: ModelKind) -> Option<Arc<Bundle>> {
+        self.loaded.read().ok().and_then(|m| m.get(&model).cloned())
+    }
+
+    /// Versions now serving.
+    pub fn versions(&self) -> BTreeMap<ModelKind, String> {
+        self.loaded
+            .read()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, b)| (*k, b.manifest.version.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Re-reads each model's `current`; loads and swaps in what changed. Returns the models
+    /// that changed.
+    pub fn refresh(&self) -> anyhow::Result<Vec<ModelKind>> {
+        let mut changed = Vec::new();
+        for model in ModelKind::ALL {
+            let wanted = self.registry.history(model)?.current;
+            let serving = self.get(model).map(|b| b.manifest.version.clone());
+            if wanted == serving {
+                continue;
+            }
+            let mut loaded = self
+                .loaded
+                .write()
+                .map_err(|_| anyhow::anyhow!("model set lock poisoned"))?;
+            match &wanted {
+                Some(version) => {
+                    let bundle = Bundle::read(&self.registry.bundle_dir(model, version))?;
+                    tracing::info!(model = %model, version = %version, "serving model bundle");
+                    loaded.insert(model, Arc::new(bundle));
+                }
+                None => {
+                    loaded.remove(&model);
+                }
+            }
+            changed.push(model);
+        }
+        Ok(changed)
+    }
+
+    /// Refreshes every `every` until `shutdown`: a promotion or rollback reaches a running
+    /// service without a restart.
+    pub async fn watch(
+        self: Arc<Self>,
+        every: Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    let set = self.clone();
+                    match tokio::task::spawn_blocking(move || set.refresh()).await {
+                        Ok(Ok(changed)) if !changed.is_empty() => {
+                            metrics::counter!("bugflow_model_reloads_total").increment(changed.len() as u64);
+                        }
+                        Ok(Err(e)) => tracing::warn!(error = %e, "model refresh failed; still serving the loaded bundles"),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}

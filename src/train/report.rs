@@ -1,0 +1,116 @@
+//! The SVG training report: a confusion matrix and per-class precision, recall and F1.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use super::metrics::Metrics;
+
+/// Draws `metrics` of `title` to an SVG file.
+pub fn write_svg(path: &Path, title: &str, metrics: &Metrics) -> anyhow::Result<()> {
+    let k = metrics.classes.len().max(1);
+    let height = 360 + 28 * k as u32;
+    let root = SVGBackend::new(path, (1100, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let root = root
+        .titled(
+            &format!(
+                "{title} — macro F1 {:.3}, accuracy {:.3}, {} test samples",
+                metrics.macro_f1, metrics.accuracy, metrics.samples
+            ),
+            ("sans-serif", 20),
+        )
+        .map_err(plot_error)?;
+    let (left, right) = root.split_horizontally(540);
+
+    // Confusion matrix: rows truth, columns predicted.
+    let max = metrics
+        .confusion
+        .iter()
+        .flatten()
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let mut chart = ChartBuilder::on(&left)
+        .caption(
+            "confusion (rows: truth, columns: predicted)",
+            ("sans-serif", 14),
+        )
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(160)
+        .build_cartesian_2d(0..k, 0..k)
+        .map_err(plot_error)?;
+    let names: Vec<String> = metrics
+        .classes
+        .iter()
+        .map(|c| c.class.chars().take(24).collect())
+        .collect();
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_labels(k)
+        .y_labels(k)
+        .x_label_formatter(&|x| format!("#{x}"))
+        .y_label_formatter(&|y| names.get(k - 1 - *y).cloned().unwrap_or_default())
+        .draw()
+        .map_err(plot_error)?;
+    for (t, row) in metrics.confusion.iter().enumerate() {
+        for (p, &n) in row.iter().enumerate() {
+            let shade = 255 - (200.0 * n as f64 / max as f64) as u8;
+            let y = k - 1 - t;
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(p, y), (p + 1, y + 1)],
+                    RGBColor(shade, shade, 255).filled(),
+                )))
+                .map_err(plot_error)?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    n.to_string(),
+                    (p, y + 1),
+                    ("sans-serif", 14),
+                )))
+                .map_err(plot_error)?;
+        }
+    }
+
+    // Per-class scores.
+    let mut bars = ChartBuilder::on(&right)
+        .caption("precision / recall / F1 per class", ("sans-serif", 14))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(160)
+        .build_cartesian_2d(0.0..1.0, 0..(k * 3))
+        .map_err(plot_error)?;
+    bars.configure_mesh()
+        .disable_y_mesh()
+        .y_labels(k)
+        .y_label_formatter(&|y| {
+            if y % 3 == 1 {
+                names.get(k - 1 - y / 3).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .draw()
+        .map_err(plot_error)?;
+    let colors = [BLUE, GREEN, RED];
+    for (i, c) in metrics.classes.iter().enumerate() {
+        let base = (k - 1 - i) * 3;
+        for (j, (value, color)) in [c.precision, c.recall, c.f1].iter().zip(colors).enumerate() {
+            bars.draw_series(std::iter::once(Rectangle::new(
+                [(0.0, base + j), (*value, base + j + 1)],
+                color.mix(0.6).filled(),
+            )))
+            .map_err(plot_error)?;
+        }
+    }
+    root.present().map_err(plot_error)?;
+    Ok(())
+}
+
+fn plot_error<E: std::fmt::Display>(e: E) -> anyhow::Error {
+    anyhow::anyhow!("drawing the SVG report: {e}")
+}
