@@ -37,6 +37,8 @@ pub struct TrainOptions {
 
 pub struct TrainOutcome {
     pub manifest: Manifest,
+    /// The fitted models as they are in memory (the bundle holds the same, serialised).
+    pub weights: Weights,
     pub dir: PathBuf,
     pub verdict: Verdict,
     pub promoted: bool,
@@ -228,6 +230,7 @@ pub fn train(model: ModelKind, options: &TrainOptions) -> anyhow::Result<TrainOu
     Bundle::write(&dir, &manifest, &weights)?;
     Ok(TrainOutcome {
         manifest,
+        weights,
         dir,
         verdict,
         promoted,

@@ -53,7 +53,13 @@ pub fn write_svg(path: &Path, title: &str, metrics: &Metrics) -> anyhow::Result<
         .x_labels(k)
         .y_labels(k)
         .x_label_formatter(&|x| format!("#{x}"))
-        .y_label_formatter(&|y| names.get(k - 1 - *y).cloned().unwrap_or_default())
+        .y_label_formatter(&|y| {
+            (k - 1)
+                .checked_sub(*y)
+                .and_then(|i| names.get(i))
+                .cloned()
+                .unwrap_or_default()
+        })
         .draw()
         .map_err(plot_error)?;
     for (t, row) in metrics.confusion.iter().enumerate() {
@@ -89,7 +95,11 @@ pub fn write_svg(path: &Path, title: &str, metrics: &Metrics) -> anyhow::Result<
         .y_labels(k)
         .y_label_formatter(&|y| {
             if y % 3 == 1 {
-                names.get(k - 1 - y / 3).cloned().unwrap_or_default()
+                (k - 1)
+                    .checked_sub(y / 3)
+                    .and_then(|i| names.get(i))
+                    .cloned()
+                    .unwrap_or_default()
             } else {
                 String::new()
             }

@@ -7,6 +7,7 @@ mod common;
 mod backlog;
 mod cli;
 mod dead_letter;
+mod model_switch;
 mod pushes;
 mod record_and_shutdown;
 mod replay;

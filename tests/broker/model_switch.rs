@@ -1,0 +1,108 @@
+use std::path::Path;
+use std::time::Duration;
+
+use bugflow::models::ModelKind;
+use bugflow::models::registry::{ModelSet, Registry};
+use bugflow::pipeline::Pipeline;
+use bugflow::train::{TrainOptions, train};
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{TestBroker, sample};
+
+fn options(out: &Path, seed: u64) -> TrainOptions {
+    TrainOptions {
+        files: vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data/bugs.jsonl")],
+        out: out.to_path_buf(),
+        split: None,
+        seed,
+        test_fraction: 0.2,
+        force: true,
+        progress: false,
+    }
+}
+
+fn bugtype_version(result: &serde_json::Value) -> String {
+    result["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model"] == "bugtype")
+        .and_then(|m| m["version"].as_str())
+        .expect("a bugtype prediction with its version")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_consumer_switches_bundles_on_promote_and_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = train(ModelKind::Bugtype, &options(dir.path(), 1))
+        .unwrap()
+        .manifest
+        .version;
+    let second = train(ModelKind::Bugtype, &options(dir.path(), 2))
+        .unwrap()
+        .manifest
+        .version;
+    let registry = Registry::new(dir.path());
+    let models = ModelSet::load(registry.clone()).unwrap();
+    let stop_watch = CancellationToken::new();
+    tokio::spawn(
+        models
+            .clone()
+            .watch(Duration::from_millis(100), stop_watch.clone()),
+    );
+
+    let mut broker = TestBroker::new().await;
+    let spec = broker.spec("bug-triage");
+    broker.declare(&spec).await;
+    let results = broker.results_queue().await;
+    let running = broker.start_pipeline(Pipeline::new(spec, models.clone()));
+    let exchange = broker.config.bugzilla_exchange();
+    let event = |time: &str| {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&sample("bmo_webhook_public_bug_modify_example.json")).unwrap();
+        v["event"]["time"] = time.into();
+        serde_json::to_vec(&v).unwrap()
+    };
+
+    broker
+        .publish(
+            &exchange,
+            "bug.modify:priority",
+            &event("2026-11-28T10:00:00"),
+        )
+        .await;
+    let got = broker.take(&results, 1, Duration::from_secs(20)).await;
+    assert_eq!(
+        bugtype_version(&got[0].json()),
+        second,
+        "the newest bundle serves"
+    );
+
+    registry.rollback(ModelKind::Bugtype).unwrap();
+    let set = models.clone();
+    broker
+        .eventually(
+            Duration::from_secs(10),
+            "the rollback reaches the running consumer",
+            || set.versions().get(&ModelKind::Bugtype) == Some(&first),
+        )
+        .await;
+    broker
+        .publish(
+            &exchange,
+            "bug.modify:priority",
+            &event("2026-11-28T10:05:00"),
+        )
+        .await;
+    let got = broker.take(&results, 1, Duration::from_secs(20)).await;
+    assert_eq!(
+        bugtype_version(&got[0].json()),
+        first,
+        "the rolled-back bundle serves, no restart"
+    );
+
+    stop_watch.cancel();
+    running.stop().await;
+    broker.cleanup().await;
+}

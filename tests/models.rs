@@ -1,0 +1,252 @@
+//! Training, bundles, the metrics gate and the registry — no broker needed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use bugflow::features::bug;
+use bugflow::models::ModelKind;
+use bugflow::models::bundle::Bundle;
+use bugflow::models::registry::{ModelSet, Registry};
+use bugflow::train::{TrainOptions, train};
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/data")
+        .join(name)
+}
+
+fn options(files: Vec<PathBuf>, out: &Path, seed: u64, force: bool) -> TrainOptions {
+    TrainOptions {
+        files,
+        out: out.to_path_buf(),
+        split: None,
+        seed,
+        test_fraction: 0.2,
+        force,
+        progress: false,
+    }
+}
+
+fn bugs() -> Vec<serde_json::Value> {
+    std::fs::read_to_string(data("bugs.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn train_bundle_load_predict_gives_identical_probabilities() {
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = train(
+        ModelKind::Bugtype,
+        &options(vec![data("bugs.jsonl")], dir.path(), 42, false),
+    )
+    .unwrap();
+    assert!(outcome.promoted, "the first bundle passes the gate");
+    let in_memory = &outcome.weights.models[""];
+    let loaded = Bundle::read(&outcome.dir).unwrap();
+    let from_disk = loaded.model("").unwrap();
+    let exclude = ModelKind::Bugtype.exclude();
+    for b in bugs() {
+        let features = bug::extract(&b, &exclude);
+        let a = in_memory.predict(&features);
+        let d = from_disk.predict(&features);
+        assert_eq!(a.probabilities, d.probabilities, "bug {}", b["id"]);
+        assert!((a.probabilities.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    }
+    let manifest = &loaded.manifest;
+    assert_eq!(manifest.model, ModelKind::Bugtype);
+    assert_eq!(manifest.labels, vec!["defect", "enhancement", "task"]);
+    assert_eq!(manifest.data[0].records, 58);
+    assert_eq!(manifest.data[0].sha256.len(), 64);
+    assert_eq!(
+        manifest.split.train_records + manifest.split.test_records,
+        58
+    );
+    assert!(outcome.dir.join("report.svg").exists());
+    let svg = std::fs::read_to_string(outcome.dir.join("report.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("defect"));
+
+    // The same data and seed train the same model.
+    let again = train(
+        ModelKind::Bugtype,
+        &options(vec![data("bugs.jsonl")], dir.path(), 42, true),
+    )
+    .unwrap();
+    assert_eq!(again.weights.models[""].weights, in_memory.weights);
+}
+
+/// The issues of one repository, labels kept or shuffled (a model that learns nothing).
+fn one_repository(path: &Path, shuffle: bool) {
+    let mut reader = csv::Reader::from_path(data("github_issues_train.csv")).unwrap();
+    let mut writer = csv::Writer::from_path(path).unwrap();
+    writer.write_record(reader.headers().unwrap()).unwrap();
+    let rows: Vec<csv::StringRecord> = reader
+        .records()
+        .map(Result::unwrap)
+        .filter(|r| &r[0] == "tensorflow/tensorflow")
+        .collect();
+    let labels: Vec<String> = rows.iter().map(|r| r[2].to_owned()).collect();
+    for (i, row) in rows.iter().enumerate() {
+        let label = if shuffle {
+            labels[(i * 7 + 3) % labels.len()].clone()
+        } else {
+            labels[i].clone()
+        };
+        writer
+            .write_record([&row[0], &row[1], &label, &row[3], &row[4]])
+            .unwrap();
+    }
+    writer.flush().unwrap();
+}
+
+#[test]
+fn the_gate_refuses_a_deliberately_worse_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.csv");
+    let noise = dir.path().join("shuffled.csv");
+    one_repository(&good, false);
+    one_repository(&noise, true);
+    let models = dir.path().join("models");
+    let bugflow = |csv: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_bugflow"))
+            .args(["train", "issue-type", "--data"])
+            .arg(csv)
+            .arg("--out")
+            .arg(&models)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let first = bugflow(&good);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let registry = Registry::new(&models);
+    let serving = registry
+        .history(ModelKind::IssueType)
+        .unwrap()
+        .current
+        .unwrap();
+
+    let worse = bugflow(&noise);
+    let stdout = String::from_utf8_lossy(&worse.stdout);
+    assert!(
+        !worse.status.success(),
+        "train must exit non-zero: {stdout}"
+    );
+    assert!(stdout.contains("gate: REFUSED"), "{stdout}");
+    let history = registry.history(ModelKind::IssueType).unwrap();
+    assert_eq!(
+        history.current.as_deref(),
+        Some(serving.as_str()),
+        "still serving the good bundle"
+    );
+    assert_eq!(history.events.last().unwrap().action, "refused");
+    let versions = registry.versions(ModelKind::IssueType).unwrap();
+    assert_eq!(
+        versions.len(),
+        2,
+        "the refused bundle is kept for inspection"
+    );
+    let refused = versions
+        .iter()
+        .find(|b| b.manifest.version != serving)
+        .unwrap();
+    assert!(
+        refused
+            .manifest
+            .gate
+            .as_deref()
+            .unwrap()
+            .starts_with("refused")
+    );
+    assert!(
+        refused.manifest.macro_f1()
+            < versions
+                .iter()
+                .find(|b| b.manifest.version == serving)
+                .unwrap()
+                .manifest
+                .macro_f1()
+                * 0.95
+    );
+
+    // --force promotes it, and says so in the manifest.
+    let forced = Command::new(env!("CARGO_BIN_EXE_bugflow"))
+        .args(["train", "issue-type", "--force", "--data"])
+        .arg(&noise)
+        .arg("--out")
+        .arg(&models)
+        .output()
+        .unwrap();
+    assert!(forced.status.success());
+    let current = registry.current(ModelKind::IssueType).unwrap().unwrap();
+    assert!(current.manifest.forced);
+}
+
+#[test]
+fn rollback_restores_the_previous_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = train(
+        ModelKind::Spam,
+        &options(vec![data("bugs.jsonl")], dir.path(), 1, false),
+    )
+    .unwrap();
+    let second = train(
+        ModelKind::Spam,
+        &options(vec![data("bugs.jsonl")], dir.path(), 2, true),
+    )
+    .unwrap();
+    let registry = Registry::new(dir.path());
+    let set = ModelSet::load(registry.clone()).unwrap();
+    assert_eq!(
+        set.get(ModelKind::Spam).unwrap().manifest.version,
+        second.manifest.version
+    );
+
+    assert_eq!(
+        registry.rollback(ModelKind::Spam).unwrap(),
+        first.manifest.version
+    );
+    assert_eq!(set.refresh().unwrap(), vec![ModelKind::Spam]);
+    assert_eq!(
+        set.get(ModelKind::Spam).unwrap().manifest.version,
+        first.manifest.version
+    );
+    assert!(
+        registry.rollback(ModelKind::Spam).is_err(),
+        "nothing before the first bundle"
+    );
+
+    // Promoting the second again brings it back; the history keeps every step.
+    registry
+        .promote(ModelKind::Spam, &second.manifest.version, true)
+        .unwrap();
+    set.refresh().unwrap();
+    assert_eq!(
+        set.get(ModelKind::Spam).unwrap().manifest.version,
+        second.manifest.version
+    );
+    let actions: Vec<String> = registry
+        .history(ModelKind::Spam)
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| e.action.clone())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "trained",
+            "promoted",
+            "trained",
+            "promoted",
+            "rolled_back",
+            "promoted"
+        ]
+    );
+}
