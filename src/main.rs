@@ -68,14 +68,10 @@ enum Command {
     },
     /// Run the bundled sample stream through every consumer, in-process, and show the outcome.
     Demo,
-    /// Measure the pipeline against a bare relay on the broker.
+    /// Benchmarks (build with --release): `bench pipeline`, `bench models`.
     Bench {
-        #[arg(long, default_value_t = 20_000)]
-        messages: u64,
-        #[arg(long, default_value_t = 200)]
-        prefetch: u16,
-        #[arg(long, default_value_t = 3)]
-        rounds: u32,
+        #[command(subcommand)]
+        what: BenchWhat,
     },
     /// Train a model: split, fit, evaluate, write a bundle, promote it if the metrics gate agrees.
     Train {
@@ -113,6 +109,28 @@ enum Command {
     },
     /// Print the consumers as configured (after {user}/{env} are resolved).
     Consumers,
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// The pipeline against a bare relay on the broker (msg/s and their ratio).
+    Pipeline {
+        #[arg(long, default_value_t = 20_000)]
+        messages: u64,
+        #[arg(long, default_value_t = 200)]
+        prefetch: u16,
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+    },
+    /// Features + bug models per bug (p50/p99 µs); training time and peak memory.
+    Models {
+        #[arg(long, default_value = "tests/fixtures/data/bugs.jsonl")]
+        bugs: PathBuf,
+        #[arg(long, default_value = "tests/fixtures/data/github_issues_train.csv")]
+        issues: PathBuf,
+        #[arg(long, default_value_t = 200)]
+        repeat: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -221,9 +239,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench {
-            messages,
-            prefetch,
-            rounds,
+            what:
+                BenchWhat::Pipeline {
+                    messages,
+                    prefetch,
+                    rounds,
+                },
         } => {
             let options = cmd::bench::BenchOptions {
                 messages,
@@ -233,6 +254,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let report = cmd::bench::bench(&config, &options).await?;
             report.print(&options);
             Ok(())
+        }
+        Command::Bench {
+            what:
+                BenchWhat::Models {
+                    bugs,
+                    issues,
+                    repeat,
+                },
+        } => {
+            let models = cmd::run::load_models(&config)?;
+            let options = cmd::bench_models::ModelsBenchOptions {
+                bugs,
+                issues,
+                repeat,
+            };
+            tokio::task::spawn_blocking(move || cmd::bench_models::run(&models, &options)).await?
         }
         Command::Train {
             model,

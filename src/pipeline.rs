@@ -250,8 +250,10 @@ impl Pipeline {
         })
     }
 
-    /// Every bug model of this consumer on one bug (REST shape).
+    /// Every bug model of this consumer on one bug (REST shape). Features are extracted
+    /// once; each model sees them minus its exclusions.
     pub fn score_bug(&self, rest_bug: &Value) -> Vec<Value> {
+        let all = bug::extract_all(rest_bug);
         self.spec
             .models
             .iter()
@@ -261,7 +263,7 @@ impl Pipeline {
                 Some(bundle) => match bundle.model("") {
                     None => not_scored(model, "bundle has no model"),
                     Some(fitted) => {
-                        let p = fitted.predict(&bug::extract(rest_bug, &model.exclude()));
+                        let p = fitted.predict(&model.exclude().apply(&all));
                         json!({
                             "model": model.name(),
                             "version": bundle.manifest.version,

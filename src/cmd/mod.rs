@@ -1,6 +1,7 @@
 //! One file per CLI command.
 
 pub mod bench;
+pub mod bench_models;
 pub mod demo;
 pub mod models;
 pub mod record;

@@ -301,8 +301,37 @@ pub struct Exclude {
     pub bug_type: bool,
 }
 
-/// Every feature of a bug.
+impl Exclude {
+    /// Whether a structured feature is hidden from the model.
+    fn hides(&self, name: &str) -> bool {
+        (self.product_component && (name.starts_with("product=") || name.starts_with("component=")))
+            || (self.bug_type && name.starts_with("type="))
+            || name
+                .strip_suffix(" in keywords")
+                .is_some_and(|k| self.keywords.contains(&k))
+    }
+
+    /// `all` (from [`extract_all`]) without what this model may not see.
+    pub fn apply(&self, all: &Features) -> Features {
+        Features {
+            items: all
+                .items
+                .iter()
+                .filter(|f| f.group.is_text() || !self.hides(&f.name))
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+/// The features a model may see: [`extract_all`] filtered by `exclude`. Serving extracts
+/// once and filters per model; training calls this: both see exactly the same features.
 pub fn extract(bug: &Value, exclude: &Exclude) -> Features {
+    exclude.apply(&extract_all(bug))
+}
+
+/// Every feature of a bug.
+pub fn extract_all(bug: &Value) -> Features {
     let mut f = Features::new();
     if let Some(v) = has_str(bug) {
         f.category("has_str", &v);
@@ -313,7 +342,7 @@ pub fn extract(bug: &Value, exclude: &Exclude) -> Features {
     if let Some(v) = severity(bug) {
         f.category("severity", &v);
     }
-    let kws = keywords(bug, &exclude.keywords);
+    let kws = keywords(bug, &[]);
     f.list("keywords", kws.iter().map(String::as_str));
     f.flag("has_crash_signature", has_crash_signature(bug));
     f.flag("is_coverity_issue", is_coverity_issue(bug));
@@ -325,13 +354,9 @@ pub fn extract(bug: &Value, exclude: &Exclude) -> Features {
     f.count("blocked_bugs_number", blocked_bugs_number(bug) as f64);
     f.flag("ever_affected", ever_affected(bug));
     f.flag("affected_then_unaffected", affected_then_unaffected(bug));
-    if !exclude.product_component {
-        f.category("product", s(bug, "product"));
-        f.category("component", s(bug, "component"));
-    }
-    if !exclude.bug_type {
-        f.category("type", s(bug, "type"));
-    }
+    f.category("product", s(bug, "product"));
+    f.category("component", s(bug, "component"));
+    f.category("type", s(bug, "type"));
     f.category("platform", s(bug, "platform"));
     f.category("op_sys", s(bug, "op_sys"));
     f.category("filed_via", s(bug, "filed_via"));
@@ -364,6 +389,36 @@ pub fn extract(bug: &Value, exclude: &Exclude) -> Features {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_model_does_not_see_its_label() {
+        let b = serde_json::json!({"product": "Core", "component": "DOM", "type": "defect",
+                                   "keywords": ["regression", "crash"], "summary": "x y"});
+        let names = |e: &Exclude| -> Vec<String> {
+            extract(&b, e).items.into_iter().map(|f| f.name).collect()
+        };
+        let component = names(&Exclude {
+            product_component: true,
+            ..Exclude::default()
+        });
+        assert!(
+            !component
+                .iter()
+                .any(|n| n.starts_with("product=") || n.starts_with("component="))
+        );
+        assert!(component.contains(&"type=defect".to_string()));
+        let bugtype = names(&Exclude {
+            keywords: vec!["regression"],
+            bug_type: true,
+            ..Exclude::default()
+        });
+        assert!(
+            !bugtype
+                .iter()
+                .any(|n| n == "regression in keywords" || n.starts_with("type="))
+        );
+        assert!(bugtype.contains(&"crash in keywords".to_string()));
+    }
 
     #[test]
     fn whiteboard_matches_bugbug() {
