@@ -33,7 +33,7 @@ use crate::models::registry::ModelSet;
 use crate::pipeline::Pipeline;
 use crate::pulse::connect::connect;
 use crate::pulse::publish::{Outgoing, Publisher};
-use crate::pulse::topology::{declare_consumer, declare_own_exchange};
+use crate::pulse::topology::{declare_bound_queue, declare_consumer, declare_own_exchange};
 use crate::runner::Runner;
 
 pub struct BenchOptions {
@@ -120,25 +120,7 @@ impl Stage {
         let channel = connection.create_channel().await?;
         declare_consumer(&connection, &channel, &config, &spec).await?;
         declare_own_exchange(&channel, &input).await?;
-        channel
-            .queue_declare(
-                results_queue.as_str().into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .queue_bind(
-                results_queue.as_str().into(),
-                config.results_exchange().as_str().into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        declare_bound_queue(&channel, &results_queue, &config.results_exchange(), "#").await?;
         preload(&channel, &input, messages).await?;
         let _ = connection.close(200, "setup done".into()).await;
         Ok(Stage {

@@ -38,10 +38,20 @@ pub async fn declare_shared(channel: &Channel, config: &Config) -> anyhow::Resul
     declare_own_exchange(channel, &dlx).await?;
     declare_own_exchange(channel, &config.results_exchange()).await?;
     declare_own_exchange(channel, &config.bugzilla_exchange()).await?;
-    let dlq = config.dead_letter_queue();
+    declare_bound_queue(channel, &config.dead_letter_queue(), &dlx, "#").await?;
+    Ok(())
+}
+
+/// Declares a durable queue (no arguments) and binds it to `exchange` with `key`.
+pub async fn declare_bound_queue(
+    channel: &Channel,
+    queue: &str,
+    exchange: &str,
+    key: &str,
+) -> lapin::Result<()> {
     channel
         .queue_declare(
-            dlq.as_str().into(),
+            queue.into(),
             QueueDeclareOptions {
                 durable: true,
                 ..Default::default()
@@ -51,14 +61,13 @@ pub async fn declare_shared(channel: &Channel, config: &Config) -> anyhow::Resul
         .await?;
     channel
         .queue_bind(
-            dlq.as_str().into(),
-            dlx.as_str().into(),
-            "#".into(),
+            queue.into(),
+            exchange.into(),
+            key.into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )
-        .await?;
-    Ok(())
+        .await
 }
 
 /// The arguments of a consumer queue. Keep them stable: RabbitMQ refuses (406) a

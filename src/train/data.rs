@@ -205,27 +205,35 @@ fn reject(data: &mut Dataset, why: String) {
     }
 }
 
-fn load_bugs(model: ModelKind, path: &Path, data: &mut Dataset) -> anyhow::Result<usize> {
+/// Parses each non-empty line of a JSON Lines file as a `T`; lines that do not parse are
+/// rejected with their line number. Returns the records and how many lines there were.
+fn read_jsonl<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    data: &mut Dataset,
+) -> anyhow::Result<(Vec<T>, usize)> {
     let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let exclude = model.exclude();
-    let mut records = 0;
+    let (mut parsed, mut records) = (Vec::new(), 0);
     for (i, line) in BufReader::new(file).lines().enumerate() {
         let line = line?;
         if line.trim().is_empty() {
             continue;
         }
         records += 1;
-        let bug: Value = match serde_json::from_str(&line) {
-            Ok(v) => v,
-            Err(e) => {
-                reject(data, format!("{}:{}: {e}", path.display(), i + 1));
-                continue;
-            }
-        };
-        let id = bug.get("id").map(|v| v.to_string()).unwrap_or_default();
+        match serde_json::from_str(&line) {
+            Ok(v) => parsed.push(v),
+            Err(e) => reject(data, format!("{}:{}: {e}", path.display(), i + 1)),
+        }
+    }
+    Ok((parsed, records))
+}
+
+fn load_bugs(model: ModelKind, path: &Path, data: &mut Dataset) -> anyhow::Result<usize> {
+    let exclude = model.exclude();
+    let (bugs, records) = read_jsonl::<Value>(path, data)?;
+    for bug in bugs {
         data.samples.push(Sample {
             key: String::new(),
-            id,
+            id: bug.get("id").map(|v| v.to_string()).unwrap_or_default(),
             date: parse_time(
                 bug.get("creation_time")
                     .and_then(Value::as_str)
@@ -243,19 +251,8 @@ fn load_commits(
     commits: &mut Vec<Commit>,
     data: &mut Dataset,
 ) -> anyhow::Result<usize> {
-    let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let mut records = 0;
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        records += 1;
-        match serde_json::from_str::<Commit>(&line) {
-            Ok(c) => commits.push(c),
-            Err(e) => reject(data, format!("{}:{}: {e}", path.display(), i + 1)),
-        }
-    }
+    let (parsed, records) = read_jsonl::<Commit>(path, data)?;
+    commits.extend(parsed);
     Ok(records)
 }
 
