@@ -36,6 +36,9 @@ pub struct Config {
     pub consumers_dir: PathBuf,
     pub http: HttpConfig,
     pub hg: HgConfig,
+    pub bugzilla: BugzillaConfig,
+    /// The store (SQLite): Bugzilla effects and their idempotency keys, watermarks.
+    pub store_path: PathBuf,
     /// Also append every result to this JSON Lines file (`bugflow run`).
     pub results_jsonl: Option<PathBuf>,
     /// Warn when a consumer's queue (ready + unacked) grows past this; Pulse deletes queues
@@ -71,6 +74,32 @@ pub struct ExchangesConfig {
     pub dead_letter: String,
     /// Where bug events from webhooks (and the REST poller) are relayed.
     pub bugzilla: String,
+}
+
+/// Bugzilla's REST API: full bugs for bug events, and the writer's PUTs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BugzillaConfig {
+    pub url: String,
+    /// `X-BUGZILLA-API-KEY`; empty: bug events are scored from what they carry, nothing is
+    /// written. Set it with BUGFLOW_BUGZILLA__API_KEY, never in a file.
+    pub api_key: Secret,
+    pub timeout_seconds: u64,
+    /// After a 429, no call for this long (BMO blocks the IP for an hour).
+    pub block_seconds: u64,
+    pub attempts: usize,
+}
+
+impl Default for BugzillaConfig {
+    fn default() -> Self {
+        BugzillaConfig {
+            url: "https://bugzilla.mozilla.org".into(),
+            api_key: Secret::default(),
+            timeout_seconds: 30,
+            block_seconds: 3600,
+            attempts: 3,
+        }
+    }
 }
 
 /// hg.mozilla.org, where pushes' changesets are fetched.
@@ -118,6 +147,8 @@ impl Default for Config {
             consumers_dir: PathBuf::from("consumers"),
             http: HttpConfig::default(),
             hg: HgConfig::default(),
+            bugzilla: BugzillaConfig::default(),
+            store_path: PathBuf::from("var/bugflow.sqlite"),
             results_jsonl: None,
             queue_warn_messages: 2000,
             models_dir: PathBuf::from("models"),

@@ -72,6 +72,9 @@ pub struct Sinks {
     /// Publish results to the results exchange (with publisher confirms).
     #[serde(default = "yes")]
     pub results: bool,
+    /// Write predictions back to Bugzilla (off by default; see `sinks::bugzilla`).
+    #[serde(default)]
+    pub bugzilla: crate::sinks::bugzilla::WriterConfig,
 }
 
 fn yes() -> bool {
@@ -80,7 +83,10 @@ fn yes() -> bool {
 
 impl Default for Sinks {
     fn default() -> Self {
-        Sinks { results: true }
+        Sinks {
+            results: true,
+            bugzilla: Default::default(),
+        }
     }
 }
 

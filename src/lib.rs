@@ -28,6 +28,7 @@ pub mod pulse;
 pub mod runner;
 pub mod secret;
 pub mod sinks;
+pub mod store;
 pub mod telemetry;
 pub mod train;
 

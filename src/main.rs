@@ -188,7 +188,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let models = cmd::run::load_models(&config)?;
                 let pipelines = consumer::load_all(&config)?
                     .into_iter()
-                    .map(|spec| cmd::run::pipeline_for(&config, spec, models.clone()))
+                    .map(|spec| cmd::run::pipeline_for(&config, spec, models.clone(), None))
                     .collect::<anyhow::Result<Vec<_>>>()?;
                 cmd::replay::replay(
                     &pipelines,

@@ -11,6 +11,7 @@ use chrono::{TimeZone, Utc};
 use serde_json::{Value, json};
 
 use crate::consumer::ConsumerSpec;
+use crate::enrich::bugzilla::Bugzilla;
 use crate::enrich::hg;
 use crate::error::{Stage, StageError};
 use crate::events::bmo::WebhookEvent;
@@ -22,6 +23,7 @@ use crate::message::Message;
 use crate::models::ModelKind;
 use crate::models::registry::ModelSet;
 use crate::outcome::{InputRef, ResultMessage, stable_id};
+use crate::sinks::bugzilla::BugzillaWriter;
 
 /// At most this many commits are listed in a push result (the riskiest), so that results
 /// stay under Pulse's advised 8 KiB.
@@ -33,6 +35,8 @@ pub struct Pipeline {
     spec: ConsumerSpec,
     models: Arc<ModelSet>,
     hg: Option<hg::Source>,
+    bugzilla: Option<Bugzilla>,
+    writer: Option<BugzillaWriter>,
 }
 
 /// What the stages learned, before it becomes a result.
@@ -43,6 +47,7 @@ struct Finding {
     identity: String,
     data: Value,
     models: Vec<Value>,
+    actions: Vec<Value>,
 }
 
 impl Pipeline {
@@ -51,7 +56,21 @@ impl Pipeline {
             spec,
             models,
             hg: None,
+            bugzilla: None,
+            writer: None,
         }
+    }
+
+    /// Read each bug event's full bug (comments, history) from Bugzilla before scoring.
+    pub fn with_bugzilla(mut self, client: Bugzilla) -> Self {
+        self.bugzilla = Some(client);
+        self
+    }
+
+    /// Write predictions back to Bugzilla (the consumer's `[sinks.bugzilla]`).
+    pub fn with_writer(mut self, writer: BugzillaWriter) -> Self {
+        self.writer = Some(writer);
+        self
     }
 
     /// Fetch pushes' changesets from `source` (without it, pushes are not scored).
@@ -73,7 +92,7 @@ impl Pipeline {
         let event = events::decode(self.spec.input, message)?;
         let finding = match &event {
             Event::HgPush(push) => self.push(push, &message.routing_key).await?,
-            Event::Webhook(webhook) => self.webhook(webhook)?,
+            Event::Webhook(webhook) => self.webhook(webhook).await?,
             Event::SimpleBug(simple) => self.simple_bug(simple),
         };
         Ok(vec![self.result(message, finding)])
@@ -127,6 +146,7 @@ impl Pipeline {
             ),
             data,
             models,
+            actions: Vec::new(),
         })
     }
 
@@ -199,18 +219,32 @@ impl Pipeline {
         }))
     }
 
-    fn webhook(&self, webhook: &WebhookEvent) -> Result<Finding, StageError> {
+    async fn webhook(&self, webhook: &WebhookEvent) -> Result<Finding, StageError> {
         let bug = &webhook.bug;
-        if bug.is_private {
-            return Err(StageError::skip(
-                Stage::Decode,
-                format!(
-                    "bug {} is private: bugflow never reads or writes it",
-                    bug.id
-                ),
-            ));
-        }
         let event = &webhook.event;
+        let identity = format!(
+            "{}#{}#{}#{}",
+            bug.id,
+            event.routing_key,
+            event.time,
+            bug.comment
+                .as_ref()
+                .map(|c| c.id)
+                .or(bug.attachment.as_ref().map(|a| a.id))
+                .unwrap_or(0)
+        );
+        if bug.is_private {
+            let reason = format!(
+                "bug {} is private: bugflow never reads or writes it",
+                bug.id
+            );
+            if let Some(writer) = &self.writer {
+                writer
+                    .act(&json!({"id": bug.id, "is_private": true}), &identity, &[])
+                    .await?;
+            }
+            return Err(StageError::skip(Stage::Decode, reason));
+        }
         let data = json!({
             "bug_id": bug.id,
             "event": event.routing_key,
@@ -230,23 +264,24 @@ impl Pipeline {
             "comment_id": bug.comment.as_ref().map(|c| c.id),
             "attachment_id": bug.attachment.as_ref().map(|a| a.id),
         });
-        let models = self.score_bug(&bug.to_rest());
+        // The full bug (comments, history) when Bugzilla is configured; a 404 or 401 is a
+        // skip with its reason, a 5xx or 429 a retry.
+        let rest = match &self.bugzilla {
+            Some(client) => client.bug(bug.id).await?,
+            None => bug.to_rest(),
+        };
+        let models = self.score_bug(&rest);
+        let mut actions = Vec::new();
+        if let Some(writer) = &self.writer {
+            actions.push(writer.act(&rest, &identity, &models).await?);
+        }
         Ok(Finding {
             subject: bug.id.to_string(),
             event: event.routing_key.clone(),
-            identity: format!(
-                "{}#{}#{}#{}",
-                bug.id,
-                event.routing_key,
-                event.time,
-                bug.comment
-                    .as_ref()
-                    .map(|c| c.id)
-                    .or(bug.attachment.as_ref().map(|a| a.id))
-                    .unwrap_or(0)
-            ),
+            identity,
             data,
             models,
+            actions,
         })
     }
 
@@ -291,6 +326,7 @@ impl Pipeline {
             identity: format!("{}#{}", simple.id, simple.delta_ts),
             data: json!({"bug_id": simple.id, "delta_ts": simple.delta_ts, "event": "simple"}),
             models,
+            actions: Vec::new(),
         }
     }
 
@@ -325,7 +361,7 @@ impl Pipeline {
             },
             data: finding.data,
             models: finding.models,
-            actions: Vec::new(),
+            actions: finding.actions,
             bugflow_version: env!("CARGO_PKG_VERSION").to_owned(),
             produced_at: Utc::now(),
         }

@@ -7,15 +7,18 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::consumer::{self, ConsumerSpec};
 use crate::dispatch::Sinks;
+use crate::enrich::bugzilla::Bugzilla;
 use crate::enrich::hg;
 use crate::http::{self, AppState};
 use crate::models::registry::{ModelSet, Registry};
 use crate::pipeline::Pipeline;
 use crate::pulse::publish::Publisher;
 use crate::runner::Runner;
+use crate::sinks::bugzilla::BugzillaWriter;
 use crate::sinks::dead_letter::DeadLetterSink;
 use crate::sinks::jsonl::JsonlSink;
 use crate::sinks::results::ResultsSink;
+use crate::store::Store;
 use crate::telemetry;
 
 pub struct RunOptions {
@@ -41,13 +44,47 @@ pub fn select(all: Vec<ConsumerSpec>, names: &[String]) -> anyhow::Result<Vec<Co
     Ok(chosen)
 }
 
-/// A consumer's pipeline with the serving models and, if enabled, hg.mozilla.org.
+/// The Bugzilla client, when an API key is configured.
+pub fn bugzilla_client(config: &Config) -> anyhow::Result<Option<Bugzilla>> {
+    if config.bugzilla.api_key.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Bugzilla::new(
+        &config.bugzilla.url,
+        config.bugzilla.api_key.clone(),
+        std::time::Duration::from_secs(config.bugzilla.timeout_seconds),
+        std::time::Duration::from_secs(config.bugzilla.block_seconds),
+        config.bugzilla.attempts,
+    )?))
+}
+
+/// A consumer's pipeline with the serving models, hg.mozilla.org if enabled, Bugzilla if a
+/// key is configured, and the Bugzilla writer if the consumer enables it and `store` is given
+/// (replays get no store: a replay never writes to Bugzilla).
 pub fn pipeline_for(
     config: &Config,
     spec: ConsumerSpec,
     models: Arc<ModelSet>,
+    store: Option<Arc<Store>>,
 ) -> anyhow::Result<Pipeline> {
-    let pipeline = Pipeline::new(spec, models);
+    let writer_config = spec.sinks.bugzilla.clone();
+    let name = spec.name.clone();
+    let mut pipeline = Pipeline::new(spec, models);
+    if let Some(client) = bugzilla_client(config)? {
+        if writer_config.enabled
+            && let Some(store) = store
+        {
+            pipeline = pipeline.with_writer(BugzillaWriter {
+                client: client.clone(),
+                store,
+                config: writer_config,
+                consumer: name,
+            });
+        }
+        pipeline = pipeline.with_bugzilla(client);
+    } else if writer_config.enabled {
+        tracing::warn!(consumer = %name, "sinks.bugzilla is enabled but bugzilla.api_key is empty: nothing is written");
+    }
     Ok(if config.hg.enabled {
         pipeline.with_hg(hg::Source::Http(hg::HttpHg::new(
             config.hg.allowed_hosts.clone(),
@@ -99,6 +136,13 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     };
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
+    let store = Arc::new(Store::open(&config.store_path)?);
+    if let Some(client) = bugzilla_client(&config)? {
+        match client.whoami().await {
+            Ok(me) => tracing::info!(login = %me["name"], "Bugzilla API key accepted"),
+            Err(e) => anyhow::bail!("Bugzilla refused the API key check (GET /rest/whoami): {e}"),
+        }
+    }
     let models = load_models(&config)?;
     for (model, version) in models.versions() {
         tracing::info!(%model, %version, "model loaded");
@@ -115,7 +159,12 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
         let sinks = sinks_for(&config, &spec, &publisher, jsonl.clone());
         let runner = Runner::new(
             config.clone(),
-            Arc::new(pipeline_for(&config, spec, models.clone())?),
+            Arc::new(pipeline_for(
+                &config,
+                spec,
+                models.clone(),
+                Some(store.clone()),
+            )?),
             sinks,
             shutdown.clone(),
         );

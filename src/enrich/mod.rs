@@ -2,4 +2,5 @@
 //!
 //! * [`hg`] — a push's changesets from hg.mozilla.org (`json-pushes?version=2&full=1`).
 
+pub mod bugzilla;
 pub mod hg;

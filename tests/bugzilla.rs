@@ -1,0 +1,369 @@
+//! bugflow against a fake BMO and hg.mozilla.org (wiremock, real payload shapes).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bugflow::config::Config;
+use bugflow::consumer::{BUILTIN, ConsumerSpec};
+use bugflow::dispatch::{Settle, Sinks, Stats, dispatch};
+use bugflow::enrich::bugzilla::Bugzilla;
+use bugflow::enrich::hg;
+use bugflow::error::Action;
+use bugflow::message::Message;
+use bugflow::models::registry::{ModelSet, Registry};
+use bugflow::pipeline::Pipeline;
+use bugflow::secret::Secret;
+use bugflow::sinks::bugzilla::{BugzillaWriter, WriterConfig};
+use bugflow::store::Store;
+use serde_json::{Value, json};
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const KEY: &str = "test-api-key";
+
+fn fixture(name: &str) -> Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/pulse")
+        .join(name);
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+fn models() -> Arc<ModelSet> {
+    ModelSet::load(Registry::new(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
+    ))
+    .unwrap()
+}
+
+fn spec(name: &str) -> ConsumerSpec {
+    let text = BUILTIN.iter().find(|(n, _)| *n == name).unwrap().1;
+    ConsumerSpec::parse(name, name, text, &Config::default()).unwrap()
+}
+
+/// The webhook sample as a freshly filed bug (`bug.create`).
+fn webhook(private: bool) -> Vec<u8> {
+    let mut v = if private {
+        fixture("bmo_webhook_private_bug_modify_example.json")
+    } else {
+        fixture("bmo_webhook_public_bug_modify_example.json")
+    };
+    v["event"]["action"] = "create".into();
+    v["event"]["routing_key"] = "bug.create".into();
+    serde_json::to_vec(&v).unwrap()
+}
+
+/// The bug as `GET /rest/bug/1629704` returns it: filed yesterday, never changed.
+fn rest_bug() -> Value {
+    let mut bug = fixture("bmo_webhook_public_bug_modify_example.json")["bug"].clone();
+    bug["creation_time"] = (chrono::Utc::now() - chrono::Duration::days(1))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+        .into();
+    bug["last_change_time"] = "2026-11-27T10:00:00Z".into();
+    bug["op_sys"] = "Unspecified".into();
+    bug["comments"] = json!([{"text": "The sync button does nothing after the update. Steps to reproduce: click sync.", "count": 0}]);
+    bug["history"] = json!([]);
+    bug
+}
+
+fn client(server: &MockServer) -> Bugzilla {
+    Bugzilla::new(
+        &server.uri(),
+        Secret::new(KEY),
+        Duration::from_secs(5),
+        Duration::from_secs(3600),
+        3,
+    )
+    .unwrap()
+}
+
+fn writer_config() -> WriterConfig {
+    WriterConfig {
+        enabled: true,
+        dry_run: false,
+        // Only the component is written here (any confidence); the other models never are.
+        component: 0.0,
+        general_component: 0.0,
+        bugtype: 1.1,
+        spam: 1.1,
+        regression: 1.1,
+        ..WriterConfig::default()
+    }
+}
+
+fn triage(server: &MockServer, store: Arc<Store>) -> Pipeline {
+    let client = client(server);
+    Pipeline::new(spec("bug-triage"), models())
+        .with_bugzilla(client.clone())
+        .with_writer(BugzillaWriter {
+            client,
+            store,
+            config: writer_config(),
+            consumer: "bug-triage".into(),
+        })
+}
+
+fn message(body: Vec<u8>, key: &str) -> Message {
+    Message::new("exchange/bugflow/bugflow-bugzilla", key, body)
+}
+
+#[tokio::test]
+async fn a_new_bug_is_written_once_even_when_its_event_comes_twice() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/rest/bug/1629704"))
+        .and(header("X-BUGZILLA-API-KEY", KEY))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"faults": [], "bugs": [rest_bug()]})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path("/rest/bug/1629704"))
+        .and(header("X-BUGZILLA-API-KEY", KEY))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"bugs": [{"id": 1629704, "changes": {}}]})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("store.sqlite")).unwrap());
+    let pipeline = triage(&server, store.clone());
+
+    // What the component model predicts for this bug decides the expected PUT.
+    let predicted = pipeline.score_bug(&rest_bug());
+    let class = predicted
+        .iter()
+        .find(|m| m["model"] == "component")
+        .unwrap()["class"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let first = pipeline
+        .process(&message(webhook(false), "bug.create"))
+        .await
+        .unwrap();
+    let action = &first[0].actions[0];
+    assert_eq!(action["outcome"], "written", "{action}");
+    let put: Vec<_> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.method.as_str() == "PUT")
+        .collect();
+    assert_eq!(put.len(), 1);
+    let body: Value = serde_json::from_slice(&put[0].body).unwrap();
+    let full = format!(
+        "{}::{}",
+        body["product"].as_str().unwrap(),
+        body["component"].as_str().unwrap()
+    );
+    assert!(
+        full == class || full.starts_with(&class),
+        "PUT {full} for prediction {class}"
+    );
+    let comment = body["comment"]["body"].as_str().unwrap();
+    assert!(
+        comment.contains("to revert, move it back to Firefox::Sync"),
+        "{comment}"
+    );
+    assert_eq!(
+        body.as_object().unwrap().len(),
+        3,
+        "product, component and the comment only: {body}"
+    );
+
+    // The same event again (a redelivery, or v1 and v2 both firing): no second PUT.
+    let second = pipeline
+        .process(&message(webhook(false), "bug.create"))
+        .await
+        .unwrap();
+    assert_eq!(second[0].actions[0]["outcome"], "already_done");
+    let effects = store.effects("1629704").unwrap();
+    assert_eq!(effects.len(), 1);
+    assert_eq!(effects[0].outcome, "written");
+    server.verify().await;
+}
+
+#[tokio::test]
+async fn a_private_bug_is_never_read_or_written_and_the_reason_is_recorded() {
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("store.sqlite")).unwrap());
+    let pipeline = triage(&server, store.clone());
+    let stats = Arc::new(Stats::default());
+    let settle = dispatch(
+        &pipeline,
+        &Sinks::default(),
+        &stats,
+        &message(webhook(true), "bug.modify:priority"),
+    )
+    .await;
+    assert!(matches!(settle, Settle::Ack(_)), "acked: {settle:?}");
+    let effects = store.effects("2").unwrap();
+    assert_eq!(effects[0].outcome, "skipped");
+    assert!(effects[0].reason.contains("private"));
+    server.verify().await;
+}
+
+#[tokio::test]
+async fn a_bug_bugzilla_will_not_show_is_skipped_without_a_write() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(
+            json!({"error": true, "code": 102, "message": "You are not authorized"}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = triage(
+        &server,
+        Arc::new(Store::open(&dir.path().join("s.sqlite")).unwrap()),
+    );
+    let err = pipeline
+        .process(&message(webhook(false), "bug.create"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.action, Action::Skip);
+    assert!(err.reason.contains("private"), "{}", err.reason);
+    server.verify().await;
+}
+
+#[tokio::test]
+async fn a_429_stops_all_calls_for_the_window_and_the_message_is_kept() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .set_body_string("<html><body>Too Many Requests</body></html>"),
+        )
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = triage(
+        &server,
+        Arc::new(Store::open(&dir.path().join("s.sqlite")).unwrap()),
+    );
+    let stats = Arc::new(Stats::default());
+    let msg = message(webhook(false), "bug.create");
+    let settle = dispatch(&pipeline, &Sinks::default(), &stats, &msg).await;
+    assert!(
+        matches!(settle, Settle::Requeue(_)),
+        "first delivery goes back to the queue: {settle:?}"
+    );
+    for _ in 0..3 {
+        let err = pipeline.process(&msg).await.unwrap_err();
+        assert_eq!(err.action, Action::Retry);
+        assert!(err.reason.contains("back-off"), "{}", err.reason);
+    }
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        1,
+        "no request during the block"
+    );
+}
+
+#[tokio::test]
+async fn a_500_then_200_gives_exactly_one_write() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"faults": [], "bugs": [rest_bug()]})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"bugs": [{"id": 1629704}]})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = triage(
+        &server,
+        Arc::new(Store::open(&dir.path().join("s.sqlite")).unwrap()),
+    );
+    let results = pipeline
+        .process(&message(webhook(false), "bug.create"))
+        .await
+        .unwrap();
+    assert_eq!(results[0].actions[0]["outcome"], "written");
+    server.verify().await;
+}
+
+#[tokio::test]
+async fn a_push_is_scored_commit_by_commit_from_json_pushes() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/try/json-pushes"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(fixture("treeherder_hg_json_pushes_v2_full_response.json")),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let url = format!(
+        "{}/try/json-pushes?version=2&full=1&startID=136597&endID=136598",
+        server.uri()
+    );
+    let body = json!({"payload": {"type": "changegroup.1", "data": {
+        "repo_url": "https://hg.mozilla.org/try", "heads": ["2f77bc4f354d9ba67ea5270b2fc789f4b0521287"],
+        "pushlog_pushes": [{"pushid": 136598, "time": 1469830246, "user": "james@hoppipolla.co.uk",
+                            "push_json_url": "", "push_full_json_url": url}]}}, "_meta": {}});
+    let source = hg::Source::Http(
+        hg::HttpHg::new(vec!["127.0.0.1".into()], Duration::from_secs(5), 2).unwrap(),
+    );
+    let pipeline = Pipeline::new(spec("pushes"), models()).with_hg(source);
+    let results = pipeline
+        .process(&Message::new(
+            "exchange/hgpushes/v2",
+            "try",
+            serde_json::to_vec(&body).unwrap(),
+        ))
+        .await
+        .unwrap();
+    let model = &results[0].models[0];
+    assert_eq!(model["model"], "commit-risk");
+    let risk = model["push_risk"].as_f64().unwrap();
+    let commits = results[0].data["commits"].as_array().unwrap();
+    assert_eq!(commits.len(), 2);
+    let max = commits
+        .iter()
+        .map(|c| c["risk"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert_eq!(risk, max, "the push's risk is its riskiest commit");
+    server.verify().await;
+
+    // A host outside hg.allowed_hosts is never fetched: the message is dead-lettered.
+    let strict = hg::Source::Http(
+        hg::HttpHg::new(vec!["hg.mozilla.org".into()], Duration::from_secs(5), 1).unwrap(),
+    );
+    let err = Pipeline::new(spec("pushes"), models())
+        .with_hg(strict)
+        .process(&Message::new(
+            "exchange/hgpushes/v2",
+            "try",
+            serde_json::to_vec(&body).unwrap(),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.action, Action::DeadLetter);
+    assert!(err.reason.contains("allowed_hosts"));
+}
