@@ -37,6 +37,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub hg: HgConfig,
     pub bugzilla: BugzillaConfig,
+    pub poller: PollerConfig,
     /// The store (SQLite): Bugzilla effects and their idempotency keys, watermarks.
     pub store_path: PathBuf,
     /// Also append every result to this JSON Lines file (`bugflow run`).
@@ -102,6 +103,26 @@ impl Default for BugzillaConfig {
     }
 }
 
+/// The REST poller that fills the gaps webhooks leave (needs `bugzilla.api_key`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PollerConfig {
+    pub enabled: bool,
+    pub every_seconds: u64,
+    /// Where the first poll starts (RFC 3339) when the store has no watermark yet.
+    pub initial_since: String,
+}
+
+impl Default for PollerConfig {
+    fn default() -> Self {
+        PollerConfig {
+            enabled: false,
+            every_seconds: 300,
+            initial_since: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+}
+
 /// hg.mozilla.org, where pushes' changesets are fetched.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -148,6 +169,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             hg: HgConfig::default(),
             bugzilla: BugzillaConfig::default(),
+            poller: PollerConfig::default(),
             store_path: PathBuf::from("var/bugflow.sqlite"),
             results_jsonl: None,
             queue_warn_messages: 2000,

@@ -24,6 +24,7 @@ pub mod message;
 pub mod models;
 pub mod outcome;
 pub mod pipeline;
+pub mod poller;
 pub mod pulse;
 pub mod runner;
 pub mod secret;

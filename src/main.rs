@@ -107,6 +107,11 @@ enum Command {
         #[command(subcommand)]
         action: ModelsAction,
     },
+    /// Pull training data from Bugzilla.
+    Data {
+        #[command(subcommand)]
+        what: DataWhat,
+    },
     /// Print the consumers as configured (after {user}/{env} are resolved).
     Consumers,
 }
@@ -130,6 +135,19 @@ enum BenchWhat {
         issues: PathBuf,
         #[arg(long, default_value_t = 200)]
         repeat: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataWhat {
+    /// Bugs changed since DATE, with comments, history and attachments, as JSON Lines
+    /// (resumable: run it again after an interruption).
+    Bugs {
+        /// RFC 3339 date or time, e.g. 2026-11-01 or 2026-11-01T00:00:00Z.
+        #[arg(long)]
+        since: String,
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -322,6 +340,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 } => cmd::models::promote(&registry, model, &version, force),
                 ModelsAction::Rollback { model } => cmd::models::rollback(&registry, model),
             }
+        }
+        Command::Data {
+            what: DataWhat::Bugs { since, out },
+        } => {
+            let anonymous = config.bugzilla.api_key.is_empty();
+            let client = bugflow::enrich::bugzilla::Bugzilla::new(
+                &config.bugzilla.url,
+                config.bugzilla.api_key.clone(),
+                Duration::from_secs(config.bugzilla.timeout_seconds),
+                Duration::from_secs(config.bugzilla.block_seconds),
+                config.bugzilla.attempts,
+            )?;
+            // BMO allows 75 anonymous reads a minute.
+            let pace = if anonymous {
+                Duration::from_millis(850)
+            } else {
+                Duration::ZERO
+            };
+            let s = cmd::data::bugs(&client, &since, &out, pace, true).await?;
+            eprintln!(
+                "{} bugs found, {} already in {}, {} written, {} skipped (private or gone)",
+                s.found,
+                s.already_had,
+                out.display(),
+                s.written,
+                s.skipped
+            );
+            Ok(())
         }
         Command::Consumers => {
             for spec in consumer::load_all(&config)? {

@@ -1,5 +1,6 @@
 //! bugflow against a fake BMO and hg.mozilla.org (wiremock, real payload shapes).
 
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -366,4 +367,121 @@ async fn a_push_is_scored_commit_by_commit_from_json_pushes() {
         .unwrap_err();
     assert_eq!(err.action, Action::DeadLetter);
     assert!(err.reason.contains("allowed_hosts"));
+}
+
+/// Serves `GET /rest/bug/{id}` from the fixture bugs; ids in `failing` answer 500.
+struct FixtureBugs {
+    bugs: Vec<Value>,
+    failing: Arc<std::sync::Mutex<Vec<u64>>>,
+}
+
+impl wiremock::Respond for FixtureBugs {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        let id: u64 = request
+            .url
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        if self.failing.lock().unwrap().contains(&id) {
+            return ResponseTemplate::new(500);
+        }
+        match self.bugs.iter().find(|b| b["id"] == id) {
+            Some(b) => ResponseTemplate::new(200).set_body_json(json!({"bugs": [b]})),
+            None => ResponseTemplate::new(404)
+                .set_body_json(json!({"error": true, "code": 101, "message": "no bug"})),
+        }
+    }
+}
+
+#[tokio::test]
+async fn data_bugs_resumes_without_duplicates_and_train_accepts_the_file() {
+    let bugs: Vec<Value> = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data/bugs.jsonl"),
+    )
+    .unwrap()
+    .lines()
+    .take(24)
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect();
+    let server = MockServer::start().await;
+    let hits: Vec<Value> = bugs
+        .iter()
+        .map(|b| json!({"id": b["id"], "last_change_time": b["last_change_time"]}))
+        .collect();
+    Mock::given(method("GET"))
+        .and(path("/rest/bug"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"bugs": hits})))
+        .mount(&server)
+        .await;
+    let failing = Arc::new(std::sync::Mutex::new(vec![
+        bugs[10]["id"].as_u64().unwrap(),
+    ]));
+    Mock::given(method("GET"))
+        .and(wiremock::matchers::path_regex(r"^/rest/bug/\d+$"))
+        .respond_with(FixtureBugs {
+            bugs: bugs.clone(),
+            failing: failing.clone(),
+        })
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bugs.jsonl");
+    let bz = client(&server);
+
+    let interrupted =
+        bugflow::cmd::data::bugs(&bz, "2000-01-01", &out, Duration::ZERO, false).await;
+    let message = interrupted.unwrap_err().to_string();
+    assert!(
+        message.contains("run the same command again to resume"),
+        "{message}"
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 10);
+    // A crash mid-write leaves half a line: it is dropped on resume.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&out)
+        .unwrap()
+        .write_all(b"{\"id\": 12")
+        .unwrap();
+
+    failing.lock().unwrap().clear();
+    let resumed = bugflow::cmd::data::bugs(&bz, "2000-01-01", &out, Duration::ZERO, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        (resumed.found, resumed.already_had, resumed.written),
+        (24, 10, 14)
+    );
+    let ids: Vec<u64> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    let unique: std::collections::BTreeSet<_> = ids.iter().collect();
+    assert_eq!((ids.len(), unique.len()), (24, 24), "every bug once");
+
+    let models = dir.path().join("models");
+    let trained = std::process::Command::new(env!("CARGO_BIN_EXE_bugflow"))
+        .args(["train", "bugtype", "--data"])
+        .arg(&out)
+        .arg("--out")
+        .arg(&models)
+        .output()
+        .unwrap();
+    assert!(
+        trained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trained.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&trained.stdout).contains("24 test")
+            || String::from_utf8_lossy(&trained.stdout).contains("train /")
+    );
 }

@@ -143,6 +143,26 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
             Err(e) => anyhow::bail!("Bugzilla refused the API key check (GET /rest/whoami): {e}"),
         }
     }
+    if config.poller.enabled {
+        match bugzilla_client(&config)? {
+            Some(client) => {
+                let poller = crate::poller::Poller {
+                    client,
+                    store: store.clone(),
+                    publisher: publisher.clone(),
+                    exchange: config.bugzilla_exchange(),
+                    initial_since: config.poller.initial_since.clone(),
+                };
+                let every = std::time::Duration::from_secs(config.poller.every_seconds.max(10));
+                let token = shutdown.clone();
+                tasks.spawn(async move {
+                    poller.run(every, token).await;
+                    Ok(())
+                });
+            }
+            None => tracing::warn!("poller.enabled but bugzilla.api_key is empty: not polling"),
+        }
+    }
     let models = load_models(&config)?;
     for (model, version) in models.versions() {
         tracing::info!(%model, %version, "model loaded");

@@ -76,6 +76,35 @@ impl Bugzilla {
             })
     }
 
+    /// Bugs changed at or after `since` (RFC 3339), oldest change first, page by page.
+    pub async fn changed_since(&self, since: &str, page: usize) -> Result<Vec<Value>, StageError> {
+        let mut all = Vec::new();
+        loop {
+            let mut url = url::Url::parse(&format!("{}/rest/bug", self.inner.base))
+                .map_err(|e| StageError::invalid(Stage::Enrich, format!("bugzilla.url: {e}")))?;
+            url.query_pairs_mut()
+                .append_pair("last_change_time", since)
+                .append_pair("order", "changeddate")
+                .append_pair("limit", &page.to_string())
+                .append_pair("offset", &all.len().to_string())
+                .append_pair(
+                    "include_fields",
+                    "id,summary,product,component,type,status,severity,keywords,creation_time,last_change_time,groups",
+                );
+            let body = self.call(reqwest::Method::GET, url.as_str(), None).await?;
+            let bugs = body
+                .get("bugs")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let n = bugs.len();
+            all.extend(bugs);
+            if n < page {
+                return Ok(all);
+            }
+        }
+    }
+
     /// `PUT /rest/bug/{id}`.
     pub async fn update(&self, id: u64, change: &Value) -> Result<Value, StageError> {
         let url = format!("{}/rest/bug/{id}", self.inner.base);
@@ -130,11 +159,11 @@ impl Bugzilla {
                 ),
             ));
         }
-        let mut request = self
-            .inner
-            .client
-            .request(method, url)
-            .header("X-BUGZILLA-API-KEY", self.inner.api_key.expose());
+        let mut request = self.inner.client.request(method, url);
+        // Anonymous reads work (rate-limited by BMO to 75 a minute); writes need the key.
+        if !self.inner.api_key.is_empty() {
+            request = request.header("X-BUGZILLA-API-KEY", self.inner.api_key.expose());
+        }
         if let Some(body) = body {
             request = request.json(body);
         }

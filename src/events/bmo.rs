@@ -40,7 +40,8 @@ pub struct WebhookBug {
     pub severity: Option<String>,
     #[serde(default)]
     pub priority: Option<String>,
-    #[serde(default)]
+    /// `null` is read as no keywords.
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub keywords: Vec<String>,
     #[serde(default)]
     pub whiteboard: Option<String>,
@@ -125,6 +126,10 @@ pub struct Change {
     pub removed: String,
     #[serde(default)]
     pub added: String,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
 }
 
 /// Decodes a webhook body as BMO POSTs it.

@@ -8,6 +8,7 @@ mod backlog;
 mod cli;
 mod dead_letter;
 mod model_switch;
+mod poller;
 mod pushes;
 mod record_and_shutdown;
 mod replay;

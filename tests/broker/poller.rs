@@ -1,0 +1,91 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use bugflow::enrich::bugzilla::Bugzilla;
+use bugflow::poller::{Poller, WATERMARK};
+use bugflow::pulse::publish::Publisher;
+use bugflow::secret::Secret;
+use bugflow::store::Store;
+use serde_json::json;
+use wiremock::matchers::{method, path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::common::TestBroker;
+
+async fn search(server: &MockServer, since: &str, bugs: serde_json::Value) {
+    Mock::given(method("GET"))
+        .and(path("/rest/bug"))
+        .and(query_param("last_change_time", since))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"bugs": bugs})))
+        .mount(server)
+        .await;
+}
+
+#[tokio::test]
+async fn the_poller_publishes_a_change_after_the_watermark_once() {
+    let mut broker = TestBroker::new().await;
+    let events = broker.config.resolve("queue/{user}/test-bug-events");
+    broker
+        .bind_queue(&events, &broker.config.bugzilla_exchange(), "bug.*")
+        .await;
+    let server = MockServer::start().await;
+    search(
+        &server,
+        "2026-11-01T00:00:00Z",
+        json!([
+            {"id": 10, "summary": "old", "last_change_time": "2026-11-20T10:00:00Z", "groups": []},
+            {"id": 11, "summary": "new", "last_change_time": "2026-11-27T10:00:00Z", "groups": []},
+        ]),
+    )
+    .await;
+    // BMO's search includes changes at the watermark itself.
+    search(
+        &server,
+        "2026-11-27T10:00:00Z",
+        json!([
+            {"id": 11, "summary": "new", "last_change_time": "2026-11-27T10:00:00Z", "groups": []},
+        ]),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let store_path = dir.path().join("store.sqlite");
+    let poller = |store: Arc<Store>| Poller {
+        client: Bugzilla::new(
+            &server.uri(),
+            Secret::new("k"),
+            Duration::from_secs(5),
+            Duration::from_secs(3600),
+            2,
+        )
+        .unwrap(),
+        store,
+        publisher: Publisher::new(broker.config.clone()),
+        exchange: broker.config.bugzilla_exchange(),
+        initial_since: "2026-11-01T00:00:00Z".into(),
+    };
+
+    let first = poller(Arc::new(Store::open(&store_path).unwrap()));
+    assert_eq!(first.poll_once().await.unwrap(), 2);
+    assert_eq!(
+        first.poll_once().await.unwrap(),
+        0,
+        "bug 11 at the watermark is not published again"
+    );
+    drop(first);
+    // After a restart, the watermark and the keys are still there.
+    let store = Arc::new(Store::open(&store_path).unwrap());
+    assert_eq!(
+        store.watermark(WATERMARK).unwrap().as_deref(),
+        Some("2026-11-27T10:00:00Z")
+    );
+    assert_eq!(poller(store).poll_once().await.unwrap(), 0);
+
+    let got = broker.take(&events, 3, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 2);
+    let body = got[1].json();
+    assert_eq!(body["bug"]["id"], 11);
+    assert_eq!(body["event"]["routing_key"], "bug.modify");
+    // It decodes as a bug event for bug-triage.
+    assert!(bugflow::events::bmo::decode(&got[1].body).is_ok());
+    broker.cleanup().await;
+}
