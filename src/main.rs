@@ -149,6 +149,25 @@ enum DataWhat {
         #[arg(long)]
         out: PathBuf,
     },
+    /// A repository's pushes from hg.mozilla.org as commit records (resumable), with
+    /// backed_out_by taken from the backouts in the same pull.
+    Pushes {
+        /// `mozilla-central`, `integration/autoland`, …
+        #[arg(long)]
+        repo: String,
+        /// Start after this push id.
+        #[arg(long)]
+        from_id: u64,
+        #[arg(long)]
+        to_id: Option<u64>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "https://hg.mozilla.org")]
+        hg_url: String,
+        /// Pushes per request.
+        #[arg(long, default_value_t = 50)]
+        batch: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -367,6 +386,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 s.written,
                 s.skipped
             );
+            Ok(())
+        }
+        Command::Data {
+            what:
+                DataWhat::Pushes {
+                    repo,
+                    from_id,
+                    to_id,
+                    out,
+                    hg_url,
+                    batch,
+                },
+        } => {
+            let host = url::Url::parse(&hg_url)?
+                .host_str()
+                .unwrap_or_default()
+                .to_owned();
+            let hg = bugflow::enrich::hg::HttpHg::new(
+                vec![host],
+                Duration::from_secs(config.hg.timeout_seconds),
+                config.hg.attempts,
+            )?;
+            let n =
+                cmd::data::pushes(&hg, &hg_url, &repo, from_id, to_id, &out, batch.max(1)).await?;
+            eprintln!("{n} changesets written to {}", out.display());
             Ok(())
         }
         Command::Consumers => {

@@ -485,3 +485,74 @@ async fn data_bugs_resumes_without_duplicates_and_train_accepts_the_file() {
             || String::from_utf8_lossy(&trained.stdout).contains("train /")
     );
 }
+
+/// json-pushes for a repository with pushes 1..=5; push 4 backs out push 2.
+struct Pushlog;
+
+fn node(push: u64) -> String {
+    format!("{push:x}{:039x}", push * 0x1111_1111)
+}
+
+impl wiremock::Respond for Pushlog {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        let q: std::collections::HashMap<_, _> = request.url.query_pairs().into_owned().collect();
+        let start: u64 = q["startID"].parse().unwrap();
+        let end: u64 = q["endID"].parse::<u64>().unwrap().min(5);
+        let mut pushes = serde_json::Map::new();
+        for id in start + 1..=end {
+            let desc = if id == 4 {
+                format!("Backed out changeset {} for failures", &node(2)[..12])
+            } else {
+                format!("Bug {id} - change")
+            };
+            pushes.insert(id.to_string(), json!({"date": 1_700_000_000 + id, "user": "dev@mozilla.com",
+                "changesets": [{"node": node(id), "author": "Dev <dev@mozilla.com>", "desc": desc,
+                                "files": [format!("dom/file{id}.cpp")], "parents": [], "date": [1_700_000_000 + id, 0]}]}));
+        }
+        ResponseTemplate::new(200).set_body_json(json!({"lastpushid": 5, "pushes": pushes}))
+    }
+}
+
+#[tokio::test]
+async fn data_pushes_pulls_in_ranges_resumes_and_labels_backouts() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/mozilla-central/json-pushes"))
+        .respond_with(Pushlog)
+        .mount(&server)
+        .await;
+    let hg = hg::HttpHg::new(vec!["127.0.0.1".into()], Duration::from_secs(5), 2).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("pushes.jsonl");
+    let first =
+        bugflow::cmd::data::pushes(&hg, &server.uri(), "mozilla-central", 0, Some(3), &out, 2)
+            .await
+            .unwrap();
+    assert_eq!(first, 3);
+    let rest = bugflow::cmd::data::pushes(&hg, &server.uri(), "mozilla-central", 0, None, &out, 2)
+        .await
+        .unwrap();
+    assert_eq!(rest, 2, "resumed after push 3");
+    let commits: Vec<Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: Vec<u64> = commits
+        .iter()
+        .map(|c| c["pushid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![1, 2, 3, 4, 5]);
+    assert_eq!(commits[1]["backed_out_by"], node(4));
+    assert!(commits[0]["backed_out_by"].is_null());
+    for request in server.received_requests().await.unwrap() {
+        let q = request.url.query().unwrap().to_owned();
+        assert!(
+            q.contains("startID") && q.contains("endID") && q.contains("full=1"),
+            "{q}"
+        );
+    }
+    // The records are what `train commit-risk` reads.
+    let c: bugflow::features::commit::Commit = serde_json::from_value(commits[1].clone()).unwrap();
+    assert_eq!(c.date, 1_700_000_002);
+}

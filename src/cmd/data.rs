@@ -118,3 +118,104 @@ pub async fn bugs(
     bar.finish_and_clear();
     Ok(summary)
 }
+
+/// `bugflow data pushes`: a repository's pushes from `from_id`, as commit records.
+///
+/// Each changeset becomes one line (`node, author, date, desc, files, parents, repo, pushid`);
+/// `backed_out_by` is filled from the backouts found in the same file ("Backed out
+/// changeset <node>"). Resumable: it continues after the highest push id already written.
+pub async fn pushes(
+    hg: &crate::enrich::hg::HttpHg,
+    base: &str,
+    repo: &str,
+    from_id: u64,
+    to_id: Option<u64>,
+    out: &Path,
+    batch: u64,
+) -> anyhow::Result<usize> {
+    let mut start = from_id;
+    if let Ok(text) = std::fs::read_to_string(out) {
+        for line in text.lines() {
+            if let Ok(v) = serde_json::from_str::<Value>(line)
+                && let Some(id) = v["pushid"].as_u64()
+            {
+                start = start.max(id);
+            }
+        }
+    }
+    let mut written = 0;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(out)?;
+    loop {
+        let end = match to_id {
+            Some(to) if start >= to => break,
+            Some(to) => (start + batch).min(to),
+            None => start + batch,
+        };
+        let (page, last) = hg
+            .pushes(base, repo, start, end)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}; run the same command again to resume"))?;
+        for (pushid, date, changesets) in &page {
+            for mut c in changesets.iter().filter(|c| c.is_object()).cloned() {
+                c["repo"] = Value::from(repo);
+                c["pushid"] = Value::from(*pushid);
+                if c["date"].is_array() || c["date"].is_null() {
+                    c["date"] = Value::from(*date);
+                }
+                writeln!(file, "{}", serde_json::to_string(&c)?)?;
+                written += 1;
+            }
+        }
+        file.flush()?;
+        start = end;
+        if start >= last {
+            break;
+        }
+    }
+    drop(file);
+    label_backouts(out)?;
+    Ok(written)
+}
+
+static BACKOUT: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"(?i)back(?:ed)? ?out (?:changeset |revision )?([0-9a-f]{12,40})")
+        .expect("a valid regex literal")
+});
+
+/// Sets `backed_out_by` on every commit a later commit of the file backs out.
+fn label_backouts(out: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(out)?;
+    let mut commits: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let mut backed: Vec<(String, String)> = Vec::new();
+    for c in &commits {
+        let node = c["node"].as_str().unwrap_or_default();
+        for cap in BACKOUT.captures_iter(c["desc"].as_str().unwrap_or_default()) {
+            backed.push((cap[1].to_lowercase(), node.to_owned()));
+        }
+    }
+    for c in &mut commits {
+        let node = c["node"].as_str().unwrap_or_default().to_owned();
+        if let Some((_, by)) = backed
+            .iter()
+            .find(|(prefix, _)| node.starts_with(prefix.as_str()))
+        {
+            c["backed_out_by"] = Value::from(by.clone());
+        } else if c.get("backed_out_by").is_none() {
+            c["backed_out_by"] = Value::Null;
+        }
+    }
+    let tmp = out.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    for c in &commits {
+        writeln!(f, "{}", serde_json::to_string(c)?)?;
+    }
+    f.flush()?;
+    std::fs::rename(tmp, out)?;
+    Ok(())
+}

@@ -221,3 +221,42 @@ mod tests {
         assert_eq!(later.changesets.len(), 2);
     }
 }
+
+/// One page of a repository's pushlog: `(push id, date, changesets)` in id order, and the
+/// repository's last push id.
+pub type Page = (Vec<(u64, i64, Vec<serde_json::Value>)>, u64);
+
+impl HttpHg {
+    /// `json-pushes?version=2&full=1&startID=start&endID=end` (start exclusive, end inclusive)
+    /// on `base/repo`, as hg.mozilla.org advises: both bounds, at most 10 requests at once.
+    pub async fn pushes(
+        &self,
+        base: &str,
+        repo: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<Page, StageError> {
+        let url = format!(
+            "{}/{repo}/json-pushes?version=2&full=1&startID={start}&endID={end}",
+            base.trim_end_matches('/')
+        );
+        let body = self.get(&url).await?;
+        let parsed: serde_json::Value = serde_json::from_str(&body)
+            .map_err(|e| StageError::invalid(Stage::Enrich, format!("json-pushes: {e}")))?;
+        let last = parsed["lastpushid"].as_u64().unwrap_or(0);
+        let mut pushes: Vec<(u64, i64, Vec<serde_json::Value>)> = parsed["pushes"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(id, p)| {
+                Some((
+                    id.parse().ok()?,
+                    p["date"].as_i64().unwrap_or(0),
+                    p["changesets"].as_array().cloned().unwrap_or_default(),
+                ))
+            })
+            .collect();
+        pushes.sort_by_key(|p| p.0);
+        Ok((pushes, last))
+    }
+}
