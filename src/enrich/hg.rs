@@ -195,33 +195,6 @@ impl HttpHg {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_captured_json_pushes_response_parses() {
-        let body = include_str!(
-            "../../tests/fixtures/pulse/treeherder_hg_json_pushes_v2_full_response.json"
-        );
-        let push = parse_push(body, 136598).unwrap();
-        assert!(!push.changesets.is_empty());
-        assert!(push.changesets.iter().all(|c| c.node.len() == 40));
-    }
-
-    #[test]
-    fn an_all_obsolete_push_has_no_changesets() {
-        let body = include_str!(
-            "../../tests/fixtures/pulse/vct_json_pushes_v2_full_obsolete_git_fields.json"
-        );
-        let push = parse_push(body, 2).unwrap();
-        assert!(push.changesets.is_empty());
-        assert_eq!(push.obsolete, 2);
-        let later = parse_push(body, 3).unwrap();
-        assert_eq!(later.changesets.len(), 2);
-    }
-}
-
 /// One page of a repository's pushlog: `(push id, date, changesets)` in id order, and the
 /// repository's last push id.
 pub type Page = (Vec<(u64, i64, Vec<serde_json::Value>)>, u64);
@@ -258,5 +231,32 @@ impl HttpHg {
             .collect();
         pushes.sort_by_key(|p| p.0);
         Ok((pushes, last))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_captured_json_pushes_response_parses() {
+        let body = include_str!(
+            "../../tests/fixtures/pulse/treeherder_hg_json_pushes_v2_full_response.json"
+        );
+        let push = parse_push(body, 136598).unwrap();
+        assert!(!push.changesets.is_empty());
+        assert!(push.changesets.iter().all(|c| c.node.len() == 40));
+    }
+
+    #[test]
+    fn an_all_obsolete_push_has_no_changesets() {
+        let body = include_str!(
+            "../../tests/fixtures/pulse/vct_json_pushes_v2_full_obsolete_git_fields.json"
+        );
+        let push = parse_push(body, 2).unwrap();
+        assert!(push.changesets.is_empty());
+        assert_eq!(push.obsolete, 2);
+        let later = parse_push(body, 3).unwrap();
+        assert_eq!(later.changesets.len(), 2);
     }
 }
