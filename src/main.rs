@@ -149,6 +149,11 @@ enum DataWhat {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Harvested labels (a human's type or component after a bugflow prediction) as JSON Lines.
+    Labels {
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// A repository's pushes from hg.mozilla.org as commit records (resumable), with
     /// backed_out_by taken from the backouts in the same pull.
     Pushes {
@@ -411,6 +416,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let n =
                 cmd::data::pushes(&hg, &hg_url, &repo, from_id, to_id, &out, batch.max(1)).await?;
             eprintln!("{n} changesets written to {}", out.display());
+            Ok(())
+        }
+        Command::Data {
+            what: DataWhat::Labels { out },
+        } => {
+            let store = bugflow::store::Store::open(&config.store_path)?;
+            let labels = store.labels()?;
+            let mut text = String::new();
+            for label in &labels {
+                text.push_str(&serde_json::to_string(label)?);
+                text.push('\n');
+            }
+            std::fs::write(&out, text)?;
+            eprintln!("{} labels written to {}", labels.len(), out.display());
             Ok(())
         }
         Command::Consumers => {

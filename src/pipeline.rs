@@ -24,6 +24,11 @@ use crate::models::ModelKind;
 use crate::models::registry::ModelSet;
 use crate::outcome::{InputRef, ResultMessage, stable_id};
 use crate::sinks::bugzilla::BugzillaWriter;
+use crate::store::Store;
+
+/// The store key under which `bugflow run` keeps the bot's Bugzilla login (from whoami):
+/// its own changes are not harvested as labels.
+pub const BOT_LOGIN: &str = "bugzilla.login";
 
 /// At most this many commits are listed in a push result (the riskiest), so that results
 /// stay under Pulse's advised 8 KiB.
@@ -37,6 +42,7 @@ pub struct Pipeline {
     hg: Option<hg::Source>,
     bugzilla: Option<Bugzilla>,
     writer: Option<BugzillaWriter>,
+    store: Option<Arc<Store>>,
 }
 
 /// What the stages learned, before it becomes a result.
@@ -58,7 +64,14 @@ impl Pipeline {
             hg: None,
             bugzilla: None,
             writer: None,
+            store: None,
         }
+    }
+
+    /// Remember predictions, and harvest labels when a human sets a type or component.
+    pub fn with_store(mut self, store: Arc<Store>) -> Self {
+        self.store = Some(store);
+        self
     }
 
     /// Read each bug event's full bug (comments, history) from Bugzilla before scoring.
@@ -271,6 +284,10 @@ impl Pipeline {
             None => bug.to_rest(),
         };
         let models = self.score_bug(&rest);
+        if let Some(store) = &self.store {
+            self.remember(store, webhook, &models)
+                .map_err(|e| StageError::transient(Stage::Sink, format!("store: {e}")))?;
+        }
         let mut actions = Vec::new();
         if let Some(writer) = &self.writer {
             actions.push(writer.act(&rest, &identity, &models).await?);
@@ -283,6 +300,51 @@ impl Pipeline {
             models,
             actions,
         })
+    }
+
+    /// Records the human's answer to an earlier prediction (type, product/component changes
+    /// by anyone but bugflow's own account), then this event's predictions.
+    fn remember(
+        &self,
+        store: &Store,
+        webhook: &WebhookEvent,
+        models: &[Value],
+    ) -> anyhow::Result<()> {
+        let bug = &webhook.bug;
+        let by = webhook
+            .event
+            .user
+            .as_ref()
+            .map(|u| u.login.clone())
+            .unwrap_or_default();
+        let ours = store.watermark(BOT_LOGIN)?;
+        if ours.as_deref() != Some(by.as_str()) {
+            let fields: Vec<&str> = webhook
+                .event
+                .changes
+                .iter()
+                .map(|c| c.field.as_str())
+                .collect();
+            if let Some(c) = webhook.event.changes.iter().find(|c| c.field == "type") {
+                store.harvest(bug.id, "bugtype", &c.added, &by, &webhook.event.time)?;
+            }
+            if fields.contains(&"component") || fields.contains(&"product") {
+                let rest = json!({"product": bug.product, "component": bug.component});
+                if let Some(truth) = crate::train::data::conflated_component(&rest) {
+                    store.harvest(bug.id, "component", &truth, &by, &webhook.event.time)?;
+                }
+            }
+        }
+        for m in models {
+            if let (Some(model), Some(version), Some(class)) = (
+                m["model"].as_str(),
+                m["version"].as_str(),
+                m["class"].as_str(),
+            ) {
+                store.record_prediction(bug.id, model, version, class)?;
+            }
+        }
+        Ok(())
     }
 
     /// Every bug model of this consumer on one bug (REST shape). Features are extracted

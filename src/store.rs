@@ -57,7 +57,15 @@ impl Store {
                  outcome TEXT NOT NULL, reason TEXT NOT NULL, request TEXT,
                  updated_at TEXT NOT NULL);
              CREATE INDEX IF NOT EXISTS effects_by_time ON effects (outcome, updated_at);
-             CREATE TABLE IF NOT EXISTS watermarks (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
+             CREATE TABLE IF NOT EXISTS watermarks (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS predictions (
+                 bug_id INTEGER NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL,
+                 class TEXT NOT NULL, at TEXT NOT NULL);
+             CREATE INDEX IF NOT EXISTS predictions_by_bug ON predictions (bug_id, model, at);
+             CREATE TABLE IF NOT EXISTS labels (
+                 bug_id INTEGER NOT NULL, model TEXT NOT NULL, predicted TEXT NOT NULL,
+                 version TEXT NOT NULL, truth TEXT NOT NULL, by TEXT NOT NULL, at TEXT NOT NULL,
+                 PRIMARY KEY (bug_id, model, truth, at));",
         )?;
         Ok(Store { db: Mutex::new(db) })
     }
@@ -132,6 +140,67 @@ impl Store {
                 reason: r.get(4)?,
                 request: r.get(5)?,
             })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Remembers what a model predicted for a bug.
+    pub fn record_prediction(
+        &self,
+        bug_id: u64,
+        model: &str,
+        version: &str,
+        class: &str,
+    ) -> anyhow::Result<()> {
+        self.db().execute(
+            "INSERT INTO predictions (bug_id, model, version, class, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![bug_id as i64, model, version, class, Utc::now().to_rfc3339()],
+        )?;
+        Ok(())
+    }
+
+    /// A human set `truth` for `model`'s field on a bug bugflow predicted: keep the pair.
+    /// Returns false when bugflow never predicted this bug.
+    pub fn harvest(
+        &self,
+        bug_id: u64,
+        model: &str,
+        truth: &str,
+        by: &str,
+        at: &str,
+    ) -> anyhow::Result<bool> {
+        let db = self.db();
+        let last: Option<(String, String)> = db
+            .query_row(
+                "SELECT class, version FROM predictions WHERE bug_id = ?1 AND model = ?2
+                 ORDER BY at DESC LIMIT 1",
+                params![bug_id as i64, model],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((predicted, version)) = last else {
+            return Ok(false);
+        };
+        db.execute(
+            "INSERT OR IGNORE INTO labels (bug_id, model, predicted, version, truth, by, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![bug_id as i64, model, predicted, version, truth, by, at],
+        )?;
+        Ok(true)
+    }
+
+    /// Every harvested label, as JSON objects (`bugflow data labels`).
+    pub fn labels(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        let db = self.db();
+        let mut stmt = db.prepare(
+            "SELECT bug_id, model, predicted, version, truth, by, at FROM labels ORDER BY at",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(serde_json::json!({
+                "bug_id": r.get::<_, i64>(0)?, "model": r.get::<_, String>(1)?,
+                "predicted": r.get::<_, String>(2)?, "version": r.get::<_, String>(3)?,
+                "truth": r.get::<_, String>(4)?, "by": r.get::<_, String>(5)?, "at": r.get::<_, String>(6)?,
+            }))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

@@ -556,3 +556,62 @@ async fn data_pushes_pulls_in_ranges_resumes_and_labels_backouts() {
     let c: bugflow::features::commit::Commit = serde_json::from_value(commits[1].clone()).unwrap();
     assert_eq!(c.date, 1_700_000_002);
 }
+
+#[tokio::test]
+async fn a_human_correcting_a_prediction_becomes_a_harvested_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("s.sqlite")).unwrap());
+    let pipeline = Pipeline::new(spec("bug-triage"), models()).with_store(store.clone());
+    let filed = pipeline
+        .process(&message(webhook(false), "bug.create"))
+        .await
+        .unwrap();
+    let predicted = filed[0]
+        .models
+        .iter()
+        .find(|m| m["model"] == "component")
+        .unwrap()["class"]
+        .clone();
+
+    let mut moved = fixture("bmo_webhook_public_bug_modify_example.json");
+    moved["bug"]["product"] = "Core".into();
+    moved["bug"]["component"] = "DOM: Events".into();
+    moved["event"]["routing_key"] = "bug.modify:component,product".into();
+    moved["event"]["time"] = "2026-11-28T11:00:00".into();
+    moved["event"]["user"]["login"] = "triager@mozilla.com".into();
+    moved["event"]["changes"] = json!([{"field": "product", "removed": "Firefox", "added": "Core"},
+                                       {"field": "component", "removed": "Sync", "added": "DOM: Events"}]);
+    pipeline
+        .process(&message(
+            serde_json::to_vec(&moved).unwrap(),
+            "bug.modify:component,product",
+        ))
+        .await
+        .unwrap();
+
+    let labels = store.labels().unwrap();
+    assert_eq!(labels.len(), 1, "{labels:?}");
+    assert_eq!(labels[0]["bug_id"], 1629704);
+    assert_eq!(labels[0]["model"], "component");
+    assert_eq!(
+        labels[0]["truth"], "Core::DOM",
+        "conflated as the component model's classes are"
+    );
+    assert_eq!(labels[0]["predicted"], predicted);
+    assert_eq!(labels[0]["by"], "triager@mozilla.com");
+
+    // bugflow's own change is not a label.
+    store
+        .set_watermark(bugflow::pipeline::BOT_LOGIN, "bot@bugflow.example")
+        .unwrap();
+    moved["event"]["user"]["login"] = "bot@bugflow.example".into();
+    moved["event"]["time"] = "2026-11-28T12:00:00".into();
+    pipeline
+        .process(&message(
+            serde_json::to_vec(&moved).unwrap(),
+            "bug.modify:component,product",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(store.labels().unwrap().len(), 1);
+}

@@ -70,6 +70,9 @@ pub fn pipeline_for(
     let writer_config = spec.sinks.bugzilla.clone();
     let name = spec.name.clone();
     let mut pipeline = Pipeline::new(spec, models);
+    if let Some(store) = &store {
+        pipeline = pipeline.with_store(store.clone());
+    }
     if let Some(client) = bugzilla_client(config)? {
         if writer_config.enabled
             && let Some(store) = store
@@ -139,7 +142,11 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     let store = Arc::new(Store::open(&config.store_path)?);
     if let Some(client) = bugzilla_client(&config)? {
         match client.whoami().await {
-            Ok(me) => tracing::info!(login = %me["name"], "Bugzilla API key accepted"),
+            Ok(me) => {
+                let login = me["name"].as_str().unwrap_or_default();
+                tracing::info!(%login, "Bugzilla API key accepted");
+                store.set_watermark(crate::pipeline::BOT_LOGIN, login)?;
+            }
             Err(e) => anyhow::bail!("Bugzilla refused the API key check (GET /rest/whoami): {e}"),
         }
     }
