@@ -38,8 +38,9 @@ pub struct Config {
     pub hg: HgConfig,
     pub bugzilla: BugzillaConfig,
     pub poller: PollerConfig,
-    /// The store (SQLite): Bugzilla effects and their idempotency keys, watermarks.
-    pub store_path: PathBuf,
+    /// The store of Bugzilla effects (with their idempotency keys), watermarks and labels:
+    /// a SQLite file path, or a `postgres://` URL when several processes share it.
+    pub store: Secret,
     /// Also append every result to this JSON Lines file (`bugflow run`).
     pub results_jsonl: Option<PathBuf>,
     /// Warn when a consumer's queue (ready + unacked) grows past this; Pulse deletes queues
@@ -170,7 +171,7 @@ impl Default for Config {
             hg: HgConfig::default(),
             bugzilla: BugzillaConfig::default(),
             poller: PollerConfig::default(),
-            store_path: PathBuf::from("var/bugflow.sqlite"),
+            store: Secret::new("var/bugflow.sqlite"),
             results_jsonl: None,
             queue_warn_messages: 2000,
             models_dir: PathBuf::from("models"),

@@ -421,8 +421,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data {
             what: DataWhat::Labels { out },
         } => {
-            let store = bugflow::store::Store::open(&config.store_path)?;
-            let labels = store.labels()?;
+            let store = bugflow::store::Store::open(config.store.expose()).await?;
+            let labels = store.labels().await?;
             let mut text = String::new();
             for label in &labels {
                 text.push_str(&serde_json::to_string(label)?);

@@ -286,6 +286,7 @@ impl Pipeline {
         let models = self.score_bug(&rest);
         if let Some(store) = &self.store {
             self.remember(store, webhook, &models)
+                .await
                 .map_err(|e| StageError::transient(Stage::Sink, format!("store: {e}")))?;
         }
         let mut actions = Vec::new();
@@ -304,7 +305,7 @@ impl Pipeline {
 
     /// Records the human's answer to an earlier prediction (type, product/component changes
     /// by anyone but bugflow's own account), then this event's predictions.
-    fn remember(
+    async fn remember(
         &self,
         store: &Store,
         webhook: &WebhookEvent,
@@ -317,7 +318,7 @@ impl Pipeline {
             .as_ref()
             .map(|u| u.login.clone())
             .unwrap_or_default();
-        let ours = store.watermark(BOT_LOGIN)?;
+        let ours = store.watermark(BOT_LOGIN).await?;
         if ours.as_deref() != Some(by.as_str()) {
             let fields: Vec<&str> = webhook
                 .event
@@ -326,12 +327,16 @@ impl Pipeline {
                 .map(|c| c.field.as_str())
                 .collect();
             if let Some(c) = webhook.event.changes.iter().find(|c| c.field == "type") {
-                store.harvest(bug.id, "bugtype", &c.added, &by, &webhook.event.time)?;
+                store
+                    .harvest(bug.id, "bugtype", &c.added, &by, &webhook.event.time)
+                    .await?;
             }
             if fields.contains(&"component") || fields.contains(&"product") {
                 let rest = json!({"product": bug.product, "component": bug.component});
                 if let Some(truth) = crate::train::data::conflated_component(&rest) {
-                    store.harvest(bug.id, "component", &truth, &by, &webhook.event.time)?;
+                    store
+                        .harvest(bug.id, "component", &truth, &by, &webhook.event.time)
+                        .await?;
                 }
             }
         }
@@ -341,7 +346,9 @@ impl Pipeline {
                 m["version"].as_str(),
                 m["class"].as_str(),
             ) {
-                store.record_prediction(bug.id, model, version, class)?;
+                store
+                    .record_prediction(bug.id, model, version, class)
+                    .await?;
             }
         }
         Ok(())

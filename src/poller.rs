@@ -32,7 +32,8 @@ impl Poller {
     pub async fn poll_once(&self) -> anyhow::Result<usize> {
         let since = self
             .store
-            .watermark(WATERMARK)?
+            .watermark(WATERMARK)
+            .await?
             .unwrap_or_else(|| self.initial_since.clone());
         let bugs = self
             .client
@@ -47,7 +48,11 @@ impl Poller {
                 continue;
             };
             let key = format!("poller:{id}:{changed}");
-            if let Claim::Done { .. } = self.store.claim(&key, "poller", &id.to_string())? {
+            let claim = self
+                .store
+                .claim(&key, "poller", &id.to_string(), Duration::from_secs(600))
+                .await?;
+            if claim != Claim::Proceed {
                 continue;
             }
             let body = serde_json::to_vec(&event(&bug, changed))?;
@@ -56,7 +61,8 @@ impl Poller {
             out.mandatory = true;
             self.publisher.publish(&out).await?;
             self.store
-                .finish(&key, "published", "changed since the watermark", None)?;
+                .finish(&key, "published", "changed since the watermark", None)
+                .await?;
             published += 1;
             if changed > newest.as_str() {
                 newest = changed.to_owned();
@@ -64,7 +70,7 @@ impl Poller {
         }
         // Bugs changed at exactly the watermark are searched again next time; their keys
         // keep them from being published twice.
-        self.store.set_watermark(WATERMARK, &newest)?;
+        self.store.set_watermark(WATERMARK, &newest).await?;
         Ok(published)
     }
 

@@ -1,30 +1,80 @@
 //! The store: what bugflow did, so that it never does it twice.
 //!
-//! SQLite (one file, `store.path`). Tables:
+//! SQLite by default (a file path), PostgreSQL when the location is a `postgres://` URL (when
+//! consumers scale out to several processes). Tables:
 //! * `effects` — every Bugzilla write and every skip, keyed by
 //!   `(consumer, subject, event, model versions)`: a redelivered or duplicated event finds
 //!   its key and does not write again;
-//! * `watermarks` — named positions (the REST poller's `last_change_time`).
+//! * `watermarks` — named values (the REST poller's `last_change_time`, the bot's login);
+//! * `predictions` and `labels` — what bugflow predicted, and what a human set afterwards.
 //!
-//! The effect protocol: [`Store::claim`] before the write (a key already `written` means
-//! "done, skip"), [`Store::finish`] after it. A key left `pending` by a crash is claimed
-//! again: the writer then re-reads the bug, whose history shows whether the write landed.
+//! The effect protocol: [`Store::claim`] before the write, [`Store::finish`] after it. A key
+//! someone else holds is "in progress" (retry later) until it is older than `stale_after`;
+//! then the claimant is presumed dead and the key is taken over — the writer re-reads the
+//! bug, whose history shows whether the earlier write landed.
 
-use std::path::Path;
 use std::sync::Mutex;
+use std::time::Duration;
 
-use chrono::{Duration, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use crate::secret::redact_url;
+
+/// A statement parameter.
+#[derive(Debug, Clone)]
+enum Param {
+    Int(i64),
+    Text(String),
+    OptText(Option<String>),
+}
+
+/// A result cell.
+#[derive(Debug, Clone)]
+enum Cell {
+    Int(i64),
+    Text(Option<String>),
+}
+
+impl Cell {
+    fn text(&self) -> String {
+        match self {
+            Cell::Text(t) => t.clone().unwrap_or_default(),
+            Cell::Int(i) => i.to_string(),
+        }
+    }
+
+    fn opt_text(&self) -> Option<String> {
+        match self {
+            Cell::Text(t) => t.clone(),
+            Cell::Int(i) => Some(i.to_string()),
+        }
+    }
+
+    fn int(&self) -> i64 {
+        match self {
+            Cell::Int(i) => *i,
+            Cell::Text(t) => t.as_deref().and_then(|t| t.parse().ok()).unwrap_or(0),
+        }
+    }
+}
+
+enum Backend {
+    Sqlite(Mutex<rusqlite::Connection>),
+    Postgres(tokio_postgres::Client),
+}
 
 pub struct Store {
-    db: Mutex<Connection>,
+    backend: Backend,
 }
 
 /// What a claim found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
-    /// Nobody did this yet (or a previous attempt did not finish): go ahead.
+    /// Nobody did this yet (or its claimant is presumed dead): go ahead.
     Proceed,
+    /// Another worker claimed it moments ago: try again later.
+    InProgress,
     /// Already done: `outcome` and `reason` of the earlier attempt.
     Done { outcome: String, reason: String },
 }
@@ -40,128 +90,266 @@ pub struct Effect {
     pub request: Option<String>,
 }
 
-impl Store {
-    /// Opens (creating) the store; `:memory:` for a private in-memory one.
-    pub fn open(path: &Path) -> anyhow::Result<Store> {
-        if let Some(parent) = path.parent()
-            && !parent.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(parent)?;
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS effects (
+         key TEXT PRIMARY KEY, consumer TEXT NOT NULL, subject TEXT NOT NULL,
+         outcome TEXT NOT NULL, reason TEXT NOT NULL, request TEXT, updated_at TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS effects_by_time ON effects (outcome, updated_at)",
+    "CREATE TABLE IF NOT EXISTS watermarks (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS predictions (
+         bug_id BIGINT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL,
+         class TEXT NOT NULL, at TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS predictions_by_bug ON predictions (bug_id, model, at)",
+    "CREATE TABLE IF NOT EXISTS labels (
+         bug_id BIGINT NOT NULL, model TEXT NOT NULL, predicted TEXT NOT NULL,
+         version TEXT NOT NULL, truth TEXT NOT NULL, by TEXT NOT NULL, at TEXT NOT NULL,
+         PRIMARY KEY (bug_id, model, truth, at))",
+];
+
+/// SQLite's `?1` placeholders as PostgreSQL's `$1`.
+fn dollar(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '?' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('$');
+        } else {
+            out.push(c);
         }
-        let db =
-            Connection::open(path).map_err(|e| anyhow::anyhow!("store {}: {e}", path.display()))?;
-        db.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             CREATE TABLE IF NOT EXISTS effects (
-                 key TEXT PRIMARY KEY, consumer TEXT NOT NULL, subject TEXT NOT NULL,
-                 outcome TEXT NOT NULL, reason TEXT NOT NULL, request TEXT,
-                 updated_at TEXT NOT NULL);
-             CREATE INDEX IF NOT EXISTS effects_by_time ON effects (outcome, updated_at);
-             CREATE TABLE IF NOT EXISTS watermarks (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS predictions (
-                 bug_id INTEGER NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL,
-                 class TEXT NOT NULL, at TEXT NOT NULL);
-             CREATE INDEX IF NOT EXISTS predictions_by_bug ON predictions (bug_id, model, at);
-             CREATE TABLE IF NOT EXISTS labels (
-                 bug_id INTEGER NOT NULL, model TEXT NOT NULL, predicted TEXT NOT NULL,
-                 version TEXT NOT NULL, truth TEXT NOT NULL, by TEXT NOT NULL, at TEXT NOT NULL,
-                 PRIMARY KEY (bug_id, model, truth, at));",
-        )?;
-        Ok(Store { db: Mutex::new(db) })
+    }
+    out
+}
+
+impl Store {
+    /// Opens (creating) the store at `location`: a file path, or a `postgres://` URL.
+    pub async fn open(location: &str) -> anyhow::Result<Store> {
+        let backend =
+            if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+                let (client, connection) = tokio_postgres::connect(location, tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("store {}: {e}", redact_url(location)))?;
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::error!(error = %e, "store connection to PostgreSQL ended");
+                    }
+                });
+                Backend::Postgres(client)
+            } else {
+                let path = std::path::Path::new(location);
+                if let Some(parent) = path.parent()
+                    && !parent.as_os_str().is_empty()
+                {
+                    std::fs::create_dir_all(parent)?;
+                }
+                let db = rusqlite::Connection::open(path)
+                    .map_err(|e| anyhow::anyhow!("store {location}: {e}"))?;
+                db.execute_batch("PRAGMA journal_mode = WAL;")?;
+                Backend::Sqlite(Mutex::new(db))
+            };
+        let store = Store { backend };
+        for statement in SCHEMA {
+            store.execute(statement, &[]).await?;
+        }
+        Ok(store)
     }
 
-    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
-        // A panic while holding the lock leaves SQLite consistent (each call is one statement).
-        self.db.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Claims `key` for an effect about `subject`.
-    pub fn claim(&self, key: &str, consumer: &str, subject: &str) -> anyhow::Result<Claim> {
-        let db = self.db();
-        let existing: Option<(String, String)> = db
-            .query_row(
-                "SELECT outcome, reason FROM effects WHERE key = ?1",
-                params![key],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        match existing {
-            Some((outcome, reason)) if outcome != "pending" => Ok(Claim::Done { outcome, reason }),
-            _ => {
-                db.execute(
-                    "INSERT INTO effects (key, consumer, subject, outcome, reason, updated_at)
-                     VALUES (?1, ?2, ?3, 'pending', '', ?4)
-                     ON CONFLICT(key) DO UPDATE SET updated_at = excluded.updated_at",
-                    params![key, consumer, subject, Utc::now().to_rfc3339()],
-                )?;
-                Ok(Claim::Proceed)
+    async fn execute(&self, sql: &str, params: &[Param]) -> anyhow::Result<u64> {
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                let db = db.lock().unwrap_or_else(|p| p.into_inner());
+                Ok(db.execute(
+                    sql,
+                    rusqlite::params_from_iter(params.iter().map(sqlite_value)),
+                )? as u64)
+            }
+            Backend::Postgres(client) => {
+                let values = pg_values(params);
+                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
+                    .iter()
+                    .map(|v| v.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+                    .collect();
+                Ok(client.execute(&dollar(sql), &refs).await?)
             }
         }
     }
 
-    /// Records how a claimed effect ended: `written`, `dry_run` or `skipped`, with why.
-    pub fn finish(
+    async fn query(&self, sql: &str, params: &[Param]) -> anyhow::Result<Vec<Vec<Cell>>> {
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                let db = db.lock().unwrap_or_else(|p| p.into_inner());
+                let mut stmt = db.prepare(sql)?;
+                let n = stmt.column_count();
+                let rows = stmt.query_map(
+                    rusqlite::params_from_iter(params.iter().map(sqlite_value)),
+                    |row| {
+                        (0..n)
+                            .map(|i| {
+                                Ok(match row.get_ref(i)? {
+                                    rusqlite::types::ValueRef::Integer(v) => Cell::Int(v),
+                                    rusqlite::types::ValueRef::Null => Cell::Text(None),
+                                    other => Cell::Text(Some(
+                                        String::from_utf8_lossy(
+                                            other.as_bytes().unwrap_or_default(),
+                                        )
+                                        .into_owned(),
+                                    )),
+                                })
+                            })
+                            .collect::<Result<Vec<_>, rusqlite::Error>>()
+                    },
+                )?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            }
+            Backend::Postgres(client) => {
+                let values = pg_values(params);
+                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
+                    .iter()
+                    .map(|v| v.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+                    .collect();
+                let rows = client.query(&dollar(sql), &refs).await?;
+                Ok(rows
+                    .iter()
+                    .map(|row| {
+                        (0..row.len())
+                            .map(|i| match *row.columns()[i].type_() {
+                                tokio_postgres::types::Type::INT8 => {
+                                    Cell::Int(row.get::<_, i64>(i))
+                                }
+                                _ => Cell::Text(row.get::<_, Option<String>>(i)),
+                            })
+                            .collect()
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// Claims `key` for an effect about `subject`.
+    pub async fn claim(
+        &self,
+        key: &str,
+        consumer: &str,
+        subject: &str,
+        stale_after: Duration,
+    ) -> anyhow::Result<Claim> {
+        let now = Utc::now();
+        let inserted = self
+            .execute(
+                "INSERT INTO effects (key, consumer, subject, outcome, reason, updated_at)
+                 VALUES (?1, ?2, ?3, 'pending', '', ?4) ON CONFLICT (key) DO NOTHING",
+                &[
+                    text(key),
+                    text(consumer),
+                    text(subject),
+                    text(&now.to_rfc3339()),
+                ],
+            )
+            .await?;
+        if inserted == 1 {
+            return Ok(Claim::Proceed);
+        }
+        let row = self
+            .query(
+                "SELECT outcome, reason FROM effects WHERE key = ?1",
+                &[text(key)],
+            )
+            .await?;
+        let (outcome, reason) = row
+            .first()
+            .map(|r| (r[0].text(), r[1].text()))
+            .unwrap_or_default();
+        if outcome != "pending" {
+            return Ok(Claim::Done { outcome, reason });
+        }
+        let cutoff = now - chrono::Duration::from_std(stale_after).unwrap_or_default();
+        let taken = self
+            .execute(
+                "UPDATE effects SET updated_at = ?2 WHERE key = ?1 AND outcome = 'pending' AND updated_at <= ?3",
+                &[text(key), text(&now.to_rfc3339()), text(&cutoff.to_rfc3339())],
+            )
+            .await?;
+        Ok(if taken == 1 {
+            Claim::Proceed
+        } else {
+            Claim::InProgress
+        })
+    }
+
+    /// Records how a claimed effect ended: `written`, `dry_run`, `skipped`, `published`.
+    pub async fn finish(
         &self,
         key: &str,
         outcome: &str,
         reason: &str,
         request: Option<&str>,
     ) -> anyhow::Result<()> {
-        self.db().execute(
+        self.execute(
             "UPDATE effects SET outcome = ?2, reason = ?3, request = ?4, updated_at = ?5 WHERE key = ?1",
-            params![key, outcome, reason, request, Utc::now().to_rfc3339()],
-        )?;
+            &[
+                text(key),
+                text(outcome),
+                text(reason),
+                Param::OptText(request.map(str::to_owned)),
+                text(&Utc::now().to_rfc3339()),
+            ],
+        )
+        .await?;
         Ok(())
     }
 
     /// Writes made in the last hour (for the hourly cap).
-    pub fn writes_in_last_hour(&self) -> anyhow::Result<u64> {
-        let since = (Utc::now() - Duration::hours(1)).to_rfc3339();
-        Ok(self.db().query_row(
-            "SELECT COUNT(*) FROM effects WHERE outcome = 'written' AND updated_at >= ?1",
-            params![since],
-            |r| r.get::<_, i64>(0),
-        )? as u64)
+    pub async fn writes_in_last_hour(&self) -> anyhow::Result<u64> {
+        let since = (Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+        let rows = self
+            .query(
+                "SELECT COUNT(*) FROM effects WHERE outcome = 'written' AND updated_at >= ?1",
+                &[text(&since)],
+            )
+            .await?;
+        Ok(rows.first().map(|r| r[0].int()).unwrap_or(0) as u64)
     }
 
     /// Every effect about `subject`, oldest first.
-    pub fn effects(&self, subject: &str) -> anyhow::Result<Vec<Effect>> {
-        let db = self.db();
-        let mut stmt = db.prepare(
-            "SELECT key, consumer, subject, outcome, reason, request FROM effects
-             WHERE subject = ?1 ORDER BY updated_at",
-        )?;
-        let rows = stmt.query_map(params![subject], |r| {
-            Ok(Effect {
-                key: r.get(0)?,
-                consumer: r.get(1)?,
-                subject: r.get(2)?,
-                outcome: r.get(3)?,
-                reason: r.get(4)?,
-                request: r.get(5)?,
+    pub async fn effects(&self, subject: &str) -> anyhow::Result<Vec<Effect>> {
+        let rows = self
+            .query(
+                "SELECT key, consumer, subject, outcome, reason, request FROM effects
+                 WHERE subject = ?1 ORDER BY updated_at",
+                &[text(subject)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Effect {
+                key: r[0].text(),
+                consumer: r[1].text(),
+                subject: r[2].text(),
+                outcome: r[3].text(),
+                reason: r[4].text(),
+                request: r[5].opt_text(),
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            .collect())
     }
 
     /// Remembers what a model predicted for a bug.
-    pub fn record_prediction(
+    pub async fn record_prediction(
         &self,
         bug_id: u64,
         model: &str,
         version: &str,
         class: &str,
     ) -> anyhow::Result<()> {
-        self.db().execute(
+        self.execute(
             "INSERT INTO predictions (bug_id, model, version, class, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![bug_id as i64, model, version, class, Utc::now().to_rfc3339()],
-        )?;
+            &[Param::Int(bug_id as i64), text(model), text(version), text(class), text(&Utc::now().to_rfc3339())],
+        )
+        .await?;
         Ok(())
     }
 
     /// A human set `truth` for `model`'s field on a bug bugflow predicted: keep the pair.
     /// Returns false when bugflow never predicted this bug.
-    pub fn harvest(
+    pub async fn harvest(
         &self,
         bug_id: u64,
         model: &str,
@@ -169,61 +357,94 @@ impl Store {
         by: &str,
         at: &str,
     ) -> anyhow::Result<bool> {
-        let db = self.db();
-        let last: Option<(String, String)> = db
-            .query_row(
-                "SELECT class, version FROM predictions WHERE bug_id = ?1 AND model = ?2
-                 ORDER BY at DESC LIMIT 1",
-                params![bug_id as i64, model],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+        let last = self
+            .query(
+                "SELECT class, version FROM predictions WHERE bug_id = ?1 AND model = ?2 ORDER BY at DESC LIMIT 1",
+                &[Param::Int(bug_id as i64), text(model)],
             )
-            .optional()?;
-        let Some((predicted, version)) = last else {
+            .await?;
+        let Some(row) = last.first() else {
             return Ok(false);
         };
-        db.execute(
-            "INSERT OR IGNORE INTO labels (bug_id, model, predicted, version, truth, by, at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![bug_id as i64, model, predicted, version, truth, by, at],
-        )?;
+        self.execute(
+            "INSERT INTO labels (bug_id, model, predicted, version, truth, by, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+            &[
+                Param::Int(bug_id as i64),
+                text(model),
+                text(&row[0].text()),
+                text(&row[1].text()),
+                text(truth),
+                text(by),
+                text(at),
+            ],
+        )
+        .await?;
         Ok(true)
     }
 
     /// Every harvested label, as JSON objects (`bugflow data labels`).
-    pub fn labels(&self) -> anyhow::Result<Vec<serde_json::Value>> {
-        let db = self.db();
-        let mut stmt = db.prepare(
-            "SELECT bug_id, model, predicted, version, truth, by, at FROM labels ORDER BY at",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(serde_json::json!({
-                "bug_id": r.get::<_, i64>(0)?, "model": r.get::<_, String>(1)?,
-                "predicted": r.get::<_, String>(2)?, "version": r.get::<_, String>(3)?,
-                "truth": r.get::<_, String>(4)?, "by": r.get::<_, String>(5)?, "at": r.get::<_, String>(6)?,
-            }))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    pub fn watermark(&self, name: &str) -> anyhow::Result<Option<String>> {
-        Ok(self
-            .db()
-            .query_row(
-                "SELECT value FROM watermarks WHERE name = ?1",
-                params![name],
-                |r| r.get(0),
+    pub async fn labels(&self) -> anyhow::Result<Vec<Value>> {
+        let rows = self
+            .query(
+                "SELECT bug_id, model, predicted, version, truth, by, at FROM labels ORDER BY at",
+                &[],
             )
-            .optional()?)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                json!({"bug_id": r[0].int(), "model": r[1].text(), "predicted": r[2].text(),
+                       "version": r[3].text(), "truth": r[4].text(), "by": r[5].text(), "at": r[6].text()})
+            })
+            .collect())
     }
 
-    pub fn set_watermark(&self, name: &str, value: &str) -> anyhow::Result<()> {
-        self.db().execute(
+    pub async fn watermark(&self, name: &str) -> anyhow::Result<Option<String>> {
+        let rows = self
+            .query(
+                "SELECT value FROM watermarks WHERE name = ?1",
+                &[text(name)],
+            )
+            .await?;
+        Ok(rows.first().map(|r| r[0].text()))
+    }
+
+    pub async fn set_watermark(&self, name: &str, value: &str) -> anyhow::Result<()> {
+        self.execute(
             "INSERT INTO watermarks (name, value) VALUES (?1, ?2)
-             ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-            params![name, value],
-        )?;
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            &[text(name), text(value)],
+        )
+        .await?;
         Ok(())
     }
+}
+
+fn text(s: &str) -> Param {
+    Param::Text(s.to_owned())
+}
+
+fn sqlite_value(p: &Param) -> rusqlite::types::Value {
+    match p {
+        Param::Int(i) => rusqlite::types::Value::Integer(*i),
+        Param::Text(t) => rusqlite::types::Value::Text(t.clone()),
+        Param::OptText(Some(t)) => rusqlite::types::Value::Text(t.clone()),
+        Param::OptText(None) => rusqlite::types::Value::Null,
+    }
+}
+
+fn pg_values(params: &[Param]) -> Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> {
+    params
+        .iter()
+        .map(|p| -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
+            match p {
+                Param::Int(i) => Box::new(*i),
+                Param::Text(t) => Box::new(t.clone()),
+                Param::OptText(t) => Box::new(t.clone()),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -231,32 +452,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_finished_effect_is_never_claimed_again_and_survives_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store.sqlite");
-        let store = Store::open(&path).unwrap();
-        assert_eq!(store.claim("k", "bug-triage", "1").unwrap(), Claim::Proceed);
-        // Crashed before finishing: the key may be claimed again.
-        assert_eq!(store.claim("k", "bug-triage", "1").unwrap(), Claim::Proceed);
-        store
-            .finish("k", "written", "component", Some("{}"))
-            .unwrap();
-        drop(store);
-        let store = Store::open(&path).unwrap();
+    fn placeholders_translate() {
         assert_eq!(
-            store.claim("k", "bug-triage", "1").unwrap(),
-            Claim::Done {
-                outcome: "written".into(),
-                reason: "component".into()
-            }
-        );
-        assert_eq!(store.writes_in_last_hour().unwrap(), 1);
-        store
-            .set_watermark("poller", "2026-01-01T00:00:00Z")
-            .unwrap();
-        assert_eq!(
-            store.watermark("poller").unwrap().as_deref(),
-            Some("2026-01-01T00:00:00Z")
+            dollar("a = ?1 AND b = ?12 OR c = '?'"),
+            "a = $1 AND b = $12 OR c = '?'"
         );
     }
 }

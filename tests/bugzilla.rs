@@ -131,7 +131,11 @@ async fn a_new_bug_is_written_once_even_when_its_event_comes_twice() {
         .mount(&server)
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(&dir.path().join("store.sqlite")).unwrap());
+    let store = Arc::new(
+        Store::open(dir.path().join("store.sqlite").to_str().unwrap())
+            .await
+            .unwrap(),
+    );
     let pipeline = triage(&server, store.clone());
 
     // What the component model predicts for this bug decides the expected PUT.
@@ -185,7 +189,7 @@ async fn a_new_bug_is_written_once_even_when_its_event_comes_twice() {
         .await
         .unwrap();
     assert_eq!(second[0].actions[0]["outcome"], "already_done");
-    let effects = store.effects("1629704").unwrap();
+    let effects = store.effects("1629704").await.unwrap();
     assert_eq!(effects.len(), 1);
     assert_eq!(effects[0].outcome, "written");
     server.verify().await;
@@ -200,7 +204,11 @@ async fn a_private_bug_is_never_read_or_written_and_the_reason_is_recorded() {
         .mount(&server)
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(&dir.path().join("store.sqlite")).unwrap());
+    let store = Arc::new(
+        Store::open(dir.path().join("store.sqlite").to_str().unwrap())
+            .await
+            .unwrap(),
+    );
     let pipeline = triage(&server, store.clone());
     let stats = Arc::new(Stats::default());
     let settle = dispatch(
@@ -211,7 +219,7 @@ async fn a_private_bug_is_never_read_or_written_and_the_reason_is_recorded() {
     )
     .await;
     assert!(matches!(settle, Settle::Ack(_)), "acked: {settle:?}");
-    let effects = store.effects("2").unwrap();
+    let effects = store.effects("2").await.unwrap();
     assert_eq!(effects[0].outcome, "skipped");
     assert!(effects[0].reason.contains("private"));
     server.verify().await;
@@ -230,7 +238,11 @@ async fn a_bug_bugzilla_will_not_show_is_skipped_without_a_write() {
     let dir = tempfile::tempdir().unwrap();
     let pipeline = triage(
         &server,
-        Arc::new(Store::open(&dir.path().join("s.sqlite")).unwrap()),
+        Arc::new(
+            Store::open(dir.path().join("s.sqlite").to_str().unwrap())
+                .await
+                .unwrap(),
+        ),
     );
     let err = pipeline
         .process(&message(webhook(false), "bug.create"))
@@ -254,7 +266,11 @@ async fn a_429_stops_all_calls_for_the_window_and_the_message_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     let pipeline = triage(
         &server,
-        Arc::new(Store::open(&dir.path().join("s.sqlite")).unwrap()),
+        Arc::new(
+            Store::open(dir.path().join("s.sqlite").to_str().unwrap())
+                .await
+                .unwrap(),
+        ),
     );
     let stats = Arc::new(Stats::default());
     let msg = message(webhook(false), "bug.create");
@@ -298,7 +314,11 @@ async fn a_500_then_200_gives_exactly_one_write() {
     let dir = tempfile::tempdir().unwrap();
     let pipeline = triage(
         &server,
-        Arc::new(Store::open(&dir.path().join("s.sqlite")).unwrap()),
+        Arc::new(
+            Store::open(dir.path().join("s.sqlite").to_str().unwrap())
+                .await
+                .unwrap(),
+        ),
     );
     let results = pipeline
         .process(&message(webhook(false), "bug.create"))
@@ -560,7 +580,11 @@ async fn data_pushes_pulls_in_ranges_resumes_and_labels_backouts() {
 #[tokio::test]
 async fn a_human_correcting_a_prediction_becomes_a_harvested_label() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(&dir.path().join("s.sqlite")).unwrap());
+    let store = Arc::new(
+        Store::open(dir.path().join("s.sqlite").to_str().unwrap())
+            .await
+            .unwrap(),
+    );
     let pipeline = Pipeline::new(spec("bug-triage"), models()).with_store(store.clone());
     let filed = pipeline
         .process(&message(webhook(false), "bug.create"))
@@ -589,7 +613,7 @@ async fn a_human_correcting_a_prediction_becomes_a_harvested_label() {
         .await
         .unwrap();
 
-    let labels = store.labels().unwrap();
+    let labels = store.labels().await.unwrap();
     assert_eq!(labels.len(), 1, "{labels:?}");
     assert_eq!(labels[0]["bug_id"], 1629704);
     assert_eq!(labels[0]["model"], "component");
@@ -603,6 +627,7 @@ async fn a_human_correcting_a_prediction_becomes_a_harvested_label() {
     // bugflow's own change is not a label.
     store
         .set_watermark(bugflow::pipeline::BOT_LOGIN, "bot@bugflow.example")
+        .await
         .unwrap();
     moved["event"]["user"]["login"] = "bot@bugflow.example".into();
     moved["event"]["time"] = "2026-11-28T12:00:00".into();
@@ -613,5 +638,5 @@ async fn a_human_correcting_a_prediction_becomes_a_harvested_label() {
         ))
         .await
         .unwrap();
-    assert_eq!(store.labels().unwrap().len(), 1);
+    assert_eq!(store.labels().await.unwrap().len(), 1);
 }

@@ -139,13 +139,15 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     };
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    let store = Arc::new(Store::open(&config.store_path)?);
+    let store = Arc::new(Store::open(config.store.expose()).await?);
     if let Some(client) = bugzilla_client(&config)? {
         match client.whoami().await {
             Ok(me) => {
                 let login = me["name"].as_str().unwrap_or_default();
                 tracing::info!(%login, "Bugzilla API key accepted");
-                store.set_watermark(crate::pipeline::BOT_LOGIN, login)?;
+                store
+                    .set_watermark(crate::pipeline::BOT_LOGIN, login)
+                    .await?;
             }
             Err(e) => anyhow::bail!("Bugzilla refused the API key check (GET /rest/whoami): {e}"),
         }

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::enrich::bugzilla::Bugzilla;
-use crate::error::StageError;
+use crate::error::{Stage, StageError};
 use crate::outcome::stable_id;
 use crate::store::{Claim, Store};
 
@@ -244,36 +244,50 @@ impl BugzillaWriter {
             event_identity,
             &versions.join(","),
         ]);
-        let action = |outcome: &str, reason: &str, request: Option<&Value>| json!({"action": "bugzilla", "outcome": outcome, "reason": reason, "request": request, "key": key});
-        let record =
-            |outcome: &str, reason: String, request: Option<Value>| -> Result<Value, StageError> {
-                let text = request.as_ref().map(Value::to_string);
-                self.store
-                    .finish(&key, outcome, &reason, text.as_deref())
-                    .map_err(|e| {
-                        StageError::transient(crate::error::Stage::Sink, format!("store: {e}"))
-                    })?;
-                tracing::info!(bug = id, outcome, %reason, "bugzilla writer");
-                Ok(action(outcome, &reason, request.as_ref()))
-            };
-        match self
+        let store_error =
+            |e: anyhow::Error| StageError::transient(Stage::Sink, format!("store: {e}"));
+        let claim = self
             .store
-            .claim(&key, &self.consumer, &subject)
-            .map_err(|e| StageError::transient(crate::error::Stage::Sink, format!("store: {e}")))?
-        {
+            .claim(&key, &self.consumer, &subject, CLAIM_STALE_AFTER)
+            .await
+            .map_err(store_error)?;
+        let (outcome, reason, request) = match claim {
             Claim::Done { outcome, reason } => {
                 return Ok(action(
+                    &key,
                     "already_done",
                     &format!("{outcome}: {reason}"),
                     None,
                 ));
             }
-            Claim::Proceed => {}
-        }
+            Claim::InProgress => {
+                return Err(StageError::transient(
+                    Stage::Sink,
+                    "another worker is writing this effect right now",
+                ));
+            }
+            Claim::Proceed => self.decide(bug, id, predictions).await?,
+        };
+        let text = request.as_ref().map(Value::to_string);
+        self.store
+            .finish(&key, outcome, &reason, text.as_deref())
+            .await
+            .map_err(store_error)?;
+        tracing::info!(bug = id, outcome, %reason, "bugzilla writer");
+        Ok(action(&key, outcome, &reason, request.as_ref()))
+    }
+
+    /// The guards, the plan, and the write: `(outcome, reason, request)`.
+    async fn decide(
+        &self,
+        bug: &Value,
+        id: u64,
+        predictions: &[Value],
+    ) -> Result<(&'static str, String, Option<Value>), StageError> {
         if bug["is_private"].as_bool() == Some(true)
             || bug["groups"].as_array().is_some_and(|g| !g.is_empty())
         {
-            return record("skipped", "private bug: never written".into(), None);
+            return Ok(("skipped", "private bug: never written".into(), None));
         }
         let filed = bug["creation_time"]
             .as_str()
@@ -282,38 +296,39 @@ impl BugzillaWriter {
         match filed {
             Some(days) if days <= self.config.max_bug_age_days => {}
             Some(days) => {
-                return record(
+                return Ok((
                     "skipped",
                     format!(
                         "filed {days} days ago (> {} days)",
                         self.config.max_bug_age_days
                     ),
                     None,
-                );
+                ));
             }
-            None => return record("skipped", "unknown filing time".into(), None),
+            None => return Ok(("skipped", "unknown filing time".into(), None)),
         }
         let plan = plan(bug, predictions, &self.config);
         if plan.change.is_empty() {
-            return record(
+            return Ok((
                 "skipped",
                 format!("nothing to change: {}", plan.notes.join("; ")),
                 None,
-            );
+            ));
         }
         let writes = self
             .store
             .writes_in_last_hour()
-            .map_err(|e| StageError::transient(crate::error::Stage::Sink, format!("store: {e}")))?;
+            .await
+            .map_err(|e| StageError::transient(Stage::Sink, format!("store: {e}")))?;
         if writes >= self.config.max_writes_per_hour {
-            return record(
+            return Ok((
                 "skipped",
                 format!(
                     "hourly cap of {} writes reached",
                     self.config.max_writes_per_hour
                 ),
                 None,
-            );
+            ));
         }
         let mut body = plan.change.clone();
         body.insert(
@@ -325,7 +340,7 @@ impl BugzillaWriter {
         let request = Value::Object(body);
         if self.config.dry_run {
             tracing::info!(bug = id, request = %request, "dry run: would PUT /rest/bug/{id}");
-            return record("dry_run", plan.notes.join("; "), Some(request));
+            return Ok(("dry_run", plan.notes.join("; "), Some(request)));
         }
         let whole_value = ["type", "product", "component", "status"]
             .iter()
@@ -333,18 +348,25 @@ impl BugzillaWriter {
         if whole_value {
             let fresh = self.client.bug(id).await?;
             if fresh["last_change_time"] != bug["last_change_time"] {
-                return record(
+                return Ok((
                     "skipped",
                     "the bug changed while bugflow decided; its next event decides again".into(),
                     None,
-                );
+                ));
             }
         }
         self.client.update(id, &request).await?;
         metrics::counter!("bugflow_bugzilla_writes_total", "consumer" => self.consumer.clone())
             .increment(1);
-        record("written", plan.notes.join("; "), Some(request))
+        Ok(("written", plan.notes.join("; "), Some(request)))
     }
+}
+
+/// A claim older than this belongs to a worker presumed dead: it is taken over.
+const CLAIM_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
+fn action(key: &str, outcome: &str, reason: &str, request: Option<&Value>) -> Value {
+    json!({"action": "bugzilla", "outcome": outcome, "reason": reason, "request": request, "key": key})
 }
 
 #[cfg(test)]

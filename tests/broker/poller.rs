@@ -64,7 +64,9 @@ async fn the_poller_publishes_a_change_after_the_watermark_once() {
         initial_since: "2026-11-01T00:00:00Z".into(),
     };
 
-    let first = poller(Arc::new(Store::open(&store_path).unwrap()));
+    let first = poller(Arc::new(
+        Store::open(store_path.to_str().unwrap()).await.unwrap(),
+    ));
     assert_eq!(first.poll_once().await.unwrap(), 2);
     assert_eq!(
         first.poll_once().await.unwrap(),
@@ -73,9 +75,9 @@ async fn the_poller_publishes_a_change_after_the_watermark_once() {
     );
     drop(first);
     // After a restart, the watermark and the keys are still there.
-    let store = Arc::new(Store::open(&store_path).unwrap());
+    let store = Arc::new(Store::open(store_path.to_str().unwrap()).await.unwrap());
     assert_eq!(
-        store.watermark(WATERMARK).unwrap().as_deref(),
+        store.watermark(WATERMARK).await.unwrap().as_deref(),
         Some("2026-11-27T10:00:00Z")
     );
     assert_eq!(poller(store).poll_once().await.unwrap(), 0);
