@@ -351,20 +351,24 @@ impl BenchReport {
             "bugflow bench — {} messages per run, prefetch {}, {} rounds, broker round trip with confirms",
             options.messages, options.prefetch, options.rounds
         );
-        println!("| what                                   | msg/s (median) |");
-        println!("|----------------------------------------|---------------:|");
-        println!(
-            "| bare relay (consume → publish+confirm → ack) | {:>14.0} |",
-            self.relay_median
-        );
-        println!(
-            "| pipeline (pushes consumer, same policy) | {:>14.0} |",
-            self.pipeline_median
-        );
-        println!(
-            "| pipeline in-process (replay, no broker)  | {:>14.0} |",
-            self.in_process_per_second
-        );
+        println!("| what | msg/s (median) |");
+        println!("|---|---:|");
+        for (what, rate) in [
+            (
+                "bare relay (consume → publish + confirm → ack)",
+                self.relay_median,
+            ),
+            (
+                "pipeline (pushes consumer, same prefetch and acks)",
+                self.pipeline_median,
+            ),
+            (
+                "pipeline in-process (replay, no broker)",
+                self.in_process_per_second,
+            ),
+        ] {
+            println!("| {what} | {rate:.0} |");
+        }
         println!();
         println!(
             "ratio pipeline / relay = {:.3} (target ≥ 0.8): {}",

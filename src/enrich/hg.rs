@@ -258,5 +258,15 @@ mod tests {
         assert_eq!(push.obsolete, 2);
         let later = parse_push(body, 3).unwrap();
         assert_eq!(later.changesets.len(), 2);
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        let raw = &v["pushes"]["3"]["changesets"][0];
+        assert_eq!(
+            later.changesets[0].git_node.as_deref(),
+            raw["git_node"].as_str()
+        );
+        assert_eq!(
+            later.changesets[0].git_parents.len(),
+            raw["git_parents"].as_array().unwrap().len()
+        );
     }
 }

@@ -33,6 +33,11 @@ pub struct Commit {
     pub backed_out_by: Option<String>,
     #[serde(default)]
     pub parents: Vec<String>,
+    /// The git commit of this changeset (Firefox is developed in git; hg mirrors it), if any.
+    #[serde(default)]
+    pub git_node: Option<String>,
+    #[serde(default)]
+    pub git_parents: Vec<Option<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -241,6 +246,19 @@ mod tests {
             author_key("Jane Doe <Jane@Example.com>"),
             "jane@example.com"
         );
+    }
+
+    #[test]
+    fn git_fields_are_read_null_or_not() {
+        let c: Commit = serde_json::from_str(
+            r#"{"node": "a", "git_node": "0123456789abcdef0123456789abcdef01234567", "git_parents": [null, "b"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.git_node.as_deref(),
+            Some("0123456789abcdef0123456789abcdef01234567")
+        );
+        assert_eq!(c.git_parents, vec![None, Some("b".to_string())]);
     }
 
     #[test]
