@@ -14,11 +14,11 @@ use bugflow::pipeline::Pipeline;
 use bugflow::pulse::connect::connect;
 use bugflow::pulse::publish::Publisher;
 use bugflow::pulse::source::headers_to_json;
-use bugflow::pulse::topology::{declare_consumer, declare_shared};
+use bugflow::pulse::topology::{declare_bound_queue, declare_consumer, declare_shared};
 use bugflow::runner::Runner;
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
-    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection};
@@ -151,22 +151,7 @@ impl TestBroker {
     }
 
     pub async fn bind_queue(&mut self, queue: &str, exchange: &str, key: &str) {
-        self.channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        self.channel
-            .queue_bind(
-                queue.into(),
-                exchange.into(),
-                key.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
+        declare_bound_queue(&self.channel, queue, exchange, key)
             .await
             .unwrap();
         self.queues.push(queue.to_owned());
