@@ -431,6 +431,7 @@ impl Pipeline {
             data: finding.data,
             models: finding.models,
             actions: finding.actions,
+            possible_duplicate: message.redelivered,
             bugflow_version: env!("CARGO_PKG_VERSION").to_owned(),
             produced_at: Utc::now(),
         }

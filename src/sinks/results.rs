@@ -24,8 +24,22 @@ impl ResultsSink {
         }
     }
 
-    /// Publishes one result and returns once the broker confirmed it.
+    /// Publishes one result and returns once the broker confirmed it. If the first attempt
+    /// is not confirmed (the connection broke: the broker may or may not have it), the result
+    /// is re-published marked `possible_duplicate`.
     pub async fn send(&self, result: &ResultMessage) -> Result<(), PublishError> {
+        match self.send_with(result, false).await {
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, message_id = %result.message_id, "result not confirmed; re-publishing it marked as a possible duplicate");
+                let mut marked = result.clone();
+                marked.possible_duplicate = true;
+                self.send_with(&marked, true).await
+            }
+            other => other,
+        }
+    }
+
+    async fn send_with(&self, result: &ResultMessage, retry: bool) -> Result<(), PublishError> {
         let body = result.to_json();
         if body.len() > MAX_RESULT_BYTES {
             tracing::warn!(
@@ -36,6 +50,10 @@ impl ResultsSink {
         }
         let mut out = Outgoing::json(&self.exchange, &result.routing_key, &body);
         out.message_id = Some(&result.message_id);
-        self.publisher.publish(&out).await
+        if retry {
+            self.publisher.publish(&out).await
+        } else {
+            self.publisher.publish_once(&out).await
+        }
     }
 }
