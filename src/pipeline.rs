@@ -184,7 +184,8 @@ impl Pipeline {
         let Some(fitted) = bundle.model("") else {
             return Ok(not_scored(model, "bundle has no model"));
         };
-        let experience = bundle.weights.experience.clone().unwrap_or_default();
+        let no_history = commit::Experience::default();
+        let experience = bundle.weights.experience.as_ref().unwrap_or(&no_history);
         let risky = fitted
             .classes
             .iter()
@@ -197,7 +198,7 @@ impl Pipeline {
             .map(|c| {
                 (
                     fitted
-                        .predict(&commit::extract(c, &experience))
+                        .predict(&commit::extract(c, experience))
                         .probabilities[risky],
                     c,
                 )

@@ -164,10 +164,7 @@ impl Store {
             }
             Backend::Postgres(client) => {
                 let values = pg_values(params);
-                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
-                    .iter()
-                    .map(|v| v.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
-                    .collect();
+                let refs = pg_refs(&values);
                 Ok(client.execute(&dollar(sql), &refs).await?)
             }
         }
@@ -202,10 +199,7 @@ impl Store {
             }
             Backend::Postgres(client) => {
                 let values = pg_values(params);
-                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
-                    .iter()
-                    .map(|v| v.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
-                    .collect();
+                let refs = pg_refs(&values);
                 let rows = client.query(&dollar(sql), &refs).await?;
                 Ok(rows
                     .iter()
@@ -434,10 +428,20 @@ fn sqlite_value(p: &Param) -> rusqlite::types::Value {
     }
 }
 
-fn pg_values(params: &[Param]) -> Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> {
+/// The boxed values as the `&dyn ToSql` slice tokio-postgres takes.
+fn pg_refs(values: &[PgValue]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+    values
+        .iter()
+        .map(|v| v.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect()
+}
+
+type PgValue = Box<dyn tokio_postgres::types::ToSql + Sync + Send>;
+
+fn pg_values(params: &[Param]) -> Vec<PgValue> {
     params
         .iter()
-        .map(|p| -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
+        .map(|p| -> PgValue {
             match p {
                 Param::Int(i) => Box::new(*i),
                 Param::Text(t) => Box::new(t.clone()),

@@ -68,6 +68,12 @@ fn rest_bug() -> Value {
     bug
 }
 
+/// A fresh SQLite store in `dir`.
+async fn store_in(dir: &tempfile::TempDir) -> Arc<Store> {
+    let path = dir.path().join("store.sqlite");
+    Arc::new(Store::open(path.to_str().unwrap()).await.unwrap())
+}
+
 fn client(server: &MockServer) -> Bugzilla {
     Bugzilla::new(
         &server.uri(),
@@ -131,11 +137,7 @@ async fn a_new_bug_is_written_once_even_when_its_event_comes_twice() {
         .mount(&server)
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        Store::open(dir.path().join("store.sqlite").to_str().unwrap())
-            .await
-            .unwrap(),
-    );
+    let store = store_in(&dir).await;
     let pipeline = triage(&server, store.clone());
 
     // What the component model predicts for this bug decides the expected PUT.
@@ -204,11 +206,7 @@ async fn a_private_bug_is_never_read_or_written_and_the_reason_is_recorded() {
         .mount(&server)
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        Store::open(dir.path().join("store.sqlite").to_str().unwrap())
-            .await
-            .unwrap(),
-    );
+    let store = store_in(&dir).await;
     let pipeline = triage(&server, store.clone());
     let stats = Arc::new(Stats::default());
     let settle = dispatch(
@@ -236,14 +234,7 @@ async fn a_bug_bugzilla_will_not_show_is_skipped_without_a_write() {
         .mount(&server)
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let pipeline = triage(
-        &server,
-        Arc::new(
-            Store::open(dir.path().join("s.sqlite").to_str().unwrap())
-                .await
-                .unwrap(),
-        ),
-    );
+    let pipeline = triage(&server, store_in(&dir).await);
     let err = pipeline
         .process(&message(webhook(false), "bug.create"))
         .await
@@ -264,14 +255,7 @@ async fn a_429_stops_all_calls_for_the_window_and_the_message_is_kept() {
         .mount(&server)
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let pipeline = triage(
-        &server,
-        Arc::new(
-            Store::open(dir.path().join("s.sqlite").to_str().unwrap())
-                .await
-                .unwrap(),
-        ),
-    );
+    let pipeline = triage(&server, store_in(&dir).await);
     let stats = Arc::new(Stats::default());
     let msg = message(webhook(false), "bug.create");
     let settle = dispatch(&pipeline, &Sinks::default(), &stats, &msg).await;
@@ -312,14 +296,7 @@ async fn a_500_then_200_gives_exactly_one_write() {
         .mount(&server)
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let pipeline = triage(
-        &server,
-        Arc::new(
-            Store::open(dir.path().join("s.sqlite").to_str().unwrap())
-                .await
-                .unwrap(),
-        ),
-    );
+    let pipeline = triage(&server, store_in(&dir).await);
     let results = pipeline
         .process(&message(webhook(false), "bug.create"))
         .await
@@ -580,11 +557,7 @@ async fn data_pushes_pulls_in_ranges_resumes_and_labels_backouts() {
 #[tokio::test]
 async fn a_human_correcting_a_prediction_becomes_a_harvested_label() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        Store::open(dir.path().join("s.sqlite").to_str().unwrap())
-            .await
-            .unwrap(),
-    );
+    let store = store_in(&dir).await;
     let pipeline = Pipeline::new(spec("bug-triage"), models()).with_store(store.clone());
     let filed = pipeline
         .process(&message(webhook(false), "bug.create"))

@@ -35,16 +35,6 @@ pub enum Group {
 }
 
 impl Group {
-    pub const ALL: [Group; 7] = [
-        Group::Data,
-        Group::Title,
-        Group::Body,
-        Group::Comments,
-        Group::Chars,
-        Group::Headings,
-        Group::Files,
-    ];
-
     /// Whether values are TF-IDF weighted and L2-normalised within the group.
     pub fn is_text(self) -> bool {
         !matches!(self, Group::Data)

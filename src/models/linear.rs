@@ -271,7 +271,8 @@ impl LinearModel {
         let w = fitted.params();
         let b = fitted.intercept();
         model.weights = vec![0.0; model.vocab.len() * k];
-        model.intercept = vec![f32::MIN / 4.0; k];
+        // Every class has examples (checked above), so linfa fitted every one.
+        model.intercept = vec![0.0; k];
         for (j, class) in theirs.iter().enumerate() {
             model.intercept[*class] = b[j] as f32;
             for c in 0..model.vocab.len() {
