@@ -76,6 +76,8 @@ pub struct ExchangesConfig {
     pub dead_letter: String,
     /// Where bug events from webhooks (and the REST poller) are relayed.
     pub bugzilla: String,
+    /// Where the HTTP API sends prediction requests for the workers (`api-requests`).
+    pub requests: String,
 }
 
 /// Bugzilla's REST API: full bugs for bug events, and the writer's PUTs.
@@ -135,6 +137,8 @@ pub struct HgConfig {
     pub timeout_seconds: u64,
     /// Attempts per fetch (retries back off exponentially, with jitter).
     pub attempts: usize,
+    /// The server `GET /push/<branch>/<rev>/risk` asks for a revision's push.
+    pub url: String,
 }
 
 impl Default for HgConfig {
@@ -144,6 +148,7 @@ impl Default for HgConfig {
             allowed_hosts: vec!["hg.mozilla.org".into()],
             timeout_seconds: 30,
             attempts: 4,
+            url: "https://hg.mozilla.org".into(),
         }
     }
 }
@@ -156,6 +161,14 @@ pub struct HttpConfig {
     pub webhook_auth_header: String,
     /// Its expected value. Empty: the webhook endpoint answers 503 (not configured).
     pub webhook_secret: Secret,
+    /// Keys accepted in the prediction API's `X-Api-Key` header (bugbug accepts any value;
+    /// bugflow checks). Set them with BUGFLOW_HTTP__API_KEYS='[key1, key2]'. Empty: every
+    /// prediction request is refused (401).
+    pub api_keys: Vec<Secret>,
+    /// A prediction request not answered within this many seconds is sent again.
+    pub job_timeout_seconds: u64,
+    /// Results older than this are computed again (bugbug keeps them 7 days).
+    pub result_ttl_seconds: u64,
 }
 
 impl Default for Config {
@@ -197,6 +210,7 @@ impl Default for ExchangesConfig {
             results: "exchange/{user}/bugflow-results".into(),
             dead_letter: "exchange/{user}/bugflow-dead-letter".into(),
             bugzilla: "exchange/{user}/bugflow-bugzilla".into(),
+            requests: "exchange/{user}/bugflow-requests".into(),
         }
     }
 }
@@ -207,6 +221,9 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             webhook_auth_header: "X-Bugflow-Webhook-Secret".into(),
             webhook_secret: Secret::default(),
+            api_keys: Vec::new(),
+            job_timeout_seconds: 300,
+            result_ttl_seconds: 7 * 24 * 3600,
         }
     }
 }
@@ -292,6 +309,7 @@ impl Config {
             ("exchanges.results", &self.exchanges.results),
             ("exchanges.dead_letter", &self.exchanges.dead_letter),
             ("exchanges.bugzilla", &self.exchanges.bugzilla),
+            ("exchanges.requests", &self.exchanges.requests),
         ] {
             let resolved = self.resolve(name);
             if !resolved.starts_with(&format!("exchange/{}/", self.user)) {
@@ -331,6 +349,10 @@ impl Config {
 
     pub fn bugzilla_exchange(&self) -> String {
         self.resolve(&self.exchanges.bugzilla)
+    }
+
+    pub fn requests_exchange(&self) -> String {
+        self.resolve(&self.exchanges.requests)
     }
 
     pub fn dead_letter_queue(&self) -> String {

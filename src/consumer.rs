@@ -19,6 +19,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("pushes", include_str!("../consumers/pushes.toml")),
     ("landings", include_str!("../consumers/landings.toml")),
     ("bug-triage", include_str!("../consumers/bug-triage.toml")),
+    (
+        "api-requests",
+        include_str!("../consumers/api-requests.toml"),
+    ),
 ];
 
 /// One consumer, as written in its TOML file (names still hold `{user}` and `{env}`).
@@ -164,11 +168,13 @@ impl ConsumerSpec {
                 format!("{:?} must be one routing-key word", file.kind),
             ));
         }
-        let reads = match file.input {
-            InputKind::HgPush => Input::Commit,
-            InputKind::BugEvent => Input::Bug,
+        let reads: &[Input] = match file.input {
+            InputKind::HgPush => &[Input::Commit],
+            InputKind::BugEvent => &[Input::Bug],
+            // The API asks for bug models and push risk.
+            InputKind::PredictionRequest => &[Input::Bug, Input::Commit],
         };
-        if let Some(m) = file.models.iter().find(|m| m.input() != reads) {
+        if let Some(m) = file.models.iter().find(|m| !reads.contains(&m.input())) {
             return Err(err(
                 "models",
                 format!(

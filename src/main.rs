@@ -33,8 +33,11 @@ enum Command {
         #[arg(long = "consumer")]
         consumers: Vec<String>,
         /// Do not serve HTTP.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "http_only")]
         no_http: bool,
+        /// Serve only HTTP (dashboard, prediction API, webhook): no consumer runs here.
+        #[arg(long)]
+        http_only: bool,
     },
     /// Run an archive (JSON Lines) through the consumers' pipelines.
     Replay {
@@ -207,13 +210,18 @@ async fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Run { consumers, no_http } => {
+        Command::Run {
+            consumers,
+            no_http,
+            http_only,
+        } => {
             bugflow::telemetry::prometheus();
             cmd::run::run(
                 config,
                 cmd::run::RunOptions {
                     consumers,
                     http: !no_http,
+                    http_only,
                 },
             )
             .await

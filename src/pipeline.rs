@@ -16,6 +16,7 @@ use crate::enrich::hg;
 use crate::error::{Stage, StageError};
 use crate::events::bmo::WebhookEvent;
 use crate::events::hgpush::{Changegroup, HgPushEvent};
+use crate::events::request::PredictionRequest;
 use crate::events::simple::SimpleBug;
 use crate::events::{self, Event};
 use crate::features::{bug, commit};
@@ -43,6 +44,8 @@ pub struct Pipeline {
     bugzilla: Option<Bugzilla>,
     writer: Option<BugzillaWriter>,
     store: Option<Arc<Store>>,
+    /// Where push-risk requests look revisions up (`hg.url`).
+    hg_url: String,
 }
 
 /// What the stages learned, before it becomes a result.
@@ -65,6 +68,7 @@ impl Pipeline {
             bugzilla: None,
             writer: None,
             store: None,
+            hg_url: "https://hg.mozilla.org".into(),
         }
     }
 
@@ -92,6 +96,12 @@ impl Pipeline {
         self
     }
 
+    /// Where push-risk requests look revisions up (default `https://hg.mozilla.org`).
+    pub fn with_hg_url(mut self, url: &str) -> Self {
+        self.hg_url = url.to_owned();
+        self
+    }
+
     pub fn spec(&self) -> &ConsumerSpec {
         &self.spec
     }
@@ -107,6 +117,7 @@ impl Pipeline {
             Event::HgPush(push) => self.push(push, &message.routing_key).await?,
             Event::Webhook(webhook) => self.webhook(webhook).await?,
             Event::SimpleBug(simple) => self.simple_bug(simple),
+            Event::Request(request) => self.request(request).await?,
         };
         Ok(vec![self.result(message, finding)])
     }
@@ -181,56 +192,7 @@ impl Pipeline {
             ));
         };
         let details = source.push(url, pushid).await?;
-        let Some(fitted) = bundle.model("") else {
-            return Ok(not_scored(model, "bundle has no model"));
-        };
-        let no_history = commit::Experience::default();
-        let experience = bundle.weights.experience.as_ref().unwrap_or(&no_history);
-        let risky = fitted
-            .classes
-            .iter()
-            .position(|c| c == "backed-out")
-            .unwrap_or(0);
-        let mut scored: Vec<(f64, &commit::Commit)> = details
-            .changesets
-            .iter()
-            .filter(|c| !commit::is_backout(c))
-            .map(|c| {
-                (
-                    fitted
-                        .predict(&commit::extract(c, experience))
-                        .probabilities[risky],
-                    c,
-                )
-            })
-            .collect();
-        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let push_risk = scored.first().map(|(r, _)| *r);
-        data["changesets"] = json!(details.changesets.len());
-        data["obsolete_changesets"] = json!(details.obsolete);
-        data["commits"] = Value::Array(
-            scored
-                .iter()
-                .take(MAX_LISTED_COMMITS)
-                .map(|(risk, c)| {
-                    json!({
-                        "node": c.node,
-                        "author": commit::author_key(&c.author),
-                        "summary": c.desc.lines().next().unwrap_or_default().chars().take(100).collect::<String>(),
-                        "files": c.files.len(),
-                        "risk": round(*risk),
-                    })
-                })
-                .collect(),
-        );
-        Ok(json!({
-            "model": model.name(),
-            "version": bundle.manifest.version,
-            "push_risk": push_risk.map(round),
-            "riskiest": scored.first().map(|(_, c)| c.node.clone()),
-            "scored_commits": scored.len(),
-            "class": push_risk.map(|r| if r >= 0.5 { "backed-out" } else { "clean" }),
-        }))
+        Ok(score_commits(&bundle, &details, data))
     }
 
     async fn webhook(&self, webhook: &WebhookEvent) -> Result<Finding, StageError> {
@@ -284,11 +246,19 @@ impl Pipeline {
             Some(client) => client.bug(bug.id).await?,
             None => bug.to_rest(),
         };
-        let models = self.score_bug(&rest);
+        let features = bug::extract_all(&rest);
+        let models = self.score_features(&features);
         if let Some(store) = &self.store {
             self.remember(store, webhook, &models)
                 .await
                 .map_err(|e| StageError::transient(Stage::Sink, format!("store: {e}")))?;
+            // The full bug was read: its answers are what the API would compute, so the
+            // stream keeps the API's cache warm.
+            if self.bugzilla.is_some() {
+                self.warm_api_cache(store, &rest, &features)
+                    .await
+                    .map_err(|e| StageError::transient(Stage::Sink, format!("store: {e}")))?;
+            }
         }
         let mut actions = Vec::new();
         if let Some(writer) = &self.writer {
@@ -358,7 +328,41 @@ impl Pipeline {
     /// Every bug model of this consumer on one bug (REST shape). Features are extracted
     /// once; each model sees them minus its exclusions.
     pub fn score_bug(&self, rest_bug: &Value) -> Vec<Value> {
-        let all = bug::extract_all(rest_bug);
+        self.score_features(&bug::extract_all(rest_bug))
+    }
+
+    /// Stores each bug model's answer in bugbug's shape for the prediction API.
+    async fn warm_api_cache(
+        &self,
+        store: &Store,
+        rest: &Value,
+        features: &crate::features::Features,
+    ) -> anyhow::Result<()> {
+        let Some(id) = rest["id"].as_u64() else {
+            return Ok(());
+        };
+        for &model in &self.spec.models {
+            if model.input() != crate::models::Input::Bug {
+                continue;
+            }
+            if let Some(answer) = self
+                .models
+                .get(model)
+                .and_then(|bundle| bugbug_answer(&bundle, model, features))
+            {
+                store
+                    .put_api_result(
+                        &api_key_of_bug(model, id),
+                        &answer,
+                        rest["last_change_time"].as_str(),
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn score_features(&self, all: &crate::features::Features) -> Vec<Value> {
         self.spec
             .models
             .iter()
@@ -368,7 +372,7 @@ impl Pipeline {
                 Some(bundle) => match bundle.model("") {
                     None => not_scored(model, "bundle has no model"),
                     Some(fitted) => {
-                        let p = fitted.predict(&model.exclude().apply(&all));
+                        let p = fitted.predict(&model.exclude().apply(all));
                         json!({
                             "model": model.name(),
                             "version": bundle.manifest.version,
@@ -381,6 +385,124 @@ impl Pipeline {
                 },
             })
             .collect()
+    }
+
+    /// Answers a prediction request of the HTTP API: reads the bugs (or the push), runs the
+    /// model and stores each answer under its API key, where the web side finds it.
+    async fn request(&self, request: &PredictionRequest) -> Result<Finding, StageError> {
+        let store = self.store.as_ref().ok_or_else(|| {
+            StageError::invalid(
+                Stage::Sink,
+                "prediction requests need the store (bugflow run)",
+            )
+        })?;
+        let stored = |e: anyhow::Error| StageError::transient(Stage::Sink, format!("store: {e}"));
+        match request {
+            PredictionRequest::Bugs { model: name, bugs } => {
+                let model = ModelKind::parse(name)
+                    .filter(|m| m.input() == crate::models::Input::Bug)
+                    .ok_or_else(|| {
+                        StageError::invalid(Stage::Models, format!("no bug model {name:?}"))
+                    })?;
+                let bundle = self.models.get(model).ok_or_else(|| {
+                    StageError::transient(
+                        Stage::Models,
+                        format!("{model} has no serving bundle yet"),
+                    )
+                })?;
+                let client = self.bugzilla.as_ref().ok_or_else(|| {
+                    StageError::invalid(Stage::Enrich, "prediction requests need a Bugzilla client")
+                })?;
+                let found = client.bugs(bugs).await?;
+                let mut available = 0;
+                let mut answers = Vec::new();
+                for &id in bugs {
+                    let key = api_key_of_bug(model, id);
+                    match found.iter().find(|b| b["id"].as_u64() == Some(id)) {
+                        Some(rest) => {
+                            let answer = bugbug_answer(&bundle, model, &bug::extract_all(rest))
+                                .unwrap_or_else(|| json!({"available": false}));
+                            store
+                                .put_api_result(&key, &answer, rest["last_change_time"].as_str())
+                                .await
+                                .map_err(stored)?;
+                            available += 1;
+                            answers.push(json!({"bug_id": id, "class": answer["class"]}));
+                        }
+                        None => {
+                            store
+                                .put_api_result(&key, &json!({"available": false}), None)
+                                .await
+                                .map_err(stored)?;
+                            answers.push(json!({"bug_id": id, "available": false}));
+                        }
+                    }
+                }
+                answers.truncate(MAX_LISTED_COMMITS);
+                Ok(Finding {
+                    subject: format!("{}.{}", model.name(), bugs[0]),
+                    event: "predict".into(),
+                    identity: format!("{model}#{bugs:?}"),
+                    data: json!({"model": model.name(), "bugs": bugs.len(), "available": available, "answers": answers}),
+                    models: vec![
+                        json!({"model": model.name(), "version": bundle.manifest.version}),
+                    ],
+                    actions: Vec::new(),
+                })
+            }
+            PredictionRequest::PushRisk { branch, rev } => {
+                let key = api_key_of_push(branch, rev);
+                let model = ModelKind::CommitRisk;
+                let bundle = self.models.get(model).ok_or_else(|| {
+                    StageError::transient(Stage::Models, "commit-risk has no serving bundle yet")
+                })?;
+                let source = self.hg.as_ref().ok_or_else(|| {
+                    StageError::invalid(Stage::Enrich, "push risk needs hg.enabled = true")
+                })?;
+                let mut data = json!({"branch": branch, "rev": rev});
+                let scored = match source.push_of(&self.hg_url, branch, rev).await {
+                    Ok(details) => {
+                        data["push_id"] = json!(details.pushid);
+                        data["user"] = json!(details.user);
+                        let scored = score_commits(&bundle, &details, &mut data);
+                        let answer = json!({
+                            "push_id": details.pushid,
+                            "risk": scored["push_risk"],
+                            "class": scored["class"],
+                            "riskiest": scored["riskiest"],
+                            "commits": data["commits"],
+                            "extra_data": {"model": model.name(), "version": bundle.manifest.version},
+                        });
+                        store
+                            .put_api_result(&key, &answer, None)
+                            .await
+                            .map_err(stored)?;
+                        scored
+                    }
+                    // hg does not know the revision (404): answer so, do not retry.
+                    Err(e) if e.action == crate::error::Action::Skip => {
+                        store
+                            .put_api_result(
+                                &key,
+                                &json!({"available": false, "reason": e.reason}),
+                                None,
+                            )
+                            .await
+                            .map_err(stored)?;
+                        not_scored(model, &e.reason)
+                    }
+                    Err(e) => return Err(e),
+                };
+                Ok(Finding {
+                    subject: format!("{}.{rev}", branch.replace('/', "-")),
+                    event: "push-risk".into(),
+                    identity: key,
+                    data,
+                    models: vec![scored],
+                    actions: Vec::new(),
+                })
+            }
+        }
     }
 
     fn simple_bug(&self, simple: &SimpleBug) -> Finding {
@@ -437,6 +559,110 @@ impl Pipeline {
             produced_at: Utc::now(),
         }
     }
+}
+
+/// Scores each commit of a push with the commit-risk bundle; the push's risk is the highest.
+/// Adds the commits (riskiest first) to `data`.
+fn score_commits(
+    bundle: &crate::models::bundle::Bundle,
+    details: &hg::PushDetails,
+    data: &mut Value,
+) -> Value {
+    let model = ModelKind::CommitRisk;
+    let Some(fitted) = bundle.model("") else {
+        return not_scored(model, "bundle has no model");
+    };
+    let no_history = commit::Experience::default();
+    let experience = bundle.weights.experience.as_ref().unwrap_or(&no_history);
+    let risky = fitted
+        .classes
+        .iter()
+        .position(|c| c == "backed-out")
+        .unwrap_or(0);
+    let mut scored: Vec<(f64, &commit::Commit)> = details
+        .changesets
+        .iter()
+        .filter(|c| !commit::is_backout(c))
+        .map(|c| {
+            (
+                fitted
+                    .predict(&commit::extract(c, experience))
+                    .probabilities[risky],
+                c,
+            )
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let push_risk = scored.first().map(|(r, _)| *r);
+    data["changesets"] = json!(details.changesets.len());
+    data["obsolete_changesets"] = json!(details.obsolete);
+    data["commits"] = Value::Array(
+        scored
+            .iter()
+            .take(MAX_LISTED_COMMITS)
+            .map(|(risk, c)| {
+                json!({
+                    "node": c.node,
+                    "author": commit::author_key(&c.author),
+                    "summary": c.desc.lines().next().unwrap_or_default().chars().take(100).collect::<String>(),
+                    "files": c.files.len(),
+                "components": commit::components(c),
+                    "risk": round(*risk),
+                })
+            })
+            .collect(),
+    );
+    json!({
+        "model": model.name(),
+        "version": bundle.manifest.version,
+        "push_risk": push_risk.map(round),
+        "riskiest": scored.first().map(|(_, c)| c.node.clone()),
+        "scored_commits": scored.len(),
+        "class": push_risk.map(|r| if r >= 0.5 { "backed-out" } else { "clean" }),
+    })
+}
+
+/// The store key of the API's answer for `bug` by `model`.
+pub fn api_key_of_bug(model: ModelKind, bug: u64) -> String {
+    format!("classify_bug:{}_{bug}", model.name())
+}
+
+/// The store key of the API's answer for the push of `rev` on `branch`.
+pub fn api_key_of_push(branch: &str, rev: &str) -> String {
+    format!("push_risk:{branch}_{rev}")
+}
+
+/// One bug's answer in bugbug's shape: `{"prob", "index", "class", "extra_data"}`. Binary
+/// models answer `class` 0/1 as bugbug does; the others the class name. `None` when the
+/// bundle holds no model.
+pub fn bugbug_answer(
+    bundle: &crate::models::bundle::Bundle,
+    model: ModelKind,
+    features: &crate::features::Features,
+) -> Option<Value> {
+    let fitted = bundle.model("")?;
+    let p = fitted.predict(&model.exclude().apply(features));
+    let labels: serde_json::Map<String, Value> = fitted
+        .classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.clone(), json!(i)))
+        .collect();
+    let class = if fitted.classes.len() == 2 {
+        json!(p.index)
+    } else {
+        json!(p.class)
+    };
+    Some(json!({
+        "prob": p.probabilities.iter().map(|x| round(*x)).collect::<Vec<_>>(),
+        "index": p.index,
+        "class": class,
+        "extra_data": {
+            "labels_map": labels,
+            "model": model.name(),
+            "version": bundle.manifest.version,
+        },
+    }))
 }
 
 fn not_scored(model: ModelKind, why: &str) -> Value {

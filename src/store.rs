@@ -6,7 +6,9 @@
 //!   `(consumer, subject, event, model versions)`: a redelivered or duplicated event finds
 //!   its key and does not write again;
 //! * `watermarks` — named values (the REST poller's `last_change_time`, the bot's login);
-//! * `predictions` and `labels` — what bugflow predicted, and what a human set afterwards.
+//! * `predictions` and `labels` — what bugflow predicted, and what a human set afterwards;
+//! * `api_results` and `api_jobs` — the prediction API's answers (with the bug's
+//!   `last_change_time` they were computed at) and the requests sent to the workers.
 //!
 //! The effect protocol: [`Store::claim`] before the write, [`Store::finish`] after it. A key
 //! someone else holds is "in progress" (retry later) until it is older than `stale_after`;
@@ -104,7 +106,18 @@ const SCHEMA: &[&str] = &[
          bug_id BIGINT NOT NULL, model TEXT NOT NULL, predicted TEXT NOT NULL,
          version TEXT NOT NULL, truth TEXT NOT NULL, by TEXT NOT NULL, at TEXT NOT NULL,
          PRIMARY KEY (bug_id, model, truth, at))",
+    "CREATE TABLE IF NOT EXISTS api_results (
+         key TEXT PRIMARY KEY, result TEXT NOT NULL, change_time TEXT, updated_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS api_jobs (key TEXT PRIMARY KEY, enqueued_at TEXT NOT NULL)",
 ];
+
+/// A cached answer of the prediction API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiResult {
+    pub result: Value,
+    /// The bug's `last_change_time` when it was computed (none for pushes and unavailable bugs).
+    pub change_time: Option<String>,
+}
 
 /// SQLite's `?1` placeholders as PostgreSQL's `$1`.
 fn dollar(sql: &str) -> String {
@@ -392,6 +405,101 @@ impl Store {
                        "version": r[3].text(), "truth": r[4].text(), "by": r[5].text(), "at": r[6].text()})
             })
             .collect())
+    }
+
+    /// The cached answers among `keys` that are younger than `max_age`.
+    pub async fn api_results(
+        &self,
+        keys: &[String],
+        max_age: Duration,
+    ) -> anyhow::Result<std::collections::HashMap<String, ApiResult>> {
+        let since =
+            (Utc::now() - chrono::Duration::from_std(max_age).unwrap_or_default()).to_rfc3339();
+        let mut found = std::collections::HashMap::new();
+        for key in keys {
+            let rows = self
+                .query(
+                    "SELECT result, change_time FROM api_results WHERE key = ?1 AND updated_at >= ?2",
+                    &[text(key), text(&since)],
+                )
+                .await?;
+            if let Some(row) = rows.first() {
+                let result = serde_json::from_str(&row[0].text())?;
+                found.insert(
+                    key.clone(),
+                    ApiResult {
+                        result,
+                        change_time: row[1].opt_text(),
+                    },
+                );
+            }
+        }
+        Ok(found)
+    }
+
+    /// Stores an answer (replacing an older one) and closes its pending request.
+    pub async fn put_api_result(
+        &self,
+        key: &str,
+        result: &Value,
+        change_time: Option<&str>,
+    ) -> anyhow::Result<()> {
+        self.execute(
+            "INSERT INTO api_results (key, result, change_time, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (key) DO UPDATE SET result = excluded.result,
+                 change_time = excluded.change_time, updated_at = excluded.updated_at",
+            &[
+                text(key),
+                text(&result.to_string()),
+                Param::OptText(change_time.map(str::to_owned)),
+                text(&Utc::now().to_rfc3339()),
+            ],
+        )
+        .await?;
+        self.execute("DELETE FROM api_jobs WHERE key = ?1", &[text(key)])
+            .await?;
+        Ok(())
+    }
+
+    /// Drops an answer that no longer holds (the bug changed since).
+    pub async fn drop_api_result(&self, key: &str) -> anyhow::Result<()> {
+        self.execute("DELETE FROM api_results WHERE key = ?1", &[text(key)])
+            .await?;
+        Ok(())
+    }
+
+    /// Marks the request for `key` as sent unless one was sent less than `timeout` ago.
+    /// Returns true when the caller must send it (exactly one caller wins a race).
+    pub async fn begin_api_job(&self, key: &str, timeout: Duration) -> anyhow::Result<bool> {
+        let now = Utc::now();
+        let inserted = self
+            .execute(
+                "INSERT INTO api_jobs (key, enqueued_at) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+                &[text(key), text(&now.to_rfc3339())],
+            )
+            .await?;
+        if inserted == 1 {
+            return Ok(true);
+        }
+        let cutoff = now - chrono::Duration::from_std(timeout).unwrap_or_default();
+        let taken = self
+            .execute(
+                "UPDATE api_jobs SET enqueued_at = ?2 WHERE key = ?1 AND enqueued_at <= ?3",
+                &[
+                    text(key),
+                    text(&now.to_rfc3339()),
+                    text(&cutoff.to_rfc3339()),
+                ],
+            )
+            .await?;
+        Ok(taken == 1)
+    }
+
+    /// Forgets a request that could not be sent, so that the next call sends it.
+    pub async fn abandon_api_job(&self, key: &str) -> anyhow::Result<()> {
+        self.execute("DELETE FROM api_jobs WHERE key = ?1", &[text(key)])
+            .await?;
+        Ok(())
     }
 
     pub async fn watermark(&self, name: &str) -> anyhow::Result<Option<String>> {

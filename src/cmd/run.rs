@@ -9,6 +9,7 @@ use crate::consumer::{self, ConsumerSpec};
 use crate::dispatch::Sinks;
 use crate::enrich::bugzilla::Bugzilla;
 use crate::enrich::hg;
+use crate::events::InputKind;
 use crate::http::{self, AppState};
 use crate::models::registry::{ModelSet, Registry};
 use crate::pipeline::Pipeline;
@@ -24,8 +25,10 @@ use crate::telemetry;
 pub struct RunOptions {
     /// Only these consumers (all when empty).
     pub consumers: Vec<String>,
-    /// Serve HTTP (webhook, health, metrics) on `http.listen`.
+    /// Serve HTTP (dashboard, API, webhook, health, metrics) on `http.listen`.
     pub http: bool,
+    /// Run no consumer: only the HTTP side (the web Deployment).
+    pub http_only: bool,
 }
 
 /// Picks the consumers to run; an unknown name is an error that lists the known ones.
@@ -49,13 +52,18 @@ pub fn bugzilla_client(config: &Config) -> anyhow::Result<Option<Bugzilla>> {
     if config.bugzilla.api_key.is_empty() {
         return Ok(None);
     }
-    Ok(Some(Bugzilla::new(
+    reader_client(config).map(Some)
+}
+
+/// A Bugzilla client with the API key if there is one, anonymous otherwise (reads only).
+pub fn reader_client(config: &Config) -> anyhow::Result<Bugzilla> {
+    Bugzilla::new(
         &config.bugzilla.url,
         config.bugzilla.api_key.clone(),
         std::time::Duration::from_secs(config.bugzilla.timeout_seconds),
         std::time::Duration::from_secs(config.bugzilla.block_seconds),
         config.bugzilla.attempts,
-    )?))
+    )
 }
 
 /// A consumer's pipeline with the serving models, hg.mozilla.org if enabled, Bugzilla if a
@@ -69,6 +77,7 @@ pub fn pipeline_for(
 ) -> anyhow::Result<Pipeline> {
     let writer_config = spec.sinks.bugzilla.clone();
     let name = spec.name.clone();
+    let input = spec.input;
     let mut pipeline = Pipeline::new(spec, models);
     if let Some(store) = &store {
         pipeline = pipeline.with_store(store.clone());
@@ -85,15 +94,23 @@ pub fn pipeline_for(
             });
         }
         pipeline = pipeline.with_bugzilla(client);
-    } else if writer_config.enabled {
-        tracing::warn!(consumer = %name, "sinks.bugzilla is enabled but bugzilla.api_key is empty: nothing is written");
+    } else {
+        if writer_config.enabled {
+            tracing::warn!(consumer = %name, "sinks.bugzilla is enabled but bugzilla.api_key is empty: nothing is written");
+        }
+        if input == InputKind::PredictionRequest {
+            // The API's workers read public bugs anonymously (BMO allows it, rate-limited).
+            pipeline = pipeline.with_bugzilla(reader_client(config)?);
+        }
     }
     Ok(if config.hg.enabled {
-        pipeline.with_hg(hg::Source::Http(hg::HttpHg::new(
-            config.hg.allowed_hosts.clone(),
-            std::time::Duration::from_secs(config.hg.timeout_seconds),
-            config.hg.attempts,
-        )?))
+        pipeline
+            .with_hg(hg::Source::Http(hg::HttpHg::new(
+                config.hg.allowed_hosts.clone(),
+                std::time::Duration::from_secs(config.hg.timeout_seconds),
+                config.hg.attempts,
+            )?))
+            .with_hg_url(&config.hg.url)
     } else {
         pipeline
     })
@@ -131,7 +148,12 @@ pub fn sinks_for(
 
 pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    let specs = select(consumer::load_all(&config)?, &options.consumers)?;
+    let all_specs = consumer::load_all(&config)?;
+    let specs = if options.http_only {
+        Vec::new()
+    } else {
+        select(all_specs.clone(), &options.consumers)?
+    };
     let publisher = Publisher::connect(config.clone()).await?;
     let jsonl = match &config.results_jsonl {
         Some(path) => Some(JsonlSink::open(path).await?),
@@ -184,6 +206,10 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
         Ok(())
     });
 
+    // Ready means: every model a consumer of this process runs has a serving bundle.
+    let mut required_models: Vec<_> = specs.iter().flat_map(|s| s.models.clone()).collect();
+    required_models.sort();
+    required_models.dedup();
     for spec in specs {
         let sinks = sinks_for(&config, &spec, &publisher, jsonl.clone());
         let runner = Runner::new(
@@ -204,12 +230,23 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.http.listen))?;
-        tracing::info!(addr = %config.http.listen, "HTTP: /bugzilla/webhook /healthz /readyz /metrics");
-        let state = AppState {
-            config: config.clone(),
-            publisher: Publisher::new(config.clone()).with_attempts(2),
-            prometheus: telemetry::prometheus(),
-        };
+        tracing::info!(addr = %config.http.listen, "HTTP: / (dashboard), the prediction API, /bugzilla/webhook, /healthz, /readyz, /metrics, /swagger");
+        let mut state = AppState::new(
+            config.clone(),
+            Publisher::new(config.clone()).with_attempts(2),
+        );
+        state.prometheus = telemetry::prometheus();
+        state.store = Some(store.clone());
+        state.bugzilla = Some(reader_client(&config)?);
+        state.models = models.clone();
+        state.required_models = required_models;
+        // The dashboard follows the results of every consumer, wherever it runs.
+        let monitor = state.monitor.clone();
+        let (watch_config, token) = (config.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            monitor.follow(watch_config, all_specs, token).await;
+            Ok(())
+        });
         let token = shutdown.clone();
         tasks.spawn(async move { Ok(http::serve(listener, state, token).await?) });
     }

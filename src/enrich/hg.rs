@@ -78,6 +78,52 @@ impl Source {
         };
         parse_push(&body, pushid)
     }
+
+    /// The push that contains `rev` on `base/branch` (`json-pushes?changeset=`), for
+    /// `GET /push/<branch>/<rev>/risk`.
+    pub async fn push_of(
+        &self,
+        base: &str,
+        branch: &str,
+        rev: &str,
+    ) -> Result<PushDetails, StageError> {
+        let url = format!(
+            "{}/{branch}/json-pushes?version=2&full=1&changeset={rev}",
+            base.trim_end_matches('/')
+        );
+        let body = match self {
+            Source::Http(client) => client.get(&url).await?,
+            Source::Bundled(_) => {
+                return Err(StageError::skip(
+                    Stage::Enrich,
+                    "bundled json-pushes responses are looked up by push, not revision",
+                ));
+            }
+        };
+        let pushid = only_push_id(&body)?;
+        parse_push(&body, pushid)
+    }
+}
+
+/// The id of the single push of a `changeset=` answer.
+fn only_push_id(body: &str) -> Result<u64, StageError> {
+    let parsed: JsonPushes = serde_json::from_str(body).map_err(|e| {
+        StageError::invalid(
+            Stage::Enrich,
+            format!("json-pushes answered something else: {e}"),
+        )
+    })?;
+    parsed
+        .pushes
+        .keys()
+        .filter_map(|k| k.parse().ok())
+        .max()
+        .ok_or_else(|| {
+            StageError::skip(
+                Stage::Enrich,
+                "json-pushes knows no push with this revision",
+            )
+        })
 }
 
 /// Reads one push out of a json-pushes v2 (`full=1`) response.

@@ -5,6 +5,7 @@
 
 pub mod bmo;
 pub mod hgpush;
+pub mod request;
 pub mod simple;
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,8 @@ pub enum InputKind {
     HgPush,
     /// Bug events: BMO webhook bodies relayed to our exchange, or the legacy simple format.
     BugEvent,
+    /// The HTTP API's prediction requests (`exchange/<user>/bugflow-requests`).
+    PredictionRequest,
 }
 
 /// A decoded input.
@@ -28,6 +31,7 @@ pub enum Event {
     HgPush(hgpush::HgPushEvent),
     Webhook(Box<bmo::WebhookEvent>),
     SimpleBug(simple::SimpleBug),
+    Request(request::PredictionRequest),
 }
 
 /// Decodes a message for a consumer that reads `kind`.
@@ -44,6 +48,7 @@ pub fn decode(kind: InputKind, message: &Message) -> Result<Event, StageError> {
     match kind {
         InputKind::HgPush => hgpush::decode(&message.body).map(Event::HgPush),
         InputKind::BugEvent => decode_bug_event(&message.body),
+        InputKind::PredictionRequest => request::decode(&message.body).map(Event::Request),
     }
 }
 

@@ -1,28 +1,54 @@
-//! `/healthz` (the process answers), `/readyz` (the broker answers), `/metrics` (Prometheus).
+//! `/healthz` (the process answers), `/readyz` (the broker answers and the models this
+//! process needs are loaded), `/metrics` (Prometheus) and `/swagger` (the OpenAPI document).
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::AppState;
+
+/// The API's OpenAPI 3 description (also served at `/openapi.json`).
+pub const OPENAPI: &str = include_str!("assets/openapi.json");
 
 pub async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
 }
 
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    match state.publisher.channel().await {
-        Ok(_) => (
-            StatusCode::OK,
-            Json(json!({"ready": true, "broker": "connected"})),
-        ),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "broker": e.to_string()})),
-        ),
-    }
+    let broker = match state.publisher.channel().await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    };
+    let missing: Vec<&str> = state
+        .required_models
+        .iter()
+        .filter(|m| state.models.get(**m).is_none())
+        .map(|m| m.name())
+        .collect();
+    let models: Value = state
+        .models
+        .versions()
+        .into_iter()
+        .map(|(m, v)| (m.name().to_owned(), Value::String(v)))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let ready = broker.is_ok() && missing.is_empty();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "ready": ready,
+            "broker": broker.err().unwrap_or_else(|| "connected".into()),
+            "models": models,
+            "missing_models": missing,
+        })),
+    )
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -38,4 +64,8 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             "metrics recorder not installed\n".to_owned(),
         ),
     }
+}
+
+pub async fn openapi() -> impl IntoResponse {
+    ([("content-type", "application/json")], OPENAPI)
 }

@@ -1,6 +1,14 @@
-//! bugflow's HTTP side (axum): the BMO webhook receiver, health, readiness and metrics.
+//! bugflow's HTTP side (axum):
+//!
+//! * [`api`] — the prediction API, compatible with bugbug's routes;
+//! * [`webhook`] — BMO's webhook, relayed to the bug-events exchange;
+//! * [`dashboard`] — `/` and its data, fed by the [`monitor`] of the results stream;
+//! * [`health`] — `/healthz`, `/readyz`, `/metrics` (Prometheus) and the OpenAPI document.
 
+pub mod api;
+pub mod dashboard;
 pub mod health;
+pub mod monitor;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -8,25 +16,67 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::CorsLayer;
 
 use crate::config::Config;
+use crate::enrich::bugzilla::Bugzilla;
+use crate::models::ModelKind;
+use crate::models::registry::ModelSet;
 use crate::pulse::publish::Publisher;
+use crate::store::Store;
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
-    /// Publishes webhook events (few attempts: BMO retries on its own schedule).
+    /// Publishes webhook events and prediction requests (few attempts: callers retry).
     pub publisher: Publisher,
     pub prometheus: Option<PrometheusHandle>,
+    /// Where the workers leave the API's answers (none: the API answers 503).
+    pub store: Option<Arc<Store>>,
+    /// Asks Bugzilla whether a bug changed since its cached answer.
+    pub bugzilla: Option<Bugzilla>,
+    /// The serving model bundles (which models the API knows; the dashboard's versions).
+    pub models: Arc<ModelSet>,
+    /// The models this process must have loaded to be ready.
+    pub required_models: Vec<ModelKind>,
+    pub monitor: Arc<monitor::Monitor>,
+}
+
+impl AppState {
+    /// The state of a process that only relays webhooks and answers health checks; set the
+    /// other fields for the API and the dashboard.
+    pub fn new(config: Arc<Config>, publisher: Publisher) -> Self {
+        AppState {
+            config,
+            publisher,
+            prometheus: None,
+            store: None,
+            bugzilla: None,
+            models: ModelSet::empty(),
+            required_models: Vec::new(),
+            monitor: monitor::Monitor::new(),
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(dashboard::page))
+        .route("/api/dashboard", get(dashboard::data))
+        .route("/{model}/predict/{bug_id}", get(api::predict_one))
+        .route("/{model}/predict/batch", post(api::predict_batch))
+        .route("/push/{*rest}", get(api::push_risk))
         .route("/bugzilla/webhook", post(webhook::receive))
         .route("/healthz", get(health::healthz))
+        .route("/__lbheartbeat__", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/swagger", get(health::openapi))
+        .route("/openapi.json", get(health::openapi))
+        .layer(CompressionLayer::new())
+        .layer(CorsLayer::permissive())
         .with_state(state)
 }
 
@@ -39,4 +89,25 @@ pub async fn serve(
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+/// Compares secrets without leaking, through timing, how much of a guess was right.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn secrets_compare_exactly() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
 }

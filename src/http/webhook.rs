@@ -39,7 +39,7 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
         .get(config.http.webhook_auth_header.as_str())
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    if !constant_time_eq(given, expected.expose().as_bytes()) {
+    if !super::constant_time_eq(given, expected.expose().as_bytes()) {
         metrics::counter!("bugflow_webhook_requests_total", "status" => "401").increment(1);
         return error(
             StatusCode::UNAUTHORIZED,
@@ -121,25 +121,4 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
 
 fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({"error": message}))).into_response()
-}
-
-/// Compares secrets without leaking, through timing, how much of a guess was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn secrets_compare_exactly() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-        assert!(!constant_time_eq(b"", b"x"));
-    }
 }

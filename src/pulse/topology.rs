@@ -38,6 +38,7 @@ pub async fn declare_shared(channel: &Channel, config: &Config) -> anyhow::Resul
     declare_own_exchange(channel, &dlx).await?;
     declare_own_exchange(channel, &config.results_exchange()).await?;
     declare_own_exchange(channel, &config.bugzilla_exchange()).await?;
+    declare_own_exchange(channel, &config.requests_exchange()).await?;
     declare_bound_queue(channel, &config.dead_letter_queue(), &dlx, "#").await?;
     Ok(())
 }

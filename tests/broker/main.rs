@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod api;
 mod backlog;
 mod cli;
 mod dead_letter;

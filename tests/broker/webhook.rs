@@ -18,11 +18,7 @@ async fn start_http(config: Arc<bugflow::config::Config>) -> (String, Cancellati
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
-    let state = AppState {
-        config: config.clone(),
-        publisher: Publisher::new(config).with_attempts(2),
-        prometheus: None,
-    };
+    let state = AppState::new(config.clone(), Publisher::new(config).with_attempts(2));
     let token = stop.clone();
     tokio::spawn(async move { serve(listener, state, token).await });
     (base, stop)

@@ -105,6 +105,7 @@ impl TestBroker {
             config.results_exchange(),
             config.dead_letter_exchange(),
             config.bugzilla_exchange(),
+            config.requests_exchange(),
             config.resolve("exchange/{user}/hgpushes-v2"),
         ];
         let queues = vec![config.dead_letter_queue()];

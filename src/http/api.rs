@@ -1,0 +1,378 @@
+//! The prediction API, compatible with bugbug's HTTP service.
+//!
+//! * `GET /<model>/predict/<bug_id>`
+//! * `POST /<model>/predict/batch` with `{"bugs": [id, …]}`
+//! * `GET /push/<branch>/<rev>/risk` (`autoland` means `integration/autoland`)
+//!
+//! An answer not in the store yet becomes a request message on
+//! `exchange/<user>/bugflow-requests` and the caller gets `202 {"ready": false}`; the
+//! `api-requests` workers compute it and write it to the store, where the next call finds
+//! it (`200 {"prob", "index", "class", "extra_data"}`, or `{"available": false}` for a bug
+//! Bugzilla does not show). As in bugbug, a bug's answer is dropped when the bug's
+//! `last_change_time` has moved since it was computed, and answers expire after
+//! `http.result_ttl_seconds`. Unlike bugbug, `X-Api-Key` must be one of `http.api_keys`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::AppState;
+use crate::events::request::{self, PredictionRequest};
+use crate::models::{Input, ModelKind};
+use crate::pipeline::{api_key_of_bug, api_key_of_push};
+use crate::pulse::publish::Outgoing;
+use crate::store::Store;
+
+/// bugbug sends missing bugs to its workers 100 per job.
+const BUGS_PER_REQUEST: usize = 100;
+
+/// bugbug's header (Flask matches it case-insensitively, as does axum).
+pub const API_KEY_HEADER: &str = "X-Api-Key";
+
+/// Why a request is not answered: a status and a JSON body.
+pub struct Refusal {
+    status: StatusCode,
+    body: Value,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, message: &str) -> Self {
+        Refusal {
+            status,
+            body: json!({"error": message}),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+pub async fn predict_one(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((model, bug)): Path<(String, String)>,
+) -> Result<Response, Refusal> {
+    authorize(&state, &headers)?;
+    let model = bug_model(&state, &model)?;
+    let Ok(bug) = bug.parse::<u64>() else {
+        return Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            &format!("{bug:?} is not a bug id"),
+        ));
+    };
+    let (mut found, _) = answers(&state, model, &[bug]).await?;
+    Ok(match found.remove(&bug) {
+        Some(answer) => ok(StatusCode::OK, answer),
+        None => ok(StatusCode::ACCEPTED, json!({"ready": false})),
+    })
+}
+
+pub async fn predict_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(model): Path<String>,
+    body: Bytes,
+) -> Result<Response, Refusal> {
+    authorize(&state, &headers)?;
+    let model = bug_model(&state, &model)?;
+    let bugs = batch_body(&body).map_err(|errors| {
+        metrics::counter!("bugflow_api_requests_total", "status" => "400").increment(1);
+        Refusal {
+            status: StatusCode::BAD_REQUEST,
+            body: json!({"errors": errors}),
+        }
+    })?;
+    let (mut found, all_ready) = answers(&state, model, &bugs).await?;
+    let body: serde_json::Map<String, Value> = bugs
+        .iter()
+        .map(|id| {
+            (
+                id.to_string(),
+                found.remove(id).unwrap_or_else(|| json!({"ready": false})),
+            )
+        })
+        .collect();
+    let status = if all_ready {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok(ok(status, json!({"bugs": body})))
+}
+
+/// `/push/<branch>/<rev>/risk`: the branch may hold slashes, so the route takes the rest of
+/// the path and this splits it.
+pub async fn push_risk(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(rest): Path<String>,
+) -> Result<Response, Refusal> {
+    authorize(&state, &headers)?;
+    let Some((branch, rev)) = rest.strip_suffix("/risk").and_then(|r| r.rsplit_once('/')) else {
+        return Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            "use /push/<branch>/<rev>/risk",
+        ));
+    };
+    let branch = if branch == "autoland" {
+        "integration/autoland"
+    } else {
+        branch
+    };
+    let request = PredictionRequest::PushRisk {
+        branch: branch.to_owned(),
+        rev: rev.to_owned(),
+    };
+    request
+        .validate()
+        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, &e))?;
+    let store = state.store.as_ref().ok_or_else(no_store)?;
+    let key = api_key_of_push(branch, rev);
+    let ttl = Duration::from_secs(state.config.http.result_ttl_seconds);
+    let mut found = store
+        .api_results(std::slice::from_ref(&key), ttl)
+        .await
+        .map_err(store_error)?;
+    if let Some(answer) = found.remove(&key) {
+        return Ok(ok(StatusCode::OK, answer.result));
+    }
+    send(&state, store, &[key], request).await?;
+    Ok(ok(StatusCode::ACCEPTED, json!({"ready": false})))
+}
+
+/// Checks `X-Api-Key` against `http.api_keys`.
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Refusal> {
+    let refuse = |message: &str| {
+        metrics::counter!("bugflow_api_requests_total", "status" => "401").increment(1);
+        // bugbug's 401 body says `message`, not `error`.
+        Err(Refusal {
+            status: StatusCode::UNAUTHORIZED,
+            body: json!({"message": message}),
+        })
+    };
+    let Some(given) = headers.get(API_KEY_HEADER) else {
+        return refuse("Error, missing X-API-KEY");
+    };
+    let keys = &state.config.http.api_keys;
+    if keys.is_empty() {
+        return refuse(
+            "Error, no API keys are configured (http.api_keys): every request is refused",
+        );
+    }
+    if keys
+        .iter()
+        .any(|k| !k.is_empty() && super::constant_time_eq(given.as_bytes(), k.expose().as_bytes()))
+    {
+        Ok(())
+    } else {
+        refuse("Error, unknown X-API-KEY")
+    }
+}
+
+/// A bug model this service can answer for (ours or bugbug's name); 404 otherwise.
+fn bug_model(state: &AppState, name: &str) -> Result<ModelKind, Refusal> {
+    match ModelKind::parse(name) {
+        Some(model) if model.input() == Input::Bug => {
+            if state.models.get(model).is_some() {
+                Ok(model)
+            } else {
+                Err(Refusal::new(
+                    StatusCode::NOT_FOUND,
+                    &format!("Model {name} has no serving bundle (train or promote one)"),
+                ))
+            }
+        }
+        _ => Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            &format!("Model {name} doesn't exist"),
+        )),
+    }
+}
+
+/// `{"bugs": [int, …]}`, at least one; errors in bugbug's (cerberus) shape.
+fn batch_body(body: &[u8]) -> Result<Vec<u64>, Value> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| json!({"body": [format!("not JSON: {e}")]}))?;
+    let Some(list) = value.get("bugs") else {
+        return Err(json!({"bugs": ["required field"]}));
+    };
+    let Some(list) = list.as_array() else {
+        return Err(json!({"bugs": ["must be of list type"]}));
+    };
+    if list.is_empty() {
+        return Err(json!({"bugs": ["min length is 1"]}));
+    }
+    if list.len() > request::MAX_BUGS {
+        return Err(json!({"bugs": [format!("max length is {}", request::MAX_BUGS)]}));
+    }
+    let mut bugs = Vec::with_capacity(list.len());
+    for (i, item) in list.iter().enumerate() {
+        match item.as_u64() {
+            Some(id) if id > 0 => bugs.push(id),
+            _ => return Err(json!({"bugs": [{i.to_string(): ["must be of integer type"]}]})),
+        }
+    }
+    bugs.sort_unstable();
+    bugs.dedup();
+    Ok(bugs)
+}
+
+/// The answers ready for `bugs`, and whether all are; sends requests for the others.
+async fn answers(
+    state: &AppState,
+    model: ModelKind,
+    bugs: &[u64],
+) -> Result<(HashMap<u64, Value>, bool), Refusal> {
+    let store = state.store.as_ref().ok_or_else(no_store)?;
+    let keys: Vec<String> = bugs.iter().map(|&b| api_key_of_bug(model, b)).collect();
+    let ttl = Duration::from_secs(state.config.http.result_ttl_seconds);
+    let cached = store.api_results(&keys, ttl).await.map_err(store_error)?;
+    // bugbug asks Bugzilla for each requested bug's last_change_time and drops answers
+    // computed on an older bug. When Bugzilla cannot be asked, the cached answer stands.
+    let times = match (&state.bugzilla, cached.is_empty()) {
+        (Some(client), false) => match client.change_times(bugs).await {
+            Ok(times) => Some(times),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check last_change_time; serving cached answers");
+                None
+            }
+        },
+        _ => None,
+    };
+    let mut ready = HashMap::new();
+    let mut missing = Vec::new();
+    for (&bug, key) in bugs.iter().zip(&keys) {
+        let Some(answer) = cached.get(key) else {
+            missing.push((bug, key.clone()));
+            continue;
+        };
+        let stale = times.as_ref().is_some_and(|times| {
+            times.get(&bug).map(String::as_str) != answer.change_time.as_deref()
+        });
+        if stale {
+            store.drop_api_result(key).await.map_err(store_error)?;
+            missing.push((bug, key.clone()));
+        } else {
+            ready.insert(bug, answer.result.clone());
+        }
+    }
+    let all_ready = missing.is_empty();
+    for chunk in missing.chunks(BUGS_PER_REQUEST) {
+        let keys: Vec<String> = chunk.iter().map(|(_, k)| k.clone()).collect();
+        let request = PredictionRequest::Bugs {
+            model: model.name().to_owned(),
+            bugs: chunk.iter().map(|(b, _)| *b).collect(),
+        };
+        send(state, store, &keys, request).await?;
+    }
+    metrics::counter!("bugflow_api_requests_total", "status" => if all_ready { "200" } else { "202" })
+        .increment(1);
+    Ok((ready, all_ready))
+}
+
+/// Publishes `request` for the keys no worker is on yet (a request already in flight
+/// within `http.job_timeout_seconds` is not sent again).
+async fn send(
+    state: &AppState,
+    store: &Store,
+    keys: &[String],
+    request: PredictionRequest,
+) -> Result<(), Refusal> {
+    let timeout = Duration::from_secs(state.config.http.job_timeout_seconds);
+    let mut claimed = Vec::new();
+    for key in keys {
+        if store
+            .begin_api_job(key, timeout)
+            .await
+            .map_err(store_error)?
+        {
+            claimed.push(key.clone());
+        }
+    }
+    if claimed.is_empty() {
+        return Ok(());
+    }
+    let request = match request {
+        // Only the bugs no worker is busy with.
+        PredictionRequest::Bugs { model, bugs } => PredictionRequest::Bugs {
+            bugs: bugs
+                .into_iter()
+                .zip(keys)
+                .filter(|(_, k)| claimed.contains(k))
+                .map(|(b, _)| b)
+                .collect(),
+            model,
+        },
+        other => other,
+    };
+    let body = serde_json::to_vec(&request).unwrap_or_default();
+    let exchange = state.config.requests_exchange();
+    let routing_key = request.routing_key();
+    let mut out = Outgoing::json(&exchange, &routing_key, &body);
+    out.mandatory = true;
+    let published =
+        tokio::time::timeout(Duration::from_secs(10), state.publisher.publish(&out)).await;
+    let failure = match published {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(crate::pulse::publish::PublishError::Unroutable { .. })) => {
+            "no worker queue is bound to the requests exchange: start the api-requests consumer"
+                .to_owned()
+        }
+        Ok(Err(e)) => format!("broker unavailable ({e})"),
+        Err(_) => "the broker did not confirm in time".to_owned(),
+    };
+    for key in &claimed {
+        let _ = store.abandon_api_job(key).await;
+    }
+    metrics::counter!("bugflow_api_requests_total", "status" => "503").increment(1);
+    Err(Refusal::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!("{failure}; retry later"),
+    ))
+}
+
+fn ok(status: StatusCode, body: Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+fn no_store() -> Refusal {
+    Refusal::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the prediction API needs the store (bugflow run opens it)",
+    )
+}
+
+fn store_error(e: anyhow::Error) -> Refusal {
+    tracing::error!(error = %e, "store");
+    Refusal::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the store is unavailable; retry later",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batch_body;
+
+    #[test]
+    fn batch_bodies_are_checked_like_bugbug() {
+        assert_eq!(batch_body(br#"{"bugs": [3, 1, 3]}"#).unwrap(), vec![1, 3]);
+        assert_eq!(
+            batch_body(br#"{"bugs": []}"#).unwrap_err()["bugs"][0],
+            "min length is 1"
+        );
+        assert!(batch_body(br#"{"bugs": ["x"]}"#).is_err());
+        assert!(batch_body(br#"{"bugs": 5}"#).is_err());
+        assert!(batch_body(br#"{}"#).is_err());
+        assert!(batch_body(b"nope").is_err());
+    }
+}
