@@ -7,6 +7,7 @@ mod common;
 mod api;
 mod backlog;
 mod cli;
+mod dashboard;
 mod dead_letter;
 mod model_switch;
 mod poller;

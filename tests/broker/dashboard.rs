@@ -1,0 +1,272 @@
+//! The dashboard of a running bugflow, fed with sample messages, loaded in headless
+//! Chromium (Debian's `chromium`; `scripts/test` installs it when missing). The test reads
+//! the page as the browser rendered it (after its scripts ran) and saves a screenshot to
+//! `target/dashboard.png`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bugflow::enrich::hg;
+use bugflow::http::{AppState, serve};
+use bugflow::models::registry::{ModelSet, Registry};
+use bugflow::pipeline::Pipeline;
+use bugflow::pulse::publish::Publisher;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{TestBroker, push, sample};
+
+fn chromium() -> PathBuf {
+    let path = std::env::var("BUGFLOW_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let path = PathBuf::from(path);
+    assert!(
+        path.exists(),
+        "{} is missing: install Debian's chromium (apt-get install -y chromium) or set BUGFLOW_CHROMIUM; scripts/test does it",
+        path.display()
+    );
+    path
+}
+
+/// Headless Chromium with the flags a closed network needs, and a fresh profile.
+fn browser(profile: &std::path::Path) -> Command {
+    let mut cmd = Command::new(chromium());
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        // Let the page's scripts fetch and render before the DOM is read.
+        "--virtual-time-budget=8000",
+        "--window-size=1400,1300",
+    ]);
+    cmd.arg(format!("--user-data-dir={}", profile.display()));
+    cmd
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_the_stream_in_a_browser() {
+    let chromium_present = chromium();
+    let mut broker = TestBroker::new().await;
+    let models = ModelSet::load(Registry::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/models"
+    )))
+    .unwrap();
+
+    // Landings scored from a bundled json-pushes answer; bug triage from webhook events.
+    let landings = broker.spec("landings");
+    let triage = broker.spec("bug-triage");
+    broker.declare(&landings).await;
+    broker.declare(&triage).await;
+    let url = "https://hg.mozilla.org/mozilla-central/json-pushes?version=2&full=1&startID=136597&endID=136598";
+    let bundled = hg::Source::Bundled(Arc::new(BTreeMap::from([(
+        url.to_owned(),
+        String::from_utf8(sample("treeherder_hg_json_pushes_v2_full_response.json")).unwrap(),
+    )])));
+    let running = [
+        broker.start_pipeline(Pipeline::new(landings.clone(), models.clone()).with_hg(bundled)),
+        broker.start_pipeline(Pipeline::new(triage.clone(), models.clone())),
+    ];
+
+    // The web side, with its monitor following the results and dead letters.
+    let stop = CancellationToken::new();
+    let mut state = AppState::new(
+        broker.config.clone(),
+        Publisher::new(broker.config.clone()).with_attempts(2),
+    );
+    state.models = models;
+    state.prometheus = bugflow::telemetry::prometheus();
+    let monitor = state.monitor.clone();
+    tokio::spawn(monitor.follow(broker.config.clone(), vec![landings, triage], stop.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let token = stop.clone();
+    tokio::spawn(async move { serve(listener, state, token).await });
+    let client = reqwest::Client::new();
+    let data = || async {
+        client
+            .get(format!("{base}/api/dashboard"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while data().await["broker_connected"] != true {
+        assert!(Instant::now() < deadline, "the dashboard never connected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The sample stream: 3 landings, 2 bug events, 1 message that is not a push.
+    for user in ["a@mozilla.com", "b@mozilla.com", "c@mozilla.com"] {
+        broker
+            .publish(
+                &broker.hgpushes(),
+                "mozilla-central",
+                &push("mozilla-central", 136598, user),
+            )
+            .await;
+    }
+    let bugs = broker.config.bugzilla_exchange();
+    broker
+        .publish(
+            &bugs,
+            "bug.modify:priority",
+            &sample("bmo_webhook_public_bug_modify_example.json"),
+        )
+        .await;
+    broker
+        .publish(
+            &bugs,
+            "comment.create",
+            &sample("bmo_webhook_comment_create_example.json"),
+        )
+        .await;
+    broker
+        .publish(&broker.hgpushes(), "mozilla-central", b"{\"payload\": 42}")
+        .await;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let snapshot = loop {
+        let d = data().await;
+        if d["total_results"] == 5 && d["dead_letters"]["seen"] == 1 {
+            break d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dashboard did not see the stream: {d}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        !snapshot["components"].as_array().unwrap().is_empty(),
+        "{snapshot}"
+    );
+    let component = snapshot["components"][0]["component"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // /metrics, in Prometheus' text format, per consumer.
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // Other tests of this binary may count too (one recorder per process): at least.
+    for (series, at_least) in [
+        (
+            r#"bugflow_messages_received_total{consumer="landings"}"#,
+            4.0,
+        ),
+        (
+            r#"bugflow_messages_acked_total{consumer="bug-triage"}"#,
+            2.0,
+        ),
+        (
+            r#"bugflow_messages_dead_lettered_total{consumer="landings",stage="decode"}"#,
+            1.0,
+        ),
+        (
+            r#"bugflow_stage_seconds_bucket{consumer="landings",stage="process",le="+Inf"}"#,
+            4.0,
+        ),
+        (r#"bugflow_queue_messages{consumer="landings"}"#, 0.0),
+    ] {
+        let value = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok());
+        assert!(
+            value.is_some_and(|v| v >= at_least),
+            "{series} is {value:?}, expected at least {at_least}, in:\n{metrics}"
+        );
+    }
+
+    // The page as Chromium renders it.
+    let profile = tempfile::tempdir().unwrap();
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = browser(profile.path());
+        cmd.arg("--dump-dom").arg(format!("{base}/"));
+        move || cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && !dom.is_empty(),
+        "{} failed: {}",
+        chromium_present.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        dom.contains(r#"<div class="n" id="total-results">5</div>"#),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(r#"<div class="n" id="dead-letters">1</div>"#),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(r#"<td data-consumer="landings">landings</td><td class="num">3</td>"#),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(r#"<td data-consumer="bug-triage">bug-triage</td><td class="num">2</td>"#),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(&format!("<td>{component}</td>")),
+        "no component {component}: {dom}"
+    );
+    assert!(
+        dom.contains("show_bug.cgi?id=1629704"),
+        "no link to the bug: {dom}"
+    );
+    assert!(
+        dom.contains("pushloghtml?startID=136597&amp;endID=136598"),
+        "no link to the push: {dom}"
+    );
+    assert!(dom.contains("commit-risk"), "{dom}");
+    assert!(dom.contains("<td>bugtype</td>"), "no model row: {dom}");
+    assert!(dom.contains("broker connected"), "{dom}");
+
+    // And a screenshot, for people.
+    let shot = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/dashboard.png"));
+    let _ = std::fs::remove_file(&shot);
+    let profile = tempfile::tempdir().unwrap();
+    let status = tokio::task::spawn_blocking({
+        let mut cmd = browser(profile.path());
+        cmd.arg(format!("--screenshot={}", shot.display()))
+            .arg(format!("{base}/"));
+        move || cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 10_000, "the screenshot is {size} bytes");
+    println!("dashboard screenshot: {} ({size} bytes)", shot.display());
+
+    stop.cancel();
+    for r in running {
+        r.stop().await;
+    }
+    broker.cleanup().await;
+}
