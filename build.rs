@@ -1,5 +1,13 @@
 //! Records the git commit a binary was built from (it goes into every model manifest).
 fn main() {
+    println!("cargo:rerun-if-env-changed=BUGFLOW_GIT_COMMIT");
+    // A container build has no .git: deploy/Dockerfile passes the commit in.
+    if let Ok(commit) = std::env::var("BUGFLOW_GIT_COMMIT")
+        && !commit.is_empty()
+    {
+        println!("cargo:rustc-env=BUILD_GIT_COMMIT={commit}");
+        return;
+    }
     let commit = std::process::Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()

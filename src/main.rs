@@ -13,16 +13,20 @@ use bugflow::consumer;
 #[derive(Parser)]
 #[command(
     name = "bugflow",
-    version,
-    about = "Mozilla's event streams through machine learning"
+    about = "Mozilla's event streams through machine learning",
+    disable_version_flag = true,
+    arg_required_else_help = true
 )]
 struct Cli {
+    /// Print the code version and the versions of the model bundles that would serve.
+    #[arg(short = 'V', long)]
+    version: bool,
     /// Config file (default: config/bugflow.toml when it exists). BUGFLOW_* variables
     /// override it, e.g. BUGFLOW_AMQP__URL.
     #[arg(long, global = true, env = "BUGFLOW_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -208,8 +212,15 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.version {
+        print!("{}", cmd::version::report(cli.config.as_deref()));
+        return Ok(());
+    }
+    let Some(command) = cli.command else {
+        anyhow::bail!("no command given: see bugflow --help");
+    };
     let config = Config::load(cli.config.as_deref())?;
-    match cli.command {
+    match command {
         Command::Run {
             consumers,
             no_http,

@@ -9,6 +9,7 @@ pub mod record;
 pub mod replay;
 pub mod run;
 pub mod train;
+pub mod version;
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {

@@ -240,13 +240,16 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
         state.bugzilla = Some(reader_client(&config)?);
         state.models = models.clone();
         state.required_models = required_models;
-        // The dashboard follows the results of every consumer, wherever it runs.
-        let monitor = state.monitor.clone();
-        let (watch_config, token) = (config.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            monitor.follow(watch_config, all_specs, token).await;
-            Ok(())
-        });
+        // The dashboard follows the results of every consumer, wherever it runs; a process
+        // started for chosen consumers (a worker pod) serves health and metrics only.
+        if options.http_only || options.consumers.is_empty() {
+            let monitor = state.monitor.clone();
+            let (watch_config, token) = (config.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                monitor.follow(watch_config, all_specs, token).await;
+                Ok(())
+            });
+        }
         let token = shutdown.clone();
         tasks.spawn(async move { Ok(http::serve(listener, state, token).await?) });
     }

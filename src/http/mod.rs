@@ -61,6 +61,19 @@ impl AppState {
     }
 }
 
+/// Every GET path the router serves without parameters (probes and scrapers point here;
+/// tests/deploy.rs checks the manifests against it).
+pub const FIXED_GET_PATHS: &[&str] = &[
+    "/",
+    "/api/dashboard",
+    "/healthz",
+    "/__lbheartbeat__",
+    "/readyz",
+    "/metrics",
+    "/swagger",
+    "/openapi.json",
+];
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(dashboard::page))

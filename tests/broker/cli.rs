@@ -103,3 +103,37 @@ fn an_unknown_consumer_name_lists_the_known_ones() {
     assert!(text.contains("no consumer \"nope\""), "{text}");
     assert!(text.contains("bug-triage"), "{text}");
 }
+
+#[test]
+fn version_names_the_code_and_the_serving_bundles() {
+    let out = bugflow()
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&format!("bugflow {} (git ", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    let registry =
+        bugflow::models::registry::Registry::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models"));
+    for model in bugflow::models::ModelKind::BUG_MODELS {
+        let serving = registry.current(model).unwrap().unwrap();
+        assert!(
+            text.contains(&format!(
+                "{:<12} {}",
+                model.name(),
+                serving.manifest.version
+            )),
+            "{model} {} missing from:\n{text}",
+            serving.manifest.version
+        );
+    }
+    assert!(text.contains("issue-type   none serving"), "{text}");
+
+    // Outside the checkout: no models folder, said so.
+    let out = bugflow().arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("models: none"));
+}
