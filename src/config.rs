@@ -261,6 +261,17 @@ impl Config {
         Ok(config)
     }
 
+    /// The configuration a TOML text gives over the defaults (no file, no environment): what
+    /// `load` does with a file's content. Used by the config fuzzer.
+    pub fn from_toml_str(text: &str) -> anyhow::Result<Config> {
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(|e| anyhow::anyhow!("bad configuration: {e}"))?;
+        config.validate(None)?;
+        Ok(config)
+    }
+
     fn validate(&self, file: Option<&Path>) -> Result<(), ConfigError> {
         let file = file
             .map(|p| p.display().to_string())

@@ -62,6 +62,8 @@ pub struct Stats {
     pub rejected: AtomicU64,
     pub acked: AtomicU64,
     pub ack_not_sent: AtomicU64,
+    /// Depth checks that found the queue past `queue_warn_messages`.
+    pub queue_warnings: AtomicU64,
 }
 
 impl Stats {

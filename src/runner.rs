@@ -34,7 +34,11 @@ use crate::pulse::topology::{consumer_queue_arguments, declare_consumer};
 /// How often the queue depth is checked against Pulse's limits.
 const DEPTH_INTERVAL: Duration = Duration::from_secs(5);
 /// How long lapin's recovery may take before the runner reconnects by itself.
-const RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long an ack, nack or reject may take before it is counted as not sent.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest wait between two reconnection attempts.
+const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(5);
 
 pub struct Runner {
     config: Arc<Config>,
@@ -93,8 +97,9 @@ impl Runner {
                 failures = 0;
             }
             failures = failures.saturating_add(1);
-            let pause =
-                Duration::from_millis(250u64 << failures.min(7)).min(Duration::from_secs(30));
+            // 0.5 s, 1 s, 2 s, 4 s, then every 5 s: a broker that comes back is used within
+            // seconds, one that stays away is not hammered.
+            let pause = Duration::from_millis(250u64 << failures.min(5)).min(MAX_RECONNECT_PAUSE);
             tokio::select! {
                 _ = self.shutdown.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(pause) => {}
@@ -124,11 +129,22 @@ impl Runner {
         let limit = usize::from(spec.prefetch);
         let mut in_flight = FuturesUnordered::new();
         let mut depth_timer = tokio::time::interval(DEPTH_INTERVAL);
+        // lapin's recovery can give up and leave the connection "reconnecting" for good,
+        // with deliveries and acks waiting on it: past RECOVERY_TIMEOUT, start afresh.
+        let mut watchdog = tokio::time::interval(Duration::from_secs(1));
+        let mut down_since: Option<std::time::Instant> = None;
         let end = loop {
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => break Ok(SessionEnd::Shutdown),
                 Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                _ = watchdog.tick() => {
+                    if connection.status().connected() {
+                        down_since = None;
+                    } else if down_since.get_or_insert_with(std::time::Instant::now).elapsed() > RECOVERY_TIMEOUT {
+                        break Err(anyhow::anyhow!("the connection did not recover within {RECOVERY_TIMEOUT:?}"));
+                    }
+                }
                 _ = depth_timer.tick() => {
                     self.check_depth(&channel, in_flight.len()).await;
                 }
@@ -156,8 +172,11 @@ impl Runner {
                 .await;
         }
         while in_flight.next().await.is_some() {}
-        let _ = channel.close(200, "bugflow consumer done".into()).await;
-        let _ = connection.close(200, "bugflow consumer done".into()).await;
+        let closing = async {
+            let _ = channel.close(200, "bugflow consumer done".into()).await;
+            let _ = connection.close(200, "bugflow consumer done".into()).await;
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;
         end
     }
 
@@ -181,17 +200,25 @@ impl Runner {
 
     async fn settle(&self, delivery: &Delivery, settle: Settle) {
         let consumer = self.pipeline.name().to_owned();
-        let sent = match &settle {
-            Settle::Ack(_) => delivery.ack(BasicAckOptions::default()).await,
-            Settle::Requeue(_) => {
-                delivery
-                    .nack(BasicNackOptions {
-                        multiple: false,
-                        requeue: true,
-                    })
-                    .await
+        let sending = async {
+            match &settle {
+                Settle::Ack(_) => delivery.ack(BasicAckOptions::default()).await,
+                Settle::Requeue(_) => {
+                    delivery
+                        .nack(BasicNackOptions {
+                            multiple: false,
+                            requeue: true,
+                        })
+                        .await
+                }
+                Settle::Reject(_) => delivery.reject(BasicRejectOptions { requeue: false }).await,
             }
-            Settle::Reject(_) => delivery.reject(BasicRejectOptions { requeue: false }).await,
+        };
+        // On a channel stuck in recovery an ack could wait forever; unsent, the broker
+        // redelivers the message when the channel is gone.
+        let sent = match tokio::time::timeout(SETTLE_TIMEOUT, sending).await {
+            Ok(sent) => sent,
+            Err(_) => Ok(false),
         };
         match sent {
             Ok(true) => {
@@ -240,6 +267,9 @@ impl Runner {
         metrics::gauge!("bugflow_queue_messages", "consumer" => spec.name.clone())
             .set(depth as f64);
         if depth > u64::from(self.config.queue_warn_messages) {
+            self.stats.queue_warnings.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("bugflow_queue_warnings_total", "consumer" => spec.name.clone())
+                .increment(1);
             tracing::warn!(
                 consumer = %spec.name,
                 depth,

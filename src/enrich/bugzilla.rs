@@ -214,7 +214,14 @@ impl Bugzilla {
             request = request.json(body);
         }
         let response = request.send().await.map_err(|e| {
-            StageError::transient(Stage::Enrich, format!("Bugzilla: {}", e.without_url()))
+            if e.is_timeout() {
+                StageError::transient(
+                    Stage::Enrich,
+                    "Bugzilla timed out (bugzilla.timeout_seconds)",
+                )
+            } else {
+                StageError::transient(Stage::Enrich, format!("Bugzilla: {}", e.without_url()))
+            }
         })?;
         let status = response.status();
         if status.as_u16() == 429 {

@@ -6,7 +6,7 @@
 //! replaced on the next attempt, so a broker restart costs retries, not messages.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -68,7 +68,14 @@ impl<'a> Outgoing<'a> {
 struct Link {
     connection: Connection,
     channel: Channel,
+    /// Since when lapin has been recovering this link (none while connected).
+    recovering_since: Option<Instant>,
 }
+
+/// How long lapin may try to recover a link before it is replaced by a new connection.
+const RECOVERY_GRACE: Duration = Duration::from_secs(15);
+/// How long a publish may wait for the broker's confirm.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A confirm-mode channel on a connection of its own, shared by every consumer.
 #[derive(Clone)]
@@ -108,18 +115,28 @@ impl Publisher {
     /// A usable channel: the current one, or a new connection if it broke for good.
     pub async fn channel(&self) -> Result<Channel, PublishError> {
         let mut link = self.link.lock().await;
-        if let Some(l) = link.as_ref() {
+        if let Some(l) = link.as_mut() {
             let status = l.channel.status();
             if status.connected() {
+                l.recovering_since = None;
                 return Ok(l.channel.clone());
             }
             if status.reconnecting() || l.connection.status().reconnecting() {
-                // lapin is recovering it: let the retry policy come back later.
-                return Err(PublishError::Unavailable("channel is recovering".into()));
+                // lapin is recovering it: let the retry policy come back later — unless
+                // that has gone on too long (a recovery that gave up stays "reconnecting").
+                let since = *l.recovering_since.get_or_insert_with(Instant::now);
+                if since.elapsed() < RECOVERY_GRACE {
+                    return Err(PublishError::Unavailable("channel is recovering".into()));
+                }
+                tracing::warn!("the publisher's connection did not recover: opening a new one");
             }
         }
         if let Some(old) = link.take() {
-            let _ = old.connection.close(200, "replaced".into()).await;
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                old.connection.close(200, "replaced".into()),
+            )
+            .await;
         }
         let connection = connect(&self.config, "publisher")
             .await
@@ -135,6 +152,7 @@ impl Publisher {
         *link = Some(Link {
             connection,
             channel: channel.clone(),
+            recovering_since: None,
         });
         Ok(channel)
     }
@@ -149,21 +167,28 @@ impl Publisher {
         if let Some(id) = out.message_id {
             properties = properties.with_message_id(id.into());
         }
-        let confirm = channel
-            .basic_publish(
-                out.exchange.into(),
-                out.routing_key.into(),
-                BasicPublishOptions {
-                    mandatory: out.mandatory,
-                    ..Default::default()
-                },
-                out.body,
-                properties,
-            )
+        let confirmed = async {
+            channel
+                .basic_publish(
+                    out.exchange.into(),
+                    out.routing_key.into(),
+                    BasicPublishOptions {
+                        mandatory: out.mandatory,
+                        ..Default::default()
+                    },
+                    out.body,
+                    properties,
+                )
+                .await
+                .map_err(|e| PublishError::Unavailable(e.to_string()))?
+                .await
+                .map_err(|e| PublishError::Unavailable(e.to_string()))
+        };
+        let confirm = tokio::time::timeout(CONFIRM_TIMEOUT, confirmed)
             .await
-            .map_err(|e| PublishError::Unavailable(e.to_string()))?
-            .await
-            .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+            .map_err(|_| {
+                PublishError::Unavailable(format!("no confirm within {CONFIRM_TIMEOUT:?}"))
+            })??;
         if confirm.is_nack() {
             return Err(PublishError::Nacked);
         }

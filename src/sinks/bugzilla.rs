@@ -41,6 +41,10 @@ pub struct WriterConfig {
     pub general_component: f64,
     pub spam: f64,
     pub regression: f64,
+    /// A claimed write not finished after this many seconds is presumed dead (its process
+    /// was killed) and taken over; the taker re-reads the bug, whose history shows whether
+    /// the write landed. Longer than a PUT with all its retries can take.
+    pub claim_stale_seconds: u64,
 }
 
 impl Default for WriterConfig {
@@ -55,6 +59,7 @@ impl Default for WriterConfig {
             general_component: 0.8,
             spam: 0.95,
             regression: 1.0,
+            claim_stale_seconds: 600,
         }
     }
 }
@@ -246,11 +251,21 @@ impl BugzillaWriter {
         ]);
         let store_error =
             |e: anyhow::Error| StageError::transient(Stage::Sink, format!("store: {e}"));
-        let claim = self
-            .store
-            .claim(&key, &self.consumer, &subject, CLAIM_STALE_AFTER)
-            .await
-            .map_err(store_error)?;
+        // Another delivery of the same event (after a forced close) may be writing right now:
+        // wait for it rather than send the message round the queue again.
+        let stale = std::time::Duration::from_secs(self.config.claim_stale_seconds);
+        let waited = tokio::time::Instant::now();
+        let claim = loop {
+            let claim = self
+                .store
+                .claim(&key, &self.consumer, &subject, stale)
+                .await
+                .map_err(store_error)?;
+            if claim != Claim::InProgress || waited.elapsed() >= IN_PROGRESS_WAIT {
+                break claim;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        };
         let (outcome, reason, request) = match claim {
             Claim::Done { outcome, reason } => {
                 return Ok(action(
@@ -363,7 +378,8 @@ impl BugzillaWriter {
 }
 
 /// A claim older than this belongs to a worker presumed dead: it is taken over.
-const CLAIM_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+/// How long a delivery waits for another one writing the same effect.
+const IN_PROGRESS_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 fn action(key: &str, outcome: &str, reason: &str, request: Option<&Value>) -> Value {
     json!({"action": "bugzilla", "outcome": outcome, "reason": reason, "request": request, "key": key})

@@ -265,6 +265,10 @@ impl TestBroker {
     pub async fn reconnect(other: &TestBroker) -> TestBroker {
         let connection = connect(&other.config, "test-reader").await.unwrap();
         let channel = connection.create_channel().await.unwrap();
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
         TestBroker {
             config: other.config.clone(),
             connection,

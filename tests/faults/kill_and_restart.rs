@@ -1,0 +1,149 @@
+//! `kill -9` of a running `bugflow run` mid-stream, then a restart: every event has its
+//! result, no bug is written twice, nothing is dead-lettered.
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bugflow::consumer::{BUILTIN, ConsumerSpec};
+
+use crate::common::TestBroker;
+use crate::fake_bugzilla::{FakeBugzilla, event};
+
+const EVENTS: u64 = 5_000;
+
+/// bug-triage as shipped, writing types back (see `writing_triage`), with claims of a killed
+/// process taken over after 3 s.
+fn consumer_file() -> String {
+    let text = BUILTIN.iter().find(|(n, _)| *n == "bug-triage").unwrap().1;
+    let mut text = text.to_owned();
+    for (from, to) in [
+        ("enabled = false", "enabled = true"),
+        ("dry_run = true", "dry_run = false"),
+        ("max_writes_per_hour = 50", "max_writes_per_hour = 1000000"),
+        ("bugtype = 0.99", "bugtype = 0.0"),
+        ("component = 0.35", "component = 2.0"),
+        ("general_component = 0.8", "general_component = 2.0"),
+        ("spam = 0.95", "spam = 2.0"),
+        ("regression = 1.0", "regression = 2.0"),
+        ("claim_stale_seconds = 600", "claim_stale_seconds = 3"),
+    ] {
+        assert!(text.contains(from), "bug-triage.toml has no {from:?}");
+        text = text.replacen(from, to, 1);
+    }
+    text
+}
+
+fn start(dir: &std::path::Path, broker: &TestBroker, bugzilla: &FakeBugzilla) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bugflow"));
+    cmd.current_dir(dir)
+        .args(["run", "--consumer", "bug-triage", "--no-http"])
+        .env("BUGFLOW_USER", &broker.config.user)
+        .env("BUGFLOW_ENV", &broker.config.env)
+        .env("BUGFLOW_AMQP__URL", broker.config.amqp.url.expose())
+        .env("BUGFLOW_AMQP__DECLARE_EXCHANGES", "false")
+        .env("BUGFLOW_CONSUMERS_DIR", dir.join("consumers"))
+        .env("BUGFLOW_STORE", dir.join("store.sqlite"))
+        .env(
+            "BUGFLOW_MODELS_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/models"),
+        )
+        .env("BUGFLOW_BUGZILLA__URL", &bugzilla.base)
+        .env("BUGFLOW_BUGZILLA__API_KEY", "fault-test-key")
+        .env("BUGFLOW_HG__ENABLED", "false")
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    cmd.spawn().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_then_restart_loses_nothing_and_writes_once() {
+    let _serial = crate::SERIAL.lock().await;
+    let mut broker = TestBroker::new().await;
+    let bugzilla = FakeBugzilla::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("consumers")).unwrap();
+    let text = consumer_file();
+    std::fs::write(dir.path().join("consumers/bug-triage.toml"), &text).unwrap();
+    let spec = ConsumerSpec::parse("bug-triage", "bug-triage.toml", &text, &broker.config).unwrap();
+    broker.declare(&spec).await;
+    let results = broker.results_queue().await;
+    let exchange = broker.config.bugzilla_exchange();
+    for id in 1..=EVENTS {
+        broker
+            .publish(&exchange, "bug.modify:priority", &event(id))
+            .await;
+    }
+
+    let started = Instant::now();
+    let mut first = start(dir.path(), &broker, &bugzilla);
+    loop {
+        let (_, written) = bugzilla.writes();
+        if written as u64 >= EVENTS / 3 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "only {written} writes"
+        );
+        assert!(first.try_wait().unwrap().is_none(), "bugflow exited early");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let (_, at_kill) = bugzilla.writes();
+    let killed_at = started.elapsed();
+
+    let mut second = start(dir.path(), &broker, &bugzilla);
+    let mut subjects = BTreeSet::new();
+    let mut results_seen = 0;
+    while (subjects.len() as u64) < EVENTS {
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "{} of {EVENTS} results",
+            subjects.len()
+        );
+        assert!(
+            second.try_wait().unwrap().is_none(),
+            "the restarted bugflow exited"
+        );
+        for got in broker
+            .take(&results, 20_000, Duration::from_millis(500))
+            .await
+        {
+            results_seen += 1;
+            subjects.insert(got.json()["subject"].as_str().unwrap().to_owned());
+        }
+    }
+    let elapsed = started.elapsed();
+    // SIGTERM: the restarted process drains and stops cleanly.
+    unsafe { libc::kill(second.id() as i32, libc::SIGTERM) };
+    let status = second.wait().unwrap();
+    results_seen += broker
+        .take(&results, 20_000, Duration::from_millis(500))
+        .await
+        .len();
+
+    let (twice, written) = bugzilla.writes();
+    let dead = broker.ready(&broker.config.dead_letter_queue()).await;
+    eprintln!(
+        "kill_and_restart: {EVENTS} events; kill -9 after {:.1} s with {at_kill} bugs written; \
+         all done {:.1} s after the start; {results_seen} results for {} bugs, {written} bugs \
+         written, {} written twice, {dead} dead letters; the second process exited with {status}",
+        killed_at.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        subjects.len(),
+        twice.len(),
+    );
+    assert!(
+        status.success(),
+        "SIGTERM should end bugflow cleanly: {status}"
+    );
+    assert_eq!(subjects.len() as u64, EVENTS);
+    assert!(twice.is_empty(), "bugs written twice: {twice:?}");
+    assert_eq!(written as u64, EVENTS);
+    assert_eq!(dead, 0);
+    assert_eq!(broker.ready(&spec.queue).await, 0);
+    broker.cleanup().await;
+}

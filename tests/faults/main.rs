@@ -1,0 +1,100 @@
+//! Proof under faults, against the real RabbitMQ and a stateful fake Bugzilla. Each test
+//! prints what it measured (run with `--nocapture` to see it):
+//!
+//! 1. `writes_under_closes` — 10,000 bug events while every connection is force-closed
+//!    again and again: every event has its result, every bug is written exactly once;
+//! 2. `kill_and_restart` — `kill -9` of a running `bugflow run`, then a restart: the same;
+//! 3. `bugzilla_faults` — Bugzilla answering 500, 429 and too slowly: nothing is acked before
+//!    it is done or dead-lettered with its reason;
+//! 4. `broker_restart` — `rabbitmqctl stop_app` / `start_app` mid-stream: nothing lost, and
+//!    how long the consumer takes to come back;
+//! 5. `queue_depth` — a sustained input rate: the queue stays far below Pulse's 8,000, and
+//!    bugflow warns past `queue_warn_messages`.
+//!
+//! A binary of its own, its tests one at a time: they close every connection on the broker
+//! and stop it.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod fake_bugzilla;
+
+mod broker_restart;
+mod bugzilla_faults;
+mod kill_and_restart;
+mod queue_depth;
+mod writes_under_closes;
+
+use std::process::Command;
+use std::sync::Arc;
+
+use bugflow::config::Config;
+use bugflow::consumer::ConsumerSpec;
+use bugflow::models::registry::{ModelSet, Registry};
+use bugflow::pipeline::Pipeline;
+use bugflow::secret::Secret;
+use bugflow::store::Store;
+
+use common::TestBroker;
+use fake_bugzilla::FakeBugzilla;
+
+/// One fault test at a time: each disturbs the whole broker.
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub fn rabbitmqctl(args: &[&str]) {
+    let out = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl is installed with RabbitMQ");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub async fn close_all_connections() {
+    tokio::task::spawn_blocking(|| rabbitmqctl(&["close_all_connections", "bugflow fault test"]))
+        .await
+        .unwrap();
+}
+
+/// The bug-triage consumer writing bug types back to the fake Bugzilla: every bug it reads
+/// gets exactly one type change (the other models never reach their thresholds).
+pub fn writing_triage(broker: &mut TestBroker, claim_stale_seconds: u64) -> ConsumerSpec {
+    let mut spec = broker.spec("bug-triage");
+    let writer = &mut spec.sinks.bugzilla;
+    writer.enabled = true;
+    writer.dry_run = false;
+    writer.max_writes_per_hour = 1_000_000;
+    writer.bugtype = 0.0;
+    writer.component = 2.0;
+    writer.general_component = 2.0;
+    writer.spam = 2.0;
+    writer.regression = 2.0;
+    writer.claim_stale_seconds = claim_stale_seconds;
+    spec
+}
+
+/// The broker's config pointed at the fake Bugzilla.
+pub fn config_for(broker: &TestBroker, bugzilla: &FakeBugzilla, timeout_seconds: u64) -> Config {
+    let mut config = (*broker.config).clone();
+    config.bugzilla.url = bugzilla.base.clone();
+    config.bugzilla.api_key = Secret::new("fault-test-key");
+    config.bugzilla.timeout_seconds = timeout_seconds;
+    config.bugzilla.block_seconds = 2;
+    config.bugzilla.attempts = 2;
+    config.hg.enabled = false;
+    config
+}
+
+pub fn models() -> Arc<ModelSet> {
+    ModelSet::load(Registry::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/models"
+    )))
+    .unwrap()
+}
+
+pub async fn pipeline(config: &Config, spec: ConsumerSpec, store: Arc<Store>) -> Pipeline {
+    bugflow::cmd::run::pipeline_for(config, spec, models(), Some(store)).unwrap()
+}
