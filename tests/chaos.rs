@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bugflow::dispatch::Stats;
@@ -14,18 +13,6 @@ use bugflow::dispatch::Stats;
 use common::{TestBroker, push};
 
 const MESSAGES: u64 = 6_000;
-
-fn close_all_connections() {
-    let out = Command::new("rabbitmqctl")
-        .args(["close_all_connections", "bugflow chaos test"])
-        .output()
-        .expect("rabbitmqctl is installed with RabbitMQ");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn force_closed_connections_lose_nothing_and_every_duplicate_is_marked() {
@@ -53,9 +40,7 @@ async fn force_closed_connections_lose_nothing_and_every_duplicate_is_marked() {
     while Stats::get(&stats.acked) < MESSAGES && closes < 3 {
         let before = Stats::get(&stats.acked);
         if before > 0 {
-            tokio::task::spawn_blocking(close_all_connections)
-                .await
-                .unwrap();
+            common::close_all_connections().await;
             closes += 1;
             eprintln!("close #{closes}: {before} acked before it");
         }

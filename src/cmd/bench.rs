@@ -62,6 +62,10 @@ pub struct BenchReport {
     pub pipeline_median: f64,
     pub ratio: f64,
     pub in_process_per_second: f64,
+    /// Resident memory of the bench process before the runs and its peak while the
+    /// pipeline ran (MiB).
+    pub rss_before_mib: f64,
+    pub rss_peak_mib: f64,
 }
 
 /// An hg push (v2 `changegroup.1`) with a distinct push id.
@@ -292,8 +296,18 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// This process's resident memory in MiB (`VmRSS` of /proc/self/status; Linux only).
+pub fn rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
 pub async fn bench(base: &Config, options: &BenchOptions) -> anyhow::Result<BenchReport> {
     let mut samples = Vec::new();
+    let rss_before = rss_mib().unwrap_or(0.0);
+    let peak = std::sync::Arc::new(std::sync::Mutex::new(rss_before));
     for round in 1..=options.rounds {
         let order = if round % 2 == 1 {
             [Variant::Relay, Variant::Pipeline]
@@ -303,10 +317,26 @@ pub async fn bench(base: &Config, options: &BenchOptions) -> anyhow::Result<Benc
         for variant in order {
             let stage = Stage::create(base, options.prefetch, options.messages).await?;
             let started = Instant::now();
+            // RSS under load: sampled every 20 ms while the pipeline runs.
+            let sampler = (variant == Variant::Pipeline).then(|| {
+                let peak = peak.clone();
+                tokio::spawn(async move {
+                    loop {
+                        if let Some(now) = rss_mib() {
+                            let mut p = peak.lock().unwrap_or_else(|e| e.into_inner());
+                            *p = p.max(now);
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                })
+            });
             let outcome = match variant {
                 Variant::Relay => relay(&stage, options.messages).await,
                 Variant::Pipeline => pipeline(&stage, options.messages).await,
             };
+            if let Some(sampler) = sampler {
+                sampler.abort();
+            }
             let seconds = started.elapsed().as_secs_f64();
             stage.destroy().await?;
             outcome?;
@@ -341,6 +371,8 @@ pub async fn bench(base: &Config, options: &BenchOptions) -> anyhow::Result<Benc
         ratio: pipeline_median / relay_median,
         in_process_per_second: in_process_rate(options.messages.max(10_000)).await,
         samples,
+        rss_before_mib: rss_before,
+        rss_peak_mib: *peak.lock().unwrap_or_else(|e| e.into_inner()),
     })
 }
 
@@ -370,6 +402,11 @@ impl BenchReport {
             println!("| {what} | {rate:.0} |");
         }
         println!();
+        println!(
+            "RSS of the bench process: {:.0} MiB before, {:.0} MiB at most while the pipeline ran \
+             (prefetch {} unacked messages in flight)",
+            self.rss_before_mib, self.rss_peak_mib, options.prefetch
+        );
         println!(
             "ratio pipeline / relay = {:.3} (target ≥ 0.8): {}",
             self.ratio,

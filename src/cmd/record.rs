@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions};
 use lapin::types::FieldTable;
 use tokio::io::AsyncWriteExt;
 
@@ -19,7 +17,7 @@ use crate::archive::ArchiveLine;
 use crate::config::Config;
 use crate::pulse::connect::connect;
 use crate::pulse::source::message_from_delivery;
-use crate::pulse::topology::exchange_exists;
+use crate::pulse::topology::{declare_private_queue, exchange_exists};
 
 pub struct RecordOptions {
     /// `(exchange, routing keys)` pairs.
@@ -47,23 +45,7 @@ pub fn parse_binding(s: &str) -> Result<(String, Vec<String>), String> {
 pub async fn record(config: Arc<Config>, options: RecordOptions) -> anyhow::Result<u64> {
     let connection = connect(&config, "record").await?;
     let channel = connection.create_channel().await?;
-    let queue = format!(
-        "queue/{}/bugflow-record-{}-{}",
-        config.user,
-        config.env,
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let queue = declare_private_queue(&channel, &config, "record", FieldTable::default()).await?;
     for (exchange, keys) in &options.bindings {
         if !exchange_exists(&connection, exchange).await? {
             anyhow::bail!("exchange {exchange} does not exist on the broker");

@@ -25,6 +25,7 @@ use crate::consumer::ConsumerSpec;
 use crate::models::ModelKind;
 use crate::models::registry::ModelSet;
 use crate::pulse::connect::connect;
+use crate::pulse::topology::declare_private_queue;
 use crate::sinks::dead_letter::{CONSUMER_HEADER, REASON_HEADER};
 
 /// Decisions kept for the "recent" table.
@@ -235,25 +236,12 @@ impl Monitor {
     ) -> anyhow::Result<()> {
         let connection = connect(config, "dashboard").await?;
         let channel = connection.create_channel().await?;
-        let queue = config.resolve(&format!(
-            "queue/{{user}}/bugflow-dashboard-{{env}}-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        ));
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                // A dashboard that stops reading must not grow a queue: keep the newest.
-                FieldTable::from(BTreeMap::from([(
-                    "x-max-length".into(),
-                    lapin::types::AMQPValue::LongInt(1000),
-                )])),
-            )
-            .await?;
+        // A dashboard that stops reading must not grow a queue: keep the newest 1,000.
+        let arguments = FieldTable::from(BTreeMap::from([(
+            "x-max-length".into(),
+            lapin::types::AMQPValue::LongInt(1000),
+        )]));
+        let queue = declare_private_queue(&channel, config, "dashboard", arguments).await?;
         let results = config.results_exchange();
         let dead = config.dead_letter_exchange();
         for exchange in [&results, &dead] {

@@ -71,6 +71,35 @@ pub async fn declare_bound_queue(
         .await
 }
 
+/// Declares a queue that lives as long as this connection (exclusive, auto-deleted), named
+/// `queue/<user>/bugflow-<purpose>-<env>-<random>` as Pulse requires (server-named queues
+/// are refused there). For taps: `bugflow record`, the dashboard.
+pub async fn declare_private_queue(
+    channel: &Channel,
+    config: &Config,
+    purpose: &str,
+    arguments: FieldTable,
+) -> lapin::Result<String> {
+    let queue = format!(
+        "queue/{}/bugflow-{purpose}-{}-{}",
+        config.user,
+        config.env,
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            arguments,
+        )
+        .await?;
+    Ok(queue)
+}
+
 /// The arguments of a consumer queue. Keep them stable: RabbitMQ refuses (406) a
 /// re-declare with different arguments.
 pub fn consumer_queue_arguments(config: &Config, spec: &ConsumerSpec) -> FieldTable {

@@ -8,11 +8,9 @@ use std::time::{Duration, Instant};
 use bugflow::enrich::bugzilla::Bugzilla;
 use bugflow::enrich::hg;
 use bugflow::http::{AppState, serve};
-use bugflow::models::registry::{ModelSet, Registry};
 use bugflow::pipeline::Pipeline;
 use bugflow::pulse::publish::Publisher;
 use bugflow::secret::Secret;
-use bugflow::store::Store;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{method, path, path_regex, query_param};
@@ -133,17 +131,8 @@ async fn predictions_go_from_202_to_200_through_the_broker() {
         .mount(&hgmo)
         .await;
 
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        Store::open(dir.path().join("store.sqlite").to_str().unwrap())
-            .await
-            .unwrap(),
-    );
-    let models = ModelSet::load(Registry::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/models"
-    )))
-    .unwrap();
+    let (store, _dir) = crate::common::temp_store().await;
+    let models = crate::common::shipped_models();
     let client = Bugzilla::new(
         &bugzilla.uri(),
         Secret::default(),

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use bugflow::enrich::hg;
 use bugflow::http::{AppState, serve};
-use bugflow::models::registry::{ModelSet, Registry};
 use bugflow::pipeline::Pipeline;
 use bugflow::pulse::publish::Publisher;
 use serde_json::Value;
@@ -55,11 +54,7 @@ fn browser(profile: &std::path::Path) -> Command {
 async fn the_dashboard_shows_the_stream_in_a_browser() {
     let chromium_present = chromium();
     let mut broker = TestBroker::new().await;
-    let models = ModelSet::load(Registry::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/models"
-    )))
-    .unwrap();
+    let models = crate::common::shipped_models();
 
     // Landings scored from a bundled json-pushes answer; bug triage from webhook events.
     let landings = broker.spec("landings");

@@ -318,3 +318,39 @@ pub fn push(repo: &str, pushid: u64, user: &str) -> Vec<u8> {
     }))
     .unwrap()
 }
+
+/// A SQLite store in a fresh temporary folder (kept alive by the returned guard).
+pub async fn temp_store() -> (Arc<bugflow::store::Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.sqlite");
+    let store = bugflow::store::Store::open(path.to_str().unwrap())
+        .await
+        .unwrap();
+    (Arc::new(store), dir)
+}
+
+/// The serving bundles shipped in `models/`.
+pub fn shipped_models() -> Arc<ModelSet> {
+    ModelSet::load(bugflow::models::registry::Registry::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/models"
+    )))
+    .unwrap()
+}
+
+/// `rabbitmqctl close_all_connections`: every connection on the broker, the test's own too.
+pub async fn close_all_connections() {
+    let out = tokio::task::spawn_blocking(|| {
+        std::process::Command::new("rabbitmqctl")
+            .args(["close_all_connections", "bugflow fault test"])
+            .output()
+            .expect("rabbitmqctl is installed with RabbitMQ")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "rabbitmqctl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -2,12 +2,10 @@
 //! (result published) or dead-lettered with its reason; nothing disappears.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bugflow::dispatch::Stats;
 use bugflow::sinks::dead_letter::REASON_HEADER;
-use bugflow::store::Store;
 use serde_json::Value;
 
 use crate::common::TestBroker;
@@ -34,12 +32,7 @@ async fn bugzilla_errors_and_timeouts_never_ack_unfinished_work() {
     broker.declare(&spec).await;
     let results = broker.results_queue().await;
     let dead_letters = broker.config.dead_letter_queue();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        Store::open(dir.path().join("store.sqlite").to_str().unwrap())
-            .await
-            .unwrap(),
-    );
+    let (store, _dir) = crate::common::temp_store().await;
     let config = crate::config_for(&broker, &bugzilla, 1);
     let exchange = broker.config.bugzilla_exchange();
     // 29 goes first, alone, so that the block it causes is seen on its own.

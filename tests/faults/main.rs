@@ -29,7 +29,6 @@ use std::sync::Arc;
 
 use bugflow::config::Config;
 use bugflow::consumer::ConsumerSpec;
-use bugflow::models::registry::{ModelSet, Registry};
 use bugflow::pipeline::Pipeline;
 use bugflow::secret::Secret;
 use bugflow::store::Store;
@@ -50,12 +49,6 @@ pub fn rabbitmqctl(args: &[&str]) {
         "rabbitmqctl {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-pub async fn close_all_connections() {
-    tokio::task::spawn_blocking(|| rabbitmqctl(&["close_all_connections", "bugflow fault test"]))
-        .await
-        .unwrap();
 }
 
 /// The bug-triage consumer writing bug types back to the fake Bugzilla: every bug it reads
@@ -87,14 +80,6 @@ pub fn config_for(broker: &TestBroker, bugzilla: &FakeBugzilla, timeout_seconds:
     config
 }
 
-pub fn models() -> Arc<ModelSet> {
-    ModelSet::load(Registry::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/models"
-    )))
-    .unwrap()
-}
-
 pub async fn pipeline(config: &Config, spec: ConsumerSpec, store: Arc<Store>) -> Pipeline {
-    bugflow::cmd::run::pipeline_for(config, spec, models(), Some(store)).unwrap()
+    bugflow::cmd::run::pipeline_for(config, spec, common::shipped_models(), Some(store)).unwrap()
 }

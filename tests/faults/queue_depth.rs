@@ -6,29 +6,13 @@ use std::time::{Duration, Instant};
 
 use bugflow::dispatch::Stats;
 use lapin::BasicProperties;
-use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::options::BasicPublishOptions;
 
 use crate::common::{TestBroker, push};
 
 /// Messages a second: over ten times the peak of hg.mozilla.org's and BMO's feeds together.
 const RATE: u64 = 1_000;
 const SECONDS: u64 = 10;
-
-async fn depth(channel: &lapin::Channel, queue: &str, unacked: u64) -> u64 {
-    let q = channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    u64::from(q.message_count()) + unacked
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sustained_rate_keeps_the_queue_small_and_a_backlog_is_warned_about() {
@@ -72,12 +56,8 @@ async fn a_sustained_rate_keeps_the_queue_small_and_a_backlog_is_warned_about() 
         }
         // Unacked is at most the prefetch; count it in as Pulse does (ready + unacked).
         let in_flight = sent - Stats::get(&stats.acked).min(sent);
-        let d = depth(
-            &broker.channel,
-            &spec.queue,
-            in_flight.min(u64::from(spec.prefetch)),
-        )
-        .await;
+        let d =
+            u64::from(broker.ready(&spec.queue).await) + in_flight.min(u64::from(spec.prefetch));
         max_depth = max_depth.max(d);
         samples += 1;
     }

@@ -1,11 +1,9 @@
 //! 10,000 bug events while every connection is force-closed again and again.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bugflow::dispatch::Stats;
-use bugflow::store::Store;
 
 use crate::common::TestBroker;
 use crate::fake_bugzilla::{FakeBugzilla, event};
@@ -20,12 +18,7 @@ async fn ten_thousand_events_under_forced_closes_write_each_bug_once() {
     let spec = crate::writing_triage(&mut broker, 600);
     broker.declare(&spec).await;
     let results = broker.results_queue().await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        Store::open(dir.path().join("store.sqlite").to_str().unwrap())
-            .await
-            .unwrap(),
-    );
+    let (store, _dir) = crate::common::temp_store().await;
     let config = crate::config_for(&broker, &bugzilla, 10);
     let exchange = broker.config.bugzilla_exchange();
     for id in 1..=EVENTS {
@@ -51,7 +44,7 @@ async fn ten_thousand_events_under_forced_closes_write_each_bug_once() {
         if acked > 0 && acked - acked_at_last_close >= 1_500 && acked < EVENTS - 500
             || acked > 0 && closes == 0
         {
-            crate::close_all_connections().await;
+            crate::common::close_all_connections().await;
             closes += 1;
             acked_at_last_close = Stats::get(&stats.acked);
             eprintln!("close #{closes}: {acked} acked before it");
