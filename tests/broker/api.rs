@@ -164,6 +164,11 @@ async fn predictions_go_from_202_to_200_through_the_broker() {
     state.store = Some(store.clone());
     state.bugzilla = Some(client);
     state.models = models;
+    // issue-type ships no bundle: this process is not ready, and /readyz says why.
+    state.required_models = vec![
+        bugflow::models::ModelKind::Bugtype,
+        bugflow::models::ModelKind::IssueType,
+    ];
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = Api {
         base: format!("http://{}", listener.local_addr().unwrap()),
@@ -285,6 +290,15 @@ async fn predictions_go_from_202_to_200_through_the_broker() {
         "{}",
         got[0].routing_key
     );
+
+    // Readiness names what is missing; liveness does not care.
+    let (status, ready) = api.get("/readyz", None).await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["broker"], "connected");
+    assert_eq!(ready["missing_models"], json!(["issue-type"]));
+    assert!(ready["models"]["bugtype"].is_string(), "{ready}");
+    let (status, _) = api.get("/healthz", None).await;
+    assert_eq!(status, 200);
 
     // The OpenAPI document describes the routes.
     let (status, doc) = api.get("/swagger", None).await;
