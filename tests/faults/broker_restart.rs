@@ -22,7 +22,9 @@ impl Drop for Restart {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_broker_loses_nothing_and_the_consumer_comes_back() {
     let _serial = crate::SERIAL.lock().await;
-    bugflow::telemetry::init_logging(); // RUST_LOG=bugflow=info shows the recovery
+    if std::env::var_os("RUST_LOG").is_some() {
+        bugflow::telemetry::init_logging(); // RUST_LOG=bugflow=info shows the recovery
+    }
     let mut broker = TestBroker::new().await;
     let mut spec = broker.spec("pushes");
     spec.prefetch = 20;
