@@ -255,7 +255,7 @@ impl Pipeline {
             // The full bug was read: its answers are what the API would compute, so the
             // stream keeps the API's cache warm.
             if self.bugzilla.is_some() {
-                self.warm_api_cache(store, &rest, &features)
+                warm_api_cache(store, &rest, &models)
                     .await
                     .map_err(|e| StageError::transient(Stage::Sink, format!("store: {e}")))?;
             }
@@ -331,60 +331,35 @@ impl Pipeline {
         self.score_features(&bug::extract_all(rest_bug))
     }
 
-    /// Stores each bug model's answer in bugbug's shape for the prediction API.
-    async fn warm_api_cache(
-        &self,
-        store: &Store,
-        rest: &Value,
-        features: &crate::features::Features,
-    ) -> anyhow::Result<()> {
-        let Some(id) = rest["id"].as_u64() else {
-            return Ok(());
-        };
-        for &model in &self.spec.models {
-            if model.input() != crate::models::Input::Bug {
-                continue;
-            }
-            if let Some(answer) = self
-                .models
-                .get(model)
-                .and_then(|bundle| bugbug_answer(&bundle, model, features))
-            {
-                store
-                    .put_api_result(
-                        &api_key_of_bug(model, id),
-                        &answer,
-                        rest["last_change_time"].as_str(),
-                    )
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-
     fn score_features(&self, all: &crate::features::Features) -> Vec<Value> {
         self.spec
             .models
             .iter()
             .filter(|m| m.input() == crate::models::Input::Bug)
-            .map(|&model| match self.models.get(model) {
-                None => not_scored(model, "no serving bundle"),
-                Some(bundle) => match bundle.model("") {
-                    None => not_scored(model, "bundle has no model"),
-                    Some(fitted) => {
-                        let p = fitted.predict(&model.exclude().apply(all));
-                        json!({
-                            "model": model.name(),
-                            "version": bundle.manifest.version,
-                            "class": p.class,
-                            "index": p.index,
-                            "prob": p.probabilities.iter().map(|x| round(*x)).collect::<Vec<_>>(),
-                            "labels": fitted.classes,
-                        })
-                    }
-                },
-            })
+            .map(|&model| self.score_model(model, all))
             .collect()
+    }
+
+    /// One bug model on extracted features: its class, index, probabilities, labels and
+    /// bundle version, or why it was not scored.
+    fn score_model(&self, model: ModelKind, all: &crate::features::Features) -> Value {
+        match self.models.get(model) {
+            None => not_scored(model, "no serving bundle"),
+            Some(bundle) => match bundle.model("") {
+                None => not_scored(model, "bundle has no model"),
+                Some(fitted) => {
+                    let p = fitted.predict(&model.exclude().apply(all));
+                    json!({
+                        "model": model.name(),
+                        "version": bundle.manifest.version,
+                        "class": p.class,
+                        "index": p.index,
+                        "prob": p.probabilities.iter().map(|x| round(*x)).collect::<Vec<_>>(),
+                        "labels": fitted.classes,
+                    })
+                }
+            },
+        }
     }
 
     /// Answers a prediction request of the HTTP API: reads the bugs (or the push), runs the
@@ -420,7 +395,8 @@ impl Pipeline {
                     let key = api_key_of_bug(model, id);
                     match found.iter().find(|b| b["id"].as_u64() == Some(id)) {
                         Some(rest) => {
-                            let answer = bugbug_answer(&bundle, model, &bug::extract_all(rest))
+                            let scored = self.score_model(model, &bug::extract_all(rest));
+                            let answer = bugbug_answer(&scored)
                                 .unwrap_or_else(|| json!({"available": false}));
                             store
                                 .put_api_result(&key, &answer, rest["last_change_time"].as_str())
@@ -632,37 +608,54 @@ pub fn api_key_of_push(branch: &str, rev: &str) -> String {
     format!("push_risk:{branch}_{rev}")
 }
 
-/// One bug's answer in bugbug's shape: `{"prob", "index", "class", "extra_data"}`. Binary
-/// models answer `class` 0/1 as bugbug does; the others the class name. `None` when the
-/// bundle holds no model.
-pub fn bugbug_answer(
-    bundle: &crate::models::bundle::Bundle,
-    model: ModelKind,
-    features: &crate::features::Features,
-) -> Option<Value> {
-    let fitted = bundle.model("")?;
-    let p = fitted.predict(&model.exclude().apply(features));
-    let labels: serde_json::Map<String, Value> = fitted
-        .classes
+/// One bug's answer in bugbug's shape, `{"prob", "index", "class", "extra_data"}`, from a
+/// model's score (see `score_model`). Binary models answer `class` 0/1 as bugbug does; the
+/// others the class name. `None` for a model that was not scored.
+pub fn bugbug_answer(scored: &Value) -> Option<Value> {
+    let labels = scored["labels"].as_array()?;
+    let labels_map: serde_json::Map<String, Value> = labels
         .iter()
         .enumerate()
-        .map(|(i, c)| (c.clone(), json!(i)))
+        .map(|(i, c)| (c.as_str().unwrap_or_default().to_owned(), json!(i)))
         .collect();
-    let class = if fitted.classes.len() == 2 {
-        json!(p.index)
+    let class = if labels.len() == 2 {
+        scored["index"].clone()
     } else {
-        json!(p.class)
+        scored["class"].clone()
     };
     Some(json!({
-        "prob": p.probabilities.iter().map(|x| round(*x)).collect::<Vec<_>>(),
-        "index": p.index,
+        "prob": scored["prob"],
+        "index": scored["index"],
         "class": class,
         "extra_data": {
-            "labels_map": labels,
-            "model": model.name(),
-            "version": bundle.manifest.version,
+            "labels_map": labels_map,
+            "model": scored["model"],
+            "version": scored["version"],
         },
     }))
+}
+
+/// Stores the answers of a bug's scores in bugbug's shape, for the prediction API.
+async fn warm_api_cache(store: &Store, rest: &Value, scores: &[Value]) -> anyhow::Result<()> {
+    let Some(id) = rest["id"].as_u64() else {
+        return Ok(());
+    };
+    for scored in scores {
+        let (Some(model), Some(answer)) = (
+            scored["model"].as_str().and_then(ModelKind::parse),
+            bugbug_answer(scored),
+        ) else {
+            continue;
+        };
+        store
+            .put_api_result(
+                &api_key_of_bug(model, id),
+                &answer,
+                rest["last_change_time"].as_str(),
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 fn not_scored(model: ModelKind, why: &str) -> Value {

@@ -415,24 +415,33 @@ impl Store {
     ) -> anyhow::Result<std::collections::HashMap<String, ApiResult>> {
         let since =
             (Utc::now() - chrono::Duration::from_std(max_age).unwrap_or_default()).to_rfc3339();
+        if keys.is_empty() {
+            return Ok(std::collections::HashMap::new());
+        }
+        // One query for the whole batch: `key IN (?2, ?3, …)`.
+        let placeholders: Vec<String> = (0..keys.len()).map(|i| format!("?{}", i + 2)).collect();
+        let mut params = vec![text(&since)];
+        params.extend(keys.iter().map(|k| text(k)));
+        let rows = self
+            .query(
+                &format!(
+                    "SELECT key, result, change_time FROM api_results
+                     WHERE updated_at >= ?1 AND key IN ({})",
+                    placeholders.join(", ")
+                ),
+                &params,
+            )
+            .await?;
         let mut found = std::collections::HashMap::new();
-        for key in keys {
-            let rows = self
-                .query(
-                    "SELECT result, change_time FROM api_results WHERE key = ?1 AND updated_at >= ?2",
-                    &[text(key), text(&since)],
-                )
-                .await?;
-            if let Some(row) = rows.first() {
-                let result = serde_json::from_str(&row[0].text())?;
-                found.insert(
-                    key.clone(),
-                    ApiResult {
-                        result,
-                        change_time: row[1].opt_text(),
-                    },
-                );
-            }
+        for row in rows {
+            let result = serde_json::from_str(&row[1].text())?;
+            found.insert(
+                row[0].text(),
+                ApiResult {
+                    result,
+                    change_time: row[2].opt_text(),
+                },
+            );
         }
         Ok(found)
     }

@@ -1,5 +1,7 @@
 //! bugflow against a fake BMO and hg.mozilla.org (wiremock, real payload shapes).
 
+mod common;
+
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -12,7 +14,6 @@ use bugflow::enrich::bugzilla::Bugzilla;
 use bugflow::enrich::hg;
 use bugflow::error::Action;
 use bugflow::message::Message;
-use bugflow::models::registry::{ModelSet, Registry};
 use bugflow::pipeline::Pipeline;
 use bugflow::secret::Secret;
 use bugflow::sinks::bugzilla::{BugzillaWriter, WriterConfig};
@@ -28,13 +29,6 @@ fn fixture(name: &str) -> Value {
         .join("tests/fixtures/pulse")
         .join(name);
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
-}
-
-fn models() -> Arc<ModelSet> {
-    ModelSet::load(Registry::new(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
-    ))
-    .unwrap()
 }
 
 fn spec(name: &str) -> ConsumerSpec {
@@ -69,11 +63,6 @@ fn rest_bug() -> Value {
 }
 
 /// A fresh SQLite store in `dir`.
-async fn store_in(dir: &tempfile::TempDir) -> Arc<Store> {
-    let path = dir.path().join("store.sqlite");
-    Arc::new(Store::open(path.to_str().unwrap()).await.unwrap())
-}
-
 fn client(server: &MockServer) -> Bugzilla {
     Bugzilla::new(
         &server.uri(),
@@ -101,7 +90,7 @@ fn writer_config() -> WriterConfig {
 
 fn triage(server: &MockServer, store: Arc<Store>) -> Pipeline {
     let client = client(server);
-    Pipeline::new(spec("bug-triage"), models())
+    Pipeline::new(spec("bug-triage"), common::shipped_models())
         .with_bugzilla(client.clone())
         .with_writer(BugzillaWriter {
             client,
@@ -136,8 +125,7 @@ async fn a_new_bug_is_written_once_even_when_its_event_comes_twice() {
         .expect(1)
         .mount(&server)
         .await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_in(&dir).await;
+    let (store, _dir) = common::temp_store().await;
     let pipeline = triage(&server, store.clone());
 
     // What the component model predicts for this bug decides the expected PUT.
@@ -205,8 +193,7 @@ async fn a_private_bug_is_never_read_or_written_and_the_reason_is_recorded() {
         .expect(0)
         .mount(&server)
         .await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_in(&dir).await;
+    let (store, _dir) = common::temp_store().await;
     let pipeline = triage(&server, store.clone());
     let stats = Arc::new(Stats::default());
     let settle = dispatch(
@@ -233,8 +220,8 @@ async fn a_bug_bugzilla_will_not_show_is_skipped_without_a_write() {
         .expect(1)
         .mount(&server)
         .await;
-    let dir = tempfile::tempdir().unwrap();
-    let pipeline = triage(&server, store_in(&dir).await);
+    let (store, _dir) = common::temp_store().await;
+    let pipeline = triage(&server, store);
     let err = pipeline
         .process(&message(webhook(false), "bug.create"))
         .await
@@ -254,8 +241,8 @@ async fn a_429_stops_all_calls_for_the_window_and_the_message_is_kept() {
         )
         .mount(&server)
         .await;
-    let dir = tempfile::tempdir().unwrap();
-    let pipeline = triage(&server, store_in(&dir).await);
+    let (store, _dir) = common::temp_store().await;
+    let pipeline = triage(&server, store);
     let stats = Arc::new(Stats::default());
     let msg = message(webhook(false), "bug.create");
     let settle = dispatch(&pipeline, &Sinks::default(), &stats, &msg).await;
@@ -295,8 +282,8 @@ async fn a_500_then_200_gives_exactly_one_write() {
         .expect(1)
         .mount(&server)
         .await;
-    let dir = tempfile::tempdir().unwrap();
-    let pipeline = triage(&server, store_in(&dir).await);
+    let (store, _dir) = common::temp_store().await;
+    let pipeline = triage(&server, store);
     let results = pipeline
         .process(&message(webhook(false), "bug.create"))
         .await
@@ -328,7 +315,7 @@ async fn a_push_is_scored_commit_by_commit_from_json_pushes() {
     let source = hg::Source::Http(
         hg::HttpHg::new(vec!["127.0.0.1".into()], Duration::from_secs(5), 2).unwrap(),
     );
-    let pipeline = Pipeline::new(spec("pushes"), models()).with_hg(source);
+    let pipeline = Pipeline::new(spec("pushes"), common::shipped_models()).with_hg(source);
     let results = pipeline
         .process(&Message::new(
             "exchange/hgpushes/v2",
@@ -353,7 +340,7 @@ async fn a_push_is_scored_commit_by_commit_from_json_pushes() {
     let strict = hg::Source::Http(
         hg::HttpHg::new(vec!["hg.mozilla.org".into()], Duration::from_secs(5), 1).unwrap(),
     );
-    let err = Pipeline::new(spec("pushes"), models())
+    let err = Pipeline::new(spec("pushes"), common::shipped_models())
         .with_hg(strict)
         .process(&Message::new(
             "exchange/hgpushes/v2",
@@ -556,9 +543,9 @@ async fn data_pushes_pulls_in_ranges_resumes_and_labels_backouts() {
 
 #[tokio::test]
 async fn a_human_correcting_a_prediction_becomes_a_harvested_label() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_in(&dir).await;
-    let pipeline = Pipeline::new(spec("bug-triage"), models()).with_store(store.clone());
+    let (store, _dir) = common::temp_store().await;
+    let pipeline =
+        Pipeline::new(spec("bug-triage"), common::shipped_models()).with_store(store.clone());
     let filed = pipeline
         .process(&message(webhook(false), "bug.create"))
         .await

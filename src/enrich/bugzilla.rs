@@ -214,14 +214,12 @@ impl Bugzilla {
             request = request.json(body);
         }
         let response = request.send().await.map_err(|e| {
-            if e.is_timeout() {
-                StageError::transient(
-                    Stage::Enrich,
-                    "Bugzilla timed out (bugzilla.timeout_seconds)",
-                )
+            let reason = if e.is_timeout() {
+                "Bugzilla timed out (bugzilla.timeout_seconds)".to_owned()
             } else {
-                StageError::transient(Stage::Enrich, format!("Bugzilla: {}", e.without_url()))
-            }
+                format!("Bugzilla: {}", e.without_url())
+            };
+            StageError::transient(Stage::Enrich, reason)
         })?;
         let status = response.status();
         if status.as_u16() == 429 {

@@ -63,7 +63,7 @@ pub async fn predict_one(
 ) -> Result<Response, Refusal> {
     authorize(&state, &headers)?;
     let model = bug_model(&state, &model)?;
-    let Ok(bug) = bug.parse::<u64>() else {
+    let Some(bug) = bug.parse::<u64>().ok().filter(|&b| b > 0) else {
         return Err(Refusal::new(
             StatusCode::NOT_FOUND,
             &format!("{bug:?} is not a bug id"),

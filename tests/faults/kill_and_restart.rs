@@ -1,7 +1,6 @@
 //! `kill -9` of a running `bugflow run` mid-stream, then a restart: every event has its
 //! result, no bug is written twice, nothing is dead-lettered.
 
-use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,26 +11,15 @@ use crate::fake_bugzilla::{FakeBugzilla, event};
 
 const EVENTS: u64 = 5_000;
 
-/// bug-triage as shipped, writing types back (see `writing_triage`), with claims of a killed
-/// process taken over after 3 s.
+/// bug-triage as shipped, with the fault tests' type writer (claims of a killed process
+/// taken over after 3 s) as its `[sinks.bugzilla]`.
 fn consumer_file() -> String {
     let text = BUILTIN.iter().find(|(n, _)| *n == "bug-triage").unwrap().1;
-    let mut text = text.to_owned();
-    for (from, to) in [
-        ("enabled = false", "enabled = true"),
-        ("dry_run = true", "dry_run = false"),
-        ("max_writes_per_hour = 50", "max_writes_per_hour = 1000000"),
-        ("bugtype = 0.99", "bugtype = 0.0"),
-        ("component = 0.35", "component = 2.0"),
-        ("general_component = 0.8", "general_component = 2.0"),
-        ("spam = 0.95", "spam = 2.0"),
-        ("regression = 1.0", "regression = 2.0"),
-        ("claim_stale_seconds = 600", "claim_stale_seconds = 3"),
-    ] {
-        assert!(text.contains(from), "bug-triage.toml has no {from:?}");
-        text = text.replacen(from, to, 1);
-    }
-    text
+    let head = &text[..text
+        .find("[sinks.bugzilla]")
+        .expect("bug-triage.toml has [sinks.bugzilla]")];
+    let writer = toml::to_string(&crate::type_writer(3)).unwrap();
+    format!("{head}[sinks.bugzilla]\n{writer}")
 }
 
 fn start(dir: &std::path::Path, broker: &TestBroker, bugzilla: &FakeBugzilla) -> Child {
@@ -96,26 +84,19 @@ async fn kill_9_mid_stream_then_restart_loses_nothing_and_writes_once() {
     let killed_at = started.elapsed();
 
     let mut second = start(dir.path(), &broker, &bugzilla);
-    let mut subjects = BTreeSet::new();
-    let mut results_seen = 0;
-    while (subjects.len() as u64) < EVENTS {
-        assert!(
-            started.elapsed() < Duration::from_secs(240),
-            "{} of {EVENTS} results",
-            subjects.len()
-        );
-        assert!(
-            second.try_wait().unwrap().is_none(),
-            "the restarted bugflow exited"
-        );
-        for got in broker
-            .take(&results, 20_000, Duration::from_millis(500))
-            .await
-        {
-            results_seen += 1;
-            subjects.insert(got.json()["subject"].as_str().unwrap().to_owned());
-        }
-    }
+    let (subjects, mut results_seen) = crate::result_subjects(
+        &broker,
+        &results,
+        EVENTS,
+        Duration::from_secs(240).saturating_sub(started.elapsed()),
+        || {
+            assert!(
+                second.try_wait().unwrap().is_none(),
+                "the restarted bugflow exited"
+            )
+        },
+    )
+    .await;
     let elapsed = started.elapsed();
     // SIGTERM: the restarted process drains and stops cleanly.
     unsafe { libc::kill(second.id() as i32, libc::SIGTERM) };

@@ -24,13 +24,16 @@ mod kill_and_restart;
 mod queue_depth;
 mod writes_under_closes;
 
+use std::collections::BTreeSet;
 use std::process::Command;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bugflow::config::Config;
 use bugflow::consumer::ConsumerSpec;
 use bugflow::pipeline::Pipeline;
 use bugflow::secret::Secret;
+use bugflow::sinks::bugzilla::WriterConfig;
 use bugflow::store::Store;
 
 use common::TestBroker;
@@ -51,21 +54,56 @@ pub fn rabbitmqctl(args: &[&str]) {
     );
 }
 
-/// The bug-triage consumer writing bug types back to the fake Bugzilla: every bug it reads
-/// gets exactly one type change (the other models never reach their thresholds).
+/// A Bugzilla writer that gives every bug the fake serves exactly one type change (the
+/// other models never reach their thresholds), with claims of a dead process taken over
+/// after `claim_stale_seconds`.
+pub fn type_writer(claim_stale_seconds: u64) -> WriterConfig {
+    WriterConfig {
+        enabled: true,
+        dry_run: false,
+        max_writes_per_hour: 1_000_000,
+        bugtype: 0.0,
+        component: 2.0,
+        general_component: 2.0,
+        spam: 2.0,
+        regression: 2.0,
+        claim_stale_seconds,
+        ..WriterConfig::default()
+    }
+}
+
+/// The bug-triage consumer writing bug types back to the fake Bugzilla.
 pub fn writing_triage(broker: &mut TestBroker, claim_stale_seconds: u64) -> ConsumerSpec {
     let mut spec = broker.spec("bug-triage");
-    let writer = &mut spec.sinks.bugzilla;
-    writer.enabled = true;
-    writer.dry_run = false;
-    writer.max_writes_per_hour = 1_000_000;
-    writer.bugtype = 0.0;
-    writer.component = 2.0;
-    writer.general_component = 2.0;
-    writer.spam = 2.0;
-    writer.regression = 2.0;
-    writer.claim_stale_seconds = claim_stale_seconds;
+    spec.sinks.bugzilla = type_writer(claim_stale_seconds);
     spec
+}
+
+/// Reads results until every one of `expected` subjects has one (or `within` passes; `alive`
+/// is checked each round); returns the subjects and how many results were read.
+pub async fn result_subjects(
+    reader: &TestBroker,
+    queue: &str,
+    expected: u64,
+    within: Duration,
+    mut alive: impl FnMut(),
+) -> (BTreeSet<String>, usize) {
+    let deadline = Instant::now() + within;
+    let mut subjects = BTreeSet::new();
+    let mut read = 0;
+    while (subjects.len() as u64) < expected {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {expected} results",
+            subjects.len()
+        );
+        alive();
+        for got in reader.take(queue, 20_000, Duration::from_millis(500)).await {
+            read += 1;
+            subjects.insert(got.json()["subject"].as_str().unwrap().to_owned());
+        }
+    }
+    (subjects, read)
 }
 
 /// The broker's config pointed at the fake Bugzilla.

@@ -1,6 +1,5 @@
 //! 10,000 bug events while every connection is force-closed again and again.
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use bugflow::dispatch::Stats;
@@ -54,23 +53,8 @@ async fn ten_thousand_events_under_forced_closes_write_each_bug_once() {
     assert!(closes >= 3, "only {closes} closes landed mid-stream");
 
     let reader = TestBroker::reconnect(&broker).await;
-    let mut subjects = BTreeSet::new();
-    let mut results_seen = 0;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while (subjects.len() as u64) < EVENTS {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {EVENTS} results",
-            subjects.len()
-        );
-        for got in reader
-            .take(&results, 20_000, Duration::from_millis(500))
-            .await
-        {
-            results_seen += 1;
-            subjects.insert(got.json()["subject"].as_str().unwrap().to_owned());
-        }
-    }
+    let (subjects, mut results_seen) =
+        crate::result_subjects(&reader, &results, EVENTS, Duration::from_secs(120), || {}).await;
     let elapsed = started.elapsed();
     // Late redeliveries settle.
     tokio::time::sleep(Duration::from_secs(2)).await;
