@@ -114,23 +114,30 @@ impl Publisher {
 
     /// A usable channel: the current one, or a new connection if it broke for good.
     pub async fn channel(&self) -> Result<Channel, PublishError> {
-        let mut link = self.link.lock().await;
-        if let Some(l) = link.as_mut() {
+        let mut link = loop {
+            let mut link = self.link.lock().await;
+            let Some(l) = link.as_mut() else {
+                break link;
+            };
             let status = l.channel.status();
             if status.connected() {
                 l.recovering_since = None;
                 return Ok(l.channel.clone());
             }
-            if status.reconnecting() || l.connection.status().reconnecting() {
-                // lapin is recovering it: let the retry policy come back later — unless
-                // that has gone on too long (a recovery that gave up stays "reconnecting").
-                let since = *l.recovering_since.get_or_insert_with(Instant::now);
-                if since.elapsed() < RECOVERY_GRACE {
-                    return Err(PublishError::Unavailable("channel is recovering".into()));
-                }
-                tracing::warn!("the publisher's connection did not recover: opening a new one");
+            if !(status.reconnecting() || l.connection.status().reconnecting()) {
+                break link;
             }
-        }
+            // lapin is recovering it: wait for it (a broker restart takes seconds; failing
+            // fast would send the message round the queue to the dead-letter queue) — unless
+            // that has gone on too long (a recovery that gave up stays "reconnecting").
+            let since = *l.recovering_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= RECOVERY_GRACE {
+                tracing::warn!("the publisher's connection did not recover: opening a new one");
+                break link;
+            }
+            drop(link);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         if let Some(old) = link.take() {
             let _ = tokio::time::timeout(
                 Duration::from_secs(5),
