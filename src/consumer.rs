@@ -78,7 +78,7 @@ pub struct Sinks {
     pub results: bool,
     /// Write predictions back to Bugzilla (off by default; see `sinks::bugzilla`).
     #[serde(default)]
-    pub bugzilla: crate::sinks::bugzilla::WriterConfig,
+    pub bugzilla: crate::effects::bugzilla::WriterConfig,
 }
 
 fn yes() -> bool {

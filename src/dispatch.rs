@@ -1,9 +1,15 @@
-//! Ack decisions: what happens to a message after the pipeline ran.
+//! One message's way from the pipeline to its ack, and the ack decisions.
+//!
+//! [`dispatch`] runs, in this order and only here: the pipeline's plan (reads only) → the
+//! effects it planned (store, Bugzilla writer) → the results to the sinks (confirmed by the
+//! broker) → the settle decision the runner carries out. A result is never published before
+//! its effects are done, and a message is never acked before its result is confirmed.
 //!
 //! | pipeline says              | then                                                   | settle       |
 //! |----------------------------|--------------------------------------------------------|--------------|
-//! | results                    | each result confirmed by the broker (and written to    | ack          |
-//! |                            | JSONL); a publish that keeps failing → requeue once     | (or requeue) |
+//! | results                    | effects done, then each result confirmed by the broker | ack          |
+//! |                            | (and written to JSONL); a publish that keeps failing   | (or requeue) |
+//! |                            | → requeue once                                         |              |
 //! | skip (private bug, newrepo)| logged and counted                                     | ack          |
 //! | dead-letter (bad input)    | published to the dead-letter exchange with the reason  | ack          |
 //! |                            | — if that fails                                         | reject       |
@@ -88,9 +94,16 @@ pub async fn dispatch(
     metrics::counter!("bugflow_messages_received_total", "consumer" => consumer.clone())
         .increment(1);
     let started = Instant::now();
-    let processed = pipeline.process(message).await;
+    let planned = pipeline.plan(message).await;
     metrics::histogram!("bugflow_stage_seconds", "consumer" => consumer.clone(), "stage" => "process")
         .record(started.elapsed().as_secs_f64());
+    let effects_started = Instant::now();
+    let processed = match planned {
+        Ok(planned) => pipeline.effects().apply(planned).await,
+        Err(error) => Err(error),
+    };
+    metrics::histogram!("bugflow_stage_seconds", "consumer" => consumer.clone(), "stage" => "effects")
+        .record(effects_started.elapsed().as_secs_f64());
 
     let settle = match processed {
         Ok(results) => {

@@ -10,13 +10,13 @@ use std::time::Duration;
 use bugflow::config::Config;
 use bugflow::consumer::{BUILTIN, ConsumerSpec};
 use bugflow::dispatch::{Settle, Sinks, Stats, dispatch};
+use bugflow::effects::bugzilla::{BugzillaWriter, WriterConfig};
 use bugflow::enrich::bugzilla::Bugzilla;
 use bugflow::enrich::hg;
 use bugflow::error::Action;
 use bugflow::message::Message;
 use bugflow::pipeline::Pipeline;
 use bugflow::secret::Secret;
-use bugflow::sinks::bugzilla::{BugzillaWriter, WriterConfig};
 use bugflow::store::Store;
 use serde_json::{Value, json};
 use wiremock::matchers::{header, method, path};
@@ -100,6 +100,11 @@ fn triage(server: &MockServer, store: Arc<Store>) -> Pipeline {
         })
 }
 
+/// A typed part of a result as the JSON it is published as.
+fn as_json(typed: &impl serde::Serialize) -> Value {
+    serde_json::to_value(typed).unwrap()
+}
+
 fn message(body: Vec<u8>, key: &str) -> Message {
     Message::new("exchange/bugflow/bugflow-bugzilla", key, body)
 }
@@ -129,8 +134,10 @@ async fn a_new_bug_is_written_once_even_when_its_event_comes_twice() {
     let pipeline = triage(&server, store.clone());
 
     // What the component model predicts for this bug decides the expected PUT.
-    let predicted = pipeline.score_bug(&rest_bug());
+    let predicted = as_json(&pipeline.score_bug(&rest_bug()));
     let class = predicted
+        .as_array()
+        .unwrap()
         .iter()
         .find(|m| m["model"] == "component")
         .unwrap()["class"]
@@ -142,7 +149,7 @@ async fn a_new_bug_is_written_once_even_when_its_event_comes_twice() {
         .process(&message(webhook(false), "bug.create"))
         .await
         .unwrap();
-    let action = &first[0].actions[0];
+    let action = &as_json(&first[0].actions)[0];
     assert_eq!(action["outcome"], "written", "{action}");
     let put: Vec<_> = server
         .received_requests()
@@ -178,7 +185,7 @@ async fn a_new_bug_is_written_once_even_when_its_event_comes_twice() {
         .process(&message(webhook(false), "bug.create"))
         .await
         .unwrap();
-    assert_eq!(second[0].actions[0]["outcome"], "already_done");
+    assert_eq!(as_json(&second[0].actions)[0]["outcome"], "already_done");
     let effects = store.effects("1629704").await.unwrap();
     assert_eq!(effects.len(), 1);
     assert_eq!(effects[0].outcome, "written");
@@ -288,7 +295,7 @@ async fn a_500_then_200_gives_exactly_one_write() {
         .process(&message(webhook(false), "bug.create"))
         .await
         .unwrap();
-    assert_eq!(results[0].actions[0]["outcome"], "written");
+    assert_eq!(as_json(&results[0].actions)[0]["outcome"], "written");
     server.verify().await;
 }
 
@@ -324,7 +331,7 @@ async fn a_push_is_scored_commit_by_commit_from_json_pushes() {
         ))
         .await
         .unwrap();
-    let model = &results[0].models[0];
+    let model = &as_json(&results[0].models)[0];
     assert_eq!(model["model"], "commit-risk");
     let risk = model["push_risk"].as_f64().unwrap();
     let commits = results[0].data["commits"].as_array().unwrap();
@@ -550,8 +557,9 @@ async fn a_human_correcting_a_prediction_becomes_a_harvested_label() {
         .process(&message(webhook(false), "bug.create"))
         .await
         .unwrap();
-    let predicted = filed[0]
-        .models
+    let predicted = as_json(&filed[0].models)
+        .as_array()
+        .unwrap()
         .iter()
         .find(|m| m["model"] == "component")
         .unwrap()["class"]

@@ -13,6 +13,7 @@ use crate::consumer::ConsumerSpec;
 use crate::enrich::hg;
 use crate::error::Action;
 use crate::pipeline::Pipeline;
+use crate::score::Score;
 
 /// The sample stream: real hg.mozilla.org and BMO message shapes (see tests/fixtures/README.md).
 pub const DEMO_STREAM: &str = include_str!("../../tests/fixtures/demo-stream.jsonl");
@@ -142,32 +143,30 @@ pub async fn demo(
 }
 
 /// `bugtype: defect (0.81)`, `commit-risk: push risk 0.12 …`, or why a model did not run.
-fn describe_prediction(m: &serde_json::Value) -> String {
-    let name = m["model"].as_str().unwrap_or("?");
-    if let Some(why) = m["skipped"].as_str() {
-        return format!("{name}: not scored ({why})");
+fn describe_prediction(score: &Score) -> String {
+    let name = score.model().name();
+    match score {
+        Score::Skipped(s) => format!("{name}: not scored ({})", s.skipped),
+        Score::Push(p) => match p.push_risk {
+            Some(risk) => format!(
+                "{name}: push risk {risk:.3} over {} commits (riskiest {}) [{}]",
+                p.scored_commits,
+                p.riskiest
+                    .as_deref()
+                    .map(|n| &n[..12.min(n.len())])
+                    .unwrap_or("-"),
+                p.version
+            ),
+            None => format!("{name}: no changesets to score (all obsolete)"),
+        },
+        Score::Bug(b) => format!(
+            "{name}: {} ({:.2}) [{}]",
+            b.class,
+            b.confidence(),
+            b.version
+        ),
+        Score::Request(r) => format!("{name}: answered [{}]", r.version),
     }
-    if let Some(risk) = m["push_risk"].as_f64() {
-        return format!(
-            "{name}: push risk {risk:.3} over {} commits (riskiest {}) [{}]",
-            m["scored_commits"],
-            m["riskiest"]
-                .as_str()
-                .map(|n| &n[..12.min(n.len())])
-                .unwrap_or("-"),
-            m["version"].as_str().unwrap_or("")
-        );
-    }
-    if m["push_risk"].is_null() && m.get("scored_commits").is_some() {
-        return format!("{name}: no changesets to score (all obsolete)");
-    }
-    let index = m["index"].as_u64().unwrap_or(0) as usize;
-    let p = m["prob"].get(index).and_then(|v| v.as_f64()).unwrap_or(0.0);
-    format!(
-        "{name}: {} ({p:.2}) [{}]",
-        m["class"].as_str().unwrap_or("?"),
-        m["version"].as_str().unwrap_or("")
-    )
 }
 
 /// A one-line digest of a result's data.

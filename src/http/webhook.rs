@@ -19,8 +19,8 @@ use serde_json::json;
 use super::AppState;
 use crate::events::bmo;
 use crate::message::Message;
-use crate::outcome::stable_id;
 use crate::pulse::publish::{Outgoing, PublishError};
+use crate::result::stable_id;
 use crate::sinks::dead_letter::DeadLetterSink;
 
 /// BMO gives up on a slow endpoint; answer well within its patience.

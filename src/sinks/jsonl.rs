@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::Mutex;
 
-use crate::outcome::ResultMessage;
+use crate::result::ResultMessage;
 
 #[derive(Clone)]
 pub struct JsonlSink {

@@ -4,7 +4,6 @@
 //! * [`dead_letter`] — the dead-letter exchange, with the reason in a header;
 //! * [`jsonl`] — a JSON Lines file (or stdout), one result per line.
 
-pub mod bugzilla;
 pub mod dead_letter;
 pub mod jsonl;
 pub mod results;

@@ -4,8 +4,8 @@
 //! `<consumer>.<kind>.<subject>` and a stable `message_id`, so that downstream consumers can
 //! bind what they need (`pushes.#`, `bug-triage.bug.*`) and drop duplicates.
 
-use crate::outcome::ResultMessage;
 use crate::pulse::publish::{Outgoing, PublishError, Publisher};
+use crate::result::ResultMessage;
 
 /// Pulse's advice: keep messages under 8 KiB.
 pub const MAX_RESULT_BYTES: usize = 8 * 1024;

@@ -41,37 +41,13 @@ pub struct Dataset {
     pub rejected_count: usize,
 }
 
-/// bugbug's conflated components.
-const CONFLATED: &[&str] = &[
-    "Core::Audio/Video",
-    "Core::DOM",
-    "Core::Graphics",
-    "Core::IPC",
-    "Core::JavaScript",
-    "Core::Layout",
-    "Core::Networking",
-    "Core::Print",
-    "Core::WebRTC",
-    "Toolkit::Password Manager",
-    "DevTools",
-    "External Software Affecting Firefox",
-    "WebExtensions",
-    "Firefox Build System",
-    "Firefox for Android",
-];
-
 /// `Product::Component`, conflated the way bugbug does.
 pub fn conflated_component(bug: &Value) -> Option<String> {
     let product = bug.get("product")?.as_str()?;
     let component = bug.get("component")?.as_str()?;
-    let full = format!("{product}::{component}");
-    Some(
-        CONFLATED
-            .iter()
-            .find(|c| full.starts_with(*c))
-            .map(|c| (*c).to_owned())
-            .unwrap_or(full),
-    )
+    Some(crate::effects::conflation::class_of(&format!(
+        "{product}::{component}"
+    )))
 }
 
 /// The label of a bug for a bug model (`None`: the bug does not take part).

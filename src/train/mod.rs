@@ -17,7 +17,7 @@ use crate::models::ModelKind;
 use crate::models::bundle::{Bundle, Manifest, SplitInfo, Weights};
 use crate::models::linear::LinearModel;
 use crate::models::registry::{Event, Registry};
-use crate::outcome::stable_id;
+use crate::result::stable_id;
 use gate::Verdict;
 use metrics::Metrics;
 use split::Strategy;

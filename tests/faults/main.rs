@@ -31,9 +31,9 @@ use std::time::{Duration, Instant};
 
 use bugflow::config::Config;
 use bugflow::consumer::ConsumerSpec;
+use bugflow::effects::bugzilla::WriterConfig;
 use bugflow::pipeline::Pipeline;
 use bugflow::secret::Secret;
-use bugflow::sinks::bugzilla::WriterConfig;
 use bugflow::store::Store;
 
 use common::TestBroker;

@@ -1,9 +1,12 @@
-//! What processing a message produces: results to publish, or an error that says what to do.
+//! A result: what bugflow publishes about one input message.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+use crate::effects::EffectRecord;
+use crate::score::Score;
 
 /// One result, ready for the results exchange and the JSONL sink.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,12 +23,12 @@ pub struct ResultMessage {
     pub input: InputRef,
     /// What was learned about the subject (today: what the message itself holds).
     pub data: Value,
-    /// Model predictions (name, version, class, probabilities).
+    /// Model predictions (name, version, class, probabilities), or why a model did not run.
     #[serde(default)]
-    pub models: Vec<Value>,
-    /// Actions taken or skipped, each with its reason.
+    pub models: Vec<Score>,
+    /// Effects taken or skipped, each with its reason (the Bugzilla writer's).
     #[serde(default)]
-    pub actions: Vec<Value>,
+    pub actions: Vec<EffectRecord>,
     /// This result may repeat an earlier one with the same `message_id`: its input was
     /// redelivered, or it was re-published after a publish whose confirm never came (the
     /// broker may have kept the first copy). Downstream drops repeats by `message_id`.

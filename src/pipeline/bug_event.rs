@@ -1,0 +1,145 @@
+//! The bug event flow: a BMO webhook event → the full bug (Bugzilla REST) → every bug model
+//! → the effects: remember the predictions, warm the API's cache, let the writer decide.
+
+use serde_json::{Value, json};
+
+use super::api_request::api_key_of_bug;
+use super::{Finding, Pipeline, filter};
+use crate::effects::{Effect, Planned, Remember};
+use crate::error::StageError;
+use crate::events::bmo::WebhookEvent;
+use crate::features::bug;
+use crate::score::Score;
+
+impl Pipeline {
+    pub(super) async fn bug_event(&self, webhook: &WebhookEvent) -> Result<Finding, StageError> {
+        let bug = &webhook.bug;
+        let identity = identity(webhook);
+        // The full bug (comments, history) when Bugzilla is configured; a 404 or 401 is a
+        // skip with its reason, a 5xx or 429 a retry.
+        let rest = match &self.bugzilla {
+            Some(client) => client.bug(bug.id).await?,
+            None => bug.to_rest(),
+        };
+        let models = self.score_features(&bug::extract_all(&rest));
+        let mut effects = vec![Effect::Remember(remember(webhook, &models))];
+        // The full bug was read: its answers are what the API would compute, so the stream
+        // keeps the API's cache warm.
+        if self.bugzilla.is_some() {
+            effects.extend(api_answers(&rest, &models));
+        }
+        effects.push(Effect::WriteBug {
+            bug: rest,
+            identity: identity.clone(),
+            scores: models.clone(),
+        });
+        Ok(Finding {
+            subject: bug.id.to_string(),
+            event: webhook.event.routing_key.clone(),
+            identity,
+            data: event_data(webhook),
+            models,
+            effects,
+        })
+    }
+}
+
+/// A private bug: nothing is read or scored; the writer records why it never writes it.
+pub(super) fn private(webhook: &WebhookEvent) -> Planned {
+    let id = webhook.bug.id;
+    Planned::Skip {
+        reason: filter::private_bug(id),
+        effects: vec![Effect::WriteBug {
+            bug: json!({"id": id, "is_private": true}),
+            identity: identity(webhook),
+            scores: Vec::new(),
+        }],
+    }
+}
+
+/// What identifies one event about a bug: the bug, the change, its time, and the comment or
+/// attachment it added.
+fn identity(webhook: &WebhookEvent) -> String {
+    let (bug, event) = (&webhook.bug, &webhook.event);
+    let added = bug.comment.as_ref().map(|c| c.id);
+    format!(
+        "{}#{}#{}#{}",
+        bug.id,
+        event.routing_key,
+        event.time,
+        added.or(bug.attachment.as_ref().map(|a| a.id)).unwrap_or(0)
+    )
+}
+
+/// What a bug result says about the event and the bug.
+fn event_data(webhook: &WebhookEvent) -> Value {
+    let (bug, event) = (&webhook.bug, &webhook.event);
+    json!({
+        "bug_id": bug.id,
+        "event": event.routing_key,
+        "action": event.action,
+        "target": event.target,
+        "time": event.time,
+        "user": event.user.as_ref().map(|u| &u.login),
+        "changes": event.changes,
+        "summary": bug.summary,
+        "product": bug.product,
+        "component": bug.component,
+        "type": bug.bug_type,
+        "status": bug.status,
+        "severity": bug.severity,
+        "keywords": bug.keywords,
+        "last_change_time": bug.last_change_time,
+        "comment_id": bug.comment.as_ref().map(|c| c.id),
+        "attachment_id": bug.attachment.as_ref().map(|a| a.id),
+    })
+}
+
+/// The predictions to keep, and the type or component a person set in this change.
+fn remember(webhook: &WebhookEvent, models: &[Score]) -> Remember {
+    let (bug, event) = (&webhook.bug, &webhook.event);
+    let changed = |field: &str| event.changes.iter().any(|c| c.field == field);
+    let component = (changed("component") || changed("product"))
+        .then(|| {
+            crate::train::data::conflated_component(
+                &json!({"product": bug.product, "component": bug.component}),
+            )
+        })
+        .flatten();
+    Remember {
+        bug_id: bug.id,
+        by: event
+            .user
+            .as_ref()
+            .map(|u| u.login.clone())
+            .unwrap_or_default(),
+        at: event.time.clone(),
+        bug_type: event
+            .changes
+            .iter()
+            .find(|c| c.field == "type")
+            .map(|c| c.added.clone()),
+        component,
+        predictions: models
+            .iter()
+            .filter_map(Score::as_bug)
+            .map(|s| (s.model, s.version.clone(), s.class.clone()))
+            .collect(),
+    }
+}
+
+/// The API's answers for every bug model that scored `rest`.
+fn api_answers(rest: &Value, models: &[Score]) -> Vec<Effect> {
+    let Some(id) = rest["id"].as_u64() else {
+        return Vec::new();
+    };
+    models
+        .iter()
+        .filter_map(Score::as_bug)
+        .map(|s| Effect::ApiAnswer {
+            key: api_key_of_bug(s.model, id),
+            answer: s.bugbug_answer(),
+            last_change_time: rest["last_change_time"].as_str().map(str::to_owned),
+        })
+        .collect()
+}

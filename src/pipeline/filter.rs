@@ -1,0 +1,50 @@
+//! What a consumer does not score, and why: each rule a skip with its reason.
+
+use crate::consumer::ConsumerSpec;
+use crate::error::{Stage, StageError};
+use crate::events::hgpush::{Changegroup, HgPushEvent, PushlogPush};
+
+/// The changegroup of an hg push event, or why the push is skipped: another event type,
+/// a repository the consumer does not follow, no pushlog entry, a pusher in `skip_users`.
+pub fn push<'a>(
+    spec: &ConsumerSpec,
+    event: &'a HgPushEvent,
+) -> Result<(&'a Changegroup, &'a PushlogPush), StageError> {
+    let push = match event {
+        HgPushEvent::Changegroup(push) => push,
+        other => {
+            return Err(StageError::skip(
+                Stage::Decode,
+                format!("{} carries no changesets to score", other.kind()),
+            ));
+        }
+    };
+    let repo = push.repo();
+    if !spec.repos.is_empty() && !spec.repos.iter().any(|r| r == repo) {
+        return Err(StageError::skip(
+            Stage::Decode,
+            format!("repository {repo} is not in this consumer's repos"),
+        ));
+    }
+    let Some(entry) = push.push() else {
+        return Err(StageError::skip(
+            Stage::Decode,
+            format!("push to {repo} has no pushlog entry"),
+        ));
+    };
+    if spec.skip_users.contains(&entry.user) {
+        return Err(StageError::skip(
+            Stage::Decode,
+            format!("pusher {} is in skip_users", entry.user),
+        ));
+    }
+    Ok((push, entry))
+}
+
+/// A private bug is never read, scored or written: the skip and its reason.
+pub fn private_bug(id: u64) -> StageError {
+    StageError::skip(
+        Stage::Decode,
+        format!("bug {id} is private: bugflow never reads or writes it"),
+    )
+}

@@ -1,0 +1,109 @@
+//! Running the models: bug models on a bug's features, commit-risk on a push's commits.
+
+use serde_json::{Value, json};
+
+use super::{MAX_LISTED, Pipeline};
+use crate::enrich::hg::PushDetails;
+use crate::features::{Features, bug, commit};
+use crate::models::bundle::Bundle;
+use crate::models::{Input, ModelKind};
+use crate::score::{BugScore, PushScore, Score, round};
+
+impl Pipeline {
+    /// Every bug model of this consumer on one bug (REST shape). Features are extracted
+    /// once; each model sees them minus its exclusions.
+    pub fn score_bug(&self, rest_bug: &Value) -> Vec<Score> {
+        self.score_features(&bug::extract_all(rest_bug))
+    }
+
+    pub(super) fn score_features(&self, all: &Features) -> Vec<Score> {
+        self.spec
+            .models
+            .iter()
+            .filter(|m| m.input() == Input::Bug)
+            .map(|&model| self.score_model(model, all))
+            .collect()
+    }
+
+    /// One bug model on extracted features: its class, index, probabilities, labels and
+    /// bundle version, or why it was not scored.
+    pub(super) fn score_model(&self, model: ModelKind, all: &Features) -> Score {
+        let Some(bundle) = self.models.get(model) else {
+            return Score::not_scored(model, "no serving bundle");
+        };
+        let Some(fitted) = bundle.model("") else {
+            return Score::not_scored(model, "bundle has no model");
+        };
+        let p = fitted.predict(&model.exclude().apply(all));
+        Score::Bug(BugScore {
+            class: p.class,
+            index: p.index,
+            labels: fitted.classes.clone(),
+            model,
+            prob: p.probabilities.iter().map(|x| round(*x)).collect(),
+            version: bundle.manifest.version.clone(),
+        })
+    }
+}
+
+/// Scores each commit of a push with the commit-risk bundle; the push's risk is the highest.
+/// Adds the commits (riskiest first, at most [`MAX_LISTED`]) to `data`.
+pub fn score_commits(bundle: &Bundle, details: &PushDetails, data: &mut Value) -> Score {
+    let model = ModelKind::CommitRisk;
+    let Some(fitted) = bundle.model("") else {
+        return Score::not_scored(model, "bundle has no model");
+    };
+    let no_history = commit::Experience::default();
+    let experience = bundle.weights.experience.as_ref().unwrap_or(&no_history);
+    let risky = fitted
+        .classes
+        .iter()
+        .position(|c| c == "backed-out")
+        .unwrap_or(0);
+    let mut scored: Vec<(f64, &commit::Commit)> = details
+        .changesets
+        .iter()
+        .filter(|c| !commit::is_backout(c))
+        .map(|c| {
+            let p = fitted.predict(&commit::extract(c, experience));
+            (p.probabilities[risky], c)
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let push_risk = scored.first().map(|(r, _)| *r);
+    data["changesets"] = json!(details.changesets.len());
+    data["obsolete_changesets"] = json!(details.obsolete);
+    data["commits"] = scored
+        .iter()
+        .take(MAX_LISTED)
+        .map(|(risk, c)| listed_commit(*risk, c))
+        .collect();
+    Score::Push(PushScore {
+        class: push_risk.map(|r| if r >= 0.5 { "backed-out" } else { "clean" }.to_owned()),
+        model,
+        push_risk: push_risk.map(round),
+        riskiest: scored.first().map(|(_, c)| c.node.clone()),
+        scored_commits: scored.len(),
+        version: bundle.manifest.version.clone(),
+    })
+}
+
+/// A commit as a push result lists it.
+fn listed_commit(risk: f64, c: &commit::Commit) -> Value {
+    let summary: String = c
+        .desc
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(100)
+        .collect();
+    json!({
+        "node": c.node,
+        "author": commit::author_key(&c.author),
+        "summary": summary,
+        "files": c.files.len(),
+        "components": commit::components(c),
+        "risk": round(risk),
+    })
+}

@@ -1,0 +1,195 @@
+//! What a model said about one subject: the typed `models` entries of a result.
+//!
+//! A [`Score`] is one of four shapes, told apart by their fields on the wire (the JSON is
+//! what bugflow has always published, so downstream consumers see no change):
+//!
+//! | shape | JSON |
+//! |---|---|
+//! | [`BugScore`] | `{"model", "version", "class", "index", "prob", "labels"}` |
+//! | [`PushScore`] | `{"model", "version", "push_risk", "riskiest", "scored_commits", "class"}` |
+//! | [`NotScored`] | `{"model", "skipped"}`: why the model did not run |
+//! | [`RequestScore`] | `{"model", "version"}`: the bundle that answered an API request |
+//!
+//! The sinks, the effects, the dashboard and the demo read these types, so renaming a field
+//! is a compile error, not a silent `null`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::models::ModelKind;
+
+/// One model's verdict on a result's subject.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Score {
+    Bug(BugScore),
+    Push(PushScore),
+    Skipped(NotScored),
+    Request(RequestScore),
+}
+
+/// A bug model's class and probabilities.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BugScore {
+    pub class: String,
+    /// The index of `class` in `labels` and `prob`.
+    pub index: usize,
+    pub labels: Vec<String>,
+    pub model: ModelKind,
+    /// One probability per label, rounded to 4 decimals.
+    pub prob: Vec<f64>,
+    pub version: String,
+}
+
+/// The commit-risk of a push: its riskiest commit's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PushScore {
+    /// `backed-out` at a risk of 0.5 or more, else `clean`; none without scored commits.
+    pub class: Option<String>,
+    pub model: ModelKind,
+    pub push_risk: Option<f64>,
+    /// The node of the riskiest commit.
+    pub riskiest: Option<String>,
+    pub scored_commits: usize,
+    pub version: String,
+}
+
+/// A model that did not run on this subject, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotScored {
+    pub model: ModelKind,
+    pub skipped: String,
+}
+
+/// The bundle that answered a prediction request (the answers are in the store).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestScore {
+    pub model: ModelKind,
+    pub version: String,
+}
+
+impl Score {
+    pub fn not_scored(model: ModelKind, why: impl Into<String>) -> Score {
+        Score::Skipped(NotScored {
+            model,
+            skipped: why.into(),
+        })
+    }
+
+    pub fn model(&self) -> ModelKind {
+        match self {
+            Score::Bug(s) => s.model,
+            Score::Push(s) => s.model,
+            Score::Skipped(s) => s.model,
+            Score::Request(s) => s.model,
+        }
+    }
+
+    /// The bundle version that scored, if a bundle ran.
+    pub fn version(&self) -> Option<&str> {
+        match self {
+            Score::Bug(s) => Some(&s.version),
+            Score::Push(s) => Some(&s.version),
+            Score::Request(s) => Some(&s.version),
+            Score::Skipped(_) => None,
+        }
+    }
+
+    pub fn as_bug(&self) -> Option<&BugScore> {
+        match self {
+            Score::Bug(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl BugScore {
+    /// The probability of the predicted class.
+    pub fn confidence(&self) -> f64 {
+        self.prob.get(self.index).copied().unwrap_or(0.0)
+    }
+
+    /// The answer of bugbug's HTTP service, `{"prob", "index", "class", "extra_data"}`.
+    /// Binary models answer `class` 0/1 as bugbug does; the others the class name.
+    pub fn bugbug_answer(&self) -> Value {
+        let labels_map: Map<String, Value> = self
+            .labels
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.clone(), json!(i)))
+            .collect();
+        let class = if self.labels.len() == 2 {
+            json!(self.index)
+        } else {
+            json!(self.class)
+        };
+        json!({
+            "prob": self.prob,
+            "index": self.index,
+            "class": class,
+            "extra_data": {
+                "labels_map": labels_map,
+                "model": self.model,
+                "version": self.version,
+            },
+        })
+    }
+}
+
+/// Probabilities and risks travel with 4 decimals.
+pub fn round(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
+}
+
+/// The first of `scores` by `model` that is a bug score.
+pub fn bug_score(scores: &[Score], model: ModelKind) -> Option<&BugScore> {
+    scores
+        .iter()
+        .filter_map(Score::as_bug)
+        .find(|s| s.model == model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_shape_reads_back_as_itself() {
+        let shapes = [
+            json!({"model": "bugtype", "version": "v1", "class": "task", "index": 1,
+                   "prob": [0.2, 0.8], "labels": ["defect", "task"]}),
+            json!({"model": "commit-risk", "version": "v1", "push_risk": null, "riskiest": null,
+                   "scored_commits": 0, "class": null}),
+            json!({"model": "spam", "skipped": "no serving bundle"}),
+            json!({"model": "bugtype", "version": "v1"}),
+        ];
+        let read: Vec<Score> = shapes
+            .iter()
+            .map(|s| serde_json::from_value(s.clone()).unwrap())
+            .collect();
+        assert!(matches!(read[0], Score::Bug(_)));
+        assert!(matches!(read[1], Score::Push(_)));
+        assert!(matches!(read[2], Score::Skipped(_)));
+        assert!(matches!(read[3], Score::Request(_)));
+        for (shape, score) in shapes.iter().zip(&read) {
+            assert_eq!(&serde_json::to_value(score).unwrap(), shape);
+        }
+    }
+
+    #[test]
+    fn binary_models_answer_bugbug_with_the_class_index() {
+        let s = BugScore {
+            class: "spam".into(),
+            index: 1,
+            labels: vec!["ham".into(), "spam".into()],
+            model: ModelKind::Spam,
+            prob: vec![0.1, 0.9],
+            version: "v1".into(),
+        };
+        let a = s.bugbug_answer();
+        assert_eq!(a["class"], 1);
+        assert_eq!(a["extra_data"]["labels_map"]["spam"], 1);
+        assert_eq!(s.confidence(), 0.9);
+    }
+}
