@@ -23,6 +23,7 @@ pub mod features;
 pub mod http;
 pub mod message;
 pub mod models;
+pub mod monitor;
 pub mod pipeline;
 pub mod poller;
 pub mod pulse;

@@ -16,29 +16,21 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    BasicRejectOptions, QueueDeclareOptions,
-};
-use lapin::types::FieldTable;
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::Config;
 use crate::dispatch::{Settle, Sinks, Stats, dispatch};
 use crate::pipeline::Pipeline;
-use crate::pulse::connect::connect;
+use crate::pulse::depth;
 use crate::pulse::source::message_from_delivery;
-use crate::pulse::topology::{consumer_queue_arguments, declare_consumer};
+use crate::pulse::tap::{Next, RECOVERY_TIMEOUT, Reconnect, Tap, TapOptions, TapQueue};
 
 /// How often the queue depth is checked against Pulse's limits.
 const DEPTH_INTERVAL: Duration = Duration::from_secs(5);
-/// How long lapin's recovery may take before the runner reconnects by itself.
-const RECOVERY_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long an ack, nack or reject may take before it is counted as not sent.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The longest wait between two reconnection attempts.
-const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(5);
 
 pub struct Runner {
     config: Arc<Config>,
@@ -77,7 +69,7 @@ impl Runner {
     /// Runs until shutdown, reconnecting as often as needed.
     pub async fn run(&self) -> anyhow::Result<()> {
         let name = self.pipeline.name().to_owned();
-        let mut failures: u32 = 0;
+        let mut reconnect = Reconnect::default();
         loop {
             if self.shutdown.is_cancelled() {
                 return Ok(());
@@ -93,13 +85,7 @@ impl Runner {
                 }
             }
             metrics::counter!("bugflow_reconnects_total", "consumer" => name.clone()).increment(1);
-            if started.elapsed() > Duration::from_secs(30) {
-                failures = 0;
-            }
-            failures = failures.saturating_add(1);
-            // 0.5 s, 1 s, 2 s, 4 s, then every 5 s: a broker that comes back is used within
-            // seconds, one that stays away is not hammered.
-            let pause = Duration::from_millis(250u64 << failures.min(5)).min(MAX_RECONNECT_PAUSE);
+            let pause = reconnect.pause(started);
             tokio::select! {
                 _ = self.shutdown.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(pause) => {}
@@ -109,22 +95,14 @@ impl Runner {
 
     async fn session(&self) -> anyhow::Result<SessionEnd> {
         let spec = self.pipeline.spec();
-        let connection = connect(&self.config, &format!("consumer-{}", spec.name)).await?;
-        let channel = connection.create_channel().await?;
-        let backlog = declare_consumer(&connection, &channel, &self.config, spec).await?;
-        channel
-            .basic_qos(spec.prefetch, BasicQosOptions { global: false })
-            .await?;
-        let tag = format!("bugflow-{}-{}", spec.name, uuid::Uuid::new_v4().simple());
-        let mut consumer = channel
-            .basic_consume(
-                spec.queue.as_str().into(),
-                tag.as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        tracing::info!(consumer = %spec.name, queue = %spec.queue, backlog, prefetch = spec.prefetch, "consuming");
+        let options = TapOptions {
+            queue: TapQueue::Consumer(spec),
+            prefetch: spec.prefetch,
+            auto_ack: false,
+            purpose: &format!("consumer-{}", spec.name),
+        };
+        let mut tap = Tap::open(&self.config, options).await?;
+        tracing::info!(consumer = %spec.name, queue = %spec.queue, backlog = tap.backlog, prefetch = spec.prefetch, "consuming");
 
         let limit = usize::from(spec.prefetch);
         let mut in_flight = FuturesUnordered::new();
@@ -139,44 +117,28 @@ impl Runner {
                 _ = self.shutdown.cancelled() => break Ok(SessionEnd::Shutdown),
                 Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
                 _ = watchdog.tick() => {
-                    if connection.status().connected() {
+                    if tap.connected() {
                         down_since = None;
                     } else if down_since.get_or_insert_with(std::time::Instant::now).elapsed() > RECOVERY_TIMEOUT {
                         break Err(anyhow::anyhow!("the connection did not recover within {RECOVERY_TIMEOUT:?}"));
                     }
                 }
                 _ = depth_timer.tick() => {
-                    self.check_depth(&channel, in_flight.len()).await;
+                    self.check_depth(&tap, in_flight.len()).await;
                 }
-                item = consumer.next(), if in_flight.len() < limit => match item {
-                    Some(Ok(delivery)) => in_flight.push(self.handle(delivery)),
-                    Some(Err(error)) => {
-                        tracing::warn!(consumer = %spec.name, %error, "delivery stream failed; waiting for recovery");
-                        match tokio::time::timeout(RECOVERY_TIMEOUT, channel.wait_for_recovery(error)).await {
-                            Ok(Ok(())) => {
-                                tracing::info!(consumer = %spec.name, "connection recovered");
-                                metrics::counter!("bugflow_recoveries_total", "consumer" => spec.name.clone()).increment(1);
-                            }
-                            Ok(Err(e)) => break Err(anyhow::anyhow!("not recoverable: {e}")),
-                            Err(_) => break Err(anyhow::anyhow!("recovery took longer than {RECOVERY_TIMEOUT:?}")),
-                        }
-                    }
-                    None => break Ok(SessionEnd::Cancelled),
+                next = tap.next(), if in_flight.len() < limit => match next {
+                    Next::Delivery(delivery) => in_flight.push(self.handle(delivery)),
+                    Next::Lost(e) => break Err(e),
+                    Next::Cancelled => break Ok(SessionEnd::Cancelled),
                 },
             }
         };
         // Stop new deliveries first, then finish and settle what is in flight.
         if matches!(end, Ok(SessionEnd::Shutdown)) {
-            let _ = channel
-                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-                .await;
+            tap.cancel().await;
         }
         while in_flight.next().await.is_some() {}
-        let closing = async {
-            let _ = channel.close(200, "bugflow consumer done".into()).await;
-            let _ = connection.close(200, "bugflow consumer done".into()).await;
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;
+        tap.close("bugflow consumer done").await;
         end
     }
 
@@ -247,23 +209,12 @@ impl Runner {
 
     /// Pulse deletes a queue over 8,000 messages (ready + unacked): publish the depth and
     /// warn past the configured threshold.
-    async fn check_depth(&self, channel: &lapin::Channel, in_flight: usize) {
+    async fn check_depth(&self, tap: &Tap, in_flight: usize) {
         let spec = self.pipeline.spec();
-        let Ok(queue) = channel
-            .queue_declare(
-                spec.queue.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    durable: true,
-                    ..Default::default()
-                },
-                consumer_queue_arguments(&self.config, spec),
-            )
-            .await
-        else {
+        let Some(ready) = depth::ready(&tap.connection, &tap.queue).await else {
             return;
         };
-        let depth = u64::from(queue.message_count()) + in_flight as u64;
+        let depth = u64::from(ready) + in_flight as u64;
         metrics::gauge!("bugflow_queue_messages", "consumer" => spec.name.clone())
             .set(depth as f64);
         if depth > u64::from(self.config.queue_warn_messages) {

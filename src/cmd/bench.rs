@@ -17,10 +17,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
+    QueueDeleteOptions,
 };
-use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +31,7 @@ use crate::models::registry::ModelSet;
 use crate::pipeline::Pipeline;
 use crate::pulse::connect::connect;
 use crate::pulse::publish::{Outgoing, Publisher};
+use crate::pulse::tap::{Next, Tap, TapOptions, TapQueue};
 use crate::pulse::topology::{declare_bound_queue, declare_consumer, declare_own_exchange};
 use crate::runner::Runner;
 
@@ -195,19 +195,13 @@ pub async fn preload(channel: &Channel, exchange: &str, n: u64) -> anyhow::Resul
 /// Consume → publish with confirm → ack, with the runner's concurrency (prefetch in flight).
 async fn relay(stage: &Stage, n: u64) -> anyhow::Result<()> {
     let publisher = Publisher::connect(stage.config.clone()).await?;
-    let connection = connect(&stage.config, "bench-relay").await?;
-    let channel = connection.create_channel().await?;
-    channel
-        .basic_qos(stage.spec.prefetch, BasicQosOptions { global: false })
-        .await?;
-    let mut consumer = channel
-        .basic_consume(
-            stage.spec.queue.as_str().into(),
-            "bench-relay".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let options = TapOptions {
+        queue: TapQueue::Existing(&stage.spec.queue),
+        prefetch: stage.spec.prefetch,
+        auto_ack: false,
+        purpose: "bench-relay",
+    };
+    let mut tap = Tap::open(&stage.config, options).await?;
     let exchange = stage.config.results_exchange();
     let limit = usize::from(stage.spec.prefetch);
     let mut in_flight = FuturesUnordered::new();
@@ -218,8 +212,12 @@ async fn relay(stage: &Stage, n: u64) -> anyhow::Result<()> {
                 let acked: anyhow::Result<bool> = result;
                 if acked? { done += 1; }
             }
-            item = consumer.next(), if in_flight.len() < limit => {
-                let delivery = item.ok_or_else(|| anyhow::anyhow!("relay consumer cancelled"))??;
+            next = tap.next(), if in_flight.len() < limit => {
+                let delivery = match next {
+                    Next::Delivery(d) => d,
+                    Next::Cancelled => anyhow::bail!("relay consumer cancelled"),
+                    Next::Lost(e) => return Err(e),
+                };
                 let publisher = &publisher;
                 let exchange = &exchange;
                 in_flight.push(async move {
@@ -230,7 +228,7 @@ async fn relay(stage: &Stage, n: u64) -> anyhow::Result<()> {
             }
         }
     }
-    let _ = connection.close(200, "relay done".into()).await;
+    tap.close("relay done").await;
     publisher.close().await;
     Ok(())
 }

@@ -8,16 +8,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions};
+use lapin::options::BasicAckOptions;
 use lapin::types::FieldTable;
 use tokio::io::AsyncWriteExt;
 
 use crate::archive::ArchiveLine;
 use crate::config::Config;
-use crate::pulse::connect::connect;
 use crate::pulse::source::message_from_delivery;
-use crate::pulse::topology::{declare_private_queue, exchange_exists};
+use crate::pulse::tap::{Next, Tap, TapOptions, TapQueue};
 
 pub struct RecordOptions {
     /// `(exchange, routing keys)` pairs.
@@ -43,34 +41,17 @@ pub fn parse_binding(s: &str) -> Result<(String, Vec<String>), String> {
 
 /// Records until the limit, the duration or Ctrl-C; returns how many messages were written.
 pub async fn record(config: Arc<Config>, options: RecordOptions) -> anyhow::Result<u64> {
-    let connection = connect(&config, "record").await?;
-    let channel = connection.create_channel().await?;
-    let queue = declare_private_queue(&channel, &config, "record", FieldTable::default()).await?;
-    for (exchange, keys) in &options.bindings {
-        if !exchange_exists(&connection, exchange).await? {
-            anyhow::bail!("exchange {exchange} does not exist on the broker");
-        }
-        for key in keys {
-            channel
-                .queue_bind(
-                    queue.as_str().into(),
-                    exchange.as_str().into(),
-                    key.as_str().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-        }
-    }
-    channel.basic_qos(200, BasicQosOptions::default()).await?;
-    let mut consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "bugflow-record".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let tap_options = TapOptions {
+        queue: TapQueue::Private {
+            purpose: "record",
+            bindings: &options.bindings,
+            arguments: FieldTable::default(),
+        },
+        prefetch: 200,
+        auto_ack: false,
+        purpose: "record",
+    };
+    let mut tap = Tap::open(&config, tap_options).await?;
     let mut file = tokio::io::BufWriter::new(
         tokio::fs::OpenOptions::new()
             .create(true)
@@ -79,7 +60,7 @@ pub async fn record(config: Arc<Config>, options: RecordOptions) -> anyhow::Resu
             .await
             .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", options.out.display()))?,
     );
-    tracing::info!(%queue, out = %options.out.display(), "recording");
+    tracing::info!(queue = %tap.queue, out = %options.out.display(), "recording");
     let deadline = async {
         match options.duration {
             Some(d) => tokio::time::sleep(d).await,
@@ -88,17 +69,14 @@ pub async fn record(config: Arc<Config>, options: RecordOptions) -> anyhow::Resu
     };
     tokio::pin!(deadline);
     let mut written = 0u64;
-    loop {
-        if options.limit.is_some_and(|limit| written >= limit) {
-            break;
-        }
+    while options.limit.is_none_or(|limit| written < limit) {
         let delivery = tokio::select! {
             _ = super::shutdown_signal() => break,
             _ = &mut deadline => break,
-            next = consumer.next() => match next {
-                Some(Ok(d)) => d,
-                Some(Err(e)) => anyhow::bail!("recording stopped: {e}"),
-                None => break,
+            next = tap.next() => match next {
+                Next::Delivery(d) => d,
+                Next::Lost(e) => anyhow::bail!("recording stopped: {e}"),
+                Next::Cancelled => break,
             },
         };
         let line = ArchiveLine::from_message(&message_from_delivery(&delivery)).to_line();
@@ -111,7 +89,7 @@ pub async fn record(config: Arc<Config>, options: RecordOptions) -> anyhow::Resu
         written += 1;
     }
     file.flush().await?;
-    let _ = connection.close(200, "recording done".into()).await;
+    tap.close("recording done").await;
     Ok(written)
 }
 

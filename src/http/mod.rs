@@ -2,13 +2,13 @@
 //!
 //! * [`api`] — the prediction API, compatible with bugbug's routes;
 //! * [`webhook`] — BMO's webhook, relayed to the bug-events exchange;
-//! * [`dashboard`] — `/` and its data, fed by the [`monitor`] of the results stream;
+//! * [`dashboard`] — `/` and its data, fed by the [`monitor`](crate::monitor) of the
+//!   results stream;
 //! * [`health`] — `/healthz`, `/readyz`, `/metrics` (Prometheus) and the OpenAPI document.
 
 pub mod api;
 pub mod dashboard;
 pub mod health;
-pub mod monitor;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -41,7 +41,7 @@ pub struct AppState {
     pub models: Arc<ModelSet>,
     /// The models this process must have loaded to be ready.
     pub required_models: Vec<ModelKind>,
-    pub monitor: Arc<monitor::Monitor>,
+    pub monitor: Arc<crate::monitor::Monitor>,
 }
 
 impl AppState {
@@ -56,7 +56,7 @@ impl AppState {
             bugzilla: None,
             models: ModelSet::empty(),
             required_models: Vec::new(),
-            monitor: monitor::Monitor::new(),
+            monitor: crate::monitor::Monitor::new(),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Declaring queues, exchanges and bindings — idempotently, so every (re)start may do it.
 //!
-//! Rules (DESIGN.md, "Delivery rules"):
+//! Rules (README.md, "Delivery rules"):
 //! * a consumer's queue is durable, non-exclusive, never auto-deleted, named
 //!   `queue/<user>/bugflow-<consumer>-<env>`, with the dead-letter exchange as its
 //!   `x-dead-letter-exchange`, so even a broker-side reject is parked, not dropped;
@@ -172,6 +172,11 @@ pub async fn declare_consumer(
     Ok(queue.message_count())
 }
 
+/// The broker's 404 NOT_FOUND (a passive declare of something missing).
+pub fn is_not_found(error: &lapin::Error) -> bool {
+    matches!(error.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404)
+}
+
 /// Checks for an exchange with a passive declare, on a channel of its own.
 pub async fn exchange_exists(connection: &Connection, name: &str) -> anyhow::Result<bool> {
     let probe = connection.create_channel().await?;
@@ -192,7 +197,7 @@ pub async fn exchange_exists(connection: &Connection, name: &str) -> anyhow::Res
             Ok(true)
         }
         // 404 NOT_FOUND closes the probe channel; the connection lives on.
-        Err(e) if e.to_string().contains("NOT_FOUND") || e.to_string().contains("404") => Ok(false),
+        Err(e) if is_not_found(&e) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }
