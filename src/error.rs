@@ -7,6 +7,7 @@
 //! `RetryHint`).
 
 use std::fmt;
+use std::sync::Arc;
 
 /// What the runner should do with a message whose processing failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -74,6 +75,10 @@ pub struct StageError {
     pub stage: Stage,
     pub action: Action,
     pub reason: String,
+    /// The typed error this one was made from (a client's), for logs and callers that
+    /// need its details.
+    #[source]
+    pub source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl StageError {
@@ -82,7 +87,27 @@ impl StageError {
             stage,
             action,
             reason: reason.into(),
+            source: None,
         }
+    }
+
+    /// The error of a typed source at `stage`: its text becomes the reason, its
+    /// `action` the action.
+    pub fn from_source<E>(stage: Stage, action: Action, source: E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        StageError {
+            stage,
+            action,
+            reason: source.to_string(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// The typed source, if it is an `E`.
+    pub fn source_as<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        self.source.as_deref()?.downcast_ref::<E>()
     }
 
     /// The input can never be processed: dead-letter it.

@@ -11,12 +11,12 @@
 //! ```
 
 pub mod archive;
+pub mod clients;
 pub mod cmd;
 pub mod config;
 pub mod consumer;
 pub mod dispatch;
 pub mod effects;
-pub mod enrich;
 pub mod error;
 pub mod events;
 pub mod features;

@@ -388,7 +388,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             what: DataWhat::Bugs { since, out },
         } => {
             let anonymous = config.bugzilla.api_key.is_empty();
-            let client = bugflow::enrich::bugzilla::Bugzilla::new(
+            let client = bugflow::clients::bugzilla::Bugzilla::new(
                 &config.bugzilla.url,
                 config.bugzilla.api_key.clone(),
                 Duration::from_secs(config.bugzilla.timeout_seconds),
@@ -427,7 +427,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .host_str()
                 .unwrap_or_default()
                 .to_owned();
-            let hg = bugflow::enrich::hg::HttpHg::new(
+            let hg = bugflow::clients::hg::HttpHg::new(
                 vec![host],
                 Duration::from_secs(config.hg.timeout_seconds),
                 config.hg.attempts,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::enrich::bugzilla::Bugzilla;
+use crate::clients::bugzilla::Bugzilla;
 use crate::pulse::publish::{Outgoing, Publisher};
 use crate::store::{Claim, Store};
 

@@ -7,12 +7,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bugflow::clients::bugzilla::Bugzilla;
+use bugflow::clients::hg;
 use bugflow::config::Config;
 use bugflow::consumer::{BUILTIN, ConsumerSpec};
 use bugflow::dispatch::{Settle, Sinks, Stats, dispatch};
 use bugflow::effects::bugzilla::{BugzillaWriter, WriterConfig};
-use bugflow::enrich::bugzilla::Bugzilla;
-use bugflow::enrich::hg;
 use bugflow::error::Action;
 use bugflow::message::Message;
 use bugflow::pipeline::Pipeline;

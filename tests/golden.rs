@@ -17,11 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bugflow::archive::ArchiveLine;
+use bugflow::clients::bugzilla::Bugzilla;
 use bugflow::config::Config;
 use bugflow::consumer::{BUILTIN, ConsumerSpec};
 use bugflow::dispatch::{Done, Settle, Sinks, Stats, dispatch};
 use bugflow::effects::bugzilla::{BugzillaWriter, WriterConfig};
-use bugflow::enrich::bugzilla::Bugzilla;
 use bugflow::message::Message;
 use bugflow::pipeline::Pipeline;
 use bugflow::secret::Secret;

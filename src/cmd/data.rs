@@ -14,7 +14,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
-use crate::enrich::bugzilla::Bugzilla;
+use crate::clients::bugzilla::Bugzilla;
 use crate::error::Action;
 
 #[derive(Debug, Default, PartialEq)]
@@ -98,8 +98,8 @@ pub async fn bugs(
                 file.flush()?;
                 summary.written += 1;
             }
-            Err(e) if e.action == Action::Skip => {
-                bar.set_message(format!("skipped {id}: {}", e.reason));
+            Err(e) if e.action() == Action::Skip => {
+                bar.set_message(format!("skipped {id}: {}", e));
                 summary.skipped += 1;
             }
             Err(e) => {
@@ -125,7 +125,7 @@ pub async fn bugs(
 /// `backed_out_by` is filled from the backouts found in the same file ("Backed out
 /// changeset <node>"). Resumable: it continues after the highest push id already written.
 pub async fn pushes(
-    hg: &crate::enrich::hg::HttpHg,
+    hg: &crate::clients::hg::HttpHg,
     base: &str,
     repo: &str,
     from_id: u64,

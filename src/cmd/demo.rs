@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::archive::ArchiveLine;
+use crate::clients::hg;
 use crate::consumer::ConsumerSpec;
-use crate::enrich::hg;
 use crate::error::Action;
 use crate::pipeline::Pipeline;
 use crate::score::Score;

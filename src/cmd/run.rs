@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::clients::bugzilla::Bugzilla;
+use crate::clients::hg;
 use crate::config::Config;
 use crate::consumer::{self, ConsumerSpec};
 use crate::dispatch::Sinks;
 use crate::effects::bugzilla::BugzillaWriter;
-use crate::enrich::bugzilla::Bugzilla;
-use crate::enrich::hg;
 use crate::events::InputKind;
 use crate::http::{self, AppState};
 use crate::models::registry::{ModelSet, Registry};

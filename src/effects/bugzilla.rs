@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{EffectKind, EffectRecord, Outcome, rules};
-use crate::enrich::bugzilla::Bugzilla;
+use crate::clients::bugzilla::Bugzilla;
 use crate::error::{Stage, StageError};
 use crate::result::stable_id;
 use crate::score::Score;

@@ -19,8 +19,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::CorsLayer;
 
+use crate::clients::bugzilla::Bugzilla;
 use crate::config::Config;
-use crate::enrich::bugzilla::Bugzilla;
 use crate::models::ModelKind;
 use crate::models::registry::ModelSet;
 use crate::pulse::publish::Publisher;

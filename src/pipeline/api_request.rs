@@ -109,11 +109,11 @@ impl Pipeline {
                 (scored, given)
             }
             // hg does not know the revision (404): answer so, do not retry.
-            Err(e) if e.action == Action::Skip => (
-                Score::not_scored(model, e.reason.clone()),
-                json!({"available": false, "reason": e.reason}),
+            Err(e) if e.action() == Action::Skip => (
+                Score::not_scored(model, e.to_string()),
+                json!({"available": false, "reason": e.to_string()}),
             ),
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         Ok(Finding {
             subject: format!("{}.{rev}", branch.replace('/', "-")),

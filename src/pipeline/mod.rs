@@ -28,11 +28,11 @@ use std::sync::Arc;
 use chrono::Utc;
 use serde_json::Value;
 
+use crate::clients::bugzilla::Bugzilla;
+use crate::clients::hg;
 use crate::consumer::ConsumerSpec;
 use crate::effects::bugzilla::BugzillaWriter;
 use crate::effects::{Effect, Effects, Planned};
-use crate::enrich::bugzilla::Bugzilla;
-use crate::enrich::hg;
 use crate::error::StageError;
 use crate::events::{self, Event};
 use crate::message::Message;

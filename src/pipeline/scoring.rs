@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use super::{MAX_LISTED, Pipeline};
-use crate::enrich::hg::PushDetails;
+use crate::clients::hg::PushDetails;
 use crate::features::{Features, bug, commit};
 use crate::models::bundle::Bundle;
 use crate::models::{Input, ModelKind};

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bugflow::enrich::bugzilla::Bugzilla;
-use bugflow::enrich::hg;
+use bugflow::clients::bugzilla::Bugzilla;
+use bugflow::clients::hg;
 use bugflow::http::{AppState, serve};
 use bugflow::pipeline::Pipeline;
 use bugflow::pulse::publish::Publisher;

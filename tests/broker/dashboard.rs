@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bugflow::enrich::hg;
+use bugflow::clients::hg;
 use bugflow::http::{AppState, serve};
 use bugflow::pipeline::Pipeline;
 use bugflow::pulse::publish::Publisher;

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bugflow::enrich::bugzilla::Bugzilla;
+use bugflow::clients::bugzilla::Bugzilla;
 use bugflow::poller::{Poller, WATERMARK};
 use bugflow::pulse::publish::Publisher;
 use bugflow::secret::Secret;

@@ -15,8 +15,70 @@ use backon::{ExponentialBuilder, Retryable};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
-use crate::error::{Stage, StageError};
+use crate::error::{Action, Stage, StageError};
 use crate::features::commit::Commit;
+
+/// Why reading a push from hg.mozilla.org failed. [`HgError::action`] says what the message
+/// does next.
+#[derive(Debug, thiserror::Error)]
+pub enum HgError {
+    /// A URL from a message that bugflow must not fetch, or that does not parse.
+    #[error("push URL {0}")]
+    BadUrl(String),
+    #[error("push URL host {0:?} is not in hg.allowed_hosts")]
+    HostNotAllowed(String),
+    #[error("hg.mozilla.org: {0}")]
+    Transport(String),
+    /// 5xx, 429 or 408: hg is busy or down.
+    #[error("hg.mozilla.org answered {0}")]
+    Busy(reqwest::StatusCode),
+    /// Any other status (404: hg does not know the push or revision).
+    #[error("hg.mozilla.org answered {status} for {url}")]
+    Refused {
+        status: reqwest::StatusCode,
+        url: String,
+    },
+    #[error("hg.mozilla.org body: {0}")]
+    Body(String),
+    #[error("json-pushes answered something else: {0}")]
+    NotJsonPushes(String),
+    #[error("json-pushes changeset: {0}")]
+    BadChangeset(String),
+    #[error("json-pushes has no push {pushid} (it answered {answered:?})")]
+    NoSuchPush { pushid: u64, answered: Vec<String> },
+    #[error("json-pushes knows no push with this revision")]
+    NoPushWithRevision,
+    #[error("no bundled json-pushes response for {0}")]
+    NotBundled(String),
+    #[error("bundled json-pushes responses are looked up by push, not revision")]
+    BundledByPushOnly,
+    #[error("hg client closed")]
+    Closed,
+}
+
+impl HgError {
+    /// What the message whose processing made this call does next.
+    pub fn action(&self) -> Action {
+        use HgError::*;
+        match self {
+            Transport(_) | Busy(_) | Body(_) | Closed => Action::Retry,
+            BadUrl(_) | HostNotAllowed(_) | NotJsonPushes(_) | BadChangeset(_) => {
+                Action::DeadLetter
+            }
+            Refused { .. }
+            | NoSuchPush { .. }
+            | NoPushWithRevision
+            | NotBundled(_)
+            | BundledByPushOnly => Action::Skip,
+        }
+    }
+}
+
+impl From<HgError> for StageError {
+    fn from(e: HgError) -> StageError {
+        StageError::from_source(Stage::Enrich, e.action(), e)
+    }
+}
 
 pub const USER_AGENT: &str = concat!(
     "bugflow/",
@@ -66,15 +128,13 @@ pub enum Source {
 
 impl Source {
     /// The changesets of the push at `push_full_json_url`, and its id.
-    pub async fn push(&self, url: &str, pushid: u64) -> Result<PushDetails, StageError> {
+    pub async fn push(&self, url: &str, pushid: u64) -> Result<PushDetails, HgError> {
         let body = match self {
             Source::Http(client) => client.get(url).await?,
-            Source::Bundled(responses) => responses.get(url).cloned().ok_or_else(|| {
-                StageError::skip(
-                    Stage::Enrich,
-                    format!("no bundled json-pushes response for {url}"),
-                )
-            })?,
+            Source::Bundled(responses) => responses
+                .get(url)
+                .cloned()
+                .ok_or_else(|| HgError::NotBundled(url.to_owned()))?,
         };
         parse_push(&body, pushid)
     }
@@ -86,19 +146,14 @@ impl Source {
         base: &str,
         branch: &str,
         rev: &str,
-    ) -> Result<PushDetails, StageError> {
+    ) -> Result<PushDetails, HgError> {
         let url = format!(
             "{}/{branch}/json-pushes?version=2&full=1&changeset={rev}",
             base.trim_end_matches('/')
         );
         let body = match self {
             Source::Http(client) => client.get(&url).await?,
-            Source::Bundled(_) => {
-                return Err(StageError::skip(
-                    Stage::Enrich,
-                    "bundled json-pushes responses are looked up by push, not revision",
-                ));
-            }
+            Source::Bundled(_) => return Err(HgError::BundledByPushOnly),
         };
         let pushid = only_push_id(&body)?;
         parse_push(&body, pushid)
@@ -106,50 +161,34 @@ impl Source {
 }
 
 /// The id of the single push of a `changeset=` answer.
-fn only_push_id(body: &str) -> Result<u64, StageError> {
-    let parsed: JsonPushes = serde_json::from_str(body).map_err(|e| {
-        StageError::invalid(
-            Stage::Enrich,
-            format!("json-pushes answered something else: {e}"),
-        )
-    })?;
+fn only_push_id(body: &str) -> Result<u64, HgError> {
+    let parsed: JsonPushes =
+        serde_json::from_str(body).map_err(|e| HgError::NotJsonPushes(e.to_string()))?;
     parsed
         .pushes
         .keys()
         .filter_map(|k| k.parse().ok())
         .max()
-        .ok_or_else(|| {
-            StageError::skip(
-                Stage::Enrich,
-                "json-pushes knows no push with this revision",
-            )
-        })
+        .ok_or(HgError::NoPushWithRevision)
 }
 
 /// Reads one push out of a json-pushes v2 (`full=1`) response.
-pub fn parse_push(body: &str, pushid: u64) -> Result<PushDetails, StageError> {
-    let parsed: JsonPushes = serde_json::from_str(body).map_err(|e| {
-        StageError::invalid(
-            Stage::Enrich,
-            format!("json-pushes answered something else: {e}"),
-        )
-    })?;
-    let raw = parsed.pushes.get(&pushid.to_string()).ok_or_else(|| {
-        StageError::skip(
-            Stage::Enrich,
-            format!(
-                "json-pushes has no push {pushid} (it answered {:?})",
-                parsed.pushes.keys().collect::<Vec<_>>()
-            ),
-        )
-    })?;
+pub fn parse_push(body: &str, pushid: u64) -> Result<PushDetails, HgError> {
+    let parsed: JsonPushes =
+        serde_json::from_str(body).map_err(|e| HgError::NotJsonPushes(e.to_string()))?;
+    let raw = parsed
+        .pushes
+        .get(&pushid.to_string())
+        .ok_or_else(|| HgError::NoSuchPush {
+            pushid,
+            answered: parsed.pushes.keys().cloned().collect(),
+        })?;
     let mut changesets = Vec::new();
     for c in &raw.changesets {
         // Without `full=1` changesets are bare nodes: nothing to score.
         if c.is_object() {
-            let commit: Commit = serde_json::from_value(c.clone()).map_err(|e| {
-                StageError::invalid(Stage::Enrich, format!("json-pushes changeset: {e}"))
-            })?;
+            let commit: Commit = serde_json::from_value(c.clone())
+                .map_err(|e| HgError::BadChangeset(e.to_string()))?;
             changesets.push(commit);
         }
     }
@@ -189,15 +228,11 @@ impl HttpHg {
         })
     }
 
-    async fn get(&self, url: &str) -> Result<String, StageError> {
-        let parsed = url::Url::parse(url)
-            .map_err(|e| StageError::invalid(Stage::Enrich, format!("push URL {url:?}: {e}")))?;
+    async fn get(&self, url: &str) -> Result<String, HgError> {
+        let parsed = url::Url::parse(url).map_err(|e| HgError::BadUrl(format!("{url:?}: {e}")))?;
         let host = parsed.host_str().unwrap_or_default();
         if !self.allowed_hosts.iter().any(|h| h == host) {
-            return Err(StageError::invalid(
-                Stage::Enrich,
-                format!("push URL host {host:?} is not in hg.allowed_hosts"),
-            ));
+            return Err(HgError::HostNotAllowed(host.to_owned()));
         }
         let policy = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(200))
@@ -206,38 +241,33 @@ impl HttpHg {
             .with_jitter();
         (|| self.get_once(url))
             .retry(policy)
-            .when(|e: &StageError| e.action == crate::error::Action::Retry)
+            .when(|e: &HgError| e.action() == Action::Retry)
             .notify(|e, after| tracing::warn!(error = %e, retry_in = ?after, "hg.mozilla.org; retrying"))
             .await
     }
 
-    async fn get_once(&self, url: &str) -> Result<String, StageError> {
-        let _permit = self
-            .permits
-            .acquire()
+    async fn get_once(&self, url: &str) -> Result<String, HgError> {
+        let _permit = self.permits.acquire().await.map_err(|_| HgError::Closed)?;
+        let response = self
+            .client
+            .get(url)
+            .send()
             .await
-            .map_err(|_| StageError::transient(Stage::Enrich, "hg client closed"))?;
-        let response =
-            self.client.get(url).send().await.map_err(|e| {
-                StageError::transient(Stage::Enrich, format!("hg.mozilla.org: {e}"))
-            })?;
+            .map_err(|e| HgError::Transport(e.to_string()))?;
         let status = response.status();
         if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
-            return Err(StageError::transient(
-                Stage::Enrich,
-                format!("hg.mozilla.org answered {status}"),
-            ));
+            return Err(HgError::Busy(status));
         }
         if !status.is_success() {
-            return Err(StageError::skip(
-                Stage::Enrich,
-                format!("hg.mozilla.org answered {status} for {url}"),
-            ));
+            return Err(HgError::Refused {
+                status,
+                url: url.to_owned(),
+            });
         }
         response
             .text()
             .await
-            .map_err(|e| StageError::transient(Stage::Enrich, format!("hg.mozilla.org body: {e}")))
+            .map_err(|e| HgError::Body(e.to_string()))
     }
 }
 
@@ -254,14 +284,14 @@ impl HttpHg {
         repo: &str,
         start: u64,
         end: u64,
-    ) -> Result<Page, StageError> {
+    ) -> Result<Page, HgError> {
         let url = format!(
             "{}/{repo}/json-pushes?version=2&full=1&startID={start}&endID={end}",
             base.trim_end_matches('/')
         );
         let body = self.get(&url).await?;
-        let parsed: serde_json::Value = serde_json::from_str(&body)
-            .map_err(|e| StageError::invalid(Stage::Enrich, format!("json-pushes: {e}")))?;
+        let parsed: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| HgError::NotJsonPushes(e.to_string()))?;
         let last = parsed["lastpushid"].as_u64().unwrap_or(0);
         let mut pushes: Vec<(u64, i64, Vec<serde_json::Value>)> = parsed["pushes"]
             .as_object()

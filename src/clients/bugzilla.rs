@@ -19,6 +19,82 @@ use tokio::sync::Mutex;
 use crate::error::{Action, Stage, StageError};
 use crate::secret::Secret;
 
+/// Why a Bugzilla call failed. [`BugzillaError::action`] says what the message does next.
+#[derive(Debug, thiserror::Error)]
+pub enum BugzillaError {
+    #[error("Bugzilla timed out (bugzilla.timeout_seconds)")]
+    Timeout,
+    /// The request did not get an answer (connection refused, reset, TLS).
+    #[error("Bugzilla: {0}")]
+    Transport(String),
+    /// An earlier 429 blocks every call until its window ends.
+    #[error("Bugzilla blocked us (429); back-off for {0:?} more")]
+    Blocked(Duration),
+    /// This call was answered 429: BMO blocked our IP.
+    #[error("Bugzilla answered 429: no calls for {0:?}")]
+    TooManyRequests(Duration),
+    #[error("Bugzilla answered {0}")]
+    Server(reqwest::StatusCode),
+    #[error("Bugzilla body: {0}")]
+    Body(String),
+    /// 306: the API key was rejected or revoked; no call is made until it is replaced.
+    #[error("the Bugzilla API key was rejected (306)")]
+    KeyRejected,
+    /// A call after a 306.
+    #[error("the Bugzilla API key was rejected (306): no more calls until it is replaced")]
+    KeyWasRejected,
+    /// 101 or 404.
+    #[error("no such bug ({code}): {message}")]
+    NoSuchBug { code: i64, message: String },
+    /// 102 or 401: private, or the key cannot see it.
+    #[error("no access: the bug is private or the key cannot see it ({code})")]
+    NoAccess { code: i64 },
+    /// A search answered without the bug asked for.
+    #[error("Bugzilla returned no bug {0}")]
+    Missing(u64),
+    /// Any other error Bugzilla answered.
+    #[error("Bugzilla error {code} ({status}): {message}")]
+    Api {
+        code: i64,
+        status: reqwest::StatusCode,
+        message: String,
+    },
+    #[error("bugzilla.url: {0}")]
+    BadUrl(String),
+}
+
+impl BugzillaError {
+    /// What the message whose processing made this call does next.
+    pub fn action(&self) -> Action {
+        use BugzillaError::*;
+        match self {
+            Timeout | Transport(_) | Blocked(_) | TooManyRequests(_) | Server(_) | Body(_) => {
+                Action::Retry
+            }
+            KeyRejected | KeyWasRejected | NoSuchBug { .. } | NoAccess { .. } | Missing(_) => {
+                Action::Skip
+            }
+            Api { .. } | BadUrl(_) => Action::DeadLetter,
+        }
+    }
+
+    /// Worth another attempt inside the client? Transient failures are, but not a 429:
+    /// BMO's block lasts an hour, and the message goes back to its queue instead.
+    pub fn retry_now(&self) -> bool {
+        self.action() == Action::Retry
+            && !matches!(
+                self,
+                BugzillaError::Blocked(_) | BugzillaError::TooManyRequests(_)
+            )
+    }
+}
+
+impl From<BugzillaError> for StageError {
+    fn from(e: BugzillaError) -> StageError {
+        StageError::from_source(Stage::Enrich, e.action(), e)
+    }
+}
+
 #[derive(Clone)]
 pub struct Bugzilla {
     inner: Arc<Inner>,
@@ -49,7 +125,7 @@ impl Bugzilla {
                 base: base.trim_end_matches('/').to_owned(),
                 api_key,
                 client: reqwest::Client::builder()
-                    .user_agent(crate::enrich::hg::USER_AGENT)
+                    .user_agent(crate::clients::hg::USER_AGENT)
                     .timeout(timeout)
                     .build()?,
                 blocked_until: Mutex::new(None),
@@ -61,7 +137,7 @@ impl Bugzilla {
     }
 
     /// A bug with its comments, history and attachments (REST shape).
-    pub async fn bug(&self, id: u64) -> Result<Value, StageError> {
+    pub async fn bug(&self, id: u64) -> Result<Value, BugzillaError> {
         let url = format!(
             "{}/rest/bug/{id}?include_fields=_default,comments,history,attachments",
             self.inner.base
@@ -71,14 +147,12 @@ impl Bugzilla {
             .and_then(Value::as_array)
             .and_then(|b| b.first())
             .cloned()
-            .ok_or_else(|| {
-                StageError::skip(Stage::Enrich, format!("Bugzilla returned no bug {id}"))
-            })
+            .ok_or(BugzillaError::Missing(id))
     }
 
     /// Several bugs with comments, history and attachments, in one request. Bugs Bugzilla
     /// does not show (private, deleted, no such id) are simply absent from the answer.
-    pub async fn bugs(&self, ids: &[u64]) -> Result<Vec<Value>, StageError> {
+    pub async fn bugs(&self, ids: &[u64]) -> Result<Vec<Value>, BugzillaError> {
         self.search_ids(ids, "_default,comments,history,attachments")
             .await
     }
@@ -87,7 +161,7 @@ impl Bugzilla {
     pub async fn change_times(
         &self,
         ids: &[u64],
-    ) -> Result<std::collections::HashMap<u64, String>, StageError> {
+    ) -> Result<std::collections::HashMap<u64, String>, BugzillaError> {
         Ok(self
             .search_ids(ids, "id,last_change_time")
             .await?
@@ -101,13 +175,13 @@ impl Bugzilla {
             .collect())
     }
 
-    async fn search_ids(&self, ids: &[u64], fields: &str) -> Result<Vec<Value>, StageError> {
+    async fn search_ids(&self, ids: &[u64], fields: &str) -> Result<Vec<Value>, BugzillaError> {
         let mut all = Vec::with_capacity(ids.len());
         // BMO's URL length limit: bugbug asks 700 ids at a time.
         for chunk in ids.chunks(500) {
             let list: Vec<String> = chunk.iter().map(u64::to_string).collect();
             let mut url = url::Url::parse(&format!("{}/rest/bug", self.inner.base))
-                .map_err(|e| StageError::invalid(Stage::Enrich, format!("bugzilla.url: {e}")))?;
+                .map_err(|e| BugzillaError::BadUrl(e.to_string()))?;
             url.query_pairs_mut()
                 .append_pair("id", &list.join(","))
                 .append_pair("include_fields", fields);
@@ -123,11 +197,15 @@ impl Bugzilla {
     }
 
     /// Bugs changed at or after `since` (RFC 3339), oldest change first, page by page.
-    pub async fn changed_since(&self, since: &str, page: usize) -> Result<Vec<Value>, StageError> {
+    pub async fn changed_since(
+        &self,
+        since: &str,
+        page: usize,
+    ) -> Result<Vec<Value>, BugzillaError> {
         let mut all = Vec::new();
         loop {
             let mut url = url::Url::parse(&format!("{}/rest/bug", self.inner.base))
-                .map_err(|e| StageError::invalid(Stage::Enrich, format!("bugzilla.url: {e}")))?;
+                .map_err(|e| BugzillaError::BadUrl(e.to_string()))?;
             url.query_pairs_mut()
                 .append_pair("last_change_time", since)
                 .append_pair("order", "changeddate")
@@ -152,13 +230,13 @@ impl Bugzilla {
     }
 
     /// `PUT /rest/bug/{id}`.
-    pub async fn update(&self, id: u64, change: &Value) -> Result<Value, StageError> {
+    pub async fn update(&self, id: u64, change: &Value) -> Result<Value, BugzillaError> {
         let url = format!("{}/rest/bug/{id}", self.inner.base);
         self.call(reqwest::Method::PUT, &url, Some(change)).await
     }
 
     /// The bot's identity (checks the API key at start).
-    pub async fn whoami(&self) -> Result<Value, StageError> {
+    pub async fn whoami(&self) -> Result<Value, BugzillaError> {
         let url = format!("{}/rest/whoami", self.inner.base);
         self.call(reqwest::Method::GET, &url, None).await
     }
@@ -168,7 +246,7 @@ impl Bugzilla {
         method: reqwest::Method,
         url: &str,
         body: Option<&Value>,
-    ) -> Result<Value, StageError> {
+    ) -> Result<Value, BugzillaError> {
         let policy = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
             .with_max_delay(Duration::from_secs(10))
@@ -177,7 +255,7 @@ impl Bugzilla {
         (|| self.call_once(method.clone(), url, body))
             .retry(policy)
             // A 429 block is retried only after its window: not here.
-            .when(|e: &StageError| e.action == Action::Retry && !e.reason.contains("429"))
+            .when(BugzillaError::retry_now)
             .notify(|e, after| tracing::warn!(error = %e, retry_in = ?after, "Bugzilla; retrying"))
             .await
     }
@@ -187,23 +265,14 @@ impl Bugzilla {
         method: reqwest::Method,
         url: &str,
         body: Option<&Value>,
-    ) -> Result<Value, StageError> {
+    ) -> Result<Value, BugzillaError> {
         if self.inner.key_rejected.load(Ordering::Relaxed) {
-            return Err(StageError::skip(
-                Stage::Enrich,
-                "the Bugzilla API key was rejected (306): no more calls until it is replaced",
-            ));
+            return Err(BugzillaError::KeyWasRejected);
         }
         if let Some(until) = *self.inner.blocked_until.lock().await
             && Instant::now() < until
         {
-            return Err(StageError::transient(
-                Stage::Enrich,
-                format!(
-                    "Bugzilla blocked us (429); back-off for {:?} more",
-                    until - Instant::now()
-                ),
-            ));
+            return Err(BugzillaError::Blocked(until - Instant::now()));
         }
         let mut request = self.inner.client.request(method, url);
         // Anonymous reads work (rate-limited by BMO to 75 a minute); writes need the key.
@@ -214,34 +283,25 @@ impl Bugzilla {
             request = request.json(body);
         }
         let response = request.send().await.map_err(|e| {
-            let reason = if e.is_timeout() {
-                "Bugzilla timed out (bugzilla.timeout_seconds)".to_owned()
+            if e.is_timeout() {
+                BugzillaError::Timeout
             } else {
-                format!("Bugzilla: {}", e.without_url())
-            };
-            StageError::transient(Stage::Enrich, reason)
+                BugzillaError::Transport(e.without_url().to_string())
+            }
         })?;
         let status = response.status();
         if status.as_u16() == 429 {
             *self.inner.blocked_until.lock().await = Some(Instant::now() + self.inner.block_window);
             metrics::counter!("bugflow_bugzilla_blocked_total").increment(1);
-            return Err(StageError::transient(
-                Stage::Enrich,
-                format!(
-                    "Bugzilla answered 429: no calls for {:?}",
-                    self.inner.block_window
-                ),
-            ));
+            return Err(BugzillaError::TooManyRequests(self.inner.block_window));
         }
         if status.is_server_error() {
-            return Err(StageError::transient(
-                Stage::Enrich,
-                format!("Bugzilla answered {status}"),
-            ));
+            return Err(BugzillaError::Server(status));
         }
-        let text = response.text().await.map_err(|e| {
-            StageError::transient(Stage::Enrich, format!("Bugzilla body: {}", e.without_url()))
-        })?;
+        let text = response
+            .text()
+            .await
+            .map_err(|e| BugzillaError::Body(e.without_url().to_string()))?;
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if value.get("error").and_then(Value::as_bool) == Some(true) || !status.is_success() {
             let code = value.get("code").and_then(Value::as_i64).unwrap_or(0);
@@ -256,21 +316,47 @@ impl Bugzilla {
                     tracing::error!(
                         "Bugzilla rejected the API key (306); bugflow stops calling Bugzilla"
                     );
-                    StageError::skip(Stage::Enrich, "the Bugzilla API key was rejected (306)")
+                    BugzillaError::KeyRejected
                 }
-                (101, _) | (_, 404) => {
-                    StageError::skip(Stage::Enrich, format!("no such bug ({code}): {message}"))
-                }
-                (102, _) | (_, 401) => StageError::skip(
-                    Stage::Enrich,
-                    format!("no access: the bug is private or the key cannot see it ({code})"),
-                ),
-                _ => StageError::invalid(
-                    Stage::Enrich,
-                    format!("Bugzilla error {code} ({status}): {message}"),
-                ),
+                (101, _) | (_, 404) => BugzillaError::NoSuchBug { code, message },
+                (102, _) | (_, 401) => BugzillaError::NoAccess { code },
+                _ => BugzillaError::Api {
+                    code,
+                    status,
+                    message,
+                },
             });
         }
         Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_says_what_to_do_and_stays_reachable_as_the_source() {
+        let block = BugzillaError::TooManyRequests(Duration::from_secs(3600));
+        assert_eq!(block.action(), Action::Retry);
+        assert!(
+            !block.retry_now(),
+            "a 429 waits for its window, not a backon retry"
+        );
+        assert!(BugzillaError::Timeout.retry_now());
+        assert_eq!(BugzillaError::NoAccess { code: 102 }.action(), Action::Skip);
+        let api = BugzillaError::Api {
+            code: 51,
+            status: reqwest::StatusCode::BAD_REQUEST,
+            message: "bad field".into(),
+        };
+        assert_eq!(api.action(), Action::DeadLetter);
+        let stage: StageError = BugzillaError::KeyRejected.into();
+        assert_eq!(stage.action, Action::Skip);
+        assert_eq!(stage.stage, Stage::Enrich);
+        assert!(matches!(
+            stage.source_as::<BugzillaError>(),
+            Some(BugzillaError::KeyRejected)
+        ));
     }
 }
