@@ -10,6 +10,7 @@
 //! http::webhook ─► bug events exchange ─► (the bug-triage consumer)
 //! ```
 
+pub mod app;
 pub mod archive;
 pub mod clients;
 pub mod cmd;

@@ -8,7 +8,6 @@ use clap::{Parser, Subcommand};
 
 use bugflow::cmd;
 use bugflow::config::Config;
-use bugflow::consumer;
 
 #[derive(Parser)]
 #[command(
@@ -227,43 +226,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             http_only,
         } => {
             bugflow::telemetry::prometheus();
-            cmd::run::run(
-                config,
-                cmd::run::RunOptions {
-                    consumers,
-                    http: !no_http,
-                    http_only,
-                },
-            )
-            .await
+            let http = !no_http;
+            let options = cmd::run::RunOptions {
+                consumers,
+                http,
+                http_only,
+            };
+            cmd::run::run(config, options).await
         }
         Command::Replay {
             files,
-            consumer: forced,
+            consumer,
             out,
             publish,
         } => {
-            let summary = if publish {
-                cmd::replay::publish_back(Arc::new(config), &files).await?
-            } else {
-                let models = cmd::run::load_models(&config)?;
-                let pipelines = consumer::load_all(&config)?
-                    .into_iter()
-                    .map(|spec| cmd::run::pipeline_for(&config, spec, models.clone(), None))
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                cmd::replay::replay(
-                    &pipelines,
-                    &cmd::replay::ReplayOptions {
-                        files,
-                        consumer: forced,
-                        out,
-                        publish,
-                    },
-                )
-                .await?
+            let options = cmd::replay::ReplayOptions {
+                files,
+                consumer,
+                out,
+                publish,
             };
-            summary.print();
-            Ok(())
+            cmd::replay::command(config, options).await
         }
         Command::Record {
             bindings,
@@ -271,67 +254,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             limit,
             seconds,
         } => {
-            let written = cmd::record::record(
-                Arc::new(config),
-                cmd::record::RecordOptions {
-                    bindings,
-                    out: out.clone(),
-                    limit,
-                    duration: seconds.map(Duration::from_secs),
-                },
-            )
-            .await?;
-            eprintln!("recorded {written} messages to {}", out.display());
-            Ok(())
-        }
-        Command::Demo => {
-            let models = cmd::run::load_models(&config)?;
-            let hg = cmd::demo::bundled_hg();
-            let pipelines: Vec<_> = consumer::load_all(&config)?
-                .into_iter()
-                .map(|spec| {
-                    bugflow::pipeline::Pipeline::new(spec, models.clone()).with_hg(hg.clone())
-                })
-                .collect();
-            let mut out = Vec::new();
-            cmd::demo::demo(&pipelines, &mut out).await?;
-            use std::io::Write;
-            std::io::stdout().write_all(&out)?;
-            Ok(())
-        }
-        Command::Bench {
-            what:
-                BenchWhat::Pipeline {
-                    messages,
-                    prefetch,
-                    rounds,
-                },
-        } => {
-            let options = cmd::bench::BenchOptions {
-                messages,
-                prefetch,
-                rounds,
+            let duration = seconds.map(Duration::from_secs);
+            let options = cmd::record::RecordOptions {
+                bindings,
+                out,
+                limit,
+                duration,
             };
-            let report = cmd::bench::bench(&config, &options).await?;
-            report.print(&options);
-            Ok(())
+            cmd::record::command(Arc::new(config), options).await
         }
-        Command::Bench {
-            what:
-                BenchWhat::Models {
-                    bugs,
-                    issues,
-                    repeat,
-                },
-        } => {
-            let models = cmd::run::load_models(&config)?;
-            let options = cmd::bench_models::ModelsBenchOptions {
-                bugs,
-                issues,
-                repeat,
-            };
-            tokio::task::spawn_blocking(move || cmd::bench_models::run(&models, &options)).await?
-        }
+        Command::Demo => cmd::demo::command(&config).await,
+        Command::Bench { what } => bench(&config, what).await,
         Command::Train {
             model,
             files,
@@ -341,130 +274,93 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             test_fraction,
             force,
         } => {
+            let out = out.unwrap_or_else(|| config.models_dir.clone());
             let options = bugflow::train::TrainOptions {
                 files,
-                out: out.unwrap_or_else(|| config.models_dir.clone()),
+                out,
                 split,
                 seed,
                 test_fraction,
                 force,
                 progress: true,
             };
-            let promoted =
-                tokio::task::spawn_blocking(move || cmd::train::run(model, &options)).await??;
-            if !promoted {
-                anyhow::bail!("{model}: the new bundle was not promoted (metrics gate)");
-            }
-            Ok(())
+            cmd::train::command(model, options).await
         }
         Command::Evaluate {
             model,
             bundle,
             files,
+        } => cmd::models::evaluate_command(model, &bundle, &files),
+        Command::Models { action } => models(&config, action),
+        Command::Data { what } => data(&config, what).await,
+        Command::Consumers => cmd::consumers::print(&config),
+    }
+}
+
+async fn bench(config: &Config, what: BenchWhat) -> anyhow::Result<()> {
+    match what {
+        BenchWhat::Pipeline {
+            messages,
+            prefetch,
+            rounds,
         } => {
-            let manifest_model = bugflow::models::bundle::Bundle::read(&bundle)?
-                .manifest
-                .model;
-            anyhow::ensure!(
-                manifest_model == model,
-                "{} holds a {manifest_model} bundle, not {model}",
-                bundle.display()
-            );
-            cmd::models::evaluate(&bundle, &files)
-        }
-        Command::Models { action } => {
-            let registry = bugflow::models::registry::Registry::new(&config.models_dir);
-            match action {
-                ModelsAction::List => cmd::models::list(&registry),
-                ModelsAction::Promote {
-                    model,
-                    version,
-                    force,
-                } => cmd::models::promote(&registry, model, &version, force),
-                ModelsAction::Rollback { model } => cmd::models::rollback(&registry, model),
-            }
-        }
-        Command::Data {
-            what: DataWhat::Bugs { since, out },
-        } => {
-            let anonymous = config.bugzilla.api_key.is_empty();
-            let client = bugflow::clients::bugzilla::Bugzilla::new(
-                &config.bugzilla.url,
-                config.bugzilla.api_key.clone(),
-                Duration::from_secs(config.bugzilla.timeout_seconds),
-                Duration::from_secs(config.bugzilla.block_seconds),
-                config.bugzilla.attempts,
-            )?;
-            // BMO allows 75 anonymous reads a minute.
-            let pace = if anonymous {
-                Duration::from_millis(850)
-            } else {
-                Duration::ZERO
+            let options = cmd::bench::BenchOptions {
+                messages,
+                prefetch,
+                rounds,
             };
-            let s = cmd::data::bugs(&client, &since, &out, pace, true).await?;
-            eprintln!(
-                "{} bugs found, {} already in {}, {} written, {} skipped (private or gone)",
-                s.found,
-                s.already_had,
-                out.display(),
-                s.written,
-                s.skipped
-            );
+            cmd::bench::bench(config, &options).await?.print(&options);
             Ok(())
         }
-        Command::Data {
-            what:
-                DataWhat::Pushes {
-                    repo,
-                    from_id,
-                    to_id,
-                    out,
-                    hg_url,
-                    batch,
-                },
+        BenchWhat::Models {
+            bugs,
+            issues,
+            repeat,
         } => {
-            let host = url::Url::parse(&hg_url)?
-                .host_str()
-                .unwrap_or_default()
-                .to_owned();
-            let hg = bugflow::clients::hg::HttpHg::new(
-                vec![host],
-                Duration::from_secs(config.hg.timeout_seconds),
-                config.hg.attempts,
-            )?;
-            let n =
-                cmd::data::pushes(&hg, &hg_url, &repo, from_id, to_id, &out, batch.max(1)).await?;
-            eprintln!("{n} changesets written to {}", out.display());
-            Ok(())
+            let options = cmd::bench_models::ModelsBenchOptions {
+                bugs,
+                issues,
+                repeat,
+            };
+            cmd::bench_models::command(config, options).await
         }
-        Command::Data {
-            what: DataWhat::Labels { out },
+    }
+}
+
+fn models(config: &Config, action: ModelsAction) -> anyhow::Result<()> {
+    let registry = bugflow::models::registry::Registry::new(&config.models_dir);
+    match action {
+        ModelsAction::List => cmd::models::list(&registry),
+        ModelsAction::Promote {
+            model,
+            version,
+            force,
+        } => cmd::models::promote(&registry, model, &version, force),
+        ModelsAction::Rollback { model } => cmd::models::rollback(&registry, model),
+    }
+}
+
+async fn data(config: &Config, what: DataWhat) -> anyhow::Result<()> {
+    match what {
+        DataWhat::Bugs { since, out } => cmd::data::bugs_command(config, &since, &out).await,
+        DataWhat::Labels { out } => cmd::data::labels_command(config, &out).await,
+        DataWhat::Pushes {
+            repo,
+            from_id,
+            to_id,
+            out,
+            hg_url,
+            batch,
         } => {
-            let store = bugflow::store::Store::open(config.store.expose()).await?;
-            let labels = store.labels().await?;
-            let mut text = String::new();
-            for label in &labels {
-                text.push_str(&serde_json::to_string(label)?);
-                text.push('\n');
-            }
-            std::fs::write(&out, text)?;
-            eprintln!("{} labels written to {}", labels.len(), out.display());
-            Ok(())
-        }
-        Command::Consumers => {
-            for spec in consumer::load_all(&config)? {
-                println!("{} — {}", spec.name, spec.description);
-                println!("  queue    {} (prefetch {})", spec.queue, spec.prefetch);
-                for b in &spec.bindings {
-                    println!(
-                        "  binds    {} {:?}{}",
-                        b.exchange,
-                        b.keys,
-                        if b.optional { " (optional)" } else { "" }
-                    );
-                }
-            }
-            Ok(())
+            let options = cmd::data::PushesOptions {
+                repo,
+                from_id,
+                to_id,
+                out,
+                hg_url,
+                batch,
+            };
+            cmd::data::pushes_command(config, &options).await
         }
     }
 }

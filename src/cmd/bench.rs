@@ -236,7 +236,7 @@ async fn relay(stage: &Stage, n: u64) -> anyhow::Result<()> {
 /// The `pushes` consumer, exactly as `bugflow run` runs it, until `n` messages are acked.
 async fn pipeline(stage: &Stage, n: u64) -> anyhow::Result<()> {
     let publisher = Publisher::connect(stage.config.clone()).await?;
-    let sinks = super::run::sinks_for(&stage.config, &stage.spec, &publisher, None);
+    let sinks = crate::app::sinks_for(&stage.config, &stage.spec, &publisher, None);
     let shutdown = CancellationToken::new();
     let runner = Runner::new(
         stage.config.clone(),

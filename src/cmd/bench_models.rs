@@ -116,3 +116,12 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
+
+/// `bugflow bench models` with the serving bundles of the configuration.
+pub async fn command(
+    config: &crate::config::Config,
+    options: ModelsBenchOptions,
+) -> anyhow::Result<()> {
+    let models = crate::app::load_models(config)?;
+    tokio::task::spawn_blocking(move || run(&models, &options)).await?
+}

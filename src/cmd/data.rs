@@ -219,3 +219,81 @@ fn label_backouts(out: &Path) -> anyhow::Result<()> {
     std::fs::rename(tmp, out)?;
     Ok(())
 }
+
+/// `bugflow data bugs --since DATE --out FILE`: with the configured key, or anonymously
+/// paced under BMO's limit of 75 reads a minute.
+pub async fn bugs_command(
+    config: &crate::config::Config,
+    since: &str,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let client = crate::app::reader_client(config)?;
+    let pace = if config.bugzilla.api_key.is_empty() {
+        Duration::from_millis(850)
+    } else {
+        Duration::ZERO
+    };
+    let s = bugs(&client, since, out, pace, true).await?;
+    eprintln!(
+        "{} bugs found, {} already in {}, {} written, {} skipped (private or gone)",
+        s.found,
+        s.already_had,
+        out.display(),
+        s.written,
+        s.skipped
+    );
+    Ok(())
+}
+
+/// What `bugflow data pushes` was asked.
+pub struct PushesOptions {
+    pub repo: String,
+    pub from_id: u64,
+    pub to_id: Option<u64>,
+    pub out: std::path::PathBuf,
+    pub hg_url: String,
+    /// Pushes per request.
+    pub batch: u64,
+}
+
+/// `bugflow data pushes`: only the host of `--hg-url` is fetched.
+pub async fn pushes_command(
+    config: &crate::config::Config,
+    o: &PushesOptions,
+) -> anyhow::Result<()> {
+    let host = url::Url::parse(&o.hg_url)?
+        .host_str()
+        .unwrap_or_default()
+        .to_owned();
+    let hg = crate::clients::hg::HttpHg::new(
+        vec![host],
+        Duration::from_secs(config.hg.timeout_seconds),
+        config.hg.attempts,
+    )?;
+    let n = pushes(
+        &hg,
+        &o.hg_url,
+        &o.repo,
+        o.from_id,
+        o.to_id,
+        &o.out,
+        o.batch.max(1),
+    )
+    .await?;
+    eprintln!("{n} changesets written to {}", o.out.display());
+    Ok(())
+}
+
+/// `bugflow data labels --out FILE`: the harvested labels of the store, as JSON Lines.
+pub async fn labels_command(config: &crate::config::Config, out: &Path) -> anyhow::Result<()> {
+    let store = crate::store::Store::open(config.store.expose()).await?;
+    let labels = store.labels().await?;
+    let mut text = String::new();
+    for label in &labels {
+        text.push_str(&serde_json::to_string(label)?);
+        text.push('\n');
+    }
+    std::fs::write(out, text)?;
+    eprintln!("{} labels written to {}", labels.len(), out.display());
+    Ok(())
+}

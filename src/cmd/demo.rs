@@ -198,3 +198,19 @@ fn summarize(data: &serde_json::Value) -> String {
         .collect::<Vec<_>>()
         .join("  ")
 }
+
+/// `bugflow demo`: every consumer of the configuration, on the bundled stream, with the
+/// bundled json-pushes answers (no network), printed to stdout.
+pub async fn command(config: &crate::config::Config) -> anyhow::Result<()> {
+    let models = crate::app::load_models(config)?;
+    let hg = bundled_hg();
+    let pipelines: Vec<_> = crate::consumer::load_all(config)?
+        .into_iter()
+        .map(|spec| Pipeline::new(spec, models.clone()).with_hg(hg.clone()))
+        .collect();
+    let mut out = Vec::new();
+    demo(&pipelines, &mut out).await?;
+    use std::io::Write;
+    std::io::stdout().write_all(&out)?;
+    Ok(())
+}

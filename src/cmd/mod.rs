@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_models;
+pub mod consumers;
 pub mod data;
 pub mod demo;
 pub mod models;

@@ -88,3 +88,14 @@ pub fn evaluate(bundle_dir: &Path, files: &[PathBuf]) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `bugflow evaluate MODEL --bundle DIR --data FILE…`: the bundle must hold `model`.
+pub fn evaluate_command(model: ModelKind, bundle: &Path, files: &[PathBuf]) -> anyhow::Result<()> {
+    let held = Bundle::read(bundle)?.manifest.model;
+    anyhow::ensure!(
+        held == model,
+        "{} holds a {held} bundle, not {model}",
+        bundle.display()
+    );
+    evaluate(bundle, files)
+}

@@ -93,6 +93,14 @@ pub async fn record(config: Arc<Config>, options: RecordOptions) -> anyhow::Resu
     Ok(written)
 }
 
+/// `bugflow record`: records, then says how many messages went where.
+pub async fn command(config: Arc<Config>, options: RecordOptions) -> anyhow::Result<()> {
+    let out = options.out.clone();
+    let written = record(config, options).await?;
+    eprintln!("recorded {written} messages to {}", out.display());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_binding;

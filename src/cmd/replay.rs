@@ -198,3 +198,22 @@ pub async fn publish_back(config: Arc<Config>, files: &[PathBuf]) -> anyhow::Res
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
+
+/// `bugflow replay`: in-process through every consumer of the configuration (no store, so
+/// nothing is written), or `--publish`ed back to the broker; prints the summary.
+pub async fn command(config: Config, options: ReplayOptions) -> anyhow::Result<()> {
+    let summary = if options.publish {
+        publish_back(Arc::new(config), &options.files).await?
+    } else {
+        let app = crate::app::App::new(Arc::new(config))?;
+        let specs = crate::consumer::load_all(&app.config)?;
+        app.check(&specs, crate::app::Mode::Replay)?;
+        let pipelines = specs
+            .into_iter()
+            .map(|spec| app.pipeline(spec, None))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        replay(&pipelines, &options).await?
+    };
+    summary.print();
+    Ok(())
+}

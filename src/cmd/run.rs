@@ -4,21 +4,13 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::clients::bugzilla::Bugzilla;
-use crate::clients::hg;
+use crate::app::{self, App, Mode};
 use crate::config::Config;
 use crate::consumer::{self, ConsumerSpec};
-use crate::dispatch::Sinks;
-use crate::effects::bugzilla::BugzillaWriter;
-use crate::events::InputKind;
 use crate::http::{self, AppState};
-use crate::models::registry::{ModelSet, Registry};
-use crate::pipeline::Pipeline;
 use crate::pulse::publish::Publisher;
 use crate::runner::Runner;
-use crate::sinks::dead_letter::DeadLetterSink;
 use crate::sinks::jsonl::JsonlSink;
-use crate::sinks::results::ResultsSink;
 use crate::store::Store;
 use crate::telemetry;
 
@@ -47,186 +39,130 @@ pub fn select(all: Vec<ConsumerSpec>, names: &[String]) -> anyhow::Result<Vec<Co
     Ok(chosen)
 }
 
-/// The Bugzilla client, when an API key is configured.
-pub fn bugzilla_client(config: &Config) -> anyhow::Result<Option<Bugzilla>> {
-    if config.bugzilla.api_key.is_empty() {
-        return Ok(None);
-    }
-    reader_client(config).map(Some)
-}
-
-/// A Bugzilla client with the API key if there is one, anonymous otherwise (reads only).
-pub fn reader_client(config: &Config) -> anyhow::Result<Bugzilla> {
-    Bugzilla::new(
-        &config.bugzilla.url,
-        config.bugzilla.api_key.clone(),
-        std::time::Duration::from_secs(config.bugzilla.timeout_seconds),
-        std::time::Duration::from_secs(config.bugzilla.block_seconds),
-        config.bugzilla.attempts,
-    )
-}
-
-/// A consumer's pipeline with the serving models, hg.mozilla.org if enabled, Bugzilla if a
-/// key is configured, and the Bugzilla writer if the consumer enables it and `store` is given
-/// (replays get no store: a replay never writes to Bugzilla).
-pub fn pipeline_for(
-    config: &Config,
-    spec: ConsumerSpec,
-    models: Arc<ModelSet>,
-    store: Option<Arc<Store>>,
-) -> anyhow::Result<Pipeline> {
-    let writer_config = spec.sinks.bugzilla.clone();
-    let name = spec.name.clone();
-    let input = spec.input;
-    let mut pipeline = Pipeline::new(spec, models);
-    if let Some(store) = &store {
-        pipeline = pipeline.with_store(store.clone());
-    }
-    if let Some(client) = bugzilla_client(config)? {
-        if writer_config.enabled
-            && let Some(store) = store
-        {
-            pipeline = pipeline.with_writer(BugzillaWriter {
-                client: client.clone(),
-                store,
-                config: writer_config,
-                consumer: name,
-            });
-        }
-        pipeline = pipeline.with_bugzilla(client);
-    } else {
-        if writer_config.enabled {
-            tracing::warn!(consumer = %name, "sinks.bugzilla is enabled but bugzilla.api_key is empty: nothing is written");
-        }
-        if input == InputKind::PredictionRequest {
-            // The API's workers read public bugs anonymously (BMO allows it, rate-limited).
-            pipeline = pipeline.with_bugzilla(reader_client(config)?);
-        }
-    }
-    Ok(if config.hg.enabled {
-        pipeline
-            .with_hg(hg::Source::Http(hg::HttpHg::new(
-                config.hg.allowed_hosts.clone(),
-                std::time::Duration::from_secs(config.hg.timeout_seconds),
-                config.hg.attempts,
-            )?))
-            .with_hg_url(&config.hg.url)
-    } else {
-        pipeline
-    })
-}
-
-/// The serving models of the registry at `models_dir` (none if the folder is missing).
-pub fn load_models(config: &Config) -> anyhow::Result<Arc<ModelSet>> {
-    if config.models_dir.is_dir() {
-        ModelSet::load(Registry::new(&config.models_dir))
-    } else {
-        tracing::warn!(dir = %config.models_dir.display(), "no models folder: results carry no predictions");
-        Ok(ModelSet::empty())
-    }
-}
-
-/// Builds the sinks of one consumer on a shared publisher.
-pub fn sinks_for(
-    config: &Config,
-    spec: &ConsumerSpec,
-    publisher: &Publisher,
-    jsonl: Option<JsonlSink>,
-) -> Sinks {
-    Sinks {
-        results: spec
-            .sinks
-            .results
-            .then(|| ResultsSink::new(publisher.clone(), config.results_exchange())),
-        dead_letter: Some(DeadLetterSink::new(
-            publisher.clone(),
-            config.dead_letter_exchange(),
-        )),
-        jsonl,
-    }
+/// What `bugflow run` keeps running until it stops.
+struct Process {
+    app: App,
+    /// Every consumer of the deployment (the dashboard follows them all).
+    all: Vec<ConsumerSpec>,
+    /// The consumers this process runs.
+    specs: Vec<ConsumerSpec>,
+    store: Arc<Store>,
+    publisher: Publisher,
+    shutdown: CancellationToken,
+    tasks: tokio::task::JoinSet<anyhow::Result<()>>,
 }
 
 pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    let all_specs = consumer::load_all(&config)?;
+    let all = consumer::load_all(&config)?;
     let specs = if options.http_only {
         Vec::new()
     } else {
-        select(all_specs.clone(), &options.consumers)?
+        select(all.clone(), &options.consumers)?
     };
-    let publisher = Publisher::connect(config.clone()).await?;
-    let jsonl = match &config.results_jsonl {
-        Some(path) => Some(JsonlSink::open(path).await?),
-        None => None,
+    let app = App::new(config.clone())?;
+    app.check(&specs, Mode::Live)?;
+    let mut process = Process {
+        store: Arc::new(Store::open(config.store.expose()).await?),
+        publisher: Publisher::connect(config.clone()).await?,
+        app,
+        all,
+        specs,
+        shutdown: CancellationToken::new(),
+        tasks: tokio::task::JoinSet::new(),
     };
-    let shutdown = CancellationToken::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    let store = Arc::new(Store::open(config.store.expose()).await?);
-    if let Some(client) = bugzilla_client(&config)? {
-        match client.whoami().await {
-            Ok(me) => {
-                let login = me["name"].as_str().unwrap_or_default();
-                tracing::info!(%login, "Bugzilla API key accepted");
-                store
-                    .set_watermark(crate::pipeline::BOT_LOGIN, login)
-                    .await?;
-            }
-            Err(e) => anyhow::bail!("Bugzilla refused the API key check (GET /rest/whoami): {e}"),
-        }
-    }
-    if config.poller.enabled {
-        match bugzilla_client(&config)? {
-            Some(client) => {
-                let poller = crate::poller::Poller {
-                    client,
-                    store: store.clone(),
-                    publisher: publisher.clone(),
-                    exchange: config.bugzilla_exchange(),
-                    initial_since: config.poller.initial_since.clone(),
-                };
-                let every = std::time::Duration::from_secs(config.poller.every_seconds.max(10));
-                let token = shutdown.clone();
-                tasks.spawn(async move {
-                    poller.run(every, token).await;
-                    Ok(())
-                });
-            }
-            None => tracing::warn!("poller.enabled but bugzilla.api_key is empty: not polling"),
-        }
-    }
-    let models = load_models(&config)?;
-    for (model, version) in models.versions() {
-        tracing::info!(%model, %version, "model loaded");
-    }
-    let watcher = models.clone();
-    let every = std::time::Duration::from_secs(config.models_refresh_seconds.max(1));
-    let token = shutdown.clone();
-    tasks.spawn(async move {
-        watcher.watch(every, token).await;
-        Ok(())
-    });
-
-    // Ready means: every model a consumer of this process runs has a serving bundle.
-    let mut required_models: Vec<_> = specs.iter().flat_map(|s| s.models.clone()).collect();
-    required_models.sort();
-    required_models.dedup();
-    for spec in specs {
-        let sinks = sinks_for(&config, &spec, &publisher, jsonl.clone());
-        let runner = Runner::new(
-            config.clone(),
-            Arc::new(pipeline_for(
-                &config,
-                spec,
-                models.clone(),
-                Some(store.clone()),
-            )?),
-            sinks,
-            shutdown.clone(),
-        );
-        tasks.spawn(async move { runner.run().await });
-    }
-
+    process.check_bugzilla_key().await?;
+    process.start_poller()?;
+    process.start_model_watch();
+    process.start_consumers().await?;
     if options.http {
+        let dashboard = options.http_only || options.consumers.is_empty();
+        process.start_http(dashboard).await?;
+    }
+    process.wait().await
+}
+
+impl Process {
+    /// With an API key: Bugzilla must accept it (`GET /rest/whoami`), and the bot's login is
+    /// kept so that its own changes are not harvested as labels.
+    async fn check_bugzilla_key(&self) -> anyhow::Result<()> {
+        let Some(client) = app::bugzilla_client(&self.app.config)? else {
+            return Ok(());
+        };
+        let me = client.whoami().await.map_err(|e| {
+            anyhow::anyhow!("Bugzilla refused the API key check (GET /rest/whoami): {e}")
+        })?;
+        let login = me["name"].as_str().unwrap_or_default();
+        tracing::info!(%login, "Bugzilla API key accepted");
+        self.store
+            .set_watermark(crate::pipeline::BOT_LOGIN, login)
+            .await
+    }
+
+    /// The REST poller, when `poller.enabled` (it needs an API key).
+    fn start_poller(&mut self) -> anyhow::Result<()> {
+        let config = &self.app.config;
+        if !config.poller.enabled {
+            return Ok(());
+        }
+        let Some(client) = app::bugzilla_client(config)? else {
+            tracing::warn!("poller.enabled but bugzilla.api_key is empty: not polling");
+            return Ok(());
+        };
+        let poller = crate::poller::Poller {
+            client,
+            store: self.store.clone(),
+            publisher: self.publisher.clone(),
+            exchange: config.bugzilla_exchange(),
+            initial_since: config.poller.initial_since.clone(),
+        };
+        let every = std::time::Duration::from_secs(config.poller.every_seconds.max(10));
+        let token = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            poller.run(every, token).await;
+            Ok(())
+        });
+        Ok(())
+    }
+
+    /// Follows `bugflow models promote | rollback` within `models_refresh_seconds`.
+    fn start_model_watch(&mut self) {
+        for (model, version) in self.app.models.versions() {
+            tracing::info!(%model, %version, "model loaded");
+        }
+        let watcher = self.app.models.clone();
+        let every = std::time::Duration::from_secs(self.app.config.models_refresh_seconds.max(1));
+        let token = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            watcher.watch(every, token).await;
+            Ok(())
+        });
+    }
+
+    async fn start_consumers(&mut self) -> anyhow::Result<()> {
+        let config = &self.app.config;
+        let jsonl = match &config.results_jsonl {
+            Some(path) => Some(JsonlSink::open(path).await?),
+            None => None,
+        };
+        for spec in self.specs.clone() {
+            let sinks = app::sinks_for(config, &spec, &self.publisher, jsonl.clone());
+            let pipeline = self.app.pipeline(spec, Some(self.store.clone()))?;
+            let runner = Runner::new(
+                config.clone(),
+                Arc::new(pipeline),
+                sinks,
+                self.shutdown.clone(),
+            );
+            self.tasks.spawn(async move { runner.run().await });
+        }
+        Ok(())
+    }
+
+    /// The HTTP side; with `dashboard`, also the monitor that feeds it (a process started
+    /// for chosen consumers, a worker pod, serves health and metrics only).
+    async fn start_http(&mut self, dashboard: bool) -> anyhow::Result<()> {
+        let config = self.app.config.clone();
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.http.listen))?;
@@ -236,44 +172,49 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
             Publisher::new(config.clone()).with_attempts(2),
         );
         state.prometheus = telemetry::prometheus();
-        state.store = Some(store.clone());
-        state.bugzilla = Some(reader_client(&config)?);
-        state.models = models.clone();
-        state.required_models = required_models;
-        // The dashboard follows the results of every consumer, wherever it runs; a process
-        // started for chosen consumers (a worker pod) serves health and metrics only.
-        if options.http_only || options.consumers.is_empty() {
+        state.store = Some(self.store.clone());
+        state.bugzilla = Some(app::reader_client(&config)?);
+        state.models = self.app.models.clone();
+        // Ready means: every model a consumer of this process runs has a serving bundle.
+        state.required_models = app::required_models(&self.specs);
+        if dashboard {
             let monitor = state.monitor.clone();
-            let (watch_config, token) = (config.clone(), shutdown.clone());
-            tasks.spawn(async move {
-                monitor.follow(watch_config, all_specs, token).await;
+            let (all, token) = (self.all.clone(), self.shutdown.clone());
+            self.tasks.spawn(async move {
+                monitor.follow(config, all, token).await;
                 Ok(())
             });
         }
-        let token = shutdown.clone();
-        tasks.spawn(async move { Ok(http::serve(listener, state, token).await?) });
+        let token = self.shutdown.clone();
+        self.tasks
+            .spawn(async move { Ok(http::serve(listener, state, token).await?) });
+        Ok(())
     }
 
-    tokio::select! {
-        _ = super::shutdown_signal() => tracing::info!("shutting down: finishing in-flight messages"),
-        Some(result) = tasks.join_next() => {
-            shutdown.cancel();
-            while tasks.join_next().await.is_some() {}
-            publisher.close().await;
-            return match result {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e),
-                Err(e) => Err(e.into()),
-            };
+    /// Until a signal (then finish in-flight work) or the first task to end (then stop the
+    /// others and return its error).
+    async fn wait(mut self) -> anyhow::Result<()> {
+        let first = tokio::select! {
+            _ = super::shutdown_signal() => {
+                tracing::info!("shutting down: finishing in-flight messages");
+                None
+            }
+            Some(result) = self.tasks.join_next() => Some(result),
+        };
+        self.shutdown.cancel();
+        while let Some(result) = self.tasks.join_next().await {
+            if let Ok(Err(e)) = result {
+                tracing::warn!(error = %e, "task ended with an error");
+            }
+        }
+        self.publisher.close().await;
+        match first {
+            None => {
+                tracing::info!("stopped");
+                Ok(())
+            }
+            Some(Ok(result)) => result,
+            Some(Err(e)) => Err(e.into()),
         }
     }
-    shutdown.cancel();
-    while let Some(result) = tasks.join_next().await {
-        if let Ok(Err(e)) = result {
-            tracing::warn!(error = %e, "task ended with an error");
-        }
-    }
-    publisher.close().await;
-    tracing::info!("stopped");
-    Ok(())
 }

@@ -43,3 +43,13 @@ pub fn run(model: ModelKind, options: &TrainOptions) -> anyhow::Result<bool> {
     }
     Ok(outcome.promoted)
 }
+
+/// `bugflow train`: trains off the async workers; an unpromoted bundle is an error (exit 1).
+pub async fn command(model: ModelKind, options: TrainOptions) -> anyhow::Result<()> {
+    let promoted = tokio::task::spawn_blocking(move || run(model, &options)).await??;
+    anyhow::ensure!(
+        promoted,
+        "{model}: the new bundle was not promoted (metrics gate)"
+    );
+    Ok(())
+}

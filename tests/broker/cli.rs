@@ -105,6 +105,21 @@ fn an_unknown_consumer_name_lists_the_known_ones() {
 }
 
 #[test]
+fn a_consumer_whose_needs_are_not_configured_stops_start_up_naming_both() {
+    // landings scores commits, which need hg.mozilla.org: refused before anything runs
+    // (before this check, every push was published unscored).
+    let out = bugflow()
+        .args(["run", "--consumer", "landings", "--no-http"])
+        .env("BUGFLOW_HG__ENABLED", "false")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("consumer landings"), "{text}");
+    assert!(text.contains("hg.enabled"), "{text}");
+}
+
+#[test]
 fn version_names_the_code_and_the_serving_bundles() {
     let out = bugflow()
         .current_dir(env!("CARGO_MANIFEST_DIR"))

@@ -167,7 +167,7 @@ impl TestBroker {
     pub fn start_pipeline(&self, pipeline: Pipeline) -> Running {
         let spec = pipeline.spec().clone();
         let publisher = Publisher::new(self.config.clone());
-        let sinks = bugflow::cmd::run::sinks_for(&self.config, &spec, &publisher, None);
+        let sinks = bugflow::app::sinks_for(&self.config, &spec, &publisher, None);
         let stop = CancellationToken::new();
         let runner = Runner::new(self.config.clone(), Arc::new(pipeline), sinks, stop.clone());
         let stats = runner.stats();

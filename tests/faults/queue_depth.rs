@@ -102,7 +102,7 @@ async fn a_sustained_rate_keeps_the_queue_small_and_a_backlog_is_warned_about() 
         bugflow::models::registry::ModelSet::empty(),
     );
     let publisher = bugflow::pulse::publish::Publisher::new(config.clone());
-    let sinks = bugflow::cmd::run::sinks_for(&config, &spec, &publisher, None);
+    let sinks = bugflow::app::sinks_for(&config, &spec, &publisher, None);
     let stop = tokio_util::sync::CancellationToken::new();
     let runner = bugflow::runner::Runner::new(config, Arc::new(pipeline), sinks, stop.clone());
     let warned = runner.stats();
