@@ -61,7 +61,12 @@ impl Poller {
             out.mandatory = true;
             self.publisher.publish(&out).await?;
             self.store
-                .finish(&key, "published", "changed since the watermark", None)
+                .finish(
+                    &key,
+                    crate::effects::Outcome::Published,
+                    "changed since the watermark",
+                    None,
+                )
                 .await?;
             published += 1;
             if changed > newest.as_str() {

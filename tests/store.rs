@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use bugflow::effects::Outcome;
 use bugflow::store::{Claim, Store};
 
 fn postgres_url() -> String {
@@ -38,7 +39,12 @@ async fn protocol(store: &Store) {
         "a stale claim (its worker died) is taken over"
     );
     store
-        .finish(&key, "written", "component", Some("{\"product\":\"Core\"}"))
+        .finish(
+            &key,
+            Outcome::Written,
+            "component",
+            Some("{\"product\":\"Core\"}"),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -47,7 +53,7 @@ async fn protocol(store: &Store) {
             .await
             .unwrap(),
         Claim::Done {
-            outcome: "written".into(),
+            outcome: Outcome::Written,
             reason: "component".into()
         }
     );
@@ -108,7 +114,10 @@ async fn the_effect_protocol_on_sqlite_survives_a_reopen() {
     let store = Store::open(path.to_str().unwrap()).await.unwrap();
     protocol(&store).await;
     store.claim("kept", "c", "s", Duration::ZERO).await.unwrap();
-    store.finish("kept", "written", "r", None).await.unwrap();
+    store
+        .finish("kept", Outcome::Written, "r", None)
+        .await
+        .unwrap();
     drop(store);
     let again = Store::open(path.to_str().unwrap()).await.unwrap();
     assert!(matches!(

@@ -130,7 +130,7 @@ impl BugzillaWriter {
         };
         let text = request.as_ref().map(Value::to_string);
         self.store
-            .finish(&key, outcome.as_str(), &reason, text.as_deref())
+            .finish(&key, outcome, &reason, text.as_deref())
             .await
             .map_err(store_error)?;
         tracing::info!(bug = id, %outcome, %reason, "bugzilla writer");

@@ -86,6 +86,9 @@ pub enum Outcome {
     Skipped,
     /// An earlier delivery of the same event already did this effect.
     AlreadyDone,
+    /// The REST poller relayed a bug change to the bug-events exchange (its claim keeps a
+    /// change from being relayed twice).
+    Published,
 }
 
 impl Outcome {
@@ -95,6 +98,7 @@ impl Outcome {
             Outcome::DryRun => "dry_run",
             Outcome::Skipped => "skipped",
             Outcome::AlreadyDone => "already_done",
+            Outcome::Published => "published",
         }
     }
 }

@@ -1,0 +1,225 @@
+//! The two backends behind one small SQL layer: SQLite (a file, the default) and
+//! PostgreSQL (a `postgres://` URL, when several processes share the store).
+//!
+//! Statements are written once, in SQLite's syntax with `?1` placeholders, and translated
+//! for PostgreSQL. SQLite's calls block, so they run on tokio's blocking threads, never on
+//! the async workers that carry messages.
+
+use std::sync::{Arc, Mutex};
+
+use crate::secret::redact_url;
+
+/// A statement parameter.
+#[derive(Debug, Clone)]
+pub(super) enum Param {
+    Int(i64),
+    Text(String),
+    OptText(Option<String>),
+}
+
+/// A result cell.
+#[derive(Debug, Clone)]
+pub(super) enum Cell {
+    Int(i64),
+    Text(Option<String>),
+}
+
+impl Cell {
+    pub(super) fn text(&self) -> String {
+        match self {
+            Cell::Text(t) => t.clone().unwrap_or_default(),
+            Cell::Int(i) => i.to_string(),
+        }
+    }
+
+    pub(super) fn opt_text(&self) -> Option<String> {
+        match self {
+            Cell::Text(t) => t.clone(),
+            Cell::Int(i) => Some(i.to_string()),
+        }
+    }
+
+    pub(super) fn int(&self) -> i64 {
+        match self {
+            Cell::Int(i) => *i,
+            Cell::Text(t) => t.as_deref().and_then(|t| t.parse().ok()).unwrap_or(0),
+        }
+    }
+}
+
+/// Where the tables are.
+pub(super) enum Backend {
+    Sqlite(Arc<Mutex<rusqlite::Connection>>),
+    Postgres(tokio_postgres::Client),
+}
+
+impl Backend {
+    /// Opens the backend `location` names: a `postgres://` URL, or a file path.
+    pub(super) async fn open(location: &str) -> anyhow::Result<Backend> {
+        if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+            let (client, connection) = tokio_postgres::connect(location, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| anyhow::anyhow!("store {}: {e}", redact_url(location)))?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::error!(error = %e, "store connection to PostgreSQL ended");
+                }
+            });
+            return Ok(Backend::Postgres(client));
+        }
+        let path = std::path::PathBuf::from(location);
+        let db = tokio::task::spawn_blocking(move || -> anyhow::Result<rusqlite::Connection> {
+            if let Some(parent) = path.parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent)?;
+            }
+            let db = rusqlite::Connection::open(&path)
+                .map_err(|e| anyhow::anyhow!("store {}: {e}", path.display()))?;
+            db.execute_batch("PRAGMA journal_mode = WAL;")?;
+            Ok(db)
+        })
+        .await??;
+        Ok(Backend::Sqlite(Arc::new(Mutex::new(db))))
+    }
+
+    /// Runs a statement; returns the rows it changed.
+    pub(super) async fn execute(&self, sql: &str, params: &[Param]) -> anyhow::Result<u64> {
+        match self {
+            Backend::Sqlite(db) => {
+                let (db, sql, params) = (db.clone(), sql.to_owned(), params.to_vec());
+                tokio::task::spawn_blocking(move || {
+                    let db = db.lock().unwrap_or_else(|p| p.into_inner());
+                    let values = params.iter().map(sqlite_value);
+                    Ok(db.execute(&sql, rusqlite::params_from_iter(values))? as u64)
+                })
+                .await?
+            }
+            Backend::Postgres(client) => {
+                let values = pg_values(params);
+                let refs = pg_refs(&values);
+                Ok(client.execute(&dollar(sql), &refs).await?)
+            }
+        }
+    }
+
+    /// Runs a query; returns its rows.
+    pub(super) async fn query(
+        &self,
+        sql: &str,
+        params: &[Param],
+    ) -> anyhow::Result<Vec<Vec<Cell>>> {
+        match self {
+            Backend::Sqlite(db) => {
+                let (db, sql, params) = (db.clone(), sql.to_owned(), params.to_vec());
+                tokio::task::spawn_blocking(move || {
+                    let db = db.lock().unwrap_or_else(|p| p.into_inner());
+                    sqlite_query(&db, &sql, &params)
+                })
+                .await?
+            }
+            Backend::Postgres(client) => {
+                let values = pg_values(params);
+                let refs = pg_refs(&values);
+                let rows = client.query(&dollar(sql), &refs).await?;
+                Ok(rows.iter().map(pg_row).collect())
+            }
+        }
+    }
+}
+
+fn sqlite_query(
+    db: &rusqlite::Connection,
+    sql: &str,
+    params: &[Param],
+) -> anyhow::Result<Vec<Vec<Cell>>> {
+    let mut stmt = db.prepare(sql)?;
+    let n = stmt.column_count();
+    let rows = stmt.query_map(
+        rusqlite::params_from_iter(params.iter().map(sqlite_value)),
+        |row| (0..n).map(|i| row.get_ref(i).map(sqlite_cell)).collect(),
+    )?;
+    Ok(rows.collect::<Result<_, rusqlite::Error>>()?)
+}
+
+fn sqlite_cell(value: rusqlite::types::ValueRef<'_>) -> Cell {
+    match value {
+        rusqlite::types::ValueRef::Integer(v) => Cell::Int(v),
+        rusqlite::types::ValueRef::Null => Cell::Text(None),
+        other => Cell::Text(Some(
+            String::from_utf8_lossy(other.as_bytes().unwrap_or_default()).into_owned(),
+        )),
+    }
+}
+
+fn pg_row(row: &tokio_postgres::Row) -> Vec<Cell> {
+    (0..row.len())
+        .map(|i| match *row.columns()[i].type_() {
+            tokio_postgres::types::Type::INT8 => Cell::Int(row.get::<_, i64>(i)),
+            _ => Cell::Text(row.get::<_, Option<String>>(i)),
+        })
+        .collect()
+}
+
+/// SQLite's `?1` placeholders as PostgreSQL's `$1`.
+fn dollar(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '?' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('$');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+pub(super) fn text(s: &str) -> Param {
+    Param::Text(s.to_owned())
+}
+
+fn sqlite_value(p: &Param) -> rusqlite::types::Value {
+    match p {
+        Param::Int(i) => rusqlite::types::Value::Integer(*i),
+        Param::Text(t) => rusqlite::types::Value::Text(t.clone()),
+        Param::OptText(Some(t)) => rusqlite::types::Value::Text(t.clone()),
+        Param::OptText(None) => rusqlite::types::Value::Null,
+    }
+}
+
+/// The boxed values as the `&dyn ToSql` slice tokio-postgres takes.
+fn pg_refs(values: &[PgValue]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+    values
+        .iter()
+        .map(|v| v.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect()
+}
+
+type PgValue = Box<dyn tokio_postgres::types::ToSql + Sync + Send>;
+
+fn pg_values(params: &[Param]) -> Vec<PgValue> {
+    params
+        .iter()
+        .map(|p| -> PgValue {
+            match p {
+                Param::Int(i) => Box::new(*i),
+                Param::Text(t) => Box::new(t.clone()),
+                Param::OptText(t) => Box::new(t.clone()),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_translate() {
+        assert_eq!(
+            dollar("a = ?1 AND b = ?12 OR c = '?'"),
+            "a = $1 AND b = $12 OR c = '?'"
+        );
+    }
+}

@@ -1,0 +1,68 @@
+//! The store: what bugflow did, so that it never does it twice.
+//!
+//! SQLite by default (a file path), PostgreSQL when the location is a `postgres://` URL (when
+//! consumers scale out to several processes); `backend` holds the SQL layer. Tables, one
+//! file each:
+//! * `effects` — every Bugzilla write and every skip, keyed by
+//!   `(consumer, subject, event, model versions)`: a redelivered or duplicated event finds
+//!   its key and does not write again;
+//! * `watermarks` — named values (the REST poller's `last_change_time`, the bot's login);
+//! * `predictions` and `labels` — what bugflow predicted, and what a human set afterwards;
+//! * `api_results` and `api_jobs` — the prediction API's answers (with the bug's
+//!   `last_change_time` they were computed at) and the requests sent to the workers.
+//!
+
+mod api_cache;
+mod backend;
+mod effects;
+mod labels;
+mod watermarks;
+
+pub use api_cache::ApiResult;
+pub use effects::{Claim, Effect, EffectState};
+
+use backend::{Backend, Cell, Param};
+
+pub struct Store {
+    backend: Backend,
+}
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS effects (
+         key TEXT PRIMARY KEY, consumer TEXT NOT NULL, subject TEXT NOT NULL,
+         outcome TEXT NOT NULL, reason TEXT NOT NULL, request TEXT, updated_at TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS effects_by_time ON effects (outcome, updated_at)",
+    "CREATE TABLE IF NOT EXISTS watermarks (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS predictions (
+         bug_id BIGINT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL,
+         class TEXT NOT NULL, at TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS predictions_by_bug ON predictions (bug_id, model, at)",
+    "CREATE TABLE IF NOT EXISTS labels (
+         bug_id BIGINT NOT NULL, model TEXT NOT NULL, predicted TEXT NOT NULL,
+         version TEXT NOT NULL, truth TEXT NOT NULL, by TEXT NOT NULL, at TEXT NOT NULL,
+         PRIMARY KEY (bug_id, model, truth, at))",
+    "CREATE TABLE IF NOT EXISTS api_results (
+         key TEXT PRIMARY KEY, result TEXT NOT NULL, change_time TEXT, updated_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS api_jobs (key TEXT PRIMARY KEY, enqueued_at TEXT NOT NULL)",
+];
+
+impl Store {
+    /// Opens (creating) the store at `location`: a file path, or a `postgres://` URL.
+    pub async fn open(location: &str) -> anyhow::Result<Store> {
+        let store = Store {
+            backend: Backend::open(location).await?,
+        };
+        for statement in SCHEMA {
+            store.execute(statement, &[]).await?;
+        }
+        Ok(store)
+    }
+
+    async fn execute(&self, sql: &str, params: &[Param]) -> anyhow::Result<u64> {
+        self.backend.execute(sql, params).await
+    }
+
+    async fn query(&self, sql: &str, params: &[Param]) -> anyhow::Result<Vec<Vec<Cell>>> {
+        self.backend.query(sql, params).await
+    }
+}
