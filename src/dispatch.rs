@@ -20,7 +20,6 @@
 //! (sinks in-process), so a replay exercises exactly the decisions of the live service.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::error::{Action, Stage, StageError};
@@ -29,6 +28,8 @@ use crate::pipeline::Pipeline;
 use crate::sinks::dead_letter::DeadLetterSink;
 use crate::sinks::jsonl::JsonlSink;
 use crate::sinks::results::ResultsSink;
+use crate::telemetry::Counted;
+pub use crate::telemetry::Stats;
 
 /// Where one consumer's output goes. Any of them may be absent (a replay to stdout has only
 /// JSONL).
@@ -57,31 +58,6 @@ pub enum Done {
     DeadLettered(String),
 }
 
-/// Counters of one consumer (also exported as metrics), for summaries and tests.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub received: AtomicU64,
-    pub results: AtomicU64,
-    pub skipped: AtomicU64,
-    pub dead_lettered: AtomicU64,
-    pub requeued: AtomicU64,
-    pub rejected: AtomicU64,
-    pub acked: AtomicU64,
-    pub ack_not_sent: AtomicU64,
-    /// Depth checks that found the queue past `queue_warn_messages`.
-    pub queue_warnings: AtomicU64,
-}
-
-impl Stats {
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
-
-    fn bump(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-}
-
 /// Runs the pipeline on `message`, delivers what it produced, and says how to settle it.
 pub async fn dispatch(
     pipeline: &Pipeline,
@@ -90,9 +66,7 @@ pub async fn dispatch(
     message: &Message,
 ) -> Settle {
     let consumer = pipeline.name().to_owned();
-    Stats::bump(&stats.received, 1);
-    metrics::counter!("bugflow_messages_received_total", "consumer" => consumer.clone())
-        .increment(1);
+    stats.count(&consumer, Counted::Received);
     let started = Instant::now();
     let planned = pipeline.plan(message).await;
     metrics::histogram!("bugflow_stage_seconds", "consumer" => consumer.clone(), "stage" => "process")
@@ -142,9 +116,7 @@ pub async fn dispatch(
                 .record(publish_started.elapsed().as_secs_f64());
             match failure {
                 None => {
-                    Stats::bump(&stats.results, results.len() as u64);
-                    metrics::counter!("bugflow_results_published_total", "consumer" => consumer.clone())
-                        .increment(results.len() as u64);
+                    stats.count(&consumer, Counted::Published(results.len() as u64));
                     tracing::debug!(results = results.len(), "delivered");
                     Settle::Ack(Done::Published(results.len()))
                 }
@@ -169,16 +141,12 @@ async fn on_error(
     match error.action {
         Action::Skip => {
             tracing::info!(reason = %error.reason, stage = %error.stage, "skipped");
-            Stats::bump(&stats.skipped, 1);
-            metrics::counter!("bugflow_messages_skipped_total", "consumer" => consumer)
-                .increment(1);
+            stats.count(&consumer, Counted::Skipped);
             Settle::Ack(Done::Skipped(error.reason))
         }
         Action::Retry if !message.redelivered => {
             tracing::warn!(reason = %error.reason, stage = %error.stage, "transient failure: requeueing once");
-            Stats::bump(&stats.requeued, 1);
-            metrics::counter!("bugflow_messages_retried_total", "consumer" => consumer)
-                .increment(1);
+            stats.count(&consumer, Counted::Requeued);
             Settle::Requeue(error.reason)
         }
         Action::Retry | Action::DeadLetter => {
@@ -204,19 +172,13 @@ async fn dead_letter(
     error: StageError,
 ) -> Settle {
     tracing::warn!(reason = %error.reason, stage = %error.stage, "dead-lettering");
-    metrics::counter!(
-        "bugflow_messages_dead_lettered_total",
-        "consumer" => consumer.to_owned(),
-        "stage" => error.stage.as_str()
-    )
-    .increment(1);
     if let Some(sink) = &sinks.dead_letter
         && let Err(e) = sink.send(consumer, message, &error).await
     {
         tracing::error!(error = %e, "could not publish the dead letter: rejecting to the queue's DLX");
-        Stats::bump(&stats.rejected, 1);
+        stats.count(consumer, Counted::Rejected);
         return Settle::Reject(format!("{} (and dead-lettering failed: {e})", error.reason));
     }
-    Stats::bump(&stats.dead_lettered, 1);
+    stats.count(consumer, Counted::DeadLettered(error.stage));
     Settle::Ack(Done::DeadLettered(error.reason))
 }

@@ -10,7 +10,6 @@
 //! * On shutdown: stop taking deliveries, finish and settle those in flight, cancel, close.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -26,6 +25,7 @@ use crate::pipeline::Pipeline;
 use crate::pulse::depth;
 use crate::pulse::source::message_from_delivery;
 use crate::pulse::tap::{Next, RECOVERY_TIMEOUT, Reconnect, Tap, TapOptions, TapQueue};
+use crate::telemetry::Counted;
 
 /// How often the queue depth is checked against Pulse's limits.
 const DEPTH_INTERVAL: Duration = Duration::from_secs(5);
@@ -53,6 +53,7 @@ impl Runner {
         sinks: Sinks,
         shutdown: CancellationToken,
     ) -> Self {
+        crate::telemetry::register_consumer(pipeline.name());
         Runner {
             config,
             pipeline,
@@ -185,23 +186,17 @@ impl Runner {
         match sent {
             Ok(true) => {
                 if matches!(settle, Settle::Ack(_)) {
-                    self.stats.acked.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("bugflow_messages_acked_total", "consumer" => consumer)
-                        .increment(1);
+                    self.stats.count(&consumer, Counted::Acked);
                 }
             }
             Ok(false) => {
                 // The channel this delivery came on is gone: the broker requeued it and will
                 // deliver it again, marked redelivered.
-                self.stats.ack_not_sent.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("bugflow_ack_not_sent_total", "consumer" => consumer)
-                    .increment(1);
+                self.stats.count(&consumer, Counted::AckNotSent);
                 tracing::warn!("settle not sent (channel closed): the broker will redeliver");
             }
             Err(error) => {
-                self.stats.ack_not_sent.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("bugflow_ack_not_sent_total", "consumer" => consumer)
-                    .increment(1);
+                self.stats.count(&consumer, Counted::AckNotSent);
                 tracing::warn!(%error, "settle failed: the broker will redeliver");
             }
         }
@@ -218,9 +213,7 @@ impl Runner {
         metrics::gauge!("bugflow_queue_messages", "consumer" => spec.name.clone())
             .set(depth as f64);
         if depth > u64::from(self.config.queue_warn_messages) {
-            self.stats.queue_warnings.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("bugflow_queue_warnings_total", "consumer" => spec.name.clone())
-                .increment(1);
+            self.stats.count(&spec.name, Counted::QueueWarning);
             tracing::warn!(
                 consumer = %spec.name,
                 depth,

@@ -1,6 +1,16 @@
 //! Logs (tracing) and metrics (the `metrics` facade, exported in Prometheus format).
+//!
+//! What happens to a consumer's messages is counted once, as a typed [`Counted`] event
+//! (Vector's "internal events"): [`Stats::count`] adds it to the consumer's [`Stats`] (read
+//! by summaries, the bench and the tests) and to the metrics registry (read by `/metrics`)
+//! in one call, so the two never disagree. Every metric has a HELP line ([`METRICS`]), and
+//! [`register_consumer`] exports each per-consumer counter at zero from start-up, so that
+//! an alert on a rate has a series to read before the first message.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::Stage;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
@@ -28,7 +38,283 @@ pub fn prometheus() -> Option<PrometheusHandle> {
                     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                 ])
                 .ok()?;
-            builder.install_recorder().ok()
+            let handle = builder.install_recorder().ok()?;
+            describe();
+            Some(handle)
         })
         .clone()
+}
+
+/// How a metric is read: a counter only grows, a gauge goes up and down, a histogram
+/// counts observations in buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every metric bugflow exports: name, kind, help.
+pub const METRICS: &[(&str, Kind, &str)] = &[
+    (
+        "bugflow_messages_received_total",
+        Kind::Counter,
+        "Messages delivered to a consumer.",
+    ),
+    (
+        "bugflow_results_published_total",
+        Kind::Counter,
+        "Results confirmed by the broker (and written to JSONL).",
+    ),
+    (
+        "bugflow_messages_skipped_total",
+        Kind::Counter,
+        "Messages acked with nothing to do (private bug, newrepo, bot push); the reason is logged.",
+    ),
+    (
+        "bugflow_messages_retried_total",
+        Kind::Counter,
+        "Messages given back to their queue after a transient failure.",
+    ),
+    (
+        "bugflow_messages_dead_lettered_total",
+        Kind::Counter,
+        "Messages published to the dead-letter exchange with their reason, by the stage that failed.",
+    ),
+    (
+        "bugflow_messages_rejected_total",
+        Kind::Counter,
+        "Messages rejected to the queue's own dead-letter exchange because even dead-lettering failed.",
+    ),
+    (
+        "bugflow_messages_acked_total",
+        Kind::Counter,
+        "Acks the broker received.",
+    ),
+    (
+        "bugflow_ack_not_sent_total",
+        Kind::Counter,
+        "Acks, nacks or rejects not sent (channel broken): the broker redelivers those messages.",
+    ),
+    (
+        "bugflow_queue_warnings_total",
+        Kind::Counter,
+        "Depth checks that found a consumer's queue past queue_warn_messages (Pulse deletes queues over 8,000).",
+    ),
+    (
+        "bugflow_queue_messages",
+        Kind::Gauge,
+        "Messages in a consumer's queue (ready + in flight).",
+    ),
+    (
+        "bugflow_stage_seconds",
+        Kind::Histogram,
+        "Time per message in a stage: process (plan), effects, sink, total.",
+    ),
+    (
+        "bugflow_reconnects_total",
+        Kind::Counter,
+        "Consumer sessions that ended and were opened again.",
+    ),
+    (
+        "bugflow_recoveries_total",
+        Kind::Counter,
+        "Broken delivery streams that lapin's recovery restored, by queue.",
+    ),
+    (
+        "bugflow_publish_retries_total",
+        Kind::Counter,
+        "Publishes retried after an unconfirmed or failed attempt.",
+    ),
+    (
+        "bugflow_bugzilla_writes_total",
+        Kind::Counter,
+        "Changes written to Bugzilla by a consumer's writer.",
+    ),
+    (
+        "bugflow_bugzilla_blocked_total",
+        Kind::Counter,
+        "Times Bugzilla answered 429 (every call stops for bugzilla.block_seconds).",
+    ),
+    (
+        "bugflow_model_reloads_total",
+        Kind::Counter,
+        "Serving bundles reloaded after a promote or rollback.",
+    ),
+    (
+        "bugflow_poller_published_total",
+        Kind::Counter,
+        "Bug changes the REST poller relayed to the bug-events exchange.",
+    ),
+    (
+        "bugflow_webhook_requests_total",
+        Kind::Counter,
+        "BMO webhook requests, by HTTP status answered.",
+    ),
+    (
+        "bugflow_api_requests_total",
+        Kind::Counter,
+        "Prediction API requests, by HTTP status answered.",
+    ),
+];
+
+fn describe() {
+    for &(name, kind, help) in METRICS {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Gauge => metrics::describe_gauge!(name, help),
+            Kind::Histogram => {
+                metrics::describe_histogram!(name, metrics::Unit::Seconds, help)
+            }
+        }
+    }
+}
+
+/// One thing that happened to a consumer's message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    Received,
+    /// This many results were delivered.
+    Published(u64),
+    Skipped,
+    Requeued,
+    DeadLettered(Stage),
+    Rejected,
+    Acked,
+    AckNotSent,
+    QueueWarning,
+}
+
+impl Counted {
+    /// The metric it counts in.
+    fn metric(self) -> &'static str {
+        match self {
+            Counted::Received => "bugflow_messages_received_total",
+            Counted::Published(_) => "bugflow_results_published_total",
+            Counted::Skipped => "bugflow_messages_skipped_total",
+            Counted::Requeued => "bugflow_messages_retried_total",
+            Counted::DeadLettered(_) => "bugflow_messages_dead_lettered_total",
+            Counted::Rejected => "bugflow_messages_rejected_total",
+            Counted::Acked => "bugflow_messages_acked_total",
+            Counted::AckNotSent => "bugflow_ack_not_sent_total",
+            Counted::QueueWarning => "bugflow_queue_warnings_total",
+        }
+    }
+
+    /// Every event with a per-consumer series (dead letters once per stage).
+    fn all() -> impl Iterator<Item = Counted> {
+        let stages = [
+            Stage::Decode,
+            Stage::Enrich,
+            Stage::Features,
+            Stage::Models,
+            Stage::Sink,
+        ];
+        [
+            Counted::Received,
+            Counted::Published(0),
+            Counted::Skipped,
+            Counted::Requeued,
+            Counted::Rejected,
+            Counted::Acked,
+            Counted::AckNotSent,
+            Counted::QueueWarning,
+        ]
+        .into_iter()
+        .chain(stages.into_iter().map(Counted::DeadLettered))
+    }
+}
+
+/// Counters of one consumer, for summaries and tests (the same counts as its metrics).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub received: AtomicU64,
+    pub results: AtomicU64,
+    pub skipped: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub requeued: AtomicU64,
+    pub rejected: AtomicU64,
+    pub acked: AtomicU64,
+    pub ack_not_sent: AtomicU64,
+    /// Depth checks that found the queue past `queue_warn_messages`.
+    pub queue_warnings: AtomicU64,
+}
+
+impl Stats {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    /// Counts `event` of `consumer`, here and in the metrics registry.
+    pub fn count(&self, consumer: &str, event: Counted) {
+        let n = match event {
+            Counted::Published(n) => n,
+            _ => 1,
+        };
+        self.counter(event).fetch_add(n, Ordering::Relaxed);
+        series(consumer, event).increment(n);
+    }
+
+    fn counter(&self, event: Counted) -> &AtomicU64 {
+        match event {
+            Counted::Received => &self.received,
+            Counted::Published(_) => &self.results,
+            Counted::Skipped => &self.skipped,
+            Counted::Requeued => &self.requeued,
+            Counted::DeadLettered(_) => &self.dead_lettered,
+            Counted::Rejected => &self.rejected,
+            Counted::Acked => &self.acked,
+            Counted::AckNotSent => &self.ack_not_sent,
+            Counted::QueueWarning => &self.queue_warnings,
+        }
+    }
+}
+
+fn series(consumer: &str, event: Counted) -> metrics::Counter {
+    let consumer = consumer.to_owned();
+    match event {
+        Counted::DeadLettered(stage) => metrics::counter!(
+            event.metric(),
+            "consumer" => consumer,
+            "stage" => stage.as_str()
+        ),
+        _ => metrics::counter!(event.metric(), "consumer" => consumer),
+    }
+}
+
+/// Exports every per-consumer counter of `consumer` at zero (a fresh process shows them
+/// all, before its first message).
+pub fn register_consumer(consumer: &str) {
+    for event in Counted::all() {
+        series(consumer, event).increment(0);
+    }
+    metrics::gauge!("bugflow_queue_messages", "consumer" => consumer.to_owned()).increment(0.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_has_help_and_a_consumer_shows_every_counter_from_the_start() {
+        // Only `prometheus()` installs a recorder, once per process.
+        let handle = prometheus().expect("the Prometheus recorder installs");
+        register_consumer("telemetry-test");
+        let stats = Stats::default();
+        stats.count("telemetry-test", Counted::Published(3));
+        let text = handle.render();
+        for &(name, kind, _) in METRICS {
+            if kind == Kind::Counter && name.starts_with("bugflow_messages_") {
+                assert!(
+                    text.contains(&format!("{name}{{consumer=\"telemetry-test\"")),
+                    "{name} is exported at start: {text}"
+                );
+            }
+            if text.contains(name) {
+                assert!(text.contains(&format!("# HELP {name} ")), "HELP of {name}");
+            }
+        }
+        assert!(text.contains("bugflow_results_published_total{consumer=\"telemetry-test\"} 3"));
+        assert_eq!(Stats::get(&stats.results), 3);
+    }
 }
