@@ -1,3 +1,5 @@
+// Over 400 lines on purpose: every section of the configuration, with its defaults, in one
+// place, so that this file reads as the reference of config/bugflow.toml.
 //! bugflow's configuration, in three layers (later wins):
 //!
 //! 1. defaults compiled into the binary ([`Config::default`]) — enough for a local broker;

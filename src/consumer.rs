@@ -168,43 +168,8 @@ impl ConsumerSpec {
                 format!("{:?} must be one routing-key word", file.kind),
             ));
         }
-        let reads: &[Input] = match file.input {
-            InputKind::HgPush => &[Input::Commit],
-            InputKind::BugEvent => &[Input::Bug],
-            // The API asks for bug models and push risk.
-            InputKind::PredictionRequest => &[Input::Bug, Input::Commit],
-        };
-        if let Some(m) = file.models.iter().find(|m| !reads.contains(&m.input())) {
-            return Err(err(
-                "models",
-                format!(
-                    "{m} does not read what this consumer's input ({:?}) carries",
-                    file.input
-                ),
-            ));
-        }
-        if file.bindings.is_empty() {
-            return Err(err(
-                "bindings",
-                "a consumer needs at least one binding".into(),
-            ));
-        }
-        let mut bindings = Vec::new();
-        for (i, b) in file.bindings.into_iter().enumerate() {
-            if b.exchange.is_empty() {
-                return Err(err(&format!("bindings[{i}].exchange"), "is empty".into()));
-            }
-            if b.keys.is_empty() {
-                return Err(err(
-                    &format!("bindings[{i}].keys"),
-                    "needs at least one routing key (`#` for all)".into(),
-                ));
-            }
-            bindings.push(Binding {
-                exchange: config.resolve(&b.exchange),
-                ..b
-            });
-        }
+        check_models(&file).map_err(|problem| err("models", problem))?;
+        let bindings = resolve_bindings(file.bindings, config).map_err(|(f, p)| err(&f, p))?;
         Ok(ConsumerSpec {
             name: name.into(),
             input: file.input,
@@ -298,6 +263,53 @@ pub fn topic_matches(pattern: &str, key: &str) -> bool {
     let p: Vec<&str> = pattern.split('.').collect();
     let k: Vec<&str> = key.split('.').collect();
     go(&p, &k)
+}
+
+/// Every model must read what the consumer's input carries.
+fn check_models(file: &ConsumerFile) -> Result<(), String> {
+    let reads: &[Input] = match file.input {
+        InputKind::HgPush => &[Input::Commit],
+        InputKind::BugEvent => &[Input::Bug],
+        // The API asks for bug models and push risk.
+        InputKind::PredictionRequest => &[Input::Bug, Input::Commit],
+    };
+    match file.models.iter().find(|m| !reads.contains(&m.input())) {
+        Some(m) => Err(format!(
+            "{m} does not read what this consumer's input ({:?}) carries",
+            file.input
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The bindings with `{user}` and `{env}` resolved; `(field, problem)` for a bad one.
+fn resolve_bindings(
+    bindings: Vec<Binding>,
+    config: &Config,
+) -> Result<Vec<Binding>, (String, String)> {
+    if bindings.is_empty() {
+        return Err((
+            "bindings".into(),
+            "a consumer needs at least one binding".into(),
+        ));
+    }
+    let mut resolved = Vec::new();
+    for (i, b) in bindings.into_iter().enumerate() {
+        if b.exchange.is_empty() {
+            return Err((format!("bindings[{i}].exchange"), "is empty".into()));
+        }
+        if b.keys.is_empty() {
+            return Err((
+                format!("bindings[{i}].keys"),
+                "needs at least one routing key (`#` for all)".into(),
+            ));
+        }
+        resolved.push(Binding {
+            exchange: config.resolve(&b.exchange),
+            ..b
+        });
+    }
+    Ok(resolved)
 }
 
 #[cfg(test)]

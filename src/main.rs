@@ -80,26 +80,7 @@ enum Command {
         what: BenchWhat,
     },
     /// Train a model: split, fit, evaluate, write a bundle, promote it if the metrics gate agrees.
-    Train {
-        /// bugtype, component, spam, regression, commit-risk, issue-type (bugbug's names work too).
-        model: bugflow::models::ModelKind,
-        /// Data files: bugs (JSON Lines), commits (JSON Lines) or issues (CSV).
-        #[arg(long = "data", required = true, num_args = 1..)]
-        files: Vec<PathBuf>,
-        /// The models folder (default: `models_dir` of the configuration).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// How to split train and test (default: by time within each class; issue-type: random within each class).
-        #[arg(long, value_enum)]
-        split: Option<bugflow::train::split::Strategy>,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        #[arg(long, default_value_t = 0.2)]
-        test_fraction: f64,
-        /// Promote even if the metrics gate refuses (recorded in the manifest).
-        #[arg(long)]
-        force: bool,
-    },
+    Train(TrainArgs),
     /// Score a bundle on any data set.
     Evaluate {
         model: bugflow::models::ModelKind,
@@ -120,6 +101,29 @@ enum Command {
     },
     /// Print the consumers as configured (after {user}/{env} are resolved).
     Consumers,
+}
+
+/// `bugflow train`'s arguments.
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// bugtype, component, spam, regression, commit-risk, issue-type (bugbug's names work too).
+    model: bugflow::models::ModelKind,
+    /// Data files: bugs (JSON Lines), commits (JSON Lines) or issues (CSV).
+    #[arg(long = "data", required = true, num_args = 1..)]
+    files: Vec<PathBuf>,
+    /// The models folder (default: `models_dir` of the configuration).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// How to split train and test (default: by time within each class; issue-type: random within each class).
+    #[arg(long, value_enum)]
+    split: Option<bugflow::train::split::Strategy>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[arg(long, default_value_t = 0.2)]
+    test_fraction: f64,
+    /// Promote even if the metrics gate refuses (recorded in the manifest).
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Subcommand)]
@@ -265,27 +269,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo => cmd::demo::command(&config).await,
         Command::Bench { what } => bench(&config, what).await,
-        Command::Train {
-            model,
-            files,
-            out,
-            split,
-            seed,
-            test_fraction,
-            force,
-        } => {
-            let out = out.unwrap_or_else(|| config.models_dir.clone());
-            let options = bugflow::train::TrainOptions {
-                files,
-                out,
-                split,
-                seed,
-                test_fraction,
-                force,
-                progress: true,
-            };
-            cmd::train::command(model, options).await
-        }
+        Command::Train(args) => train(&config, args).await,
         Command::Evaluate {
             model,
             bundle,
@@ -295,6 +279,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data { what } => data(&config, what).await,
         Command::Consumers => cmd::consumers::print(&config),
     }
+}
+
+async fn train(config: &Config, args: TrainArgs) -> anyhow::Result<()> {
+    let TrainArgs {
+        model,
+        files,
+        out,
+        split,
+        seed,
+        test_fraction,
+        force,
+    } = args;
+    let out = out.unwrap_or_else(|| config.models_dir.clone());
+    let options = bugflow::train::TrainOptions {
+        files,
+        out,
+        split,
+        seed,
+        test_fraction,
+        force,
+        progress: true,
+    };
+    cmd::train::command(model, options).await
 }
 
 async fn bench(config: &Config, what: BenchWhat) -> anyhow::Result<()> {

@@ -1,3 +1,5 @@
+// Over 400 lines on purpose: the relay and the pipeline are measured with one setup, side by
+// side in one file, so that nothing differs between them but what is measured.
 //! `bugflow bench`: the pipeline's throughput against a bare relay, on the real broker.
 //!
 //! Both variants drain the same preloaded queue of hg push messages with the same prefetch

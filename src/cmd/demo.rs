@@ -93,37 +93,7 @@ pub async fn demo(
             .filter(|p| p.spec().accepts(&message.exchange, &message.routing_key))
         {
             routed = true;
-            match pipeline.process(&message).await {
-                Ok(results) => {
-                    for r in results {
-                        counts.results += 1;
-                        writeln!(
-                            out,
-                            "     {:<11} → result {}",
-                            pipeline.name(),
-                            r.routing_key
-                        )?;
-                        writeln!(out, "                   {}", summarize(&r.data))?;
-                        for m in &r.models {
-                            writeln!(out, "                   {}", describe_prediction(m))?;
-                        }
-                    }
-                }
-                Err(e) if e.action == Action::Skip => {
-                    counts.skipped += 1;
-                    writeln!(out, "     {:<11} → skipped: {}", pipeline.name(), e.reason)?;
-                }
-                Err(e) => {
-                    counts.dead_lettered += 1;
-                    writeln!(
-                        out,
-                        "     {:<11} → dead-lettered ({}): {}",
-                        pipeline.name(),
-                        e.stage,
-                        e.reason
-                    )?;
-                }
-            }
+            show(pipeline, &message, &mut counts, out).await?;
         }
         if !routed {
             counts.unrouted += 1;
@@ -140,6 +110,42 @@ pub async fn demo(
         counts.results, counts.skipped, counts.dead_lettered, counts.unrouted
     )?;
     Ok(counts)
+}
+
+/// What one consumer made of one message: its result with the predictions, the skip or
+/// the dead letter with the reason.
+async fn show(
+    pipeline: &Pipeline,
+    message: &crate::message::Message,
+    counts: &mut DemoCounts,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    let name = pipeline.name();
+    match pipeline.process(message).await {
+        Ok(results) => {
+            for r in results {
+                counts.results += 1;
+                writeln!(out, "     {name:<11} → result {}", r.routing_key)?;
+                writeln!(out, "                   {}", summarize(&r.data))?;
+                for m in &r.models {
+                    writeln!(out, "                   {}", describe_prediction(m))?;
+                }
+            }
+        }
+        Err(e) if e.action == Action::Skip => {
+            counts.skipped += 1;
+            writeln!(out, "     {name:<11} → skipped: {}", e.reason)?;
+        }
+        Err(e) => {
+            counts.dead_lettered += 1;
+            writeln!(
+                out,
+                "     {name:<11} → dead-lettered ({}): {}",
+                e.stage, e.reason
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// `bugtype: defect (0.81)`, `commit-risk: push risk 0.12 …`, or why a model did not run.

@@ -52,6 +52,24 @@ impl Summary {
         self.read as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
+    /// Counts what one message became.
+    fn settled(&mut self, settle: Settle) {
+        match settle {
+            Settle::Ack(Done::Published(n)) => self.results += n as u64,
+            Settle::Ack(Done::Skipped(reason)) => {
+                self.skipped += 1;
+                self.note("skipped", &reason);
+            }
+            // In-process there is no queue to requeue to: a sink failure is final.
+            Settle::Ack(Done::DeadLettered(reason))
+            | Settle::Requeue(reason)
+            | Settle::Reject(reason) => {
+                self.dead_lettered += 1;
+                self.note("dead-lettered", &reason);
+            }
+        }
+    }
+
     fn note(&mut self, kind: &str, reason: &str) {
         // Group reasons by their first words so that 10,000 bad lines make one row.
         let short: String = reason.chars().take(80).collect();
@@ -140,22 +158,8 @@ pub async fn replay(all: &[Pipeline], options: &ReplayOptions) -> anyhow::Result
                 continue;
             }
             for pipeline in targets {
-                match dispatch(pipeline, &sinks, &stats, &message).await {
-                    Settle::Ack(Done::Published(n)) => summary.results += n as u64,
-                    Settle::Ack(Done::Skipped(reason)) => {
-                        summary.skipped += 1;
-                        summary.note("skipped", &reason);
-                    }
-                    Settle::Ack(Done::DeadLettered(reason)) => {
-                        summary.dead_lettered += 1;
-                        summary.note("dead-lettered", &reason);
-                    }
-                    // In-process there is no queue to requeue to: a sink failure is final.
-                    Settle::Requeue(reason) | Settle::Reject(reason) => {
-                        summary.dead_lettered += 1;
-                        summary.note("dead-lettered", &reason);
-                    }
-                }
+                let settle = dispatch(pipeline, &sinks, &stats, &message).await;
+                summary.settled(settle);
             }
         }
     }

@@ -144,28 +144,8 @@ impl BugzillaWriter {
         id: u64,
         scores: &[Score],
     ) -> Result<(Outcome, String, Option<Value>), StageError> {
-        if bug["is_private"].as_bool() == Some(true)
-            || bug["groups"].as_array().is_some_and(|g| !g.is_empty())
-        {
-            return Ok((Outcome::Skipped, "private bug: never written".into(), None));
-        }
-        let filed = bug["creation_time"]
-            .as_str()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| (Utc::now() - t.with_timezone(&Utc)).num_days());
-        match filed {
-            Some(days) if days <= self.config.max_bug_age_days => {}
-            Some(days) => {
-                return Ok((
-                    Outcome::Skipped,
-                    format!(
-                        "filed {days} days ago (> {} days)",
-                        self.config.max_bug_age_days
-                    ),
-                    None,
-                ));
-            }
-            None => return Ok((Outcome::Skipped, "unknown filing time".into(), None)),
+        if let Some(why) = self.guard(bug) {
+            return Ok((Outcome::Skipped, why, None));
         }
         let plan = rules::plan(bug, scores, &self.config);
         if plan.change.is_empty() {
@@ -190,14 +170,7 @@ impl BugzillaWriter {
                 None,
             ));
         }
-        let mut body = plan.change.clone();
-        body.insert(
-            "comment".into(),
-            json!({"body": format!(
-                "[bugflow](https://github.com/mozilla/bugbug) thinks this bug {}. Please correct it if the bot is wrong.",
-                plan.explanations.join("; and it ")), "is_markdown": true}),
-        );
-        let request = Value::Object(body);
+        let request = request(&plan);
         if self.config.dry_run {
             tracing::info!(bug = id, request = %request, "dry run: would PUT /rest/bug/{id}");
             return Ok((Outcome::DryRun, plan.notes.join("; "), Some(request)));
@@ -220,6 +193,39 @@ impl BugzillaWriter {
             .increment(1);
         Ok((Outcome::Written, plan.notes.join("; "), Some(request)))
     }
+
+    /// Why this bug is never written, whatever the models say: private, or too old.
+    fn guard(&self, bug: &Value) -> Option<String> {
+        if bug["is_private"].as_bool() == Some(true)
+            || bug["groups"].as_array().is_some_and(|g| !g.is_empty())
+        {
+            return Some("private bug: never written".into());
+        }
+        let filed = bug["creation_time"]
+            .as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| (Utc::now() - t.with_timezone(&Utc)).num_days());
+        match filed {
+            Some(days) if days <= self.config.max_bug_age_days => None,
+            Some(days) => Some(format!(
+                "filed {days} days ago (> {} days)",
+                self.config.max_bug_age_days
+            )),
+            None => Some("unknown filing time".into()),
+        }
+    }
+}
+
+/// The PUT body: the plan's change and a comment that explains it and how to revert it.
+fn request(plan: &rules::Plan) -> Value {
+    let mut body = plan.change.clone();
+    body.insert(
+        "comment".into(),
+        json!({"body": format!(
+            "[bugflow](https://github.com/mozilla/bugbug) thinks this bug {}. Please correct it if the bot is wrong.",
+            plan.explanations.join("; and it ")), "is_markdown": true}),
+    );
+    Value::Object(body)
 }
 
 /// How long a delivery waits for another one writing the same effect.

@@ -1,3 +1,5 @@
+// Over 400 lines on purpose: one function per bugbug extractor, in the order of
+// bugbug/bug_features.py, so that the two can be read side by side.
 //! Bug features, with bugbug's semantics (`bugbug/bug_features.py`).
 //!
 //! The input is a bug as Bugzilla's REST API returns it (`GET /rest/bug/{id}`), optionally

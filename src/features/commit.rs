@@ -151,6 +151,32 @@ pub fn components(commit: &Commit) -> Vec<String> {
 /// Every feature of a commit.
 pub fn extract(commit: &Commit, experience: &Experience) -> Features {
     let mut f = Features::new();
+    files(&mut f, commit);
+    line_counts(&mut f, commit);
+    let comps = components(commit);
+    f.count("components_modified_num", comps.len() as f64);
+    f.list("components", comps.iter().map(String::as_str));
+
+    let author = author_key(&commit.author);
+    let commits = experience.commits.get(&author).copied().unwrap_or(0);
+    let backouts = experience.backouts.get(&author).copied().unwrap_or(0);
+    f.count("author_experience", f64::from(commits));
+    f.count("author_backouts", f64::from(backouts));
+    f.flag("author_first_commit", commits == 0);
+    f.flag("is_merge", commit.parents.len() > 1);
+
+    let desc = cleanup(&commit.desc);
+    let mut lines = desc.lines();
+    if let Some(first) = lines.next() {
+        f.words(Group::Title, first);
+    }
+    f.words(Group::Body, &lines.collect::<Vec<_>>().join(" "));
+    f
+}
+
+/// The files touched: each file, its directories and its extension as tokens; how many
+/// source, test and other files, and how many directories.
+fn files(f: &mut Features, commit: &Commit) {
     let (mut source, mut test, mut other) = (0usize, 0usize, 0usize);
     let mut directories = Vec::new();
     for path in &commit.files {
@@ -162,15 +188,9 @@ pub fn extract(commit: &Commit, experience: &Experience) -> Features {
             other += 1;
         }
         f.token(Group::Files, format!("file:{path}"));
+        let parts: Vec<&str> = path.split('/').collect();
         let mut prefix = String::new();
-        for part in path
-            .split('/')
-            .collect::<Vec<_>>()
-            .iter()
-            .rev()
-            .skip(1)
-            .rev()
-        {
+        for part in &parts[..parts.len().saturating_sub(1)] {
             if !prefix.is_empty() {
                 prefix.push('/');
             }
@@ -189,7 +209,10 @@ pub fn extract(commit: &Commit, experience: &Experience) -> Features {
     f.count("test_files_modified_num", test as f64);
     f.count("other_files_modified_num", other as f64);
     f.count("directories_modified_num", directories.len() as f64);
+}
 
+/// Lines added and deleted in source, test and other files (from the file stats).
+fn line_counts(f: &mut Features, commit: &Commit) {
     let (mut sa, mut sd, mut ta, mut td, mut oa, mut od) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     for stat in &commit.file_stats {
         if is_test(&stat.path) {
@@ -210,26 +233,6 @@ pub fn extract(commit: &Commit, experience: &Experience) -> Features {
     f.count("other_added", oa as f64);
     f.count("other_deleted", od as f64);
     f.flag("has_file_stats", !commit.file_stats.is_empty());
-
-    let comps = components(commit);
-    f.count("components_modified_num", comps.len() as f64);
-    f.list("components", comps.iter().map(String::as_str));
-
-    let author = author_key(&commit.author);
-    let commits = experience.commits.get(&author).copied().unwrap_or(0);
-    let backouts = experience.backouts.get(&author).copied().unwrap_or(0);
-    f.count("author_experience", f64::from(commits));
-    f.count("author_backouts", f64::from(backouts));
-    f.flag("author_first_commit", commits == 0);
-    f.flag("is_merge", commit.parents.len() > 1);
-
-    let desc = cleanup(&commit.desc);
-    let mut lines = desc.lines();
-    if let Some(first) = lines.next() {
-        f.words(Group::Title, first);
-    }
-    f.words(Group::Body, &lines.collect::<Vec<_>>().join(" "));
-    f
 }
 
 #[cfg(test)]

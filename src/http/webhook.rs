@@ -27,13 +27,26 @@ use crate::sinks::dead_letter::DeadLetterSink;
 const PUBLISH_DEADLINE: Duration = Duration::from_secs(10);
 
 pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused;
+    }
+    let event = match bmo::decode(&body) {
+        Ok(event) => event,
+        Err(e) => return park(&state, &body, &e).await,
+    };
+    relay(&state, &event, &body).await
+}
+
+/// BMO's secret header, compared in constant time.
+#[allow(clippy::result_large_err)]
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
     let config = &state.config;
     let expected = &config.http.webhook_secret;
     if expected.is_empty() {
-        return error(
+        return Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the webhook is not configured: set http.webhook_secret (BUGFLOW_HTTP__WEBHOOK_SECRET)",
-        );
+        ));
     }
     let given = headers
         .get(config.http.webhook_auth_header.as_str())
@@ -41,34 +54,36 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
         .unwrap_or_default();
     if !super::constant_time_eq(given, expected.expose().as_bytes()) {
         metrics::counter!("bugflow_webhook_requests_total", "status" => "401").increment(1);
-        return error(
+        return Err(error(
             StatusCode::UNAUTHORIZED,
             &format!(
                 "missing or wrong {} header",
                 config.http.webhook_auth_header
             ),
-        );
+        ));
     }
+    Ok(())
+}
 
-    let event = match bmo::decode(&body) {
-        Ok(event) => event,
-        Err(e) => {
-            metrics::counter!("bugflow_webhook_requests_total", "status" => "400").increment(1);
-            let mut message = Message::new("(webhook)", "invalid", body.to_vec());
-            message.content_type = None;
-            let sink = DeadLetterSink::new(state.publisher.clone(), config.dead_letter_exchange());
-            let parked = tokio::time::timeout(PUBLISH_DEADLINE, sink.send("webhook", &message, &e))
-                .await
-                .is_ok_and(|r| r.is_ok());
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"error": e.reason, "dead_lettered": parked})),
-            )
-                .into_response();
-        }
-    };
+/// A body that is not a BMO webhook event: dead-lettered with the reason, answered 400.
+async fn park(state: &AppState, body: &Bytes, e: &crate::error::StageError) -> Response {
+    metrics::counter!("bugflow_webhook_requests_total", "status" => "400").increment(1);
+    let mut message = Message::new("(webhook)", "invalid", body.to_vec());
+    message.content_type = None;
+    let sink = DeadLetterSink::new(state.publisher.clone(), state.config.dead_letter_exchange());
+    let parked = tokio::time::timeout(PUBLISH_DEADLINE, sink.send("webhook", &message, e))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": e.reason, "dead_lettered": parked})),
+    )
+        .into_response()
+}
 
-    let exchange = config.bugzilla_exchange();
+/// The event, published to the bug-events exchange with a confirm (BMO retries a 503).
+async fn relay(state: &AppState, event: &bmo::WebhookEvent, body: &Bytes) -> Response {
+    let exchange = state.config.bugzilla_exchange();
     let routing_key = event.event.routing_key.clone();
     let message_id = stable_id(&[
         "webhook",
@@ -76,7 +91,7 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
         &routing_key,
         &event.event.time,
     ]);
-    let mut out = Outgoing::json(&exchange, &routing_key, &body);
+    let mut out = Outgoing::json(&exchange, &routing_key, body);
     out.message_id = Some(&message_id);
     out.mandatory = true;
     out.headers.insert(

@@ -201,56 +201,11 @@ impl LinearModel {
             )));
         }
 
-        // 1. Vocabulary: document frequency of each feature.
-        let mut df: HashMap<u64, (u32, Group)> = HashMap::new();
-        for doc in docs {
-            let mut seen: Vec<(u64, Group)> = doc
-                .items
-                .iter()
-                .map(|f| (feature_hash(f.group, &f.name), f.group))
-                .collect();
-            seen.sort_unstable_by_key(|(h, _)| *h);
-            seen.dedup_by_key(|(h, _)| *h);
-            for (h, g) in seen {
-                df.entry(h).or_insert((0, g)).0 += 1;
-            }
-        }
-        let mut kept: Vec<(u64, u32, Group)> = df
-            .into_iter()
-            .filter(|(_, (n, g))| !g.is_text() || *n >= params.min_df)
-            .map(|(h, (n, g))| (h, n, g))
-            .collect();
-        // Most frequent first; ties by hash, so the choice is reproducible.
-        kept.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        kept.truncate(params.max_features);
-        kept.sort_unstable_by_key(|(h, _, _)| *h);
-        let n_docs = docs.len() as f64;
-        let mut model = LinearModel {
-            classes: classes.to_vec(),
-            group_weights: params.group_weights.clone(),
-            vocab: kept.iter().map(|(h, _, _)| *h).collect(),
-            groups: kept.iter().map(|(_, _, g)| *g).collect(),
-            idf: kept
-                .iter()
-                .map(|(_, n, g)| {
-                    if g.is_text() {
-                        (((1.0 + n_docs) / (1.0 + f64::from(*n))).ln() + 1.0) as f32
-                    } else {
-                        1.0
-                    }
-                })
-                .collect(),
-            weights: Vec::new(),
-            intercept: Vec::new(),
-            index: HashMap::new(),
-        };
+        let mut model = Self::vocabulary(docs, classes, params);
         model.prepare();
-
-        // 2. Rows, balanced.
+        // Rows, balanced; a dense matrix over the kept columns only, fitted with linfa.
         let rows: Vec<Vec<(u32, f64)>> = docs.iter().map(|d| model.vectorize(d)).collect();
         let order = balance(labels, k, params);
-
-        // 3. Dense matrix over the kept columns only; fit with linfa.
         let cols = model.vocab.len().max(1);
         let mut x = Array2::<f64>::zeros((order.len(), cols));
         let mut y = Array1::<usize>::zeros(order.len());
@@ -280,6 +235,53 @@ impl LinearModel {
             }
         }
         Ok(model)
+    }
+
+    /// An unfitted model over the vocabulary of `docs`: text features seen in at least
+    /// `min_df` documents, the most frequent `max_features` of them, with their idf.
+    fn vocabulary(docs: &[Features], classes: &[String], params: &TrainParams) -> LinearModel {
+        let mut df: HashMap<u64, (u32, Group)> = HashMap::new();
+        for doc in docs {
+            let mut seen: Vec<(u64, Group)> = doc
+                .items
+                .iter()
+                .map(|f| (feature_hash(f.group, &f.name), f.group))
+                .collect();
+            seen.sort_unstable_by_key(|(h, _)| *h);
+            seen.dedup_by_key(|(h, _)| *h);
+            for (h, g) in seen {
+                df.entry(h).or_insert((0, g)).0 += 1;
+            }
+        }
+        let mut kept: Vec<(u64, u32, Group)> = df
+            .into_iter()
+            .filter(|(_, (n, g))| !g.is_text() || *n >= params.min_df)
+            .map(|(h, (n, g))| (h, n, g))
+            .collect();
+        // Most frequent first; ties by hash, so the choice is reproducible.
+        kept.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        kept.truncate(params.max_features);
+        kept.sort_unstable_by_key(|(h, _, _)| *h);
+        let n_docs = docs.len() as f64;
+        LinearModel {
+            classes: classes.to_vec(),
+            group_weights: params.group_weights.clone(),
+            vocab: kept.iter().map(|(h, _, _)| *h).collect(),
+            groups: kept.iter().map(|(_, _, g)| *g).collect(),
+            idf: kept
+                .iter()
+                .map(|(_, n, g)| {
+                    if g.is_text() {
+                        (((1.0 + n_docs) / (1.0 + f64::from(*n))).ln() + 1.0) as f32
+                    } else {
+                        1.0
+                    }
+                })
+                .collect(),
+            weights: Vec::new(),
+            intercept: Vec::new(),
+            index: HashMap::new(),
+        }
     }
 }
 

@@ -66,6 +66,8 @@ fn min_records(model: ModelKind) -> usize {
     }
 }
 
+/// Trains `model` on `options.files`: one sub-model per key (per repository for
+/// issue-type), each split, fitted and evaluated; then the bundle, its report, and the gate.
 pub fn train(model: ModelKind, options: &TrainOptions) -> anyhow::Result<TrainOutcome> {
     let started = Instant::now();
     let data = data::load(model, &options.files)?;
@@ -79,134 +81,187 @@ pub fn train(model: ModelKind, options: &TrainOptions) -> anyhow::Result<TrainOu
     let strategy = options.split.unwrap_or_else(|| default_split(model));
     let groups = data::by_key(&data.samples, min_records(model));
     let params = model.params();
-    let bar = if options.progress {
-        let bar = ProgressBar::new(groups.len() as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} training {msg} [{bar:30}] {pos}/{len} {elapsed}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
-
-    let mut models = BTreeMap::new();
-    let mut per_key = BTreeMap::new();
-    let (mut n_train, mut n_test) = (0, 0);
-    let mut all_classes: Vec<String> = Vec::new();
+    let bar = progress_bar(options.progress, groups.len());
+    let mut fitted = Fitted::default();
     for (key, samples) in &groups {
         bar.set_message(if key.is_empty() {
             model.to_string()
         } else {
             key.clone()
         });
-        let mut classes: Vec<String> = samples.iter().filter_map(|s| s.label.clone()).collect();
-        classes.sort();
-        classes.dedup();
-        if classes.len() < 2 {
-            anyhow::bail!("{model} {key}: needs at least two classes, found {classes:?}");
-        }
-        let labels: Vec<usize> = samples
-            .iter()
-            .map(|s| {
-                classes
-                    .binary_search(s.label.as_ref().expect("labelled"))
-                    .unwrap_or(0)
-            })
-            .collect();
-        let dates: Vec<i64> = samples.iter().map(|s| s.date).collect();
-        let (train_idx, test_idx) = split::split(
-            strategy,
-            &labels,
-            &dates,
-            options.test_fraction,
-            options.seed,
-        );
-        let docs: Vec<_> = train_idx
-            .iter()
-            .map(|&i| samples[i].features.clone())
-            .collect();
-        let train_labels: Vec<usize> = train_idx.iter().map(|&i| labels[i]).collect();
-        let fitted = LinearModel::fit(&docs, &train_labels, &classes, &params)
-            .map_err(|e| anyhow::anyhow!("{model} {key}: {e}"))?;
-        let truth: Vec<usize> = test_idx.iter().map(|&i| labels[i]).collect();
-        let predictions: Vec<_> = test_idx
-            .iter()
-            .map(|&i| fitted.predict(&samples[i].features))
-            .collect();
-        let predicted: Vec<usize> = predictions.iter().map(|p| p.index).collect();
-        let mut metrics = Metrics::compute(&classes, &truth, &predicted);
-        if classes.len() == 2 {
-            let count = |c: usize| train_labels.iter().filter(|l| **l == c).count();
-            let minority = if count(1) < count(0) { 1 } else { 0 };
-            let positive: Vec<bool> = truth.iter().map(|t| *t == minority).collect();
-            let scores: Vec<f64> = predictions
-                .iter()
-                .map(|p| p.probabilities[minority])
-                .collect();
-            metrics.roc_auc = Metrics::roc_auc(&positive, &scores);
-        }
-        per_key.insert(key.clone(), metrics);
-        n_train += train_idx.len();
-        n_test += test_idx.len();
-        for c in &classes {
-            if !all_classes.contains(c) {
-                all_classes.push(c.clone());
-            }
-        }
-        models.insert(key.clone(), fitted);
+        let one = fit_one(model, key, samples, strategy, &params, options)?;
+        fitted.add(key, one);
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let metrics = combine(&per_key);
-    let train_seconds = started.elapsed().as_secs_f64();
-
-    let registry = Registry::new(&options.out);
-    let hashes: Vec<&str> = data.files.iter().map(|f| f.sha256.as_str()).collect();
-    let version = format!(
-        "{}-{}",
-        Utc::now().format("%Y%m%dT%H%M%S%3f"),
-        &stable_id(&[&hashes.join(","), &options.seed.to_string()])[..8]
-    );
-    let mut manifest = Manifest {
+    let split = SplitInfo {
+        strategy: strategy.name().into(),
+        seed: options.seed,
+        test_fraction: options.test_fraction,
+        train_records: fitted.n_train,
+        test_records: fitted.n_test,
+    };
+    let manifest = Manifest {
         model,
-        version: version.clone(),
+        version: version_of(&data.files, options.seed),
         bugflow_version: env!("CARGO_PKG_VERSION").into(),
         git_commit: env!("BUILD_GIT_COMMIT").into(),
         created_at: Utc::now(),
         data: data.files.clone(),
-        split: SplitInfo {
-            strategy: strategy.name().into(),
-            seed: options.seed,
-            test_fraction: options.test_fraction,
-            train_records: n_train,
-            test_records: n_test,
-        },
+        split,
         params,
-        labels: all_classes,
-        metrics,
-        per_repository: if per_key.len() > 1 {
-            per_key
+        labels: fitted.classes,
+        metrics: combine(&fitted.per_key),
+        per_repository: if fitted.per_key.len() > 1 {
+            fitted.per_key
         } else {
             BTreeMap::new()
         },
-        train_seconds,
+        train_seconds: started.elapsed().as_secs_f64(),
         forced: false,
         gate: None,
     };
-    let dir = registry.bundle_dir(model, &version);
     let weights = Weights {
-        models,
+        models: fitted.models,
         experience: data.experience,
     };
+    bundle_and_gate(manifest, weights, options)
+}
+
+fn progress_bar(shown: bool, len: usize) -> ProgressBar {
+    if !shown {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} training {msg} [{bar:30}] {pos}/{len} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// A bundle's version: its training time, and a hash of its data and seed.
+fn version_of(files: &[crate::models::bundle::DataFile], seed: u64) -> String {
+    let hashes: Vec<&str> = files.iter().map(|f| f.sha256.as_str()).collect();
+    format!(
+        "{}-{}",
+        Utc::now().format("%Y%m%dT%H%M%S%3f"),
+        &stable_id(&[&hashes.join(","), &seed.to_string()])[..8]
+    )
+}
+
+/// The sub-models fitted so far, with their metrics and record counts.
+#[derive(Default)]
+struct Fitted {
+    models: BTreeMap<String, LinearModel>,
+    per_key: BTreeMap<String, Metrics>,
+    classes: Vec<String>,
+    n_train: usize,
+    n_test: usize,
+}
+
+/// One fitted sub-model, with its test metrics.
+struct FitOne {
+    model: LinearModel,
+    metrics: Metrics,
+    n_train: usize,
+    n_test: usize,
+}
+
+impl Fitted {
+    fn add(&mut self, key: &str, one: FitOne) {
+        self.n_train += one.n_train;
+        self.n_test += one.n_test;
+        for c in &one.model.classes {
+            if !self.classes.contains(c) {
+                self.classes.push(c.clone());
+            }
+        }
+        self.per_key.insert(key.to_owned(), one.metrics);
+        self.models.insert(key.to_owned(), one.model);
+    }
+}
+
+/// Splits one key's samples, fits on the train part, measures on the test part.
+fn fit_one(
+    model: ModelKind,
+    key: &str,
+    samples: &[&data::Sample],
+    strategy: Strategy,
+    params: &crate::models::linear::TrainParams,
+    options: &TrainOptions,
+) -> anyhow::Result<FitOne> {
+    let mut classes: Vec<String> = samples.iter().filter_map(|s| s.label.clone()).collect();
+    classes.sort();
+    classes.dedup();
+    if classes.len() < 2 {
+        anyhow::bail!("{model} {key}: needs at least two classes, found {classes:?}");
+    }
+    let labels: Vec<usize> = samples
+        .iter()
+        .map(|s| {
+            let label = s.label.as_deref().unwrap_or_default();
+            classes
+                .binary_search_by(|c| c.as_str().cmp(label))
+                .unwrap_or(0)
+        })
+        .collect();
+    let dates: Vec<i64> = samples.iter().map(|s| s.date).collect();
+    let (train_idx, test_idx) = split::split(
+        strategy,
+        &labels,
+        &dates,
+        options.test_fraction,
+        options.seed,
+    );
+    let docs: Vec<_> = train_idx
+        .iter()
+        .map(|&i| samples[i].features.clone())
+        .collect();
+    let train_labels: Vec<usize> = train_idx.iter().map(|&i| labels[i]).collect();
+    let fitted = LinearModel::fit(&docs, &train_labels, &classes, params)
+        .map_err(|e| anyhow::anyhow!("{model} {key}: {e}"))?;
+    let truth: Vec<usize> = test_idx.iter().map(|&i| labels[i]).collect();
+    let predictions: Vec<_> = test_idx
+        .iter()
+        .map(|&i| fitted.predict(&samples[i].features))
+        .collect();
+    let predicted: Vec<usize> = predictions.iter().map(|p| p.index).collect();
+    let mut metrics = Metrics::compute(&classes, &truth, &predicted);
+    if classes.len() == 2 {
+        let count = |c: usize| train_labels.iter().filter(|l| **l == c).count();
+        let minority = if count(1) < count(0) { 1 } else { 0 };
+        let positive: Vec<bool> = truth.iter().map(|t| *t == minority).collect();
+        let scores: Vec<f64> = predictions
+            .iter()
+            .map(|p| p.probabilities[minority])
+            .collect();
+        metrics.roc_auc = Metrics::roc_auc(&positive, &scores);
+    }
+    Ok(FitOne {
+        model: fitted,
+        metrics,
+        n_train: train_idx.len(),
+        n_test: test_idx.len(),
+    })
+}
+
+/// Writes the bundle and its report, records it, and asks the gate to promote it.
+fn bundle_and_gate(
+    mut manifest: Manifest,
+    weights: Weights,
+    options: &TrainOptions,
+) -> anyhow::Result<TrainOutcome> {
+    let (model, version) = (manifest.model, manifest.version.clone());
+    let registry = Registry::new(&options.out);
+    let dir = registry.bundle_dir(model, &version);
     Bundle::write(&dir, &manifest, &weights)?;
     report::write_svg(
         &dir.join("report.svg"),
         &format!("{model} {version}"),
         &manifest.metrics,
     )?;
+    let split = &manifest.split;
     registry.record(
         model,
         Event {
@@ -214,7 +269,10 @@ pub fn train(model: ModelKind, options: &TrainOptions) -> anyhow::Result<TrainOu
             action: "trained".into(),
             version: version.clone(),
             macro_f1: Some(manifest.macro_f1()),
-            note: format!("{} train / {} test records", n_train, n_test),
+            note: format!(
+                "{} train / {} test records",
+                split.train_records, split.test_records
+            ),
         },
     )?;
     let verdict = registry.promote(model, &version, options.force)?;

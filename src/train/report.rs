@@ -22,8 +22,22 @@ pub fn write_svg(path: &Path, title: &str, metrics: &Metrics) -> anyhow::Result<
         )
         .map_err(plot_error)?;
     let (left, right) = root.split_horizontally(540);
+    let names: Vec<String> = metrics
+        .classes
+        .iter()
+        .map(|c| c.class.chars().take(24).collect())
+        .collect();
+    confusion(&left, metrics, &names)?;
+    per_class(&right, metrics, &names)?;
+    root.present().map_err(plot_error)?;
+    Ok(())
+}
 
-    // Confusion matrix: rows truth, columns predicted.
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+
+/// The confusion matrix: rows truth, columns predicted.
+fn confusion(area: &Area<'_>, metrics: &Metrics, names: &[String]) -> anyhow::Result<()> {
+    let k = metrics.classes.len().max(1);
     let max = metrics
         .confusion
         .iter()
@@ -32,7 +46,7 @@ pub fn write_svg(path: &Path, title: &str, metrics: &Metrics) -> anyhow::Result<
         .max()
         .unwrap_or(1)
         .max(1);
-    let mut chart = ChartBuilder::on(&left)
+    let mut chart = ChartBuilder::on(area)
         .caption(
             "confusion (rows: truth, columns: predicted)",
             ("sans-serif", 14),
@@ -42,11 +56,6 @@ pub fn write_svg(path: &Path, title: &str, metrics: &Metrics) -> anyhow::Result<
         .y_label_area_size(160)
         .build_cartesian_2d(0..k, 0..k)
         .map_err(plot_error)?;
-    let names: Vec<String> = metrics
-        .classes
-        .iter()
-        .map(|c| c.class.chars().take(24).collect())
-        .collect();
     chart
         .configure_mesh()
         .disable_mesh()
@@ -81,9 +90,13 @@ pub fn write_svg(path: &Path, title: &str, metrics: &Metrics) -> anyhow::Result<
                 .map_err(plot_error)?;
         }
     }
+    Ok(())
+}
 
-    // Per-class scores.
-    let mut bars = ChartBuilder::on(&right)
+/// Precision, recall and F1 of each class, as bars.
+fn per_class(area: &Area<'_>, metrics: &Metrics, names: &[String]) -> anyhow::Result<()> {
+    let k = metrics.classes.len().max(1);
+    let mut bars = ChartBuilder::on(area)
         .caption("precision / recall / F1 per class", ("sans-serif", 14))
         .margin(10)
         .x_label_area_size(30)
@@ -117,7 +130,6 @@ pub fn write_svg(path: &Path, title: &str, metrics: &Metrics) -> anyhow::Result<
             .map_err(plot_error)?;
         }
     }
-    root.present().map_err(plot_error)?;
     Ok(())
 }
 
