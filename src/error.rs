@@ -6,65 +6,31 @@
 //! the one that knows whether the input or the world is at fault (the idea of Arroyo's
 //! `RetryHint`).
 
-use std::fmt;
 use std::sync::Arc;
 
-/// What the runner should do with a message whose processing failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    /// The world is at fault (5xx, timeout, 429, unconfirmed publish): try again later.
-    Retry,
-    /// The input is at fault (undecodable, invalid): it will never succeed, park it in the
-    /// dead-letter queue with the reason.
-    DeadLetter,
-    /// Nothing to do for this input (private bug, unknown message type): ack and record why.
-    Skip,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Retry => "retry",
-            Action::DeadLetter => "dead_letter",
-            Action::Skip => "skip",
-        }
+crate::named_enum! {
+    /// What the runner should do with a message whose processing failed.
+    pub enum Action {
+        /// The world is at fault (5xx, timeout, 429, unconfirmed publish): try again later.
+        Retry = "retry",
+        /// The input is at fault (undecodable, invalid): it will never succeed, park it in
+        /// the dead-letter queue with the reason.
+        DeadLetter = "dead_letter",
+        /// Nothing to do for this input (private bug, unknown message type): ack and record
+        /// why.
+        Skip = "skip",
     }
 }
 
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The stage of the pipeline an error came from; it goes into logs, metrics and the
-/// dead-letter header so that an operator knows where to look.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stage {
-    Decode,
-    Enrich,
-    Features,
-    Models,
-    Sink,
-}
-
-impl Stage {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Decode => "decode",
-            Stage::Enrich => "enrich",
-            Stage::Features => "features",
-            Stage::Models => "models",
-            Stage::Sink => "sink",
-        }
-    }
-}
-
-impl fmt::Display for Stage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+crate::named_enum! {
+    /// The stage of the pipeline an error came from; it goes into logs, metrics and the
+    /// dead-letter header so that an operator knows where to look.
+    pub enum Stage {
+        Decode = "decode",
+        Enrich = "enrich",
+        Features = "features",
+        Models = "models",
+        Sink = "sink",
     }
 }
 

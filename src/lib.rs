@@ -25,6 +25,7 @@ pub mod http;
 pub mod message;
 pub mod models;
 pub mod monitor;
+pub mod names;
 pub mod pipeline;
 pub mod poller;
 pub mod pulse;

@@ -24,15 +24,12 @@ pub struct ResultMessage {
     /// What was learned about the subject (today: what the message itself holds).
     pub data: Value,
     /// Model predictions (name, version, class, probabilities), or why a model did not run.
-    #[serde(default)]
     pub models: Vec<Score>,
     /// Effects taken or skipped, each with its reason (the Bugzilla writer's).
-    #[serde(default)]
     pub actions: Vec<EffectRecord>,
     /// This result may repeat an earlier one with the same `message_id`: its input was
     /// redelivered, or it was re-published after a publish whose confirm never came (the
     /// broker may have kept the first copy). Downstream drops repeats by `message_id`.
-    #[serde(default)]
     pub possible_duplicate: bool,
     pub bugflow_version: String,
     pub produced_at: DateTime<Utc>,

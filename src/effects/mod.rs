@@ -24,7 +24,6 @@ pub mod conflation;
 pub mod memory;
 pub mod rules;
 
-use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -74,38 +73,21 @@ pub enum Planned {
     },
 }
 
-/// How an effect ended. Stored with the effect, and published in the result's `actions`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// The change was sent to Bugzilla and accepted.
-    Written,
-    /// The writer is in dry-run mode: the exact request was recorded, not sent.
-    DryRun,
-    /// A guard or a threshold decided against writing; the reason says which.
-    Skipped,
-    /// An earlier delivery of the same event already did this effect.
-    AlreadyDone,
-    /// The REST poller relayed a bug change to the bug-events exchange (its claim keeps a
-    /// change from being relayed twice).
-    Published,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Written => "written",
-            Outcome::DryRun => "dry_run",
-            Outcome::Skipped => "skipped",
-            Outcome::AlreadyDone => "already_done",
-            Outcome::Published => "published",
-        }
-    }
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+crate::named_enum! {
+    /// How an effect ended. Stored with the effect, and published in the result's
+    /// `actions`.
+    pub enum Outcome {
+        /// The change was sent to Bugzilla and accepted.
+        Written = "written",
+        /// The writer is in dry-run mode: the exact request was recorded, not sent.
+        DryRun = "dry_run",
+        /// A guard or a threshold decided against writing; the reason says which.
+        Skipped = "skipped",
+        /// An earlier delivery of the same event already did this effect.
+        AlreadyDone = "already_done",
+        /// The REST poller relayed a bug change to the bug-events exchange (its claim keeps
+        /// a change from being relayed twice).
+        Published = "published",
     }
 }
 

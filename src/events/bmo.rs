@@ -13,9 +13,7 @@ use crate::error::{Stage, StageError};
 pub struct WebhookEvent {
     pub bug: WebhookBug,
     pub event: EventInfo,
-    #[serde(default)]
     pub webhook_id: Option<i64>,
-    #[serde(default)]
     pub webhook_name: Option<String>,
 }
 
@@ -24,66 +22,44 @@ pub struct WebhookBug {
     pub id: u64,
     #[serde(default)]
     pub is_private: bool,
-    #[serde(default)]
     pub summary: Option<String>,
-    #[serde(default)]
     pub product: Option<String>,
-    #[serde(default)]
     pub component: Option<String>,
-    #[serde(default, rename = "type")]
-    pub bug_type: Option<String>,
-    #[serde(default)]
-    pub status: Option<String>,
-    #[serde(default)]
-    pub resolution: Option<String>,
-    #[serde(default)]
-    pub severity: Option<String>,
-    #[serde(default)]
-    pub priority: Option<String>,
     /// `null` is read as no keywords.
     #[serde(default, deserialize_with = "null_as_empty")]
     pub keywords: Vec<String>,
-    #[serde(default)]
+    #[serde(default, rename = "type")]
+    pub bug_type: Option<String>,
+    pub status: Option<String>,
+    pub resolution: Option<String>,
+    pub severity: Option<String>,
+    pub priority: Option<String>,
     pub whiteboard: Option<String>,
-    #[serde(default)]
     pub creator: Option<String>,
-    #[serde(default)]
     pub creation_time: Option<String>,
-    #[serde(default)]
     pub last_change_time: Option<String>,
-    #[serde(default)]
     pub platform: Option<String>,
-    #[serde(default)]
     pub operating_system: Option<String>,
-    #[serde(default)]
     pub url: Option<String>,
-    #[serde(default)]
     pub comment: Option<WebhookComment>,
-    #[serde(default)]
     pub attachment: Option<WebhookAttachment>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WebhookComment {
     pub id: u64,
-    #[serde(default)]
     pub body: Option<String>,
-    #[serde(default)]
     pub number: Option<u64>,
     #[serde(default)]
     pub is_private: bool,
-    #[serde(default)]
     pub creation_time: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WebhookAttachment {
     pub id: u64,
-    #[serde(default)]
     pub content_type: Option<String>,
-    #[serde(default)]
     pub description: Option<String>,
-    #[serde(default)]
     pub file_name: Option<String>,
     #[serde(default)]
     pub is_patch: bool,
@@ -100,11 +76,9 @@ pub struct EventInfo {
     /// `bug.create`, `bug.modify:priority`, `comment.create`, `attachment.create`, …
     pub routing_key: String,
     /// `bug`, `comment` or `attachment`.
-    #[serde(default)]
     pub target: Option<String>,
     /// UTC, without a zone: `2020-07-24T20:11:22`.
     pub time: String,
-    #[serde(default)]
     pub user: Option<EventUser>,
     /// Present only for modify events of public bugs.
     #[serde(default)]
@@ -115,7 +89,6 @@ pub struct EventInfo {
 pub struct EventUser {
     pub id: i64,
     pub login: String,
-    #[serde(default)]
     pub real_name: Option<String>,
 }
 

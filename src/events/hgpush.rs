@@ -45,7 +45,6 @@ pub struct Changegroup {
     #[serde(default)]
     pub pushlog_pushes: Vec<PushlogPush>,
     /// `push` almost always (`serve` in hg's own tests). Only v2 has it.
-    #[serde(default)]
     pub source: Option<String>,
 }
 

@@ -29,12 +29,10 @@ pub struct Commit {
     pub files: Vec<String>,
     #[serde(default)]
     pub file_stats: Vec<FileStat>,
-    #[serde(default)]
     pub backed_out_by: Option<String>,
     #[serde(default)]
     pub parents: Vec<String>,
     /// The git commit of this changeset (Firefox is developed in git; hg mirrors it), if any.
-    #[serde(default)]
     pub git_node: Option<String>,
     #[serde(default)]
     pub git_parents: Vec<Option<String>>,

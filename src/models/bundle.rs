@@ -50,7 +50,6 @@ pub struct Manifest {
     #[serde(default)]
     pub forced: bool,
     /// What the gate said.
-    #[serde(default)]
     pub gate: Option<String>,
 }
 
