@@ -99,7 +99,7 @@ pub fn unmet(config: &Config, spec: &ConsumerSpec, mode: Mode) -> Vec<Unmet> {
         );
     }
     if mode == Mode::Live {
-        if spec.sinks.bugzilla.enabled && config.bugzilla.api_key.is_empty() {
+        if spec.outputs.bugzilla.enabled && config.bugzilla.api_key.is_empty() {
             need(
                 "its Bugzilla writer is enabled, and writing needs an API key",
                 "bugzilla.api_key (BUGFLOW_BUGZILLA__API_KEY), or sinks.bugzilla.enabled = false in its file",
@@ -150,7 +150,7 @@ pub fn pipeline_for(
     models: Arc<ModelSet>,
     store: Option<Arc<Store>>,
 ) -> anyhow::Result<Pipeline> {
-    let writer_config = spec.sinks.bugzilla.clone();
+    let writer_config = spec.outputs.bugzilla.clone();
     let name = spec.name.clone();
     let input = spec.input;
     let mut pipeline = Pipeline::new(spec, models);
@@ -205,7 +205,7 @@ pub fn sinks_for(
 ) -> Sinks {
     Sinks {
         results: spec
-            .sinks
+            .outputs
             .results
             .then(|| ResultsSink::new(publisher.clone(), config.results_exchange())),
         dead_letter: Some(DeadLetterSink::new(
@@ -246,7 +246,7 @@ mod tests {
         assert!(text.contains("hg.enabled"), "{text}");
 
         let mut writer = spec("bug-triage");
-        writer.sinks.bugzilla.enabled = true;
+        writer.outputs.bugzilla.enabled = true;
         let text = unmet(&Config::default(), &writer, Mode::Live)[0].to_string();
         assert!(text.contains("bugzilla.api_key"), "{text}");
         assert!(

@@ -385,6 +385,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_shipped_local_config_equals_the_defaults_as_it_says() {
+        let text = include_str!("../config/bugflow.toml");
+        assert!(text.contains("These values equal the built-in defaults"));
+        assert_eq!(Config::from_toml_str(text).unwrap(), Config::default());
+    }
+
+    #[test]
     fn the_trailing_slash_vhost_trap_is_refused() {
         let mut config = Config::default();
         config.amqp.url = Secret::new("amqps://u:secretpw@pulse.mozilla.org:5671/");

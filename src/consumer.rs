@@ -51,8 +51,8 @@ pub struct ConsumerFile {
     /// The models this consumer runs (their serving bundles come from the registry).
     #[serde(default)]
     pub models: Vec<ModelKind>,
-    #[serde(default)]
-    pub sinks: Sinks,
+    #[serde(default, rename = "sinks")]
+    pub outputs: Outputs,
 }
 
 fn default_prefetch() -> u16 {
@@ -72,11 +72,13 @@ pub struct Binding {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Sinks {
+/// Where a consumer's work goes: `[sinks]` of its file (the results exchange) and
+/// `[sinks.bugzilla]` (the writer, an effect).
+pub struct Outputs {
     /// Publish results to the results exchange (with publisher confirms).
     #[serde(default = "yes")]
     pub results: bool,
-    /// Write predictions back to Bugzilla (off by default; see `sinks::bugzilla`).
+    /// Write predictions back to Bugzilla (off by default; see `effects::bugzilla`).
     #[serde(default)]
     pub bugzilla: crate::effects::bugzilla::WriterConfig,
 }
@@ -85,9 +87,9 @@ fn yes() -> bool {
     true
 }
 
-impl Default for Sinks {
+impl Default for Outputs {
     fn default() -> Self {
-        Sinks {
+        Outputs {
             results: true,
             bugzilla: Default::default(),
         }
@@ -106,7 +108,7 @@ pub struct ConsumerSpec {
     pub skip_users: Vec<String>,
     pub repos: Vec<String>,
     pub models: Vec<ModelKind>,
-    pub sinks: Sinks,
+    pub outputs: Outputs,
     pub description: String,
 }
 
@@ -180,7 +182,7 @@ impl ConsumerSpec {
             skip_users: file.skip_users,
             repos: file.repos,
             models: file.models,
-            sinks: file.sinks,
+            outputs: file.outputs,
             description: file.description,
         })
     }

@@ -4,11 +4,16 @@
 //! A message's path, one module per stage:
 //!
 //! ```text
-//! pulse::source ─► events (decode) ─► pipeline ─► dispatch ─► sinks ─► ack (runner)
-//!  (AMQP)           typed inputs      stages      decisions   results exchange, dead letters, JSONL
-//! archive (replay) ┘
+//! pulse::tap ─► events ─► pipeline::<flow> ─► effects ─► sinks ─► ack (runner)
+//!  (AMQP)       (typed     (reads: clients,    (store,    (results exchange,
+//! archive  ┘     inputs)    features, models;   Bugzilla   JSONL; dead letters)
+//! (replay)                  plans effects)      writer)
+//!               └──────── dispatch: plan → effects → publish → settle ────────┘
 //! http::webhook ─► bug events exchange ─► (the bug-triage consumer)
 //! ```
+//!
+//! [`app`] builds and checks all of it from the configuration at start; [`telemetry`]
+//! counts each step once; [`monitor`] folds the results stream into the dashboard's view.
 
 pub mod app;
 pub mod archive;

@@ -90,15 +90,15 @@ pub fn push_body(i: u64) -> Vec<u8> {
 }
 
 /// One bench deployment: its own user namespace, so that nothing collides or lingers.
-struct Stage {
+struct Deployment {
     config: Arc<Config>,
     spec: ConsumerSpec,
     input: String,
     results_queue: String,
 }
 
-impl Stage {
-    async fn create(base: &Config, prefetch: u16, messages: u64) -> anyhow::Result<Stage> {
+impl Deployment {
+    async fn create(base: &Config, prefetch: u16, messages: u64) -> anyhow::Result<Deployment> {
         let mut config = base.clone();
         config.user = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         config.amqp.declare_exchanges = true;
@@ -117,7 +117,7 @@ impl Stage {
             skip_users: vec![],
             repos: vec![],
             models: vec![],
-            sinks: Default::default(),
+            outputs: Default::default(),
             description: "bench".into(),
         };
         let results_queue = format!("queue/{}/bench-results", config.user);
@@ -128,7 +128,7 @@ impl Stage {
         declare_bound_queue(&channel, &results_queue, &config.results_exchange(), "#").await?;
         preload(&channel, &input, messages).await?;
         let _ = connection.close(200, "setup done".into()).await;
-        Ok(Stage {
+        Ok(Deployment {
             config: Arc::new(config),
             spec,
             input,
@@ -195,17 +195,17 @@ pub async fn preload(channel: &Channel, exchange: &str, n: u64) -> anyhow::Resul
 }
 
 /// Consume → publish with confirm → ack, with the runner's concurrency (prefetch in flight).
-async fn relay(stage: &Stage, n: u64) -> anyhow::Result<()> {
-    let publisher = Publisher::connect(stage.config.clone()).await?;
+async fn relay(deployment: &Deployment, n: u64) -> anyhow::Result<()> {
+    let publisher = Publisher::connect(deployment.config.clone()).await?;
     let options = TapOptions {
-        queue: TapQueue::Existing(&stage.spec.queue),
-        prefetch: stage.spec.prefetch,
+        queue: TapQueue::Existing(&deployment.spec.queue),
+        prefetch: deployment.spec.prefetch,
         auto_ack: false,
         purpose: "bench-relay",
     };
-    let mut tap = Tap::open(&stage.config, options).await?;
-    let exchange = stage.config.results_exchange();
-    let limit = usize::from(stage.spec.prefetch);
+    let mut tap = Tap::open(&deployment.config, options).await?;
+    let exchange = deployment.config.results_exchange();
+    let limit = usize::from(deployment.spec.prefetch);
     let mut in_flight = FuturesUnordered::new();
     let mut done = 0u64;
     while done < n {
@@ -236,13 +236,13 @@ async fn relay(stage: &Stage, n: u64) -> anyhow::Result<()> {
 }
 
 /// The `pushes` consumer, exactly as `bugflow run` runs it, until `n` messages are acked.
-async fn pipeline(stage: &Stage, n: u64) -> anyhow::Result<()> {
-    let publisher = Publisher::connect(stage.config.clone()).await?;
-    let sinks = crate::app::sinks_for(&stage.config, &stage.spec, &publisher, None);
+async fn pipeline(deployment: &Deployment, n: u64) -> anyhow::Result<()> {
+    let publisher = Publisher::connect(deployment.config.clone()).await?;
+    let sinks = crate::app::sinks_for(&deployment.config, &deployment.spec, &publisher, None);
     let shutdown = CancellationToken::new();
     let runner = Runner::new(
-        stage.config.clone(),
-        Arc::new(Pipeline::new(stage.spec.clone(), ModelSet::empty())),
+        deployment.config.clone(),
+        Arc::new(Pipeline::new(deployment.spec.clone(), ModelSet::empty())),
         sinks,
         shutdown.clone(),
     );
@@ -315,7 +315,7 @@ pub async fn bench(base: &Config, options: &BenchOptions) -> anyhow::Result<Benc
             [Variant::Pipeline, Variant::Relay]
         };
         for variant in order {
-            let stage = Stage::create(base, options.prefetch, options.messages).await?;
+            let deployment = Deployment::create(base, options.prefetch, options.messages).await?;
             let started = Instant::now();
             // RSS under load: sampled every 20 ms while the pipeline runs.
             let sampler = (variant == Variant::Pipeline).then(|| {
@@ -331,14 +331,14 @@ pub async fn bench(base: &Config, options: &BenchOptions) -> anyhow::Result<Benc
                 })
             });
             let outcome = match variant {
-                Variant::Relay => relay(&stage, options.messages).await,
-                Variant::Pipeline => pipeline(&stage, options.messages).await,
+                Variant::Relay => relay(&deployment, options.messages).await,
+                Variant::Pipeline => pipeline(&deployment, options.messages).await,
             };
             if let Some(sampler) = sampler {
                 sampler.abort();
             }
             let seconds = started.elapsed().as_secs_f64();
-            stage.destroy().await?;
+            deployment.destroy().await?;
             outcome?;
             let sample = Sample {
                 variant,

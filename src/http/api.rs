@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use crate::events::request::{self, PredictionRequest};
 use crate::models::{Input, ModelKind};
-use crate::pipeline::{api_key_of_bug, api_key_of_push};
+use crate::pipeline::{cache_key_of_bug, cache_key_of_push};
 use crate::pulse::publish::Outgoing;
 use crate::store::Store;
 
@@ -136,7 +136,7 @@ pub async fn push_risk(
         .validate()
         .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, &e))?;
     let store = state.store.as_ref().ok_or_else(no_store)?;
-    let key = api_key_of_push(branch, rev);
+    let key = cache_key_of_push(branch, rev);
     let ttl = Duration::from_secs(state.config.http.result_ttl_seconds);
     let mut found = store
         .api_results(std::slice::from_ref(&key), ttl)
@@ -233,7 +233,7 @@ async fn answers(
     bugs: &[u64],
 ) -> Result<(HashMap<u64, Value>, bool), Refusal> {
     let store = state.store.as_ref().ok_or_else(no_store)?;
-    let keys: Vec<String> = bugs.iter().map(|&b| api_key_of_bug(model, b)).collect();
+    let keys: Vec<String> = bugs.iter().map(|&b| cache_key_of_bug(model, b)).collect();
     let ttl = Duration::from_secs(state.config.http.result_ttl_seconds);
     let cached = store.api_results(&keys, ttl).await.map_err(store_error)?;
     // bugbug asks Bugzilla for each requested bug's last_change_time and drops answers

@@ -26,11 +26,11 @@ pub struct History {
     pub current: Option<String>,
     /// Versions that served, oldest first; the last is `current`.
     pub promoted: Vec<String>,
-    pub events: Vec<Event>,
+    pub events: Vec<HistoryEntry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Event {
+pub struct HistoryEntry {
     pub at: DateTime<Utc>,
     /// `trained`, `promoted`, `refused`, `rolled_back`.
     pub action: String,
@@ -115,7 +115,7 @@ impl Registry {
     }
 
     /// Records an event without changing what serves.
-    pub fn record(&self, model: ModelKind, event: Event) -> anyhow::Result<()> {
+    pub fn record(&self, model: ModelKind, event: HistoryEntry) -> anyhow::Result<()> {
         let mut history = self.history(model)?;
         history.events.push(event);
         self.save(model, &history)
@@ -129,7 +129,7 @@ impl Registry {
         let verdict = self.judge(model, f1)?;
         let mut history = self.history(model)?;
         if !verdict.pass && !force {
-            history.events.push(Event {
+            history.events.push(HistoryEntry {
                 at: Utc::now(),
                 action: "refused".into(),
                 version: version.into(),
@@ -142,7 +142,7 @@ impl Registry {
         history.current = Some(version.to_owned());
         history.promoted.retain(|v| v != version);
         history.promoted.push(version.to_owned());
-        history.events.push(Event {
+        history.events.push(HistoryEntry {
             at: Utc::now(),
             action: "promoted".into(),
             version: version.into(),
@@ -169,7 +169,7 @@ impl Registry {
         let from = history.promoted.pop().unwrap_or_default();
         let to = history.promoted.last().cloned().unwrap_or_default();
         history.current = Some(to.clone());
-        history.events.push(Event {
+        history.events.push(HistoryEntry {
             at: Utc::now(),
             action: "rolled_back".into(),
             version: to.clone(),

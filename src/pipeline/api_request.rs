@@ -14,12 +14,12 @@ use crate::models::{Input, ModelKind};
 use crate::score::{RequestScore, Score};
 
 /// The store key of the API's answer for `bug` by `model`.
-pub fn api_key_of_bug(model: ModelKind, bug: u64) -> String {
+pub fn cache_key_of_bug(model: ModelKind, bug: u64) -> String {
     format!("classify_bug:{}_{bug}", model.name())
 }
 
 /// The store key of the API's answer for the push of `rev` on `branch`.
-pub fn api_key_of_push(branch: &str, rev: &str) -> String {
+pub fn cache_key_of_push(branch: &str, rev: &str) -> String {
     format!("push_risk:{branch}_{rev}")
 }
 
@@ -60,7 +60,7 @@ impl Pipeline {
         let found = client.bugs(bugs).await?;
         let (mut effects, mut answers) = (Vec::new(), Vec::new());
         for &id in bugs {
-            let key = api_key_of_bug(model, id);
+            let key = cache_key_of_bug(model, id);
             let Some(rest) = found.iter().find(|b| b["id"].as_u64() == Some(id)) else {
                 effects.push(answer(key, json!({"available": false}), None));
                 answers.push(json!({"bug_id": id, "available": false}));
@@ -91,7 +91,7 @@ impl Pipeline {
 
     /// `GET /push/<branch>/<rev>/risk`: the push holding `rev`, scored commit by commit.
     async fn push_risk(&self, branch: &str, rev: &str) -> Result<Finding, StageError> {
-        let key = api_key_of_push(branch, rev);
+        let key = cache_key_of_push(branch, rev);
         let model = ModelKind::CommitRisk;
         let bundle = self.models.get(model).ok_or_else(|| {
             StageError::transient(Stage::Models, "commit-risk has no serving bundle yet")

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::api_request::api_key_of_bug;
+use super::api_request::cache_key_of_bug;
 use super::{Finding, Pipeline, filter};
 use crate::effects::{Effect, Planned, Remember};
 use crate::error::StageError;
@@ -137,7 +137,7 @@ fn api_answers(rest: &Value, models: &[Score]) -> Vec<Effect> {
         .iter()
         .filter_map(Score::as_bug)
         .map(|s| Effect::ApiAnswer {
-            key: api_key_of_bug(s.model, id),
+            key: cache_key_of_bug(s.model, id),
             answer: s.bugbug_answer(),
             last_change_time: rest["last_change_time"].as_str().map(str::to_owned),
         })

@@ -42,7 +42,7 @@ use crate::score::Score;
 use crate::store::Store;
 
 pub use crate::effects::memory::BOT_LOGIN;
-pub use api_request::{api_key_of_bug, api_key_of_push};
+pub use api_request::{cache_key_of_bug, cache_key_of_push};
 
 /// At most this many commits (or bugs) are listed in a result, so that results stay under
 /// Pulse's advised 8 KiB.

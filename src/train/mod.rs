@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::models::ModelKind;
 use crate::models::bundle::{Bundle, Manifest, SplitInfo, Weights};
 use crate::models::linear::LinearModel;
-use crate::models::registry::{Event, Registry};
+use crate::models::registry::{HistoryEntry, Registry};
 use crate::result::stable_id;
 use gate::Verdict;
 use metrics::Metrics;
@@ -264,7 +264,7 @@ fn bundle_and_gate(
     let split = &manifest.split;
     registry.record(
         model,
-        Event {
+        HistoryEntry {
             at: Utc::now(),
             action: "trained".into(),
             version: version.clone(),

@@ -255,7 +255,7 @@ async fn predictions_go_from_202_to_200_through_the_broker() {
     api.until_ready(&one, None).await;
     let cached = store
         .api_results(
-            &[bugflow::pipeline::api_key_of_bug(
+            &[bugflow::pipeline::cache_key_of_bug(
                 bugflow::models::ModelKind::Bugtype,
                 BUG,
             )],

@@ -75,7 +75,7 @@ pub fn type_writer(claim_stale_seconds: u64) -> WriterConfig {
 /// The bug-triage consumer writing bug types back to the fake Bugzilla.
 pub fn writing_triage(broker: &mut TestBroker, claim_stale_seconds: u64) -> ConsumerSpec {
     let mut spec = broker.spec("bug-triage");
-    spec.sinks.bugzilla = type_writer(claim_stale_seconds);
+    spec.outputs.bugzilla = type_writer(claim_stale_seconds);
     spec
 }
 
