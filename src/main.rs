@@ -282,26 +282,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn train(config: &Config, args: TrainArgs) -> anyhow::Result<()> {
-    let TrainArgs {
-        model,
-        files,
-        out,
-        split,
-        seed,
-        test_fraction,
-        force,
-    } = args;
-    let out = out.unwrap_or_else(|| config.models_dir.clone());
     let options = bugflow::train::TrainOptions {
-        files,
-        out,
-        split,
-        seed,
-        test_fraction,
-        force,
+        out: args.out.unwrap_or_else(|| config.models_dir.clone()),
+        files: args.files,
+        split: args.split,
+        seed: args.seed,
+        test_fraction: args.test_fraction,
+        force: args.force,
         progress: true,
     };
-    cmd::train::command(model, options).await
+    cmd::train::command(args.model, options).await
 }
 
 async fn bench(config: &Config, what: BenchWhat) -> anyhow::Result<()> {

@@ -18,9 +18,8 @@ use bugflow::pulse::topology::{declare_bound_queue, declare_consumer, declare_sh
 use bugflow::runner::Runner;
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
-    ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
+    ExchangeDeleteOptions, QueueDeleteOptions,
 };
-use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection};
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -238,18 +237,9 @@ impl TestBroker {
 
     /// Messages ready in a queue.
     pub async fn ready(&self, queue: &str) -> u32 {
-        self.channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
+        bugflow::pulse::depth::ready(&self.connection, queue)
             .await
-            .unwrap()
-            .message_count()
+            .unwrap_or_else(|| panic!("queue {queue} exists"))
     }
 
     /// Waits until `check` holds, or panics with `what` after `within`.
