@@ -146,6 +146,26 @@ impl ConsumerSpec {
             ));
         }
         let queue = config.resolve(&file.queue);
+        let too_long = |name: &str| name.len() > crate::pulse::short::MAX;
+        if too_long(&queue) {
+            return Err(err(
+                "queue",
+                format!("{} bytes; AMQP allows 255", queue.len()),
+            ));
+        }
+        if let Some(b) = file
+            .bindings
+            .iter()
+            .find(|b| too_long(&config.resolve(&b.exchange)))
+        {
+            return Err(err(
+                "bindings",
+                format!(
+                    "exchange {:?}…: longer than AMQP's 255 bytes",
+                    b.exchange.chars().take(40).collect::<String>()
+                ),
+            ));
+        }
         if !queue.starts_with(&format!("queue/{}/", config.user)) {
             return Err(err(
                 "queue",
@@ -304,6 +324,12 @@ fn resolve_bindings(
             return Err((
                 format!("bindings[{i}].keys"),
                 "needs at least one routing key (`#` for all)".into(),
+            ));
+        }
+        if let Some(key) = b.keys.iter().find(|k| k.len() > crate::pulse::short::MAX) {
+            return Err((
+                format!("bindings[{i}].keys"),
+                format!("{} bytes; AMQP allows 255", key.len()),
             ));
         }
         resolved.push(Binding {

@@ -19,7 +19,10 @@
 //! The same [`dispatch`] serves `bugflow run` (sinks on the broker) and `bugflow replay`
 //! (sinks in-process), so a replay exercises exactly the decisions of the live service.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+
+use futures::FutureExt;
 use std::time::Instant;
 
 use crate::error::{Action, Stage, StageError};
@@ -68,16 +71,19 @@ pub async fn dispatch(
     let consumer = pipeline.name().to_owned();
     stats.count(&consumer, Counted::Received);
     let started = Instant::now();
-    let planned = pipeline.plan(message).await;
-    metrics::histogram!("bugflow_stage_seconds", "consumer" => consumer.clone(), "stage" => "process")
-        .record(started.elapsed().as_secs_f64());
-    let effects_started = Instant::now();
-    let processed = match planned {
-        Ok(planned) => pipeline.effects().apply(planned).await,
-        Err(error) => Err(error),
-    };
-    metrics::histogram!("bugflow_stage_seconds", "consumer" => consumer.clone(), "stage" => "effects")
-        .record(effects_started.elapsed().as_secs_f64());
+    // A panic while processing one message (a bug of ours, met by some input) dead-letters
+    // that message with the reason; the consumer goes on with the next.
+    let processed = AssertUnwindSafe(plan_and_apply(pipeline, &consumer, message))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            let what = panic_text(panic.as_ref());
+            tracing::error!(panic = %what, "processing panicked: dead-lettering the message");
+            Err(StageError::invalid(
+                Stage::Pipeline,
+                format!("processing panicked: {what}"),
+            ))
+        });
 
     let settle = match processed {
         Ok(results) => {
@@ -128,6 +134,35 @@ pub async fn dispatch(
     metrics::histogram!("bugflow_stage_seconds", "consumer" => consumer, "stage" => "total")
         .record(started.elapsed().as_secs_f64());
     settle
+}
+
+/// The pipeline's plan, then its effects, each timed.
+async fn plan_and_apply(
+    pipeline: &Pipeline,
+    consumer: &str,
+    message: &Message,
+) -> Result<Vec<crate::result::ResultMessage>, StageError> {
+    let started = Instant::now();
+    let planned = pipeline.plan(message).await;
+    metrics::histogram!("bugflow_stage_seconds", "consumer" => consumer.to_owned(), "stage" => "process")
+        .record(started.elapsed().as_secs_f64());
+    let effects_started = Instant::now();
+    let applied = match planned {
+        Ok(planned) => pipeline.effects().apply(planned).await,
+        Err(error) => Err(error),
+    };
+    metrics::histogram!("bugflow_stage_seconds", "consumer" => consumer.to_owned(), "stage" => "effects")
+        .record(effects_started.elapsed().as_secs_f64());
+    applied
+}
+
+/// What a panic said (its message, when it has one).
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 async fn on_error(

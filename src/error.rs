@@ -31,6 +31,8 @@ crate::named_enum! {
         Features = "features",
         Models = "models",
         Sink = "sink",
+        /// Somewhere in the pipeline or its effects: processing panicked.
+        Pipeline = "pipeline",
     }
 }
 

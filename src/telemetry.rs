@@ -209,6 +209,7 @@ impl Counted {
             Stage::Features,
             Stage::Models,
             Stage::Sink,
+            Stage::Pipeline,
         ];
         [
             Counted::Received,

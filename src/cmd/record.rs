@@ -36,6 +36,16 @@ pub fn parse_binding(s: &str) -> Result<(String, Vec<String>), String> {
     if exchange.is_empty() {
         return Err(format!("{s:?}: expected EXCHANGE=KEY[,KEY…]"));
     }
+    let max = crate::pulse::short::MAX;
+    if let Some(name) = std::iter::once(exchange)
+        .chain(keys.iter().map(String::as_str))
+        .find(|n| n.len() > max)
+    {
+        return Err(format!(
+            "{} bytes in {name:.40}…; AMQP allows {max}",
+            name.len()
+        ));
+    }
     Ok((exchange.to_owned(), keys))
 }
 

@@ -193,9 +193,22 @@ pub async fn publish_back(config: Arc<Config>, files: &[PathBuf]) -> anyhow::Res
                 }
             };
             let mut out = Outgoing::json(&message.exchange, &message.routing_key, &message.body);
-            out.headers = json_to_headers(&message.headers);
-            publisher.publish(&out).await?;
-            summary.published += 1;
+            let published = match json_to_headers(&message.headers) {
+                Ok(headers) => {
+                    out.headers = headers;
+                    publisher.publish(&out).await
+                }
+                Err(e) => Err(e.into()),
+            };
+            match published {
+                Ok(()) => summary.published += 1,
+                // This line can never be published as it is: count it and go on.
+                Err(e) if !e.is_transient() => {
+                    summary.dead_lettered += 1;
+                    summary.note("dead-lettered", &format!("line {}: {e}", i + 1));
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     publisher.close().await;

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::CorsLayer;
 
@@ -89,6 +90,8 @@ pub fn router(state: AppState) -> Router {
         .route("/swagger", get(health::openapi))
         .route("/openapi.json", get(health::openapi))
         .layer(CompressionLayer::new())
+        // A panic in a handler answers 500 instead of dropping the connection.
+        .layer(CatchPanicLayer::new())
         .layer(CorsLayer::permissive())
         .with_state(state)
 }

@@ -20,6 +20,7 @@ use super::AppState;
 use crate::events::bmo;
 use crate::message::Message;
 use crate::pulse::publish::{Outgoing, PublishError};
+use crate::pulse::short::checked;
 use crate::result::stable_id;
 use crate::sinks::dead_letter::DeadLetterSink;
 
@@ -34,6 +35,11 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
         Ok(event) => event,
         Err(e) => return park(&state, &body, &e).await,
     };
+    // BMO names every changed field in the routing key; AMQP carries at most 255 bytes.
+    if let Err(e) = checked(&event.event.routing_key, "event.routing_key") {
+        let refused = crate::error::StageError::invalid(crate::error::Stage::Decode, e.to_string());
+        return park(&state, &body, &refused).await;
+    }
     relay(&state, &event, &body).await
 }
 

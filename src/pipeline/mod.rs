@@ -166,7 +166,13 @@ impl Pipeline {
                 &finding.identity,
                 &versions.join(","),
             ]),
-            routing_key: format!("{consumer}.{kind}.{}", finding.subject),
+            // A subject from input (a repository path) can make the key longer than AMQP
+            // allows: shortened, with a hash, the same way every time.
+            routing_key: crate::pulse::short::fit(&format!(
+                "{consumer}.{kind}.{}",
+                finding.subject
+            ))
+            .into_owned(),
             consumer: consumer.clone(),
             kind: kind.clone(),
             subject: finding.subject,

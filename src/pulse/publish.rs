@@ -16,6 +16,7 @@ use tokio::sync::Mutex;
 
 use crate::config::Config;
 use crate::pulse::connect::connect;
+use crate::pulse::short::checked;
 
 /// Why a publish failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,9 @@ pub enum PublishError {
     /// The broker answered `basic.nack` (an internal error of the queue): retry.
     #[error("the broker refused (nack) the message")]
     Nacked,
+    /// A name is too long for AMQP: this message can never be published as it is.
+    #[error(transparent)]
+    TooLong(#[from] super::short::TooLong),
     /// `mandatory` was set and no queue is bound for this routing key.
     #[error("no queue is bound to {exchange} for routing key {routing_key}")]
     Unroutable {
@@ -36,7 +40,10 @@ pub enum PublishError {
 
 impl PublishError {
     pub fn is_transient(&self) -> bool {
-        !matches!(self, PublishError::Unroutable { .. })
+        !matches!(
+            self,
+            PublishError::Unroutable { .. } | PublishError::TooLong(_)
+        )
     }
 }
 
@@ -166,19 +173,21 @@ impl Publisher {
 
     /// Publishes once and waits for the broker's confirm.
     pub async fn publish_once(&self, out: &Outgoing<'_>) -> Result<(), PublishError> {
-        let channel = self.channel().await?;
+        let exchange = checked(out.exchange, "exchange name")?;
+        let routing_key = checked(out.routing_key, "routing key")?;
         let mut properties = BasicProperties::default()
             .with_content_type("application/json".into())
             .with_delivery_mode(2)
             .with_headers(out.headers.clone());
         if let Some(id) = out.message_id {
-            properties = properties.with_message_id(id.into());
+            properties = properties.with_message_id(checked(id, "message id")?);
         }
+        let channel = self.channel().await?;
         let confirmed = async {
             channel
                 .basic_publish(
-                    out.exchange.into(),
-                    out.routing_key.into(),
+                    exchange,
+                    routing_key,
                     BasicPublishOptions {
                         mandatory: out.mandatory,
                         ..Default::default()

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable};
+
+use crate::pulse::short::{TooLong, checked};
 use serde_json::{Value, json};
 
 use crate::message::Message;
@@ -59,17 +61,18 @@ fn amqp_to_json(value: &AMQPValue) -> Value {
     }
 }
 
-/// JSON headers back to AMQP (for re-publishing archived messages).
-pub fn json_to_headers(headers: &BTreeMap<String, Value>) -> FieldTable {
+/// JSON headers back to AMQP (for re-publishing archived messages). A header name longer
+/// than AMQP allows is an error, not a panic.
+pub fn json_to_headers(headers: &BTreeMap<String, Value>) -> Result<FieldTable, TooLong> {
     let mut table = FieldTable::default();
     for (k, v) in headers {
-        table.insert(k.as_str().into(), json_to_amqp(v));
+        table.insert(checked(k, "header name")?, json_to_amqp(v)?);
     }
-    table
+    Ok(table)
 }
 
-fn json_to_amqp(value: &Value) -> AMQPValue {
-    match value {
+fn json_to_amqp(value: &Value) -> Result<AMQPValue, TooLong> {
+    Ok(match value {
         Value::Null => AMQPValue::Void,
         Value::Bool(b) => AMQPValue::Boolean(*b),
         Value::Number(n) => match (n.as_i64(), n.as_f64()) {
@@ -78,15 +81,18 @@ fn json_to_amqp(value: &Value) -> AMQPValue {
             _ => AMQPValue::LongString(n.to_string().into()),
         },
         Value::String(s) => AMQPValue::LongString(s.as_str().into()),
-        Value::Array(a) => {
-            AMQPValue::FieldArray(a.iter().map(json_to_amqp).collect::<Vec<_>>().into())
-        }
+        Value::Array(a) => AMQPValue::FieldArray(
+            a.iter()
+                .map(json_to_amqp)
+                .collect::<Result<Vec<_>, _>>()?
+                .into(),
+        ),
         Value::Object(o) => {
             let map: BTreeMap<String, Value> =
                 o.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            AMQPValue::FieldTable(json_to_headers(&map))
+            AMQPValue::FieldTable(json_to_headers(&map)?)
         }
-    }
+    })
 }
 
 #[cfg(test)]
@@ -99,6 +105,15 @@ mod tests {
         headers.insert("CC".to_string(), json!(["route.a", "route.b"]));
         headers.insert("x-count".to_string(), json!(3));
         headers.insert("x-flag".to_string(), json!(true));
-        assert_eq!(headers_to_json(&json_to_headers(&headers)), headers);
+        assert_eq!(
+            headers_to_json(&json_to_headers(&headers).unwrap()),
+            headers
+        );
+        let mut long = BTreeMap::new();
+        long.insert("x".repeat(300), json!(1));
+        assert!(
+            json_to_headers(&long).is_err(),
+            "a 300-byte header name is refused, not a panic"
+        );
     }
 }

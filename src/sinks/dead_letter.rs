@@ -40,7 +40,8 @@ impl DeadLetterSink {
         message: &Message,
         error: &StageError,
     ) -> Result<(), PublishError> {
-        let mut headers = json_to_headers(&message.headers);
+        // The original headers travel along, unless one cannot (a name over 255 bytes).
+        let mut headers = json_to_headers(&message.headers).unwrap_or_default();
         let text = |s: &str| AMQPValue::LongString(LongString::from(s));
         headers.insert(REASON_HEADER.into(), text(&error.reason));
         headers.insert(STAGE_HEADER.into(), text(error.stage.as_str()));

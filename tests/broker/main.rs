@@ -9,6 +9,7 @@ mod backlog;
 mod cli;
 mod dashboard;
 mod dead_letter;
+mod long_names;
 mod model_switch;
 mod poller;
 mod pushes;
