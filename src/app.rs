@@ -153,7 +153,7 @@ pub fn pipeline_for(
     let writer_config = spec.outputs.bugzilla.clone();
     let name = spec.name.clone();
     let input = spec.input;
-    let mut pipeline = Pipeline::new(spec, models);
+    let mut pipeline = Pipeline::new(spec, models).with_max_body(config.amqp.max_body_bytes);
     let client = match bugzilla_client(config)? {
         Some(client) => Some(client),
         // The API's workers read public bugs anonymously (BMO allows it, rate-limited).

@@ -67,6 +67,8 @@ pub struct AmqpConfig {
     pub heartbeat: u16,
     /// Attempts of the retry policy for publishing a result before the message is requeued.
     pub publish_attempts: usize,
+    /// A message body larger than this is dead-lettered as too large, unread.
+    pub max_body_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -202,6 +204,7 @@ impl Default for AmqpConfig {
             declare_exchanges: true,
             heartbeat: 60,
             publish_attempts: 5,
+            max_body_bytes: 1024 * 1024,
         }
     }
 }

@@ -36,6 +36,26 @@ crate::named_enum! {
     }
 }
 
+/// The longest reason kept, in bytes. Reasons quote input (a serde message names the bad
+/// value); a long one in the `x-bugflow-reason` header would make RabbitMQ close the
+/// publisher's connection (`frame_too_large`), so reasons are cut here, where they are made.
+pub const MAX_REASON: usize = 1024;
+
+/// `reason`, cut to [`MAX_REASON`] bytes at a character boundary, saying how long it was.
+fn bounded(mut reason: String) -> String {
+    if reason.len() <= MAX_REASON {
+        return reason;
+    }
+    let total = reason.len();
+    let mut end = MAX_REASON - 40;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason.truncate(end);
+    reason.push_str(&format!("… (cut; {total} bytes in all)"));
+    reason
+}
+
 /// A failure of one stage, with what to do about it.
 #[derive(Debug, thiserror::Error)]
 #[error("{stage}: {reason} (action: {action})")]
@@ -54,7 +74,7 @@ impl StageError {
         StageError {
             stage,
             action,
-            reason: reason.into(),
+            reason: bounded(reason.into()),
             source: None,
         }
     }
@@ -68,12 +88,18 @@ impl StageError {
         StageError {
             stage,
             action,
-            reason: source.to_string(),
+            reason: bounded(source.to_string()),
             source: Some(Arc::new(source)),
         }
     }
 
     /// The typed source, if it is an `E`.
+    ///
+    /// ```
+    /// # use bugflow::error::{Stage, StageError, MAX_REASON};
+    /// let e = StageError::invalid(Stage::Decode, "x".repeat(300_000));
+    /// assert!(e.reason.len() <= MAX_REASON);
+    /// ```
     pub fn source_as<E: std::error::Error + 'static>(&self) -> Option<&E> {
         self.source.as_deref()?.downcast_ref::<E>()
     }

@@ -26,6 +26,23 @@ fn list<'a>(bug: &'a Value, field: &str) -> &'a [Value] {
         .unwrap_or_default()
 }
 
+/// The most text of one comment that feeds the text features, in bytes.
+pub const MAX_COMMENT_TEXT: usize = 20_000;
+/// The most comment text of one bug that feeds them, in bytes.
+pub const MAX_COMMENTS_TEXT: usize = 200_000;
+
+/// `text`, cut to at most `max` bytes at a character boundary.
+fn capped(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 fn comments(bug: &Value) -> impl Iterator<Item = &str> {
     list(bug, "comments")
         .iter()
@@ -379,12 +396,14 @@ pub fn extract_all(bug: &Value) -> Features {
     let title = cleanup(s(bug, "summary"));
     f.words(Group::Title, &title);
     f.char_ngrams(&title, 200);
-    let mut texts = comments(bug);
+    // A crash report or a pasted log can be megabytes: the text features read a bounded
+    // part of each comment, and of all of them.
+    let mut texts = comments(bug).map(|t| capped(t, MAX_COMMENT_TEXT));
     if let Some(first) = texts.next() {
         f.words(Group::Body, &cleanup(first));
     }
     let rest: String = texts.take(50).map(cleanup).collect::<Vec<_>>().join(" ");
-    f.words(Group::Comments, &rest);
+    f.words(Group::Comments, capped(&rest, MAX_COMMENTS_TEXT));
     f
 }
 

@@ -48,3 +48,14 @@ pub fn private_bug(id: u64) -> StageError {
         format!("bug {id} is private: bugflow never reads or writes it"),
     )
 }
+
+/// A body over `max` bytes is never read: dead-lettered as too large.
+pub fn body_size(bytes: usize, max: usize) -> Result<(), StageError> {
+    if bytes > max {
+        return Err(StageError::invalid(
+            Stage::Decode,
+            format!("too large: {bytes} bytes (amqp.max_body_bytes = {max})"),
+        ));
+    }
+    Ok(())
+}

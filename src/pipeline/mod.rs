@@ -57,6 +57,8 @@ pub struct Pipeline {
     bugzilla: Option<Bugzilla>,
     /// Where push-risk requests look revisions up (`hg.url`).
     hg_url: String,
+    /// Bodies larger than this are dead-lettered unread (`amqp.max_body_bytes`).
+    max_body: usize,
     effects: Effects,
 }
 
@@ -79,6 +81,7 @@ impl Pipeline {
             hg: None,
             bugzilla: None,
             hg_url: "https://hg.mozilla.org".into(),
+            max_body: crate::config::Config::default().amqp.max_body_bytes,
             effects: Effects::default(),
         }
     }
@@ -107,6 +110,12 @@ impl Pipeline {
         self
     }
 
+    /// Bodies larger than `bytes` are dead-lettered unread.
+    pub fn with_max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
     /// Where push-risk requests look revisions up (default `https://hg.mozilla.org`).
     pub fn with_hg_url(mut self, url: &str) -> Self {
         self.hg_url = url.to_owned();
@@ -129,6 +138,7 @@ impl Pipeline {
     /// Decodes, filters, enriches and scores one message: its result and planned effects.
     /// Reads only; nothing is written anywhere.
     pub async fn plan(&self, message: &Message) -> Result<Planned, StageError> {
+        filter::body_size(message.body.len(), self.max_body)?;
         let event = events::decode(self.spec.input, message)?;
         let mut finding = match &event {
             Event::HgPush(push) => self.push(push, &message.routing_key).await?,

@@ -11,6 +11,7 @@ mod dashboard;
 mod dead_letter;
 mod long_names;
 mod model_switch;
+mod oversized;
 mod poller;
 mod pushes;
 mod record_and_shutdown;
