@@ -608,3 +608,68 @@ async fn a_human_correcting_a_prediction_becomes_a_harvested_label() {
         .unwrap();
     assert_eq!(store.labels().await.unwrap().len(), 1);
 }
+
+/// Issue 12, finding 3: a bug in a security group (`groups`), read in full with a bot key
+/// that can see it, is never scored, published or cached — on the bug-event path and on the
+/// API path. Before the fix only the writer checked `groups`.
+#[tokio::test]
+async fn a_security_bug_is_never_scored_published_or_answered() {
+    let server = MockServer::start().await;
+    let mut secret = rest_bug();
+    secret["groups"] = json!(["core-security"]);
+    Mock::given(method("GET"))
+        .and(path("/rest/bug/1629704"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"faults": [], "bugs": [secret]})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/rest/bug"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"bugs": [secret]})))
+        .mount(&server)
+        .await;
+    let (store, _dir) = common::temp_store().await;
+    let key = bugflow::pipeline::cache_key_of_bug(bugflow::models::ModelKind::Bugtype, 1629704);
+
+    // The bug event: skipped as private, nothing cached for the API, the reason recorded.
+    let triage = Pipeline::new(spec("bug-triage"), common::shipped_models())
+        .with_store(store.clone())
+        .with_bugzilla(client(&server));
+    let err = triage
+        .process(&message(webhook(false), "bug.create"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.action, Action::Skip);
+    assert!(err.reason.contains("private"), "{}", err.reason);
+    let cached = store
+        .api_results(std::slice::from_ref(&key), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(cached.is_empty(), "no answer cached: {cached:?}");
+
+    // The API request: answered unavailable, and the bug is not listed in the result.
+    let api = Pipeline::new(spec("api-requests"), common::shipped_models())
+        .with_store(store.clone())
+        .with_bugzilla(client(&server));
+    let request = json!({"request": "bugs", "model": "bugtype", "bugs": [1629704]});
+    let results = api
+        .process(&Message::new(
+            "exchange/bugflow/bugflow-requests",
+            "predict.bugtype",
+            serde_json::to_vec(&request).unwrap(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(results[0].data["available"], 0, "{}", results[0].data);
+    assert!(
+        !results[0].data.to_string().contains("\"class\""),
+        "no class of the private bug is published: {}",
+        results[0].data
+    );
+    let cached = store
+        .api_results(std::slice::from_ref(&key), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(cached[&key].result, json!({"available": false}));
+}

@@ -196,9 +196,7 @@ impl BugzillaWriter {
 
     /// Why this bug is never written, whatever the models say: private, or too old.
     fn guard(&self, bug: &Value) -> Option<String> {
-        if bug["is_private"].as_bool() == Some(true)
-            || bug["groups"].as_array().is_some_and(|g| !g.is_empty())
-        {
+        if crate::pipeline::filter::is_private(bug) {
             return Some("private bug: never written".into());
         }
         let filed = bug["creation_time"]

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::scoring::score_commits;
-use super::{Finding, MAX_LISTED, Pipeline};
+use super::{Finding, MAX_LISTED, Pipeline, filter};
 use crate::effects::Effect;
 use crate::error::{Action, Stage, StageError};
 use crate::events::request::PredictionRequest;
@@ -66,6 +66,12 @@ impl Pipeline {
                 answers.push(json!({"bug_id": id, "available": false}));
                 continue;
             };
+            // Bugzilla showed it (the key may see security bugs), but nobody else may:
+            // answered as unavailable, and not listed in the published result.
+            if filter::is_private(rest) {
+                effects.push(answer(key, json!({"available": false}), None));
+                continue;
+            }
             let scored = self.score_model(model, &bug::extract_all(rest));
             let given = scored
                 .as_bug()

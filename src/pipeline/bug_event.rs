@@ -12,7 +12,11 @@ use crate::features::bug;
 use crate::score::Score;
 
 impl Pipeline {
-    pub(super) async fn bug_event(&self, webhook: &WebhookEvent) -> Result<Finding, StageError> {
+    /// The finding of one bug event; `None` when the full bug is private.
+    pub(super) async fn bug_event(
+        &self,
+        webhook: &WebhookEvent,
+    ) -> Result<Option<Finding>, StageError> {
         let bug = &webhook.bug;
         let identity = identity(webhook);
         // The full bug (comments, history) when Bugzilla is configured; a 404 or 401 is a
@@ -21,6 +25,9 @@ impl Pipeline {
             Some(client) => client.bug(bug.id).await?,
             None => bug.to_rest(),
         };
+        if filter::is_private(&rest) {
+            return Ok(None);
+        }
         let models = self.score_features(&bug::extract_all(&rest));
         let mut effects = vec![Effect::Remember(remember(webhook, &models))];
         // The full bug was read: its answers are what the API would compute, so the stream
@@ -33,14 +40,14 @@ impl Pipeline {
             identity: identity.clone(),
             scores: models.clone(),
         });
-        Ok(Finding {
+        Ok(Some(Finding {
             subject: bug.id.to_string(),
             event: webhook.event.routing_key.clone(),
             identity,
             data: event_data(webhook),
             models,
             effects,
-        })
+        }))
     }
 }
 

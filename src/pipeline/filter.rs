@@ -41,6 +41,14 @@ pub fn push<'a>(
     Ok((push, entry))
 }
 
+/// Is this bug (REST shape) private: flagged so, or in any security group? The one check
+/// every path uses (bug events, API requests, the cache warm-up, the writer): a private bug
+/// is never scored, published, answered or shown.
+pub fn is_private(bug: &serde_json::Value) -> bool {
+    bug["is_private"].as_bool() == Some(true)
+        || bug["groups"].as_array().is_some_and(|g| !g.is_empty())
+}
+
 /// A private bug is never read, scored or written: the skip and its reason.
 pub fn private_bug(id: u64) -> StageError {
     StageError::skip(

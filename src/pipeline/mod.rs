@@ -145,7 +145,11 @@ impl Pipeline {
             Event::Webhook(webhook) if webhook.bug.is_private => {
                 return Ok(bug_event::private(webhook));
             }
-            Event::Webhook(webhook) => self.bug_event(webhook).await?,
+            Event::Webhook(webhook) => match self.bug_event(webhook).await? {
+                Some(finding) => finding,
+                // The full bug turned out private (a security group).
+                None => return Ok(bug_event::private(webhook)),
+            },
             Event::SimpleBug(simple) => self.simple_bug(simple),
             Event::Request(request) => self.request(request).await?,
         };
