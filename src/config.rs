@@ -173,6 +173,10 @@ pub struct HttpConfig {
     pub job_timeout_seconds: u64,
     /// Results older than this are computed again (bugbug keeps them 7 days).
     pub result_ttl_seconds: u64,
+    /// Web origins allowed to call the prediction routes from a browser (CORS): `["*"]`,
+    /// any (bugbug's behaviour), a list of origins, or none. No other route is ever
+    /// readable cross-origin (the dashboard's data has no key).
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -229,6 +233,7 @@ impl Default for HttpConfig {
             api_keys: Vec::new(),
             job_timeout_seconds: 300,
             result_ttl_seconds: 7 * 24 * 3600,
+            cors_origins: vec!["*".into()],
         }
     }
 }

@@ -76,12 +76,19 @@ pub const FIXED_GET_PATHS: &[&str] = &[
 ];
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(dashboard::page))
-        .route("/api/dashboard", get(dashboard::data))
+    // bugbug's prediction routes, the only ones a web page of another origin may call.
+    let predictions = Router::new()
         .route("/{model}/predict/{bug_id}", get(api::predict_one))
         .route("/{model}/predict/batch", post(api::predict_batch))
-        .route("/push/{*rest}", get(api::push_risk))
+        .route("/push/{*rest}", get(api::push_risk));
+    let predictions = match cors(&state.config.http.cors_origins) {
+        Some(layer) => predictions.layer(layer),
+        None => predictions,
+    };
+    Router::new()
+        .merge(predictions)
+        .route("/", get(dashboard::page))
+        .route("/api/dashboard", get(dashboard::data))
         .route("/bugzilla/webhook", post(webhook::receive))
         .route("/healthz", get(health::healthz))
         .route("/__lbheartbeat__", get(health::healthz))
@@ -92,8 +99,34 @@ pub fn router(state: AppState) -> Router {
         .layer(CompressionLayer::new())
         // A panic in a handler answers 500 instead of dropping the connection.
         .layer(CatchPanicLayer::new())
-        .layer(CorsLayer::permissive())
         .with_state(state)
+}
+
+/// The CORS layer of `http.cors_origins`: `*` any origin, else those listed (an origin
+/// that is not a valid header value is left out, with a warning); none when empty.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    use tower_http::cors::{AllowOrigin, Any};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let listed = origins.iter().filter_map(|o| {
+            let value = axum::http::HeaderValue::from_str(o).ok();
+            if value.is_none() {
+                tracing::warn!(origin = %o, "http.cors_origins: not a valid origin; left out");
+            }
+            value
+        });
+        AllowOrigin::list(listed)
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+            .allow_headers(Any),
+    )
 }
 
 /// Serves the router on `listener` until `shutdown` fires.

@@ -7,6 +7,7 @@ mod common;
 mod api;
 mod backlog;
 mod cli;
+mod cors;
 mod dashboard;
 mod dead_letter;
 mod long_names;
