@@ -238,6 +238,52 @@ impl Default for HttpConfig {
     }
 }
 
+/// figment's error without the values it quotes: the key, the source (file or variable)
+/// and what was wrong, but not what was given (it may be a secret: an API key written
+/// without brackets, a numeric webhook secret).
+fn redacted(error: figment::Error) -> anyhow::Error {
+    use figment::error::{Actual, Kind};
+    let shape = |a: &Actual| match a {
+        Actual::Bool(_) => "a boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) => "an integer",
+        Actual::Float(_) => "a number",
+        Actual::Char(_) | Actual::Str(_) => "a string",
+        Actual::Bytes(_) => "bytes",
+        Actual::Seq => "a list",
+        Actual::Map => "a table",
+        _ => "another kind of value",
+    };
+    let problems: Vec<String> = error
+        .into_iter()
+        .map(|e| {
+            let what = match &e.kind {
+                Kind::InvalidType(a, expected) | Kind::InvalidValue(a, expected) => {
+                    format!("expected {expected}, found {}", shape(a))
+                }
+                Kind::UnknownField(field, _) => format!("unknown field `{field}`"),
+                Kind::MissingField(field) => format!("missing field `{field}`"),
+                Kind::UnknownVariant(..) => "not one of the allowed values".into(),
+                Kind::InvalidLength(n, expected) => format!("{n} items, expected {expected}"),
+                _ => "a value of the wrong kind".into(),
+            };
+            // Where it came from: the file, or the environment variable by its name.
+            let from = e
+                .metadata
+                .as_ref()
+                .map(|m| match &m.source {
+                    Some(source) => format!(" (in {source})"),
+                    None => {
+                        let profile = e.profile.clone().unwrap_or_default();
+                        format!(" ({} {})", m.name, m.interpolate(&profile, &e.path))
+                    }
+                })
+                .unwrap_or_default();
+            format!("field `{}`: {what}{from}", e.path.join("."))
+        })
+        .collect();
+    anyhow::anyhow!("bad configuration: {}", problems.join("; "))
+}
+
 /// A configuration that cannot be used, with where and why.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: field `{field}`: {problem}")]
@@ -263,10 +309,7 @@ impl Config {
             figment = figment.merge(Toml::file_exact(path));
         }
         figment = figment.merge(Env::prefixed("BUGFLOW_").split("__").ignore(&["config"]));
-        let config: Config = figment.extract().map_err(|e| {
-            // figment's message names the key and the file or variable it came from.
-            anyhow::anyhow!("bad configuration: {e}")
-        })?;
+        let config: Config = figment.extract().map_err(redacted)?;
         config.validate(path.as_deref())?;
         Ok(config)
     }
@@ -277,9 +320,28 @@ impl Config {
         let config: Config = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::string(text))
             .extract()
-            .map_err(|e| anyhow::anyhow!("bad configuration: {e}"))?;
+            .map_err(redacted)?;
         config.validate(None)?;
         Ok(config)
+    }
+
+    /// Refuses a `store` that is neither a `postgres://` URL nor a file path: a mistyped
+    /// scheme (`postgress://user:pw@…`) or a libpq `host=… password=…` string would
+    /// otherwise become a local SQLite file named after it. The value is never quoted.
+    fn check_store(&self) -> Result<(), String> {
+        let store = self.store.expose();
+        if let Some((scheme, _)) = store.split_once("://") {
+            if scheme != "postgres" && scheme != "postgresql" {
+                return Err(format!(
+                    "a {scheme:.20}:// URL: use postgres:// (PostgreSQL) or a file path (SQLite)"
+                ));
+            }
+        } else if store.split_whitespace().any(|w| w.contains('=')) {
+            return Err(
+                "looks like a libpq key=value string: write it as a postgres:// URL".into(),
+            );
+        }
+        Ok(())
     }
 
     fn validate(&self, file: Option<&Path>) -> Result<(), ConfigError> {
@@ -291,6 +353,8 @@ impl Config {
             field: field.into(),
             problem,
         };
+        self.check_store()
+            .map_err(|problem| err("store", problem))?;
         if !is_pulse_name(&self.user) {
             return Err(err(
                 "user",
@@ -391,6 +455,34 @@ fn is_pulse_name(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 12, finding 11: before the fix, figment's message quoted the value.
+    #[test]
+    fn config_errors_never_quote_the_values_they_refuse() {
+        for text in [
+            "[http]\napi_keys = \"sup3rsecretkey\"",
+            "[http]\nwebhook_secret = 990123456789",
+            "[bugzilla]\napi_key = [\"sup3rsecretkey\"]",
+        ] {
+            let e = Config::from_toml_str(text).unwrap_err().to_string();
+            assert!(
+                !e.contains("sup3rsecretkey") && !e.contains("990123456789"),
+                "{e}"
+            );
+            assert!(e.contains("field `"), "names the field: {e}");
+        }
+        for store in [
+            "postgress://bugflow:pw1234@db.example/bugflow",
+            "host=db.example user=bugflow password=pw1234",
+        ] {
+            let text = format!("store = {store:?}");
+            let e = Config::from_toml_str(&text).unwrap_err().to_string();
+            assert!(e.contains("store"), "{e}");
+            assert!(!e.contains("pw1234"), "{e}");
+        }
+        assert!(Config::from_toml_str("store = \"var/x.sqlite\"").is_ok());
+        assert!(Config::from_toml_str("store = \"postgres://u@h/db\"").is_ok());
+    }
 
     #[test]
     fn the_shipped_local_config_equals_the_defaults_as_it_says() {
