@@ -673,3 +673,35 @@ async fn a_security_bug_is_never_scored_published_or_answered() {
         .unwrap();
     assert_eq!(cached[&key].result, json!({"available": false}));
 }
+
+/// Issue 12, finding 8: a redirect never leads a client off its allowed hosts. Before the
+/// fix, reqwest followed hg.mozilla.org's (here: 127.0.0.1's) 302 to any host (here:
+/// `localhost`, not allowed), and the Bugzilla client sent `X-BUGZILLA-API-KEY` along.
+#[tokio::test]
+async fn redirects_off_the_allowed_hosts_are_not_followed_and_the_key_stays_home() {
+    let elsewhere = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(200).set_body_string("{}"))
+        .expect(0)
+        .mount(&elsewhere)
+        .await;
+    let away = format!("http://localhost:{}/stolen", elsewhere.address().port());
+    let allowed = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(302).insert_header("Location", away.as_str()))
+        .mount(&allowed)
+        .await;
+
+    let hg = hg::Source::Http(
+        hg::HttpHg::new(vec!["127.0.0.1".into()], Duration::from_secs(5), 1).unwrap(),
+    );
+    let url = format!("{}/try/json-pushes?version=2&full=1", allowed.uri());
+    let err = hg.push(&url, 1).await.unwrap_err();
+    assert_eq!(err.action(), Action::DeadLetter, "{err}");
+    assert!(err.to_string().contains("redirect to"), "{err}");
+
+    let bugzilla = client(&allowed);
+    let err = bugzilla.bug(1).await.unwrap_err();
+    assert_ne!(err.action(), Action::Retry, "{err}");
+    elsewhere.verify().await;
+}

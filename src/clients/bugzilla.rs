@@ -61,6 +61,8 @@ pub enum BugzillaError {
     },
     #[error("bugzilla.url: {0}")]
     BadUrl(String),
+    #[error("Bugzilla answered more than {0} bytes")]
+    TooLarge(usize),
 }
 
 impl BugzillaError {
@@ -74,7 +76,7 @@ impl BugzillaError {
             KeyRejected | KeyWasRejected | NoSuchBug { .. } | NoAccess { .. } | Missing(_) => {
                 Action::Skip
             }
-            Api { .. } | BadUrl(_) => Action::DeadLetter,
+            Api { .. } | BadUrl(_) | TooLarge(_) => Action::DeadLetter,
         }
     }
 
@@ -94,6 +96,9 @@ impl From<BugzillaError> for StageError {
         StageError::from_source(Stage::Enrich, e.action(), e)
     }
 }
+
+/// The largest answer read: a bug with thousands of comments is a few MiB.
+pub const MAX_BODY: usize = 64 * 1024 * 1024;
 
 #[derive(Clone)]
 pub struct Bugzilla {
@@ -120,6 +125,16 @@ impl Bugzilla {
         attempts: usize,
     ) -> anyhow::Result<Self> {
         crate::init_tls();
+        let origin = url::Url::parse(base)?.origin();
+        // The API key travels in a header of every request: a redirect is followed only
+        // to Bugzilla itself (same scheme, host and port), never to another host.
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() < 5 && attempt.url().origin() == origin {
+                attempt.follow()
+            } else {
+                attempt.stop()
+            }
+        });
         Ok(Bugzilla {
             inner: Arc::new(Inner {
                 base: base.trim_end_matches('/').to_owned(),
@@ -127,6 +142,7 @@ impl Bugzilla {
                 client: reqwest::Client::builder()
                     .user_agent(crate::clients::hg::USER_AGENT)
                     .timeout(timeout)
+                    .redirect(redirects)
                     .build()?,
                 blocked_until: Mutex::new(None),
                 block_window,
@@ -298,11 +314,19 @@ impl Bugzilla {
         if status.is_server_error() {
             return Err(BugzillaError::Server(status));
         }
-        let text = response
-            .text()
+        let mut response = response;
+        let mut text = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| BugzillaError::Body(e.without_url().to_string()))?;
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            .map_err(|e| BugzillaError::Body(e.without_url().to_string()))?
+        {
+            if text.len() + chunk.len() > MAX_BODY {
+                return Err(BugzillaError::TooLarge(MAX_BODY));
+            }
+            text.extend_from_slice(&chunk);
+        }
+        let value: Value = serde_json::from_slice(&text).unwrap_or(Value::Null);
         if value.get("error").and_then(Value::as_bool) == Some(true) || !status.is_success() {
             let code = value.get("code").and_then(Value::as_i64).unwrap_or(0);
             let message = value

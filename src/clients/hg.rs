@@ -54,6 +54,8 @@ pub enum HgError {
     BundledByPushOnly,
     #[error("hg client closed")]
     Closed,
+    #[error("hg.mozilla.org answered more than {0} bytes")]
+    TooLarge(usize),
 }
 
 impl HgError {
@@ -62,7 +64,7 @@ impl HgError {
         use HgError::*;
         match self {
             Transport(_) | Busy(_) | Body(_) | Closed => Action::Retry,
-            BadUrl(_) | HostNotAllowed(_) | NotJsonPushes(_) | BadChangeset(_) => {
+            BadUrl(_) | HostNotAllowed(_) | NotJsonPushes(_) | BadChangeset(_) | TooLarge(_) => {
                 Action::DeadLetter
             }
             Refused { .. }
@@ -217,12 +219,24 @@ impl HttpHg {
         attempts: usize,
     ) -> anyhow::Result<Self> {
         crate::init_tls();
+        let allowed = Arc::new(allowed_hosts);
+        let for_redirects = allowed.clone();
+        // A redirect is followed only to an allowed host, over http(s), at most 5 times.
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            let ok = allowed_url(&for_redirects, attempt.url());
+            if attempt.previous().len() >= 5 || !ok {
+                attempt.stop()
+            } else {
+                attempt.follow()
+            }
+        });
         Ok(HttpHg {
             client: reqwest::Client::builder()
                 .user_agent(USER_AGENT)
                 .timeout(timeout)
+                .redirect(redirects)
                 .build()?,
-            allowed_hosts: Arc::new(allowed_hosts),
+            allowed_hosts: allowed,
             permits: Arc::new(Semaphore::new(10)),
             attempts: attempts.max(1),
         })
@@ -230,9 +244,12 @@ impl HttpHg {
 
     async fn get(&self, url: &str) -> Result<String, HgError> {
         let parsed = url::Url::parse(url).map_err(|e| HgError::BadUrl(format!("{url:?}: {e}")))?;
-        let host = parsed.host_str().unwrap_or_default();
-        if !self.allowed_hosts.iter().any(|h| h == host) {
-            return Err(HgError::HostNotAllowed(host.to_owned()));
+        if !allowed_url(&self.allowed_hosts, &parsed) {
+            let host = parsed.host_str().unwrap_or_default();
+            return Err(HgError::HostNotAllowed(format!(
+                "{}://{host}",
+                parsed.scheme()
+            )));
         }
         let policy = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(200))
@@ -258,17 +275,50 @@ impl HttpHg {
         if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
             return Err(HgError::Busy(status));
         }
+        if status.is_redirection() {
+            // Our redirect policy stopped it: it pointed off the allowed hosts.
+            let to = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .unwrap_or("?");
+            return Err(HgError::HostNotAllowed(format!("a redirect to {to:.100}")));
+        }
         if !status.is_success() {
             return Err(HgError::Refused {
                 status,
                 url: url.to_owned(),
             });
         }
-        response
-            .text()
-            .await
-            .map_err(|e| HgError::Body(e.to_string()))
+        read_capped(response, MAX_BODY).await
     }
+}
+
+/// The largest json-pushes answer read (a push of thousands of changesets is a few MiB).
+pub const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// Is `url` one bugflow may fetch: http(s), on an allowed host?
+fn allowed_url(allowed: &[String], url: &url::Url) -> bool {
+    matches!(url.scheme(), "https" | "http")
+        && url
+            .host_str()
+            .is_some_and(|host| allowed.iter().any(|h| h == host))
+}
+
+/// The body, read chunk by chunk, refused past `max` bytes.
+async fn read_capped(mut response: reqwest::Response, max: usize) -> Result<String, HgError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| HgError::Body(e.to_string()))?
+    {
+        if body.len() + chunk.len() > max {
+            return Err(HgError::TooLarge(max));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).map_err(|e| HgError::Body(e.to_string()))
 }
 
 /// One page of a repository's pushlog: `(push id, date, changesets)` in id order, and the
