@@ -166,23 +166,7 @@ enum DataWhat {
     },
     /// A repository's pushes from hg.mozilla.org as commit records (resumable), with
     /// backed_out_by taken from the backouts in the same pull.
-    Pushes {
-        /// `mozilla-central`, `integration/autoland`, …
-        #[arg(long)]
-        repo: String,
-        /// Start after this push id.
-        #[arg(long)]
-        from_id: u64,
-        #[arg(long)]
-        to_id: Option<u64>,
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long, default_value = "https://hg.mozilla.org")]
-        hg_url: String,
-        /// Pushes per request.
-        #[arg(long, default_value_t = 50)]
-        batch: u64,
-    },
+    Pushes(cmd::data::PushesOptions),
 }
 
 #[derive(Subcommand)]
@@ -341,23 +325,6 @@ async fn data(config: &Config, what: DataWhat) -> anyhow::Result<()> {
     match what {
         DataWhat::Bugs { since, out } => cmd::data::bugs_command(config, &since, &out).await,
         DataWhat::Labels { out } => cmd::data::labels_command(config, &out).await,
-        DataWhat::Pushes {
-            repo,
-            from_id,
-            to_id,
-            out,
-            hg_url,
-            batch,
-        } => {
-            let options = cmd::data::PushesOptions {
-                repo,
-                from_id,
-                to_id,
-                out,
-                hg_url,
-                batch,
-            };
-            cmd::data::pushes_command(config, &options).await
-        }
+        DataWhat::Pushes(options) => cmd::data::pushes_command(config, &options).await,
     }
 }

@@ -245,14 +245,23 @@ pub async fn bugs_command(
     Ok(())
 }
 
-/// What `bugflow data pushes` was asked.
+/// What `bugflow data pushes` is asked (its command-line arguments).
+#[derive(Debug, Clone, clap::Args)]
 pub struct PushesOptions {
+    /// `mozilla-central`, `integration/autoland`, …
+    #[arg(long)]
     pub repo: String,
+    /// Start after this push id.
+    #[arg(long)]
     pub from_id: u64,
+    #[arg(long)]
     pub to_id: Option<u64>,
+    #[arg(long)]
     pub out: std::path::PathBuf,
+    #[arg(long, default_value = "https://hg.mozilla.org")]
     pub hg_url: String,
     /// Pushes per request.
+    #[arg(long, default_value_t = 50)]
     pub batch: u64,
 }
 
