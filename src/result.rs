@@ -30,6 +30,8 @@ pub struct ResultMessage {
     /// This result may repeat an earlier one with the same `message_id`: its input was
     /// redelivered, or it was re-published after a publish whose confirm never came (the
     /// broker may have kept the first copy). Downstream drops repeats by `message_id`.
+    /// Absent (an older result) means no.
+    #[serde(default)]
     pub possible_duplicate: bool,
     pub bugflow_version: String,
     pub produced_at: DateTime<Utc>,
