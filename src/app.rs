@@ -49,13 +49,49 @@ pub struct Unmet {
 pub struct App {
     pub config: Arc<Config>,
     pub models: Arc<ModelSet>,
+    pub clients: Clients,
+}
+
+/// The HTTP clients of a process, built once and shared by every consumer: a Bugzilla
+/// client keeps BMO's 429 block and a rejected key for all callers, and the hg client holds
+/// hg.mozilla.org's limit of 10 requests at once — copies per consumer would split that.
+#[derive(Clone)]
+pub struct Clients {
+    /// With the API key; `None` without one.
+    pub bugzilla: Option<Bugzilla>,
+    /// With the key if there is one, anonymous otherwise (reads only).
+    pub reader: Bugzilla,
+    /// `None` when `hg.enabled` is false.
+    pub hg: Option<hg::Source>,
+}
+
+impl Clients {
+    pub fn new(config: &Config) -> anyhow::Result<Clients> {
+        let reader = reader_client(config)?;
+        let bugzilla = (!config.bugzilla.api_key.is_empty()).then(|| reader.clone());
+        let hg = match config.hg.enabled {
+            true => Some(hg::Source::Http(hg_client(config)?)),
+            false => None,
+        };
+        Ok(Clients {
+            bugzilla,
+            reader,
+            hg,
+        })
+    }
 }
 
 impl App {
-    /// Loads the serving models of `models_dir` (none if the folder is missing).
+    /// Loads the serving models of `models_dir` (none if the folder is missing) and builds
+    /// the clients.
     pub fn new(config: Arc<Config>) -> anyhow::Result<App> {
         let models = load_models(&config)?;
-        Ok(App { config, models })
+        let clients = Clients::new(&config)?;
+        Ok(App {
+            config,
+            models,
+            clients,
+        })
     }
 
     /// Checks every consumer against the configuration (all problems at once).
@@ -72,12 +108,14 @@ impl App {
     /// A consumer's pipeline: the serving models, hg.mozilla.org if enabled, Bugzilla if a
     /// key is configured (anonymously for the API's workers), and, live, the store and the
     /// writer if the consumer enables it.
-    pub fn pipeline(
-        &self,
-        spec: ConsumerSpec,
-        store: Option<Arc<Store>>,
-    ) -> anyhow::Result<Pipeline> {
-        pipeline_for(&self.config, spec, self.models.clone(), store)
+    pub fn pipeline(&self, spec: ConsumerSpec, store: Option<Arc<Store>>) -> Pipeline {
+        wire(
+            &self.config,
+            &self.clients,
+            spec,
+            self.models.clone(),
+            store,
+        )
     }
 }
 
@@ -115,14 +153,6 @@ pub fn unmet(config: &Config, spec: &ConsumerSpec, mode: Mode) -> Vec<Unmet> {
     found
 }
 
-/// The Bugzilla client, when an API key is configured.
-pub fn bugzilla_client(config: &Config) -> anyhow::Result<Option<Bugzilla>> {
-    if config.bugzilla.api_key.is_empty() {
-        return Ok(None);
-    }
-    reader_client(config).map(Some)
-}
-
 /// A Bugzilla client with the API key if there is one, anonymous otherwise (reads only).
 pub fn reader_client(config: &Config) -> anyhow::Result<Bugzilla> {
     Bugzilla::new(
@@ -143,29 +173,36 @@ pub fn hg_client(config: &Config) -> anyhow::Result<hg::HttpHg> {
     )
 }
 
-/// See [`App::pipeline`]; `store` is `None` for replays (a replay never writes).
+/// See [`App::pipeline`], with clients of its own; `store` is `None` for replays (a
+/// replay never writes).
 pub fn pipeline_for(
     config: &Config,
     spec: ConsumerSpec,
     models: Arc<ModelSet>,
     store: Option<Arc<Store>>,
 ) -> anyhow::Result<Pipeline> {
+    Ok(wire(config, &Clients::new(config)?, spec, models, store))
+}
+
+fn wire(
+    config: &Config,
+    clients: &Clients,
+    spec: ConsumerSpec,
+    models: Arc<ModelSet>,
+    store: Option<Arc<Store>>,
+) -> Pipeline {
     let writer_config = spec.outputs.bugzilla.clone();
     let name = spec.name.clone();
-    let input = spec.input;
-    let mut pipeline = Pipeline::new(spec, models).with_max_body(config.amqp.max_body_bytes);
-    let client = match bugzilla_client(config)? {
-        Some(client) => Some(client),
-        // The API's workers read public bugs anonymously (BMO allows it, rate-limited).
-        None if input == InputKind::PredictionRequest => Some(reader_client(config)?),
-        None => None,
+    // The API's workers read public bugs anonymously (BMO allows it, rate-limited).
+    let client = match spec.input {
+        InputKind::PredictionRequest => Some(clients.reader.clone()),
+        _ => clients.bugzilla.clone(),
     };
+    let mut pipeline = Pipeline::new(spec, models).with_max_body(config.amqp.max_body_bytes);
     if let Some(store) = &store {
         pipeline = pipeline.with_store(store.clone());
         if writer_config.enabled
-            && let Some(client) = client
-                .clone()
-                .filter(|_| !config.bugzilla.api_key.is_empty())
+            && let Some(client) = clients.bugzilla.clone()
         {
             pipeline = pipeline.with_writer(BugzillaWriter {
                 client,
@@ -178,12 +215,10 @@ pub fn pipeline_for(
     if let Some(client) = client {
         pipeline = pipeline.with_bugzilla(client);
     }
-    if config.hg.enabled {
-        pipeline = pipeline
-            .with_hg(hg::Source::Http(hg_client(config)?))
-            .with_hg_url(&config.hg.url);
+    if let Some(source) = &clients.hg {
+        pipeline = pipeline.with_hg(source.clone()).with_hg_url(&config.hg.url);
     }
-    Ok(pipeline)
+    pipeline
 }
 
 /// The serving models of the registry at `models_dir` (none if the folder is missing).

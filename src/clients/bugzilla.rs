@@ -314,18 +314,12 @@ impl Bugzilla {
         if status.is_server_error() {
             return Err(BugzillaError::Server(status));
         }
-        let mut response = response;
-        let mut text = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
+        let text = super::read_capped(response, MAX_BODY)
             .await
-            .map_err(|e| BugzillaError::Body(e.without_url().to_string()))?
-        {
-            if text.len() + chunk.len() > MAX_BODY {
-                return Err(BugzillaError::TooLarge(MAX_BODY));
-            }
-            text.extend_from_slice(&chunk);
-        }
+            .map_err(|e| match e {
+                super::BodyError::TooLarge => BugzillaError::TooLarge(MAX_BODY),
+                super::BodyError::Broken(e) => BugzillaError::Body(e.without_url().to_string()),
+            })?;
         let value: Value = serde_json::from_slice(&text).unwrap_or(Value::Null);
         if value.get("error").and_then(Value::as_bool) == Some(true) || !status.is_success() {
             let code = value.get("code").and_then(Value::as_i64).unwrap_or(0);

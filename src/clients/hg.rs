@@ -290,7 +290,13 @@ impl HttpHg {
                 url: url.to_owned(),
             });
         }
-        read_capped(response, MAX_BODY).await
+        let body = super::read_capped(response, MAX_BODY)
+            .await
+            .map_err(|e| match e {
+                super::BodyError::TooLarge => HgError::TooLarge(MAX_BODY),
+                super::BodyError::Broken(e) => HgError::Body(e.to_string()),
+            })?;
+        String::from_utf8(body).map_err(|e| HgError::Body(e.to_string()))
     }
 }
 
@@ -303,22 +309,6 @@ fn allowed_url(allowed: &[String], url: &url::Url) -> bool {
         && url
             .host_str()
             .is_some_and(|host| allowed.iter().any(|h| h == host))
-}
-
-/// The body, read chunk by chunk, refused past `max` bytes.
-async fn read_capped(mut response: reqwest::Response, max: usize) -> Result<String, HgError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| HgError::Body(e.to_string()))?
-    {
-        if body.len() + chunk.len() > max {
-            return Err(HgError::TooLarge(max));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    String::from_utf8(body).map_err(|e| HgError::Body(e.to_string()))
 }
 
 /// One page of a repository's pushlog: `(push id, date, changesets)` in id order, and the

@@ -86,7 +86,7 @@ impl Process {
     /// With an API key: Bugzilla must accept it (`GET /rest/whoami`), and the bot's login is
     /// kept so that its own changes are not harvested as labels.
     async fn check_bugzilla_key(&self) -> anyhow::Result<()> {
-        let Some(client) = app::bugzilla_client(&self.app.config)? else {
+        let Some(client) = &self.app.clients.bugzilla else {
             return Ok(());
         };
         let me = client.whoami().await.map_err(|e| {
@@ -105,7 +105,7 @@ impl Process {
         if !config.poller.enabled {
             return Ok(());
         }
-        let Some(client) = app::bugzilla_client(config)? else {
+        let Some(client) = self.app.clients.bugzilla.clone() else {
             tracing::warn!("poller.enabled but bugzilla.api_key is empty: not polling");
             return Ok(());
         };
@@ -147,7 +147,7 @@ impl Process {
         };
         for spec in self.specs.clone() {
             let sinks = app::sinks_for(config, &spec, &self.publisher, jsonl.clone());
-            let pipeline = self.app.pipeline(spec, Some(self.store.clone()))?;
+            let pipeline = self.app.pipeline(spec, Some(self.store.clone()));
             let runner = Runner::new(
                 config.clone(),
                 Arc::new(pipeline),
@@ -173,7 +173,7 @@ impl Process {
         );
         state.prometheus = telemetry::prometheus();
         state.store = Some(self.store.clone());
-        state.bugzilla = Some(app::reader_client(&config)?);
+        state.bugzilla = Some(self.app.clients.reader.clone());
         state.models = self.app.models.clone();
         // Ready means: every model a consumer of this process runs has a serving bundle.
         state.required_models = app::required_models(&self.specs);

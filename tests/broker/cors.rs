@@ -5,21 +5,12 @@
 
 use std::sync::Arc;
 
-use bugflow::http::{AppState, serve};
-use bugflow::pulse::publish::Publisher;
 use tokio_util::sync::CancellationToken;
 
 async fn start(origins: Vec<String>) -> (String, CancellationToken) {
     let mut config = bugflow::config::Config::default();
     config.http.cors_origins = origins;
-    let config = Arc::new(config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    let state = AppState::new(config.clone(), Publisher::new(config));
-    let token = stop.clone();
-    tokio::spawn(async move { serve(listener, state, token).await });
-    (base, stop)
+    crate::common::serve_http(Arc::new(config)).await
 }
 
 async fn allowed_origin(base: &str, path: &str, origin: &str) -> Option<String> {

@@ -8,10 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bugflow::http::{AppState, serve};
-use bugflow::pulse::publish::Publisher;
 use bugflow::secret::Secret;
-use tokio_util::sync::CancellationToken;
 
 use crate::common::{TestBroker, push, sample};
 
@@ -62,13 +59,7 @@ async fn a_webhook_whose_routing_key_is_too_long_is_answered_400() {
     let broker = TestBroker::new().await;
     let mut config = (*broker.config).clone();
     config.http.webhook_secret = Secret::new("long-names-secret");
-    let config = Arc::new(config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    let state = AppState::new(config.clone(), Publisher::new(config).with_attempts(2));
-    let token = stop.clone();
-    tokio::spawn(async move { serve(listener, state, token).await });
+    let (base, stop) = crate::common::serve_http(Arc::new(config)).await;
 
     // bug.modify: and twenty cf_status_firefoxNNN fields: 430 bytes, as BMO sends it.
     let fields: Vec<String> = (100..120)

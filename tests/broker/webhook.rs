@@ -1,8 +1,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bugflow::http::{AppState, serve};
-use bugflow::pulse::publish::Publisher;
 use bugflow::secret::Secret;
 use bugflow::sinks::dead_letter::REASON_HEADER;
 use tokio_util::sync::CancellationToken;
@@ -14,14 +12,7 @@ const SECRET: &str = "s3cret-webhook-token";
 async fn start_http(config: Arc<bugflow::config::Config>) -> (String, CancellationToken) {
     let mut config = (*config).clone();
     config.http.webhook_secret = Secret::new(SECRET);
-    let config = Arc::new(config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    let state = AppState::new(config.clone(), Publisher::new(config).with_attempts(2));
-    let token = stop.clone();
-    tokio::spawn(async move { serve(listener, state, token).await });
-    (base, stop)
+    crate::common::serve_http(Arc::new(config)).await
 }
 
 fn client() -> reqwest::Client {

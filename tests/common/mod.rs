@@ -309,6 +309,19 @@ pub fn push(repo: &str, pushid: u64, user: &str) -> Vec<u8> {
     .unwrap()
 }
 
+/// bugflow's HTTP side for `config` on a free port of 127.0.0.1: its base URL, and the
+/// token that stops it.
+pub async fn serve_http(config: Arc<Config>) -> (String, CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let state =
+        bugflow::http::AppState::new(config.clone(), Publisher::new(config).with_attempts(2));
+    let token = stop.clone();
+    tokio::spawn(async move { bugflow::http::serve(listener, state, token).await });
+    (base, stop)
+}
+
 /// A SQLite store in a fresh temporary folder (kept alive by the returned guard).
 pub async fn temp_store() -> (Arc<bugflow::store::Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
