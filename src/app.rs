@@ -24,6 +24,7 @@ use crate::pulse::publish::Publisher;
 use crate::sinks::dead_letter::DeadLetterSink;
 use crate::sinks::jsonl::JsonlSink;
 use crate::sinks::results::ResultsSink;
+use crate::sinks::retry::RetrySink;
 use crate::store::Store;
 
 /// Where a consumer runs: live (effects on) or replayed (no store, no writes).
@@ -246,6 +247,12 @@ pub fn sinks_for(
         dead_letter: Some(DeadLetterSink::new(
             publisher.clone(),
             config.dead_letter_exchange(),
+        )),
+        retry: Some(RetrySink::new(
+            publisher.clone(),
+            config.retry_exchange(),
+            config.amqp.retry_delay_seconds.saturating_mul(1000),
+            config.amqp.retry_attempts,
         )),
         jsonl,
     }

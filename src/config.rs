@@ -69,6 +69,12 @@ pub struct AmqpConfig {
     pub publish_attempts: usize,
     /// A message body larger than this is dead-lettered as too large, unread.
     pub max_body_bytes: usize,
+    /// Tries of a message whose processing fails transiently (Bugzilla 5xx, a write in
+    /// progress elsewhere) before it is dead-lettered. Counted in its `x-bugflow-attempt`
+    /// header, so a redelivery after a lost connection is not a try.
+    pub retry_attempts: u32,
+    /// Seconds a failed message waits in its consumer's retry queue before the next try.
+    pub retry_delay_seconds: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,6 +88,8 @@ pub struct ExchangesConfig {
     pub bugzilla: String,
     /// Where the HTTP API sends prediction requests for the workers (`api-requests`).
     pub requests: String,
+    /// Where a failed message waits (each consumer's retry queue) and comes back from.
+    pub retry: String,
 }
 
 /// Bugzilla's REST API: full bugs for bug events, and the writer's PUTs.
@@ -209,6 +217,8 @@ impl Default for AmqpConfig {
             heartbeat: 60,
             publish_attempts: 5,
             max_body_bytes: 1024 * 1024,
+            retry_attempts: 5,
+            retry_delay_seconds: 15,
         }
     }
 }
@@ -220,6 +230,7 @@ impl Default for ExchangesConfig {
             dead_letter: "exchange/{user}/bugflow-dead-letter".into(),
             bugzilla: "exchange/{user}/bugflow-bugzilla".into(),
             requests: "exchange/{user}/bugflow-requests".into(),
+            retry: "exchange/{user}/bugflow-retry-{env}".into(),
         }
     }
 }
@@ -395,6 +406,7 @@ impl Config {
             ("exchanges.dead_letter", &self.exchanges.dead_letter),
             ("exchanges.bugzilla", &self.exchanges.bugzilla),
             ("exchanges.requests", &self.exchanges.requests),
+            ("exchanges.retry", &self.exchanges.retry),
         ] {
             let resolved = self.resolve(name);
             if !resolved.starts_with(&format!("exchange/{}/", self.user)) {
@@ -438,6 +450,10 @@ impl Config {
 
     pub fn requests_exchange(&self) -> String {
         self.resolve(&self.exchanges.requests)
+    }
+
+    pub fn retry_exchange(&self) -> String {
+        self.resolve(&self.exchanges.retry)
     }
 
     pub fn dead_letter_queue(&self) -> String {

@@ -13,8 +13,11 @@
 //! | skip (private bug, newrepo)| logged and counted                                     | ack          |
 //! | dead-letter (bad input)    | published to the dead-letter exchange with the reason  | ack          |
 //! |                            | — if that fails                                         | reject       |
-//! | retry (5xx, timeout)       | first delivery                                         | requeue      |
-//! |                            | already redelivered                                    | dead-letter  |
+//! | retry (5xx, timeout)       | published to the consumer's retry queue with its try   | ack          |
+//! |                            | count; it comes back after `retry_delay_seconds`       |              |
+//! |                            | — if that publish fails                                | requeue      |
+//! |                            | after `retry_attempts` tries                           | dead-letter  |
+//! | halt (API key revoked)     | the consumer stops taking messages                     | requeue      |
 //!
 //! The same [`dispatch`] serves `bugflow run` (sinks on the broker) and `bugflow replay`
 //! (sinks in-process), so a replay exercises exactly the decisions of the live service.
@@ -31,6 +34,7 @@ use crate::pipeline::Pipeline;
 use crate::sinks::dead_letter::DeadLetterSink;
 use crate::sinks::jsonl::JsonlSink;
 use crate::sinks::results::ResultsSink;
+use crate::sinks::retry::RetrySink;
 use crate::telemetry::Counted;
 pub use crate::telemetry::Stats;
 
@@ -40,6 +44,9 @@ pub use crate::telemetry::Stats;
 pub struct Sinks {
     pub results: Option<ResultsSink>,
     pub dead_letter: Option<DeadLetterSink>,
+    /// Where a transient failure waits for its next try. Without it (a replay) a transient
+    /// failure is requeued once.
+    pub retry: Option<RetrySink>,
     pub jsonl: Option<JsonlSink>,
 }
 
@@ -48,8 +55,12 @@ pub struct Sinks {
 pub enum Settle {
     /// Done: results delivered, or skipped, or dead-lettered.
     Ack(Done),
-    /// A transient failure on a first delivery: give it back to the queue.
+    /// Give it back to the queue (a transient failure that could not wait in the retry
+    /// queue, or one on a first delivery of a replay).
     Requeue(String),
+    /// Give it back to the queue and stop consuming: nothing can be processed until an
+    /// operator acts.
+    Halt(String),
     /// Could not even be dead-lettered by us: reject, the queue's DLX catches it.
     Reject(String),
 }
@@ -59,6 +70,8 @@ pub enum Done {
     Published(usize),
     Skipped(String),
     DeadLettered(String),
+    /// Parked in the retry queue for its next try.
+    Retrying(String),
 }
 
 /// Runs the pipeline on `message`, delivers what it produced, and says how to settle it.
@@ -179,22 +192,59 @@ async fn on_error(
             stats.count(&consumer, Counted::Skipped);
             Settle::Ack(Done::Skipped(error.reason))
         }
-        Action::Retry if !message.redelivered => {
+        Action::Halt => {
+            tracing::error!(reason = %error.reason, stage = %error.stage, "halting: the consumer stops taking messages");
+            crate::telemetry::halt(&consumer, &error.reason);
+            Settle::Halt(error.reason)
+        }
+        Action::Retry => retry(sinks, stats, &consumer, message, error).await,
+        Action::DeadLetter => dead_letter(sinks, stats, &consumer, message, error).await,
+    }
+}
+
+/// A transient failure: to the retry queue for a later try, or — its tries spent — to the
+/// dead letters.
+async fn retry(
+    sinks: &Sinks,
+    stats: &Arc<Stats>,
+    consumer: &str,
+    message: &Message,
+    error: StageError,
+) -> Settle {
+    let attempt = message.attempt();
+    let spent = |tries: String| {
+        StageError::new(
+            error.stage,
+            Action::DeadLetter,
+            format!("still failing after {tries}: {}", error.reason),
+        )
+    };
+    match &sinks.retry {
+        Some(retry) if attempt < retry.attempts => {
+            stats.count(consumer, Counted::Requeued);
+            match retry.send(consumer, message, &error).await {
+                Ok(()) => {
+                    tracing::warn!(reason = %error.reason, stage = %error.stage, attempt, "transient failure: retrying later");
+                    Settle::Ack(Done::Retrying(error.reason))
+                }
+                Err(e) => {
+                    tracing::warn!(reason = %error.reason, error = %e, "transient failure, and the retry queue did not take it: requeueing");
+                    Settle::Requeue(error.reason)
+                }
+            }
+        }
+        Some(_) => {
+            let error = spent(format!("{attempt} tries"));
+            dead_letter(sinks, stats, consumer, message, error).await
+        }
+        None if !message.redelivered => {
             tracing::warn!(reason = %error.reason, stage = %error.stage, "transient failure: requeueing once");
-            stats.count(&consumer, Counted::Requeued);
+            stats.count(consumer, Counted::Requeued);
             Settle::Requeue(error.reason)
         }
-        Action::Retry | Action::DeadLetter => {
-            let error = if error.action == Action::Retry {
-                StageError::new(
-                    error.stage,
-                    Action::DeadLetter,
-                    format!("still failing after a redelivery: {}", error.reason),
-                )
-            } else {
-                error
-            };
-            dead_letter(sinks, stats, &consumer, message, error).await
+        None => {
+            let error = spent("a redelivery".into());
+            dead_letter(sinks, stats, consumer, message, error).await
         }
     }
 }

@@ -19,6 +19,9 @@ crate::named_enum! {
         /// Nothing to do for this input (private bug, unknown message type): ack and record
         /// why.
         Skip = "skip",
+        /// Nothing can be processed until an operator acts (Bugzilla revoked the API key):
+        /// the message stays queued, the consumer stops taking messages, `/readyz` says why.
+        Halt = "halt",
     }
 }
 

@@ -23,7 +23,40 @@ pub struct Message {
     pub received_at: DateTime<Utc>,
 }
 
+/// The try a delivery is (1 for the first): set by the retry sink, so that a redelivery
+/// after a lost connection is not counted as a failed try.
+pub const ATTEMPT_HEADER: &str = "x-bugflow-attempt";
+
 impl Message {
+    /// Which try this is: 1, or what the retry sink wrote in [`ATTEMPT_HEADER`].
+    pub fn attempt(&self) -> u32 {
+        self.headers
+            .get(ATTEMPT_HEADER)
+            .and_then(Value::as_u64)
+            .map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX).max(1))
+    }
+
+    /// A message back from the retry exchange takes its original exchange and routing key
+    /// again (the retry sink kept them in headers), so the pipeline sees what first arrived.
+    pub fn restore_retried(&mut self, retry_exchange: &str) {
+        if self.exchange != retry_exchange {
+            return;
+        }
+        let header = |name: &str| {
+            self.headers
+                .get(name)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        if let (Some(exchange), Some(routing_key)) = (
+            header(crate::sinks::dead_letter::EXCHANGE_HEADER),
+            header(crate::sinks::dead_letter::ROUTING_KEY_HEADER),
+        ) {
+            self.exchange = exchange;
+            self.routing_key = routing_key;
+        }
+    }
+
     pub fn new(exchange: impl Into<String>, routing_key: impl Into<String>, body: Vec<u8>) -> Self {
         Message {
             exchange: exchange.into(),

@@ -50,25 +50,35 @@ impl Poller {
             let key = format!("poller:{id}:{changed}");
             let claim = self
                 .store
-                .claim(&key, "poller", &id.to_string(), Duration::from_secs(600))
+                .claim(&key, "poller", &id.to_string(), Duration::from_secs(60))
                 .await?;
-            if claim != Claim::Proceed {
-                continue;
+            match claim {
+                Claim::Done { .. } => {}
+                // Another poller is relaying this change right now (or died doing it): the
+                // watermark stays before it, so the next poll sees it again.
+                Claim::InProgress => break,
+                Claim::Proceed => {
+                    let body = serde_json::to_vec(&event(&bug, changed))?;
+                    let mut out = Outgoing::json(&self.exchange, "bug.modify", &body);
+                    out.message_id = Some(&key);
+                    out.mandatory = true;
+                    if let Err(e) = self.publisher.publish(&out).await {
+                        // Not relayed: give the claim back; the watermark stays before it.
+                        self.store.release(&key).await?;
+                        self.store.set_watermark(WATERMARK, &newest).await?;
+                        return Err(e.into());
+                    }
+                    self.store
+                        .finish(
+                            &key,
+                            crate::effects::Outcome::Published,
+                            "changed since the watermark",
+                            None,
+                        )
+                        .await?;
+                    published += 1;
+                }
             }
-            let body = serde_json::to_vec(&event(&bug, changed))?;
-            let mut out = Outgoing::json(&self.exchange, "bug.modify", &body);
-            out.message_id = Some(&key);
-            out.mandatory = true;
-            self.publisher.publish(&out).await?;
-            self.store
-                .finish(
-                    &key,
-                    crate::effects::Outcome::Published,
-                    "changed since the watermark",
-                    None,
-                )
-                .await?;
-            published += 1;
             if changed > newest.as_str() {
                 newest = changed.to_owned();
             }

@@ -44,6 +44,8 @@ enum SessionEnd {
     Shutdown,
     /// The broker cancelled our consumer (queue deleted): re-declare and go on.
     Cancelled,
+    /// Nothing can be processed until an operator acts (why): stop taking messages.
+    Halted(String),
 }
 
 impl Runner {
@@ -78,6 +80,11 @@ impl Runner {
             let started = std::time::Instant::now();
             match self.session().await {
                 Ok(SessionEnd::Shutdown) => return Ok(()),
+                Ok(SessionEnd::Halted(reason)) => {
+                    tracing::error!(consumer = %name, %reason, "stopped taking messages until restarted: they stay queued");
+                    self.shutdown.cancelled().await;
+                    return Ok(());
+                }
                 Ok(SessionEnd::Cancelled) => {
                     tracing::warn!(consumer = %name, "consumer cancelled by the broker (queue deleted?): re-declaring");
                 }
@@ -116,7 +123,11 @@ impl Runner {
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => break Ok(SessionEnd::Shutdown),
-                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                Some(halted) = in_flight.next(), if !in_flight.is_empty() => {
+                    if let Some(reason) = halted {
+                        break Ok(SessionEnd::Halted(reason));
+                    }
+                }
                 _ = watchdog.tick() => {
                     if tap.connected() {
                         down_since = None;
@@ -135,7 +146,7 @@ impl Runner {
             }
         };
         // Stop new deliveries first, then finish and settle what is in flight.
-        if matches!(end, Ok(SessionEnd::Shutdown)) {
+        if matches!(end, Ok(SessionEnd::Shutdown | SessionEnd::Halted(_))) {
             tap.cancel().await;
         }
         while in_flight.next().await.is_some() {}
@@ -143,9 +154,10 @@ impl Runner {
         end
     }
 
-    /// Processes one delivery and settles it.
-    async fn handle(&self, delivery: Delivery) {
-        let message = message_from_delivery(&delivery);
+    /// Processes one delivery and settles it; says why if the consumer must halt.
+    async fn handle(&self, delivery: Delivery) -> Option<String> {
+        let mut message = message_from_delivery(&delivery);
+        message.restore_retried(&self.config.retry_exchange());
         let span = tracing::info_span!(
             "message",
             consumer = %self.pipeline.name(),
@@ -155,7 +167,12 @@ impl Runner {
         );
         async {
             let settle = dispatch(&self.pipeline, &self.sinks, &self.stats, &message).await;
+            let halted = match &settle {
+                Settle::Halt(reason) => Some(reason.clone()),
+                _ => None,
+            };
             self.settle(&delivery, settle).await;
+            halted
         }
         .instrument(span)
         .await
@@ -166,7 +183,7 @@ impl Runner {
         let sending = async {
             match &settle {
                 Settle::Ack(_) => delivery.ack(BasicAckOptions::default()).await,
-                Settle::Requeue(_) => {
+                Settle::Requeue(_) | Settle::Halt(_) => {
                     delivery
                         .nack(BasicNackOptions {
                             multiple: false,

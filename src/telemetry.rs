@@ -7,8 +7,9 @@
 //! [`register_consumer`] exports each per-consumer counter at zero from start-up, so that
 //! an alert on a rate has a series to read before the first message.
 
-use std::sync::OnceLock;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use crate::error::Stage;
 
@@ -140,6 +141,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "bugflow_model_reloads_total",
         Kind::Counter,
         "Serving bundles reloaded after a promote or rollback.",
+    ),
+    (
+        "bugflow_model_load_failures_total",
+        Kind::Counter,
+        "Model bundles refused on load (unreadable, malformed, or another model's); the loaded one keeps serving.",
     ),
     (
         "bugflow_poller_published_total",
@@ -290,6 +296,22 @@ pub fn register_consumer(consumer: &str) {
         series(consumer, event).increment(0);
     }
     metrics::gauge!("bugflow_queue_messages", "consumer" => consumer.to_owned()).increment(0.0);
+}
+
+/// Consumers that stopped taking messages until an operator acts, with why (`/readyz`).
+static HALTED: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
+
+/// Records that `consumer` halted for `reason`.
+pub fn halt(consumer: &str, reason: &str) {
+    HALTED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(consumer.to_owned(), reason.to_owned());
+}
+
+/// The halted consumers and why.
+pub fn halted() -> BTreeMap<String, String> {
+    HALTED.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 #[cfg(test)]

@@ -191,7 +191,9 @@ async fn outcomes() -> Value {
                 Settle::Ack(Done::Published(_)) => json!({"results": results}),
                 Settle::Ack(Done::Skipped(reason)) => json!({"skipped": reason}),
                 Settle::Ack(Done::DeadLettered(reason)) => json!({"dead_lettered": reason}),
+                Settle::Ack(Done::Retrying(reason)) => json!({"retrying": reason}),
                 Settle::Requeue(reason) => json!({"requeued": reason}),
+                Settle::Halt(reason) => json!({"halted": reason}),
                 Settle::Reject(reason) => json!({"rejected": reason}),
             };
             seen.push(json!({

@@ -250,3 +250,77 @@ fn rollback_restores_the_previous_bundle() {
         ]
     );
 }
+
+/// Issue 12, finding 9: before, a bundle whose weights did not match its vocabulary was
+/// loaded and panicked the first prediction (index out of bounds), and `models promote`
+/// accepted `../spam/<version>` — another model's bundle — as a version.
+#[test]
+fn a_malformed_or_foreign_bundle_is_refused_and_the_loaded_one_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = train(
+        ModelKind::Spam,
+        &options(vec![data("bugs.jsonl")], dir.path(), 1, false),
+    )
+    .unwrap();
+    let registry = Registry::new(dir.path());
+    let set = ModelSet::load(registry.clone()).unwrap();
+
+    // A copy of the serving bundle as version "broken", its weights cut short.
+    let broken = registry.bundle_dir(ModelKind::Spam, "broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(good.dir.join("manifest.json")).unwrap()).unwrap();
+    manifest["version"] = "broken".into();
+    std::fs::write(broken.join("manifest.json"), manifest.to_string()).unwrap();
+    let mut weights: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(good.dir.join("weights.json")).unwrap()).unwrap();
+    let cut = weights["models"][""]["weights"].as_array_mut().unwrap();
+    cut.truncate(cut.len() / 2);
+    std::fs::write(broken.join("weights.json"), weights.to_string()).unwrap();
+
+    let refused = registry.promote(ModelKind::Spam, "broken", true);
+    assert!(refused.is_err(), "a malformed bundle is not promoted");
+    assert!(
+        format!("{:#}", refused.unwrap_err()).contains("weights has"),
+        "the error says what is wrong"
+    );
+
+    // Made current behind the registry's back (a hand edit): refused on refresh, and the
+    // loaded bundle goes on serving.
+    let history_file = registry.model_dir(ModelKind::Spam).join("history.json");
+    let mut history: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&history_file).unwrap()).unwrap();
+    history["current"] = "broken".into();
+    std::fs::write(&history_file, history.to_string()).unwrap();
+    assert!(set.refresh().is_err(), "the refusal is reported");
+    let serving = set.get(ModelKind::Spam).unwrap();
+    assert_eq!(serving.manifest.version, good.manifest.version);
+    let features = bug::extract(&bugs()[0], &ModelKind::Spam.exclude());
+    let p = serving.model("").unwrap().predict(&features);
+    assert!((p.probabilities.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+
+    // Another model's bundle, by path or copied into this model's folder, is refused.
+    let version = &good.manifest.version;
+    for path in [
+        format!("../spam/{version}"),
+        good.dir.display().to_string(),
+        "..".into(),
+        String::new(),
+    ] {
+        assert!(
+            registry.promote(ModelKind::Bugtype, &path, true).is_err(),
+            "{path:?} is not a version of bugtype"
+        );
+    }
+    let copied = registry.bundle_dir(ModelKind::Bugtype, version);
+    std::fs::create_dir_all(&copied).unwrap();
+    for file in ["manifest.json", "weights.json"] {
+        std::fs::copy(good.dir.join(file), copied.join(file)).unwrap();
+    }
+    let foreign = registry.promote(ModelKind::Bugtype, version, true);
+    assert!(
+        format!("{:#}", foreign.unwrap_err()).contains("manifest says spam"),
+        "a spam bundle copied under bugtype is refused"
+    );
+    assert!(registry.current(ModelKind::Bugtype).unwrap().is_none());
+}

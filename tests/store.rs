@@ -65,6 +65,57 @@ async fn protocol(store: &Store) {
     );
     assert!(store.writes_in_last_hour().await.unwrap() >= 1);
 
+    // A released claim is claimed afresh at once; a renewed one stays in progress.
+    let again = format!("again-{id}");
+    assert_eq!(
+        store.claim(&again, "c", &subject, long).await.unwrap(),
+        Claim::Proceed
+    );
+    store.renew(&again).await.unwrap();
+    assert_eq!(
+        store.claim(&again, "c", &subject, long).await.unwrap(),
+        Claim::InProgress
+    );
+    store.release(&again).await.unwrap();
+    assert_eq!(
+        store.claim(&again, "c", &subject, long).await.unwrap(),
+        Claim::Proceed
+    );
+
+    // A bug's lock: one holder at a time, taken over once its lease ran out.
+    let lock = format!("bug:{id}");
+    assert!(store.lock(&lock, "a", long).await.unwrap());
+    assert!(!store.lock(&lock, "b", long).await.unwrap(), "held by a");
+    assert!(store.renew_lock(&lock, "a", Duration::ZERO).await.unwrap());
+    assert!(
+        !store.renew_lock(&lock, "b", long).await.unwrap(),
+        "not b's"
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(
+        store.lock(&lock, "b", long).await.unwrap(),
+        "a's lease ran out"
+    );
+    store.unlock(&lock, "a").await.unwrap();
+    assert!(
+        !store.lock(&lock, "c", long).await.unwrap(),
+        "a cannot unlock b's"
+    );
+    store.unlock(&lock, "b").await.unwrap();
+    assert!(store.lock(&lock, "c", long).await.unwrap());
+    store.unlock(&lock, "c").await.unwrap();
+
+    // The write budget: taken atomically up to the cap, refunded when a write did not happen.
+    let used = store.writes_this_hour().await.unwrap();
+    let hour = store
+        .reserve_write(used + 1)
+        .await
+        .unwrap()
+        .expect("one left");
+    assert_eq!(store.reserve_write(used + 1).await.unwrap(), None, "spent");
+    store.refund_write(&hour).await.unwrap();
+    assert!(store.reserve_write(used + 1).await.unwrap().is_some());
+
     let mark = format!("poller-{id}");
     assert_eq!(store.watermark(&mark).await.unwrap(), None);
     store

@@ -2,11 +2,13 @@
 //!
 //! * `X-BUGZILLA-API-KEY` on every call (never in a URL, never in logs).
 //! * Errors are `{"error": true, "code": N, "message": …}`: 101/404 (no such bug) and
-//!   102/401 (private, no access) are permanent → skip; 5xx and timeouts → retry with backon.
+//!   102/401 (private, no access) are permanent → skip; reads on 5xx and timeouts → retry
+//!   with backon. A PUT is sent once: it is not idempotent.
 //! * HTTP 429 (an HTML page: BMO blocked our IP for an hour) → no request at all until the
 //!   back-off window ends; callers get a transient error, so the message is kept.
 //! * 306 (API key rejected or revoked) → the client stops calling: five bad keys in a minute
-//!   get the IP blocked, so it never retries in a loop.
+//!   get the IP blocked, so it never retries in a loop. The error's action is `Halt`: the
+//!   consumer stops taking messages (they stay queued) and `/readyz` names the cause.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -73,11 +75,18 @@ impl BugzillaError {
             Timeout | Transport(_) | Blocked(_) | TooManyRequests(_) | Server(_) | Body(_) => {
                 Action::Retry
             }
-            KeyRejected | KeyWasRejected | NoSuchBug { .. } | NoAccess { .. } | Missing(_) => {
-                Action::Skip
-            }
+            // Every later call would fail alike, and retrying gets the IP blocked.
+            KeyRejected | KeyWasRejected => Action::Halt,
+            NoSuchBug { .. } | NoAccess { .. } | Missing(_) => Action::Skip,
             Api { .. } | BadUrl(_) | TooLarge(_) => Action::DeadLetter,
         }
+    }
+
+    /// Might Bugzilla have carried out the request anyway? A timeout, a broken connection,
+    /// a 5xx or a cut answer say nothing about whether a PUT was applied.
+    pub fn outcome_unknown(&self) -> bool {
+        use BugzillaError::*;
+        matches!(self, Timeout | Transport(_) | Server(_) | Body(_))
     }
 
     /// Worth another attempt inside the client? Transient failures are, but not a 429:
@@ -245,10 +254,14 @@ impl Bugzilla {
         }
     }
 
-    /// `PUT /rest/bug/{id}`.
+    /// `PUT /rest/bug/{id}`, sent once. It is not idempotent (each one adds a comment), so
+    /// it is never retried here: on an error whose outcome is unknown
+    /// ([`BugzillaError::outcome_unknown`]) the caller re-reads the bug to learn whether it
+    /// landed.
     pub async fn update(&self, id: u64, change: &Value) -> Result<Value, BugzillaError> {
         let url = format!("{}/rest/bug/{id}", self.inner.base);
-        self.call(reqwest::Method::PUT, &url, Some(change)).await
+        self.call_once(reqwest::Method::PUT, &url, Some(change))
+            .await
     }
 
     /// The bot's identity (checks the API key at start).
@@ -370,7 +383,7 @@ mod tests {
         };
         assert_eq!(api.action(), Action::DeadLetter);
         let stage: StageError = BugzillaError::KeyRejected.into();
-        assert_eq!(stage.action, Action::Skip);
+        assert_eq!(stage.action, Action::Halt);
         assert_eq!(stage.stage, Stage::Enrich);
         assert!(matches!(
             stage.source_as::<BugzillaError>(),

@@ -61,8 +61,9 @@ impl Summary {
                 self.note("skipped", &reason);
             }
             // In-process there is no queue to requeue to: a sink failure is final.
-            Settle::Ack(Done::DeadLettered(reason))
+            Settle::Ack(Done::DeadLettered(reason) | Done::Retrying(reason))
             | Settle::Requeue(reason)
+            | Settle::Halt(reason)
             | Settle::Reject(reason) => {
                 self.dead_lettered += 1;
                 self.note("dead-lettered", &reason);

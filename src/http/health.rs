@@ -34,7 +34,9 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         .map(|(m, v)| (m.name().to_owned(), Value::String(v)))
         .collect::<serde_json::Map<_, _>>()
         .into();
-    let ready = broker.is_ok() && missing.is_empty();
+    // A consumer that halted (Bugzilla revoked the key) processes nothing until restarted.
+    let halted = crate::telemetry::halted();
+    let ready = broker.is_ok() && missing.is_empty() && halted.is_empty();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -47,6 +49,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             "broker": broker.err().unwrap_or_else(|| "connected".into()),
             "models": models,
             "missing_models": missing,
+            "halted": halted,
         })),
     )
 }

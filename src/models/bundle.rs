@@ -107,7 +107,13 @@ impl Bundle {
                 .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("weights.json").display()))?,
         )
         .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("weights.json").display()))?;
-        for model in weights.models.values_mut() {
+        for (key, model) in weights.models.iter_mut() {
+            model.check().map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: model {key:?} is malformed: {e}",
+                    dir.join("weights.json").display()
+                )
+            })?;
             model.prepare();
         }
         Ok(Bundle {
@@ -115,6 +121,22 @@ impl Bundle {
             manifest,
             weights,
         })
+    }
+
+    /// Reads the bundle `version` of `model` from its folder, refusing one that says it is
+    /// another model or another version (a folder copied or renamed by hand).
+    pub fn read_as(dir: &Path, model: ModelKind, version: &str) -> anyhow::Result<Bundle> {
+        let bundle = Bundle::read(dir)?;
+        let manifest = &bundle.manifest;
+        if manifest.model != model || manifest.version != version {
+            anyhow::bail!(
+                "{}: its manifest says {}/{}, not {model}/{version}",
+                dir.display(),
+                manifest.model,
+                manifest.version
+            );
+        }
+        Ok(bundle)
     }
 
     /// The model for `key` (a repository for issue-type; `""` for the others).

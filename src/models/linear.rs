@@ -104,6 +104,33 @@ impl LinearModel {
             .collect();
     }
 
+    /// Are the parts of a deserialised model the sizes each other says? A bundle whose
+    /// weights do not match its vocabulary would index out of bounds on the first
+    /// prediction; it is refused when it is read instead.
+    pub fn check(&self) -> Result<(), String> {
+        let (n, k) = (self.vocab.len(), self.classes.len());
+        if k == 0 {
+            return Err("no classes".into());
+        }
+        for (what, len, want) in [
+            ("groups", self.groups.len(), n),
+            ("idf", self.idf.len(), n),
+            ("weights", self.weights.len(), n.saturating_mul(k)),
+            ("intercept", self.intercept.len(), k),
+        ] {
+            if len != want {
+                return Err(format!(
+                    "{what} has {len} values; {n} features × {k} classes need {want}"
+                ));
+            }
+        }
+        let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
+        if !finite(&self.weights) || !finite(&self.intercept) || !finite(&self.idf) {
+            return Err("weights, intercepts or idf hold NaN or infinity".into());
+        }
+        Ok(())
+    }
+
     pub fn n_features(&self) -> usize {
         self.vocab.len()
     }

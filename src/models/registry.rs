@@ -54,8 +54,36 @@ impl Registry {
         self.root.join(model.name())
     }
 
+    /// The folder of bundle `version` of `model`. A version is one plain folder name
+    /// (letters, digits, `.`, `_`, `-`; not `.` or `..`): `../x` or an absolute path would
+    /// name a folder outside the model's, another model's bundle among them.
     pub fn bundle_dir(&self, model: ModelKind, version: &str) -> PathBuf {
         self.model_dir(model).join(version)
+    }
+
+    /// [`Registry::bundle_dir`], for a version given by a user or a history file: refused
+    /// unless it is a plain folder name.
+    pub fn checked_bundle_dir(&self, model: ModelKind, version: &str) -> anyhow::Result<PathBuf> {
+        let plain = !version.is_empty()
+            && version != "."
+            && version != ".."
+            && version
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !plain {
+            anyhow::bail!(
+                "{version:?} is not a version of {model}: a version is a folder name in {} \
+                 (letters, digits, '.', '_', '-')",
+                self.model_dir(model).display()
+            );
+        }
+        Ok(self.bundle_dir(model, version))
+    }
+
+    /// Reads bundle `version` of `model`, checked: a plain version, a manifest that says
+    /// this model and version, weights of consistent shapes.
+    pub fn bundle(&self, model: ModelKind, version: &str) -> anyhow::Result<Bundle> {
+        Bundle::read_as(&self.checked_bundle_dir(model, version)?, model, version)
     }
 
     pub fn history(&self, model: ModelKind) -> anyhow::Result<History> {
@@ -100,15 +128,11 @@ impl Registry {
         let history = self.history(model)?;
         let mut earlier = Vec::new();
         for version in &history.promoted {
-            let bundle = Bundle::read(&self.bundle_dir(model, version))?;
+            let bundle = self.bundle(model, version)?;
             earlier.push(bundle.manifest.macro_f1());
         }
         let previous = match &history.current {
-            Some(v) => Some(
-                Bundle::read(&self.bundle_dir(model, v))?
-                    .manifest
-                    .macro_f1(),
-            ),
+            Some(v) => Some(self.bundle(model, v)?.manifest.macro_f1()),
             None => None,
         };
         Ok(gate::judge(candidate_f1, &earlier, previous))
@@ -123,7 +147,8 @@ impl Registry {
 
     /// Makes `version` the serving bundle. Unless `force`, the gate must agree.
     pub fn promote(&self, model: ModelKind, version: &str, force: bool) -> anyhow::Result<Verdict> {
-        let bundle = Bundle::read(&self.bundle_dir(model, version))
+        let bundle = self
+            .bundle(model, version)
             .map_err(|e| anyhow::anyhow!("no bundle {model}/{version}: {e}"))?;
         let f1 = bundle.manifest.macro_f1();
         let verdict = self.judge(model, f1)?;
@@ -183,7 +208,7 @@ impl Registry {
     /// The serving bundle of a model, if any.
     pub fn current(&self, model: ModelKind) -> anyhow::Result<Option<Bundle>> {
         match self.history(model)?.current {
-            Some(version) => Ok(Some(Bundle::read(&self.bundle_dir(model, &version))?)),
+            Some(version) => Ok(Some(self.bundle(model, &version)?)),
             None => Ok(None),
         }
     }
@@ -204,7 +229,11 @@ impl ModelSet {
             registry,
             loaded: RwLock::new(BTreeMap::new()),
         });
-        set.refresh()?;
+        // A bundle refused at start leaves its model unloaded (`/readyz` names it); the
+        // others serve.
+        if let Err(e) = set.refresh() {
+            tracing::error!(error = %e, "some model bundles were refused");
+        }
         Ok(set)
     }
 
@@ -237,30 +266,58 @@ impl ModelSet {
     }
 
     /// Re-reads each model's `current`; loads and swaps in what changed. Returns the models
-    /// that changed.
+    /// that changed. A bundle that cannot be read or is malformed is refused: the one that
+    /// served goes on serving, and the refusal is logged and counted
+    /// (`bugflow_model_load_failures_total`); the error names every refusal.
+    ///
+    /// Files are read without the lock; it is held only to swap a bundle in, so
+    /// predictions never wait for disk.
     pub fn refresh(&self) -> anyhow::Result<Vec<ModelKind>> {
         let mut changed = Vec::new();
+        let mut refused = Vec::new();
         for model in ModelKind::ALL {
-            let wanted = self.registry.history(model)?.current;
+            let wanted = self.registry.history(model).map(|h| h.current);
+            let wanted = match wanted {
+                Ok(wanted) => wanted,
+                Err(e) => {
+                    refused.push(format!("{model}: {e}"));
+                    continue;
+                }
+            };
             let serving = self.get(model).map(|b| b.manifest.version.clone());
             if wanted == serving {
                 continue;
             }
+            let bundle = match &wanted {
+                Some(version) => match self.registry.bundle(model, version) {
+                    Ok(bundle) => Some(Arc::new(bundle)),
+                    Err(e) => {
+                        metrics::counter!("bugflow_model_load_failures_total", "model" => model.name())
+                            .increment(1);
+                        tracing::error!(model = %model, version = %version, error = %e, serving = ?serving, "refused a model bundle; still serving the loaded one");
+                        refused.push(format!("{model}/{version}: {e}"));
+                        continue;
+                    }
+                },
+                None => None,
+            };
             let mut loaded = self
                 .loaded
                 .write()
                 .map_err(|_| anyhow::anyhow!("model set lock poisoned"))?;
-            match &wanted {
-                Some(version) => {
-                    let bundle = Bundle::read(&self.registry.bundle_dir(model, version))?;
-                    tracing::info!(model = %model, version = %version, "serving model bundle");
-                    loaded.insert(model, Arc::new(bundle));
+            match bundle {
+                Some(bundle) => {
+                    tracing::info!(model = %model, version = %bundle.manifest.version, "serving model bundle");
+                    loaded.insert(model, bundle);
                 }
                 None => {
                     loaded.remove(&model);
                 }
             }
             changed.push(model);
+        }
+        if !refused.is_empty() {
+            anyhow::bail!("refused: {}", refused.join("; "));
         }
         Ok(changed)
     }

@@ -173,6 +173,15 @@ impl Publisher {
 
     /// Publishes once and waits for the broker's confirm.
     pub async fn publish_once(&self, out: &Outgoing<'_>) -> Result<(), PublishError> {
+        self.publish_once_expiring(out, None).await
+    }
+
+    /// [`Publisher::publish_once`], with an AMQP `expiration` (milliseconds) when given.
+    async fn publish_once_expiring(
+        &self,
+        out: &Outgoing<'_>,
+        expiration: Option<&str>,
+    ) -> Result<(), PublishError> {
         let exchange = checked(out.exchange, "exchange name")?;
         let routing_key = checked(out.routing_key, "routing key")?;
         let mut properties = BasicProperties::default()
@@ -181,6 +190,9 @@ impl Publisher {
             .with_headers(out.headers.clone());
         if let Some(id) = out.message_id {
             properties = properties.with_message_id(checked(id, "message id")?);
+        }
+        if let Some(ms) = expiration {
+            properties = properties.with_expiration(checked(ms, "expiration")?);
         }
         let channel = self.channel().await?;
         let confirmed = async {
@@ -219,12 +231,21 @@ impl Publisher {
 
     /// Publishes, retrying transient failures with exponential, jittered back-off.
     pub async fn publish(&self, out: &Outgoing<'_>) -> Result<(), PublishError> {
+        self.publish_expiring(out, None).await
+    }
+
+    /// [`Publisher::publish`] with an AMQP `expiration` in milliseconds (a retry's delay).
+    pub async fn publish_expiring(
+        &self,
+        out: &Outgoing<'_>,
+        expiration: Option<&str>,
+    ) -> Result<(), PublishError> {
         let policy = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(50))
             .with_max_delay(Duration::from_secs(5))
             .with_max_times(self.attempts.saturating_sub(1))
             .with_jitter();
-        (|| self.publish_once(out))
+        (|| self.publish_once_expiring(out, expiration))
             .retry(policy)
             .when(PublishError::is_transient)
             .notify(|e, after| {

@@ -39,6 +39,7 @@ pub async fn declare_shared(channel: &Channel, config: &Config) -> anyhow::Resul
     declare_own_exchange(channel, &config.results_exchange()).await?;
     declare_own_exchange(channel, &config.bugzilla_exchange()).await?;
     declare_own_exchange(channel, &config.requests_exchange()).await?;
+    declare_own_exchange(channel, &config.retry_exchange()).await?;
     declare_bound_queue(channel, &config.dead_letter_queue(), &dlx, "#").await?;
     Ok(())
 }
@@ -169,7 +170,62 @@ pub async fn declare_consumer(
                 .await?;
         }
     }
+    declare_retry_queue(channel, config, spec).await?;
     Ok(queue.message_count())
+}
+
+/// The consumer's retry queue, `<its queue>-retry`: a message parked there expires after
+/// its delay and the broker dead-letters it back to the consumer's queue (see
+/// [`crate::sinks::retry`]). Never consumed from.
+pub async fn declare_retry_queue(
+    channel: &Channel,
+    config: &Config,
+    spec: &ConsumerSpec,
+) -> anyhow::Result<()> {
+    use crate::sinks::retry::{back_key, wait_key};
+    let exchange = config.retry_exchange();
+    let queue = retry_queue(spec);
+    crate::pulse::short::checked(&queue, "retry queue name")?;
+    let mut args = FieldTable::default();
+    args.insert(
+        ShortString::from("x-dead-letter-exchange"),
+        AMQPValue::LongString(LongString::from(exchange.as_str())),
+    );
+    args.insert(
+        ShortString::from("x-dead-letter-routing-key"),
+        AMQPValue::LongString(LongString::from(back_key(&spec.name))),
+    );
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("declaring queue {queue}: {e}"))?;
+    for (queue, key) in [
+        (queue.as_str(), wait_key(&spec.name)),
+        (spec.queue.as_str(), back_key(&spec.name)),
+    ] {
+        channel
+            .queue_bind(
+                queue.into(),
+                exchange.as_str().into(),
+                key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// The name of a consumer's retry queue.
+pub fn retry_queue(spec: &ConsumerSpec) -> String {
+    format!("{}-retry", spec.queue)
 }
 
 /// The broker's 404 NOT_FOUND (a passive declare of something missing).

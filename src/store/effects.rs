@@ -1,8 +1,10 @@
 //! Effects: every Bugzilla write and every skip, keyed so that none happens twice.
 //!
-//! The protocol: [`Store::claim`] before the write, [`Store::finish`] after it. A key
-//! someone else holds is "in progress" (retry later) until it is older than `stale_after`;
-//! then the claimant is presumed dead and the key is taken over — the writer re-reads the
+//! The protocol: [`Store::claim`] before the write, [`Store::finish`] after it, or
+//! [`Store::release`] when the attempt failed and should be made again. A claim is a lease:
+//! its holder [`Store::renew`]s it while it works, and a key someone else holds is "in
+//! progress" (retry later) until it has not been renewed for `stale_after`; then the
+//! claimant is presumed dead (`kill -9`) and the key is taken over — the writer re-reads the
 //! bug, whose history shows whether the earlier write landed.
 
 use std::time::Duration;
@@ -117,6 +119,7 @@ impl Store {
         if let EffectState::Done(outcome) = state {
             return Ok(Claim::Done { outcome, reason });
         }
+        let stale_after = stale_after.min(super::locks::MAX_LEASE);
         let cutoff = now - chrono::Duration::from_std(stale_after).unwrap_or_default();
         let taken = self
             .execute(
@@ -129,6 +132,27 @@ impl Store {
         } else {
             Claim::InProgress
         })
+    }
+
+    /// Extends a pending claim's lease (its holder is alive and working).
+    pub async fn renew(&self, key: &str) -> anyhow::Result<()> {
+        self.execute(
+            "UPDATE effects SET updated_at = ?2 WHERE key = ?1 AND outcome = 'pending'",
+            &[text(key), text(&Utc::now().to_rfc3339())],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Gives a pending claim up: the effect did not happen and the next delivery of its
+    /// event claims it afresh (rather than waiting for the lease to run out).
+    pub async fn release(&self, key: &str) -> anyhow::Result<()> {
+        self.execute(
+            "DELETE FROM effects WHERE key = ?1 AND outcome = 'pending'",
+            &[text(key)],
+        )
+        .await?;
+        Ok(())
     }
 
     /// Records how a claimed effect ended.

@@ -6,6 +6,8 @@
 //! * `effects` — every Bugzilla write and every skip, keyed by
 //!   `(consumer, subject, event, model versions)`: a redelivered or duplicated event finds
 //!   its key and does not write again;
+//! * `locks` — leases on a name (one writer per bug at a time), renewed while held;
+//! * `write_budget` — the writer's hourly cap, counted atomically;
 //! * `watermarks` — named values (the REST poller's `last_change_time`, the bot's login);
 //! * `predictions` and `labels` — what bugflow predicted, and what a human set afterwards;
 //! * `api_results` and `api_jobs` — the prediction API's answers (with the bug's
@@ -16,6 +18,7 @@ mod api_cache;
 mod backend;
 mod effects;
 mod labels;
+mod locks;
 mod watermarks;
 
 pub use api_cache::ApiResult;
@@ -43,6 +46,9 @@ const SCHEMA: &[&str] = &[
          PRIMARY KEY (bug_id, model, truth, at))",
     "CREATE TABLE IF NOT EXISTS api_results (
          key TEXT PRIMARY KEY, result TEXT NOT NULL, change_time TEXT, updated_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS locks (
+         name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS write_budget (hour TEXT PRIMARY KEY, used BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS api_jobs (key TEXT PRIMARY KEY, enqueued_at TEXT NOT NULL)",
 ];
 

@@ -52,7 +52,8 @@ pub struct TestBroker {
     pub config: Arc<Config>,
     pub connection: Connection,
     pub channel: Channel,
-    queues: Vec<String>,
+    /// Deleted at clean-up (or when dropped by a failing test).
+    queues: std::sync::Mutex<Vec<String>>,
     exchanges: Vec<String>,
 }
 
@@ -90,6 +91,9 @@ impl TestBroker {
         // Exchanges under exchange/<user>/ are ours and declared; any other is checked
         // passively, as on Pulse.
         config.amqp.declare_exchanges = false;
+        // A transient failure is tried once more, a second later, then dead-lettered.
+        config.amqp.retry_attempts = 2;
+        config.amqp.retry_delay_seconds = 1;
         let connection = connect(&config, "test").await.expect(
             "RabbitMQ must answer on 127.0.0.1:5672 (start it with `rabbitmq-server -detached`)",
         );
@@ -105,9 +109,10 @@ impl TestBroker {
             config.dead_letter_exchange(),
             config.bugzilla_exchange(),
             config.requests_exchange(),
+            config.retry_exchange(),
             config.resolve("exchange/{user}/hgpushes-v2"),
         ];
-        let queues = vec![config.dead_letter_queue()];
+        let queues = std::sync::Mutex::new(vec![config.dead_letter_queue()]);
         TestBroker {
             config,
             connection,
@@ -131,12 +136,19 @@ impl TestBroker {
             .1
             .replace("exchange/hgpushes/v2", "exchange/{user}/hgpushes-v2");
         let spec = ConsumerSpec::parse(name, name, &text, &self.config).unwrap();
-        self.queues.push(spec.queue.clone());
+        self.queues.lock().unwrap().extend([
+            spec.queue.clone(),
+            bugflow::pulse::topology::retry_queue(&spec),
+        ]);
         spec
     }
 
     /// Declares a consumer's queue and bindings (as its first start would).
     pub async fn declare(&self, spec: &ConsumerSpec) {
+        self.queues.lock().unwrap().extend([
+            spec.queue.clone(),
+            bugflow::pulse::topology::retry_queue(spec),
+        ]);
         declare_consumer(&self.connection, &self.channel, &self.config, spec)
             .await
             .unwrap();
@@ -154,7 +166,7 @@ impl TestBroker {
         declare_bound_queue(&self.channel, queue, exchange, key)
             .await
             .unwrap();
-        self.queues.push(queue.to_owned());
+        self.queues.lock().unwrap().push(queue.to_owned());
     }
 
     /// Starts a consumer in this process, as `bugflow run` would (without models).
@@ -164,11 +176,16 @@ impl TestBroker {
 
     /// Starts a consumer with the given pipeline.
     pub fn start_pipeline(&self, pipeline: Pipeline) -> Running {
+        self.start_with(self.config.clone(), pipeline)
+    }
+
+    /// Starts a consumer with the given pipeline and configuration (its retry settings).
+    pub fn start_with(&self, config: Arc<Config>, pipeline: Pipeline) -> Running {
         let spec = pipeline.spec().clone();
-        let publisher = Publisher::new(self.config.clone());
-        let sinks = bugflow::app::sinks_for(&self.config, &spec, &publisher, None);
+        let publisher = Publisher::new(config.clone());
+        let sinks = bugflow::app::sinks_for(&config, &spec, &publisher, None);
         let stop = CancellationToken::new();
-        let runner = Runner::new(self.config.clone(), Arc::new(pipeline), sinks, stop.clone());
+        let runner = Runner::new(config, Arc::new(pipeline), sinks, stop.clone());
         let stats = runner.stats();
         let task = tokio::spawn(async move {
             let result = runner.run().await;
@@ -263,34 +280,68 @@ impl TestBroker {
             config: other.config.clone(),
             connection,
             channel,
-            queues: Vec::new(),
+            queues: Default::default(),
             exchanges: Vec::new(),
         }
     }
 
     /// Cleans up `other`'s names through this connection.
-    pub async fn cleanup_with(mut self, other: TestBroker) {
-        self.queues.extend(other.queues);
-        self.exchanges.extend(other.exchanges);
+    pub async fn cleanup_with(mut self, mut other: TestBroker) {
+        let theirs = std::mem::take(&mut *other.queues.lock().unwrap());
+        self.queues.lock().unwrap().extend(theirs);
+        self.exchanges.extend(std::mem::take(&mut other.exchanges));
         self.cleanup().await;
     }
 
     /// Deletes every queue and exchange the test declared.
-    pub async fn cleanup(self) {
-        let connection = connect(&self.config, "test-cleanup").await.unwrap();
-        let channel = connection.create_channel().await.unwrap();
-        for queue in &self.queues {
-            let _ = channel
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-        for exchange in &self.exchanges {
-            let _ = channel
-                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-                .await;
-        }
-        let _ = connection.close(200, "cleanup".into()).await;
+    pub async fn cleanup(mut self) {
+        let (queues, exchanges) = (
+            std::mem::take(&mut *self.queues.lock().unwrap()),
+            std::mem::take(&mut self.exchanges),
+        );
+        delete_all(&self.config, &queues, &exchanges).await;
         let _ = self.connection.close(200, "done".into()).await;
+    }
+}
+
+async fn delete_all(config: &Config, queues: &[String], exchanges: &[String]) {
+    let Ok(connection) = connect(config, "test-cleanup").await else {
+        return;
+    };
+    let Ok(channel) = connection.create_channel().await else {
+        return;
+    };
+    for queue in queues {
+        let _ = channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for exchange in exchanges {
+        let _ = channel
+            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+    let _ = connection.close(200, "cleanup".into()).await;
+}
+
+/// A test that fails (panics) before its `cleanup` still deletes what it declared: on a
+/// thread of its own, with a runtime of its own, since drop cannot await.
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        let queues = std::mem::take(&mut *self.queues.lock().unwrap_or_else(|p| p.into_inner()));
+        if queues.is_empty() && self.exchanges.is_empty() {
+            return;
+        }
+        let (config, exchanges) = (self.config.clone(), std::mem::take(&mut self.exchanges));
+        let cleaning = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                runtime.block_on(delete_all(&config, &queues, &exchanges));
+            }
+        });
+        let _ = cleaning.join();
     }
 }
 

@@ -28,7 +28,7 @@ async fn bugzilla_errors_and_timeouts_never_ack_unfinished_work() {
     bugzilla.fault(29, Fault::TooMany);
     bugzilla.fault(30, Fault::Slow(Duration::from_secs(3)));
 
-    let spec = crate::writing_triage(&mut broker, 600);
+    let spec = crate::writing_triage(&mut broker);
     broker.declare(&spec).await;
     let results = broker.results_queue().await;
     let dead_letters = broker.config.dead_letter_queue();
@@ -56,7 +56,9 @@ async fn bugzilla_errors_and_timeouts_never_ack_unfinished_work() {
     let started = Instant::now();
     broker
         .eventually(Duration::from_secs(60), "all 30 settled", || {
-            Stats::get(&stats.acked) >= 30
+            // A retried message is acked when it is parked in the retry queue too: count
+            // what each event became instead.
+            Stats::get(&stats.results) + Stats::get(&stats.dead_lettered) >= 30
         })
         .await;
 
@@ -79,7 +81,7 @@ async fn bugzilla_errors_and_timeouts_never_ack_unfinished_work() {
         );
     }
     eprintln!(
-        "bugzilla_faults: 30 events in {:.1} s; {} requeued once, {} dead-lettered; \
+        "bugzilla_faults: 30 events in {:.1} s; {} retried once, {} dead-lettered; \
          fake answered 500 ×{}, 429 ×{}, too slowly ×{}",
         started.elapsed().as_secs_f64(),
         Stats::get(&stats.requeued),
@@ -110,7 +112,8 @@ async fn bugzilla_errors_and_timeouts_never_ack_unfinished_work() {
         "bug 30: {}",
         outcome[&30]
     );
-    // Each failing event was requeued once before its dead letter: never acked unfinished.
+    // Each failing event was tried again once (through the retry queue) before its dead
+    // letter: never acked unfinished.
     assert_eq!(Stats::get(&stats.requeued), 5);
     assert_eq!(Stats::get(&stats.dead_lettered), 5);
     assert_eq!(broker.ready(&spec.queue).await, 0);

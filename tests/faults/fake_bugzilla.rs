@@ -26,6 +26,24 @@ pub enum Fault {
     TooMany,
     /// Answers after this long (longer than the client's timeout: a timeout).
     Slow(Duration),
+    /// Error 306: the API key was revoked.
+    Revoked,
+}
+
+/// How the fake answers a PUT about one bug (reads are not affected).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PutFault {
+    /// The next `n` PUTs answer 500 and change nothing.
+    Fail500(u32),
+    /// Every PUT is applied, then answered 500 (BMO's proxy lost the answer).
+    AppliedThen500,
+    /// Every PUT is applied at once, and answered after this long (past the client's
+    /// timeout: the client sees a timeout for a write that landed).
+    AppliedThenSlow(Duration),
+    /// Every PUT waits this long, then is applied and answered (a slow but healthy BMO).
+    Slow(Duration),
+    /// Every PUT answers 401 with error 102: the bot may not edit this bug.
+    NoAccess,
 }
 
 #[derive(Default)]
@@ -34,6 +52,9 @@ pub struct Ledger {
     /// PUT bodies, per bug.
     pub puts: HashMap<u64, Vec<Value>>,
     pub faults: HashMap<u64, Fault>,
+    pub put_faults: HashMap<u64, PutFault>,
+    /// PUTs applied (a history entry by the bot), per bug.
+    pub applied: HashMap<u64, usize>,
     /// Calls answered with a fault, by kind.
     pub faulted: HashMap<&'static str, u64>,
     pub gets: u64,
@@ -60,6 +81,33 @@ impl FakeBugzilla {
 
     pub fn fault(&self, bug: u64, fault: Fault) {
         self.ledger.lock().unwrap().faults.insert(bug, fault);
+    }
+
+    pub fn put_fault(&self, bug: u64, fault: PutFault) {
+        self.ledger.lock().unwrap().put_faults.insert(bug, fault);
+    }
+
+    /// PUTs applied to `bug`.
+    pub fn applied_to(&self, bug: u64) -> usize {
+        self.ledger
+            .lock()
+            .unwrap()
+            .applied
+            .get(&bug)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Comments the bot added to `bug` (one per applied PUT).
+    pub fn bot_comments(&self, bug: u64) -> usize {
+        let ledger = self.ledger.lock().unwrap();
+        ledger.bugs.get(&bug).map_or(0, |b| {
+            b["comments"].as_array().map_or(0, |c| {
+                c.iter()
+                    .filter(|c| c["creator"] == "bugflow-bot@example.com")
+                    .count()
+            })
+        })
     }
 
     /// Bugs written more than once, and the number of bugs written.
@@ -102,6 +150,15 @@ pub fn event(id: u64) -> Vec<u8> {
     .unwrap();
     body["bug"]["id"] = json!(id);
     body["bug"]["type"] = json!("--");
+    serde_json::to_vec(&body).unwrap()
+}
+
+/// A webhook event about bug `id` for a change of `field` (its own identity: two of them
+/// about one bug are two events).
+pub fn change_event(id: u64, field: &str) -> Vec<u8> {
+    let mut body: Value = serde_json::from_slice(&event(id)).unwrap();
+    body["event"]["routing_key"] = json!(format!("bug.modify:{field}"));
+    body["event"]["changes"][0]["field"] = json!(field);
     serde_json::to_vec(&body).unwrap()
 }
 
@@ -149,6 +206,7 @@ async fn faulted(ledger: &Arc<Mutex<Ledger>>, id: u64) -> Option<Response> {
                 Fault::Always500 | Fault::First500(_) => "500",
                 Fault::TooMany => "429",
                 Fault::Slow(_) => "slow",
+                Fault::Revoked => "306",
             };
             *l.faulted.entry(kind).or_default() += 1;
         }
@@ -174,6 +232,13 @@ async fn faulted(ledger: &Arc<Mutex<Ledger>>, id: u64) -> Option<Response> {
             tokio::time::sleep(d).await;
             None
         }
+        Fault::Revoked => Some(
+            (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": true, "code": 306, "message": "The API key you specified is invalid."})),
+            )
+                .into_response(),
+        ),
     }
 }
 
@@ -199,8 +264,54 @@ async fn write(
     if let Some(response) = faulted(&ledger, id).await {
         return response;
     }
+    let fault = {
+        let mut l = ledger.lock().unwrap();
+        l.puts.entry(id).or_default().push(change.clone());
+        let fault = l.put_faults.get(&id).copied();
+        if let Some(PutFault::Fail500(n)) = fault {
+            if n <= 1 {
+                l.put_faults.remove(&id);
+            } else {
+                l.put_faults.insert(id, PutFault::Fail500(n - 1));
+            }
+        }
+        fault
+    };
+    let error = || {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": true, "code": 100500, "message": "internal error"})),
+        )
+            .into_response()
+    };
+    match fault {
+        Some(PutFault::Fail500(_)) => return error(),
+        Some(PutFault::NoAccess) => {
+            return (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"error": true, "code": 102, "message": "You are not authorized to edit bug"})),
+            )
+                .into_response();
+        }
+        Some(PutFault::Slow(d)) => tokio::time::sleep(d).await,
+        _ => {}
+    }
+    let answer = apply(&ledger, id, &change);
+    match fault {
+        Some(PutFault::AppliedThen500) => error(),
+        Some(PutFault::AppliedThenSlow(d)) => {
+            tokio::time::sleep(d).await;
+            answer
+        }
+        _ => answer,
+    }
+}
+
+/// Applies a PUT as BMO does: the fields change, the history and the comments grow, and
+/// `last_change_time` moves.
+fn apply(ledger: &Arc<Mutex<Ledger>>, id: u64, change: &Value) -> Response {
     let mut l = ledger.lock().unwrap();
-    l.puts.entry(id).or_default().push(change.clone());
+    *l.applied.entry(id).or_default() += 1;
     let bug = l.bugs.entry(id).or_insert_with(|| new_bug(id));
     let now = chrono::Utc::now().to_rfc3339();
     let mut changes = Vec::new();
@@ -221,6 +332,12 @@ async fn write(
         .as_array_mut()
         .unwrap()
         .push(json!({"when": now, "who": "bugflow-bot@example.com", "changes": changes}));
+    if let Some(text) = change["comment"]["body"].as_str() {
+        let count = bug["comments"].as_array().map_or(0, Vec::len);
+        bug["comments"].as_array_mut().unwrap().push(json!({
+            "id": id * 10 + count as u64, "count": count, "text": text,
+            "creator": "bugflow-bot@example.com", "creation_time": now}));
+    }
     bug["last_change_time"] = json!(now);
     Json(json!({"bugs": [{"id": id, "last_change_time": now, "changes": {}}]})).into_response()
 }

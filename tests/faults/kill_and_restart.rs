@@ -11,14 +11,15 @@ use crate::fake_bugzilla::{FakeBugzilla, event};
 
 const EVENTS: u64 = 5_000;
 
-/// bug-triage as shipped, with the fault tests' type writer (claims of a killed process
-/// taken over after 3 s) as its `[sinks.bugzilla]`.
+/// bug-triage as shipped, with the fault tests' type writer (the shipped claim lease: a
+/// killed process's claims are taken over once not renewed for 30 s) as its
+/// `[sinks.bugzilla]`.
 fn consumer_file() -> String {
     let text = BUILTIN.iter().find(|(n, _)| *n == "bug-triage").unwrap().1;
     let head = &text[..text
         .find("[sinks.bugzilla]")
         .expect("bug-triage.toml has [sinks.bugzilla]")];
-    let writer = toml::to_string(&crate::type_writer(3)).unwrap();
+    let writer = toml::to_string(&crate::type_writer()).unwrap();
     format!("{head}[sinks.bugzilla]\n{writer}")
 }
 

@@ -9,7 +9,9 @@
 //! 4. `broker_restart` — `rabbitmqctl stop_app` / `start_app` mid-stream: nothing lost, and
 //!    how long the consumer takes to come back;
 //! 5. `queue_depth` — a sustained input rate: the queue stays far below Pulse's 8,000, and
-//!    bugflow warns past `queue_warn_messages`.
+//!    bugflow warns past `queue_warn_messages`;
+//! 6. `writes_once` — PUTs answered late or with a 500 after they landed, PUTs that fail,
+//!    two events about one bug at once, a cap under concurrency: one write per bug.
 //!
 //! A binary of its own, its tests one at a time: they close every connection on the broker
 //! and stop it.
@@ -22,6 +24,7 @@ mod broker_restart;
 mod bugzilla_faults;
 mod kill_and_restart;
 mod queue_depth;
+mod writes_once;
 mod writes_under_closes;
 
 use std::collections::BTreeSet;
@@ -55,9 +58,8 @@ pub fn rabbitmqctl(args: &[&str]) {
 }
 
 /// A Bugzilla writer that gives every bug the fake serves exactly one type change (the
-/// other models never reach their thresholds), with claims of a dead process taken over
-/// after `claim_stale_seconds`.
-pub fn type_writer(claim_stale_seconds: u64) -> WriterConfig {
+/// other models never reach their thresholds), with the shipped claim lease.
+pub fn type_writer() -> WriterConfig {
     WriterConfig {
         enabled: true,
         dry_run: false,
@@ -67,15 +69,14 @@ pub fn type_writer(claim_stale_seconds: u64) -> WriterConfig {
         general_component: 2.0,
         spam: 2.0,
         regression: 2.0,
-        claim_stale_seconds,
         ..WriterConfig::default()
     }
 }
 
 /// The bug-triage consumer writing bug types back to the fake Bugzilla.
-pub fn writing_triage(broker: &mut TestBroker, claim_stale_seconds: u64) -> ConsumerSpec {
+pub fn writing_triage(broker: &mut TestBroker) -> ConsumerSpec {
     let mut spec = broker.spec("bug-triage");
-    spec.outputs.bugzilla = type_writer(claim_stale_seconds);
+    spec.outputs.bugzilla = type_writer();
     spec
 }
 
@@ -115,6 +116,9 @@ pub fn config_for(broker: &TestBroker, bugzilla: &FakeBugzilla, timeout_seconds:
     config.bugzilla.block_seconds = 2;
     config.bugzilla.attempts = 2;
     config.hg.enabled = false;
+    // Two tries, a second apart: a failure is dead-lettered within seconds.
+    config.amqp.retry_attempts = 2;
+    config.amqp.retry_delay_seconds = 1;
     config
 }
 

@@ -14,7 +14,7 @@ async fn ten_thousand_events_under_forced_closes_write_each_bug_once() {
     let _serial = crate::SERIAL.lock().await;
     let mut broker = TestBroker::new().await;
     let bugzilla = FakeBugzilla::start().await;
-    let spec = crate::writing_triage(&mut broker, 600);
+    let spec = crate::writing_triage(&mut broker);
     broker.declare(&spec).await;
     let results = broker.results_queue().await;
     let (store, _dir) = crate::common::temp_store().await;
