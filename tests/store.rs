@@ -7,7 +7,8 @@ use bugflow::store::{Claim, Store};
 
 fn postgres_url() -> String {
     std::env::var("BUGFLOW_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+        // The machine's PostgreSQL has a self-signed certificate no system root vouches for.
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test?sslmode=disable".into())
 }
 
 async fn protocol(store: &Store) {
@@ -183,4 +184,73 @@ async fn the_effect_protocol_on_postgresql() {
         .await
         .expect("PostgreSQL must answer on 127.0.0.1:5432 (scripts/test starts it)");
     protocol(&store).await;
+}
+
+/// Issue 12, finding 4: before, the store held one connection and never reconnected — after
+/// `pg_terminate_backend` every statement failed for good.
+#[tokio::test]
+async fn the_postgresql_store_comes_back_after_its_connections_are_terminated() {
+    // Its own application name, so that only this test's connections are terminated.
+    let name = format!(
+        "bugflow-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let base = postgres_url();
+    let url = format!(
+        "{base}{}application_name={name}",
+        if base.contains('?') { "&" } else { "?" }
+    );
+    // TLS is negotiated and the certificate checked: this server's self-signed one is refused.
+    let required = url.replace("sslmode=disable", "sslmode=require");
+    if required != url {
+        let refused = Store::open(&required)
+            .await
+            .err()
+            .expect("an untrusted certificate");
+        assert!(format!("{refused:#}").contains("TLS"), "{refused:#}");
+    }
+    let store = Store::open(&url).await.unwrap();
+    store.ping().await.unwrap();
+    let (admin, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let terminated = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = $1 AND pid <> pg_backend_pid()",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .len();
+    assert!(terminated >= 1, "bugflow's connection was found and ended");
+    let started = std::time::Instant::now();
+    let mut failed = 0;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    loop {
+        match store
+            .claim(&format!("after-{id}"), "c", "s", Duration::from_secs(60))
+            .await
+        {
+            Ok(claim) => {
+                assert_eq!(claim, Claim::Proceed);
+                break;
+            }
+            Err(e) => {
+                failed += 1;
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "still failing after 10 s: {e:#}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    eprintln!(
+        "postgres: {terminated} connection(s) terminated; {failed} statement(s) failed; \
+         answering again after {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    store.ping().await.unwrap();
 }

@@ -36,7 +36,16 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         .into();
     // A consumer that halted (Bugzilla revoked the key) processes nothing until restarted.
     let halted = crate::telemetry::halted();
-    let ready = broker.is_ok() && missing.is_empty() && halted.is_empty();
+    let store: Result<String, String> = match &state.store {
+        None => Ok("none".into()),
+        Some(store) => match tokio::time::timeout(crate::store::PING_WAIT, store.ping()).await {
+            Ok(Ok(())) => Ok("answering".into()),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(_) => Err(format!("no answer within {:?}", crate::store::PING_WAIT)),
+        },
+    };
+    let ready = broker.is_ok() && missing.is_empty() && halted.is_empty() && store.is_ok();
+
     let status = if ready {
         StatusCode::OK
     } else {
@@ -50,6 +59,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             "models": models,
             "missing_models": missing,
             "halted": halted,
+            "store": store.unwrap_or_else(|e| e),
         })),
     )
 }

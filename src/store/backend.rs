@@ -4,6 +4,13 @@
 //! Statements are written once, in SQLite's syntax with `?1` placeholders, and translated
 //! for PostgreSQL. SQLite's calls block, so they run on tokio's blocking threads, never on
 //! the async workers that carry messages.
+//!
+//! PostgreSQL is reached through a pool (deadpool-postgres): a connection the server ended
+//! (a restart, a failover, `pg_terminate_backend`) fails the statement it was running — a
+//! transient error, so the message is retried — and is replaced on the next checkout. TLS
+//! goes through rustls with the system's roots, as the URL's `sslmode` says (`disable`,
+//! `prefer` — the default — or `require`). Every statement has a time limit
+//! (`statement_timeout`), and a checkout waits at most [`POOL_WAIT`].
 
 use std::sync::{Arc, Mutex};
 
@@ -50,22 +57,79 @@ impl Cell {
 /// Where the tables are.
 pub(super) enum Backend {
     Sqlite(Arc<Mutex<rusqlite::Connection>>),
-    Postgres(tokio_postgres::Client),
+    Postgres(deadpool_postgres::Pool),
+}
+
+/// Connections kept to PostgreSQL (each consumer's effects and the API share them).
+const POOL_SIZE: usize = 8;
+/// How long a statement may wait for a connection, or take to connect.
+pub const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// The longest a statement may run on the server.
+const STATEMENT_TIMEOUT_MS: u64 = 10_000;
+
+/// A pool of connections to the PostgreSQL at `location` (nothing is connected yet).
+fn postgres_pool(location: &str) -> anyhow::Result<deadpool_postgres::Pool> {
+    use std::str::FromStr;
+    let mut config = tokio_postgres::Config::from_str(location)
+        .map_err(|e| anyhow::anyhow!("store {}: {e}", redact_url(location)))?;
+    if config.get_application_name().is_none() {
+        config.application_name("bugflow");
+    }
+    let options = config.get_options().unwrap_or_default().to_owned();
+    config.options(format!("{options} -c statement_timeout={STATEMENT_TIMEOUT_MS}").trim());
+    config.connect_timeout(POOL_WAIT);
+    crate::init_tls();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let manager = deadpool_postgres::Manager::from_config(
+        config,
+        tls,
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
+    );
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(POOL_SIZE)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(POOL_WAIT))
+        .create_timeout(Some(POOL_WAIT))
+        .recycle_timeout(Some(POOL_WAIT))
+        .build()
+        .map_err(|e| anyhow::anyhow!("store {}: {e}", redact_url(location)))
+}
+
+/// A pooled connection, or why none could be had (the URL stays out of it).
+async fn checkout(pool: &deadpool_postgres::Pool) -> anyhow::Result<deadpool_postgres::Object> {
+    pool.get().await.map_err(|e| {
+        let text = e.to_string();
+        let hint = if text.contains("TLS") {
+            " (the server's certificate is not one the system's roots vouch for: install its \
+             CA, or add sslmode=disable for a server on this machine)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("PostgreSQL: no connection: {text}{hint}")
+    })
 }
 
 impl Backend {
     /// Opens the backend `location` names: a `postgres://` URL, or a file path.
     pub(super) async fn open(location: &str) -> anyhow::Result<Backend> {
         if location.starts_with("postgres://") || location.starts_with("postgresql://") {
-            let (client, connection) = tokio_postgres::connect(location, tokio_postgres::NoTls)
+            let pool = postgres_pool(location)?;
+            // Connect once now, so that a wrong URL or password fails the start.
+            let first = checkout(&pool)
                 .await
                 .map_err(|e| anyhow::anyhow!("store {}: {e}", redact_url(location)))?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::error!(error = %e, "store connection to PostgreSQL ended");
-                }
-            });
-            return Ok(Backend::Postgres(client));
+            drop(first);
+            return Ok(Backend::Postgres(pool));
         }
         let path = std::path::PathBuf::from(location);
         let db = tokio::task::spawn_blocking(move || -> anyhow::Result<rusqlite::Connection> {
@@ -95,7 +159,8 @@ impl Backend {
                 })
                 .await?
             }
-            Backend::Postgres(client) => {
+            Backend::Postgres(pool) => {
+                let client = checkout(pool).await?;
                 let values = pg_values(params);
                 let refs = pg_refs(&values);
                 Ok(client.execute(&dollar(sql), &refs).await?)
@@ -118,7 +183,8 @@ impl Backend {
                 })
                 .await?
             }
-            Backend::Postgres(client) => {
+            Backend::Postgres(pool) => {
+                let client = checkout(pool).await?;
                 let values = pg_values(params);
                 let refs = pg_refs(&values);
                 let rows = client.query(&dollar(sql), &refs).await?;
@@ -152,11 +218,16 @@ fn sqlite_cell(value: rusqlite::types::ValueRef<'_>) -> Cell {
     }
 }
 
+/// A PostgreSQL row as cells: integers of any width as `Int`, everything else read as text
+/// (a type this layer does not know reads as NULL rather than failing).
 fn pg_row(row: &tokio_postgres::Row) -> Vec<Cell> {
+    use tokio_postgres::types::Type;
     (0..row.len())
         .map(|i| match *row.columns()[i].type_() {
-            tokio_postgres::types::Type::INT8 => Cell::Int(row.get::<_, i64>(i)),
-            _ => Cell::Text(row.get::<_, Option<String>>(i)),
+            Type::INT8 => Cell::Int(row.try_get::<_, i64>(i).unwrap_or_default()),
+            Type::INT4 => Cell::Int(row.try_get::<_, i32>(i).map(i64::from).unwrap_or_default()),
+            Type::INT2 => Cell::Int(row.try_get::<_, i16>(i).map(i64::from).unwrap_or_default()),
+            _ => Cell::Text(row.try_get::<_, Option<String>>(i).ok().flatten()),
         })
         .collect()
 }

@@ -26,6 +26,9 @@ pub use effects::{Claim, Effect, EffectState};
 
 use backend::{Backend, Cell, Param};
 
+/// How long `/readyz` waits for the store to answer.
+pub const PING_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 pub struct Store {
     backend: Backend,
 }
@@ -62,6 +65,11 @@ impl Store {
             store.execute(statement, &[]).await?;
         }
         Ok(store)
+    }
+
+    /// Does the store answer? (`/readyz`)
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        self.query("SELECT 1", &[]).await.map(|_| ())
     }
 
     async fn execute(&self, sql: &str, params: &[Param]) -> anyhow::Result<u64> {
