@@ -244,10 +244,7 @@ pub fn sinks_for(
             .outputs
             .results
             .then(|| ResultsSink::new(publisher.clone(), config.results_exchange())),
-        dead_letter: Some(DeadLetterSink::new(
-            publisher.clone(),
-            config.dead_letter_exchange(),
-        )),
+        dead_letter: Some(DeadLetterSink::new(publisher.clone(), config)),
         retry: Some(RetrySink::new(
             publisher.clone(),
             config.retry_exchange(),

@@ -227,7 +227,7 @@ impl Default for ExchangesConfig {
     fn default() -> Self {
         ExchangesConfig {
             results: "exchange/{user}/bugflow-results".into(),
-            dead_letter: "exchange/{user}/bugflow-dead-letter".into(),
+            dead_letter: "exchange/{user}/bugflow-dead-letter-{env}".into(),
             bugzilla: "exchange/{user}/bugflow-bugzilla".into(),
             requests: "exchange/{user}/bugflow-requests".into(),
             retry: "exchange/{user}/bugflow-retry-{env}".into(),

@@ -197,20 +197,21 @@ async fn on_error(
             crate::telemetry::halt(&consumer, &error.reason);
             Settle::Halt(error.reason)
         }
-        Action::Retry => retry(sinks, stats, &consumer, message, error).await,
-        Action::DeadLetter => dead_letter(sinks, stats, &consumer, message, error).await,
+        Action::Retry => retry(pipeline, sinks, stats, message, error).await,
+        Action::DeadLetter => dead_letter(pipeline, sinks, stats, message, error).await,
     }
 }
 
 /// A transient failure: to the retry queue for a later try, or — its tries spent — to the
 /// dead letters.
 async fn retry(
+    pipeline: &Pipeline,
     sinks: &Sinks,
     stats: &Arc<Stats>,
-    consumer: &str,
     message: &Message,
     error: StageError,
 ) -> Settle {
+    let consumer = pipeline.name();
     let attempt = message.attempt();
     let spent = |tries: String| {
         StageError::new(
@@ -235,7 +236,7 @@ async fn retry(
         }
         Some(_) => {
             let error = spent(format!("{attempt} tries"));
-            dead_letter(sinks, stats, consumer, message, error).await
+            dead_letter(pipeline, sinks, stats, message, error).await
         }
         None if !message.redelivered => {
             tracing::warn!(reason = %error.reason, stage = %error.stage, "transient failure: requeueing once");
@@ -244,21 +245,23 @@ async fn retry(
         }
         None => {
             let error = spent("a redelivery".into());
-            dead_letter(sinks, stats, consumer, message, error).await
+            dead_letter(pipeline, sinks, stats, message, error).await
         }
     }
 }
 
 async fn dead_letter(
+    pipeline: &Pipeline,
     sinks: &Sinks,
     stats: &Arc<Stats>,
-    consumer: &str,
     message: &Message,
     error: StageError,
 ) -> Settle {
+    let consumer = pipeline.name();
+    let store = pipeline.effects().store.as_deref();
     tracing::warn!(reason = %error.reason, stage = %error.stage, "dead-lettering");
     if let Some(sink) = &sinks.dead_letter
-        && let Err(e) = sink.send(consumer, message, &error).await
+        && let Err(e) = sink.send(store, consumer, message, &error).await
     {
         tracing::error!(error = %e, "could not publish the dead letter: rejecting to the queue's DLX");
         stats.count(consumer, Counted::Rejected);

@@ -94,6 +94,11 @@ enum Command {
         #[command(subcommand)]
         action: ModelsAction,
     },
+    /// List the dead letters the store keeps, or send them again.
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLettersAction,
+    },
     /// Pull training data from Bugzilla.
     Data {
         #[command(subcommand)]
@@ -184,6 +189,27 @@ enum ModelsAction {
     Rollback { model: bugflow::models::ModelKind },
 }
 
+#[derive(Subcommand)]
+enum DeadLettersAction {
+    /// The newest dead letters, with their reasons.
+    List {
+        #[arg(long)]
+        consumer: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Publish dead letters again to the exchange and routing key they first came through.
+    Replay {
+        /// One dead letter (an id from `list`); else every kept one, up to --limit.
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        consumer: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     bugflow::init_tls();
@@ -260,8 +286,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             files,
         } => cmd::models::evaluate_command(model, &bundle, &files),
         Command::Models { action } => models(&config, action),
+        Command::DeadLetters { action } => dead_letters(config, action).await,
         Command::Data { what } => data(&config, what).await,
         Command::Consumers => cmd::consumers::print(&config),
+    }
+}
+
+async fn dead_letters(config: Config, action: DeadLettersAction) -> anyhow::Result<()> {
+    let store = bugflow::store::Store::open(config.store.expose()).await?;
+    match action {
+        DeadLettersAction::List { consumer, limit } => {
+            cmd::dead_letters::list(&store, consumer.as_deref(), limit).await
+        }
+        DeadLettersAction::Replay {
+            id,
+            consumer,
+            limit,
+        } => {
+            let which = cmd::dead_letters::Selection {
+                id: id.as_deref(),
+                consumer: consumer.as_deref(),
+                limit,
+            };
+            cmd::dead_letters::replay(std::sync::Arc::new(config), &store, &which)
+                .await
+                .map(|_| ())
+        }
     }
 }
 

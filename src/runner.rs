@@ -238,5 +238,20 @@ impl Runner {
                 "queue is growing: Pulse deletes queues over 8,000 messages"
             );
         }
+        // The dead-letter queue too: nobody consumes it, so only an operator empties it.
+        let dead_letters = self.config.dead_letter_queue();
+        if let Some(dead) = depth::ready(&tap.connection, &dead_letters).await {
+            metrics::gauge!("bugflow_dead_letter_queue_messages").set(f64::from(dead));
+            if dead > self.config.queue_warn_messages {
+                self.stats.count(&spec.name, Counted::QueueWarning);
+                tracing::warn!(
+                    queue = %dead_letters,
+                    depth = dead,
+                    threshold = self.config.queue_warn_messages,
+                    "the dead-letter queue is growing: Pulse deletes it past 8,000 messages \
+                     (the store keeps each dead letter: bugflow dead-letters list)"
+                );
+            }
+        }
     }
 }

@@ -143,6 +143,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Serving bundles reloaded after a promote or rollback.",
     ),
     (
+        "bugflow_dead_letter_queue_messages",
+        Kind::Gauge,
+        "Messages ready in this env's dead-letter queue (Pulse deletes it past 8,000).",
+    ),
+    (
         "bugflow_model_load_failures_total",
         Kind::Counter,
         "Model bundles refused on load (unreadable, malformed, or another model's); the loaded one keeps serving.",

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bench_models;
 pub mod consumers;
 pub mod data;
+pub mod dead_letters;
 pub mod demo;
 pub mod models;
 pub mod record;

@@ -13,6 +13,25 @@ pub async fn page() -> impl IntoResponse {
     Html(PAGE)
 }
 
+/// The monitor's view, with the dead letters the store keeps (how many, the newest ten).
 pub async fn data(State(state): State<AppState>) -> impl IntoResponse {
-    Json(state.monitor.snapshot(&state.models))
+    let mut snapshot = state.monitor.snapshot(&state.models);
+    if let Some(store) = &state.store
+        && let (Ok(seen), Ok(recent)) = (
+            store.dead_letter_count().await,
+            store.dead_letters(None, 10).await,
+        )
+    {
+        snapshot["dead_letters"]["seen"] = seen.into();
+        snapshot["dead_letters"]["recent"] = recent
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "at": d.at, "consumer": d.consumer, "stage": d.stage,
+                    "routing_key": d.routing_key, "reason": d.reason,
+                })
+            })
+            .collect();
+    }
+    Json(snapshot)
 }

@@ -76,8 +76,9 @@ async fn park(state: &AppState, body: &Bytes, e: &crate::error::StageError) -> R
     metrics::counter!("bugflow_webhook_requests_total", "status" => "400").increment(1);
     let mut message = Message::new("(webhook)", "invalid", body.to_vec());
     message.content_type = None;
-    let sink = DeadLetterSink::new(state.publisher.clone(), state.config.dead_letter_exchange());
-    let parked = tokio::time::timeout(PUBLISH_DEADLINE, sink.send("webhook", &message, e))
+    let sink = DeadLetterSink::new(state.publisher.clone(), &state.config);
+    let store = state.store.as_deref();
+    let parked = tokio::time::timeout(PUBLISH_DEADLINE, sink.send(store, "webhook", &message, e))
         .await
         .is_ok_and(|r| r.is_ok());
     (

@@ -1,4 +1,5 @@
-//! The monitor's tap on the results and dead-letter exchanges, and its queue-depth polls.
+//! The monitor's tap on the results exchange, and its queue-depth polls (the consumers' and
+//! the dead-letter queue's). Dead letters themselves are read from the store.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -6,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable};
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::Monitor;
@@ -15,7 +15,6 @@ use crate::consumer::ConsumerSpec;
 use crate::pulse::depth;
 use crate::pulse::tap::{Next, Reconnect, Tap, TapOptions, TapQueue};
 use crate::result::ResultMessage;
-use crate::sinks::dead_letter::{CONSUMER_HEADER, REASON_HEADER};
 
 /// How often the queue depths are read.
 const POLL: Duration = Duration::from_secs(5);
@@ -23,7 +22,7 @@ const POLL: Duration = Duration::from_secs(5);
 const MAX_QUEUED: i32 = 1000;
 
 impl Monitor {
-    /// Follows the results and dead-letter exchanges until `shutdown`, reconnecting after a
+    /// Follows the results exchange until `shutdown`, reconnecting after a
     /// broken connection; every few seconds also reads the depth of each consumer's queue.
     pub async fn follow(
         self: Arc<Self>,
@@ -51,10 +50,9 @@ impl Monitor {
         consumers: &[ConsumerSpec],
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let bindings = [
-            (config.results_exchange(), vec!["#".to_owned()]),
-            (config.dead_letter_exchange(), vec!["#".to_owned()]),
-        ];
+        // Not the dead-letter exchange: a tap there would take dead letters that the
+        // durable queue must (they are read from the store instead).
+        let bindings = [(config.results_exchange(), vec!["#".to_owned()])];
         let arguments = FieldTable::from(BTreeMap::from([(
             "x-max-length".into(),
             AMQPValue::LongInt(MAX_QUEUED),
@@ -88,25 +86,11 @@ impl Monitor {
         }
     }
 
-    /// A dead letter (counted with its reason) or a result (folded into the view).
+    /// A result, folded into the view.
     fn observe(&self, delivery: &Delivery, config: &Config) {
-        if delivery.exchange.as_str() == config.dead_letter_exchange() {
-            let headers = delivery
-                .properties
-                .headers()
-                .as_ref()
-                .map(crate::pulse::source::headers_to_json)
-                .unwrap_or_default();
-            self.observe_dead_letter(
-                delivery.routing_key.as_str(),
-                headers.get(REASON_HEADER).and_then(Value::as_str),
-                headers.get(CONSUMER_HEADER).and_then(Value::as_str),
-            );
-        } else {
-            match serde_json::from_slice::<ResultMessage>(&delivery.data) {
-                Ok(result) => self.observe_result(&result, &config.bugzilla.url),
-                Err(e) => tracing::debug!(error = %e, "dashboard: not a bugflow result"),
-            }
+        match serde_json::from_slice::<ResultMessage>(&delivery.data) {
+            Ok(result) => self.observe_result(&result, &config.bugzilla.url),
+            Err(e) => tracing::debug!(error = %e, "dashboard: not a bugflow result"),
         }
     }
 

@@ -39,8 +39,6 @@ struct View {
     recent: VecDeque<Value>,
     /// By (consumer, component): the risk of the commits of every scored push.
     components: BTreeMap<(String, String), ComponentRisk>,
-    dead_letters: u64,
-    recent_dead_letters: VecDeque<Value>,
     /// Queue depths (ready + unacked) polled from the broker, by consumer.
     depths: BTreeMap<String, u32>,
     dead_letter_queue: Option<u32>,
@@ -95,24 +93,6 @@ impl Monitor {
         view.recent
             .push_front(decision(&consumer, result, bugzilla_url));
         view.recent.truncate(RECENT);
-    }
-
-    /// Counts one dead letter, with the reason bugflow put in its headers.
-    pub fn observe_dead_letter(
-        &self,
-        routing_key: &str,
-        reason: Option<&str>,
-        consumer: Option<&str>,
-    ) {
-        let mut view = self.view();
-        view.dead_letters += 1;
-        view.recent_dead_letters.push_front(json!({
-            "at": Utc::now(),
-            "routing_key": routing_key,
-            "consumer": consumer,
-            "reason": reason.unwrap_or("(rejected without a reason header)"),
-        }));
-        view.recent_dead_letters.truncate(10);
     }
 
     /// The dashboard's data (`GET /api/dashboard`).
@@ -179,10 +159,11 @@ impl Monitor {
             "recent": view.recent,
             "components": components,
             "models": model_list,
+            // `seen` and `recent` come from the store (the dashboard handler adds them).
             "dead_letters": {
-                "seen": view.dead_letters,
+                "seen": 0,
                 "queued": view.dead_letter_queue,
-                "recent": view.recent_dead_letters,
+                "recent": [],
             },
         })
     }

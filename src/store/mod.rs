@@ -10,18 +10,21 @@
 //! * `write_budget` — the writer's hourly cap, counted atomically;
 //! * `watermarks` — named values (the REST poller's `last_change_time`, the bot's login);
 //! * `predictions` and `labels` — what bugflow predicted, and what a human set afterwards;
+//! * `dead_letters` — each message that could not be processed, with why (bounded, pruned);
 //! * `api_results` and `api_jobs` — the prediction API's answers (with the bug's
 //!   `last_change_time` they were computed at) and the requests sent to the workers.
 //!
 
 mod api_cache;
 mod backend;
+mod dead_letters;
 mod effects;
 mod labels;
 mod locks;
 mod watermarks;
 
 pub use api_cache::ApiResult;
+pub use dead_letters::{DeadLetter, NewDeadLetter};
 pub use effects::{Claim, Effect, EffectState};
 
 use backend::{Backend, Cell, Param};
@@ -52,6 +55,11 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS locks (
          name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS write_budget (hour TEXT PRIMARY KEY, used BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS dead_letters (
+         id TEXT PRIMARY KEY, at TEXT NOT NULL, consumer TEXT NOT NULL, stage TEXT NOT NULL,
+         reason TEXT NOT NULL, exchange TEXT NOT NULL, routing_key TEXT NOT NULL,
+         headers TEXT NOT NULL, body TEXT NOT NULL, body_encoding TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS dead_letters_by_time ON dead_letters (at)",
     "CREATE TABLE IF NOT EXISTS api_jobs (key TEXT PRIMARY KEY, enqueued_at TEXT NOT NULL)",
 ];
 

@@ -66,9 +66,17 @@ async fn the_dashboard_shows_the_stream_in_a_browser() {
         url.to_owned(),
         String::from_utf8(sample("treeherder_hg_json_pushes_v2_full_response.json")).unwrap(),
     )])));
+    // One store, as workers and the web side share it: dead letters are read from there.
+    let (store, _dir) = crate::common::temp_store().await;
     let running = [
-        broker.start_pipeline(Pipeline::new(landings.clone(), models.clone()).with_hg(bundled)),
-        broker.start_pipeline(Pipeline::new(triage.clone(), models.clone())),
+        broker.start_pipeline(
+            Pipeline::new(landings.clone(), models.clone())
+                .with_hg(bundled)
+                .with_store(store.clone()),
+        ),
+        broker.start_pipeline(
+            Pipeline::new(triage.clone(), models.clone()).with_store(store.clone()),
+        ),
     ];
 
     // The web side, with its monitor following the results and dead letters.
@@ -78,6 +86,7 @@ async fn the_dashboard_shows_the_stream_in_a_browser() {
         Publisher::new(broker.config.clone()).with_attempts(2),
     );
     state.models = models;
+    state.store = Some(store);
     state.prometheus = bugflow::telemetry::prometheus();
     let monitor = state.monitor.clone();
     tokio::spawn(monitor.follow(broker.config.clone(), vec![landings, triage], stop.clone()));

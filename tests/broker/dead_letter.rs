@@ -108,3 +108,92 @@ async fn skipped_messages_are_acked_without_a_result() {
     running.stop().await;
     broker.cleanup().await;
 }
+
+/// Issue 12, finding 5: before, one dead-letter exchange served every env (each env's queue
+/// got every env's dead letters); with the dead-letter queue gone (Pulse deletes it past
+/// 8,000), a tap on the exchange — the dashboard's — took the dead letter and the mandatory
+/// publish counted that as delivered; nothing else kept it.
+#[tokio::test]
+async fn a_dead_letter_reaches_its_envs_queue_and_the_store_even_after_the_queue_was_deleted() {
+    let mut broker = TestBroker::new().await;
+    let mut other = (*broker.config).clone();
+    other.env = "other".into();
+    bugflow::pulse::topology::declare_shared(&broker.channel, &other)
+        .await
+        .unwrap();
+    broker.track(
+        &[other.dead_letter_queue()],
+        &[other.dead_letter_exchange(), other.retry_exchange()],
+    );
+    let spec = broker.spec("pushes");
+    broker.declare(&spec).await;
+    let dead_letters = broker.config.dead_letter_queue();
+    // Pulse deleted the dead-letter queue; a tap listens on the exchange.
+    broker
+        .channel
+        .queue_delete(dead_letters.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    let tap = broker.config.resolve("queue/{user}/a-tap");
+    broker
+        .bind_queue(&tap, &broker.config.dead_letter_exchange(), "#")
+        .await;
+
+    let (store, _dir) = crate::common::temp_store().await;
+    let pipeline = bugflow::pipeline::Pipeline::new(
+        spec.clone(),
+        bugflow::models::registry::ModelSet::empty(),
+    )
+    .with_store(store.clone());
+    let running = broker.start_pipeline(pipeline);
+    let bad = b"{\"payload\": not json";
+    broker
+        .publish(&broker.hgpushes(), "integration/autoland", bad)
+        .await;
+    let stats = running.stats.clone();
+    broker
+        .eventually(
+            Duration::from_secs(20),
+            "the bad message is dead-lettered",
+            || Stats::get(&stats.dead_lettered) == 1,
+        )
+        .await;
+    running.stop().await;
+
+    let parked = broker.take(&dead_letters, 5, Duration::from_secs(2)).await;
+    assert_eq!(parked.len(), 1, "the queue was declared again and holds it");
+    assert_eq!(parked[0].body, bad);
+    assert_eq!(
+        broker.ready(&other.dead_letter_queue()).await,
+        0,
+        "another env's dead-letter queue gets none of ours"
+    );
+    let kept = store.dead_letters(None, 10).await.unwrap();
+    assert_eq!(kept.len(), 1);
+    assert!(kept[0].reason.contains("not JSON"), "{}", kept[0].reason);
+    assert_eq!(
+        (kept[0].consumer.as_str(), kept[0].stage.as_str()),
+        ("pushes", "decode")
+    );
+    assert_eq!(kept[0].body.as_deref(), Some(&bad[..]));
+
+    // `bugflow dead-letters replay` sends it back where it came from, and forgets it.
+    let probe = broker.config.resolve("queue/{user}/replayed");
+    broker
+        .bind_queue(&probe, &broker.hgpushes(), "integration/autoland")
+        .await;
+    let which = bugflow::cmd::dead_letters::Selection {
+        id: Some(&kept[0].id),
+        consumer: None,
+        limit: 10,
+    };
+    let sent = bugflow::cmd::dead_letters::replay(broker.config.clone(), &store, &which)
+        .await
+        .unwrap();
+    assert_eq!(sent, 1);
+    let replayed = broker.take(&probe, 1, Duration::from_secs(5)).await;
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(replayed[0].body, bad);
+    assert_eq!(store.dead_letter_count().await.unwrap(), 0);
+    broker.cleanup().await;
+}

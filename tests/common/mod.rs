@@ -285,6 +285,12 @@ impl TestBroker {
         }
     }
 
+    /// Deletes `queues` and `exchanges` at clean-up too (names a test declared itself).
+    pub fn track(&mut self, queues: &[String], exchanges: &[String]) {
+        self.queues.lock().unwrap().extend(queues.iter().cloned());
+        self.exchanges.extend(exchanges.iter().cloned());
+    }
+
     /// Cleans up `other`'s names through this connection.
     pub async fn cleanup_with(mut self, mut other: TestBroker) {
         let theirs = std::mem::take(&mut *other.queues.lock().unwrap());
