@@ -162,6 +162,7 @@ pub fn reader_client(config: &Config) -> anyhow::Result<Bugzilla> {
         Duration::from_secs(config.bugzilla.timeout_seconds),
         Duration::from_secs(config.bugzilla.block_seconds),
         config.bugzilla.attempts,
+        config.bugzilla.max_concurrent,
     )
 }
 
@@ -199,7 +200,9 @@ fn wire(
         InputKind::PredictionRequest => Some(clients.reader.clone()),
         _ => clients.bugzilla.clone(),
     };
-    let mut pipeline = Pipeline::new(spec, models).with_max_body(config.amqp.max_body_bytes);
+    let mut pipeline = Pipeline::new(spec, models)
+        .with_max_body(config.amqp.max_body_bytes)
+        .with_emails(config.emails);
     if let Some(store) = &store {
         pipeline = pipeline.with_store(store.clone());
         if writer_config.enabled

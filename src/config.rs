@@ -52,6 +52,14 @@ pub struct Config {
     pub models_dir: PathBuf,
     /// How often a running service checks the registry for a promoted or rolled-back bundle.
     pub models_refresh_seconds: u64,
+    /// Days the store keeps what it recorded (effects, predictions, labels, API answers);
+    /// older rows are pruned hourly. Long enough that an old event's redelivery still finds
+    /// its effect.
+    pub store_keep_days: u64,
+    /// What results keep of e-mail addresses (reporters, pushers, authors): `keep`, `hash`
+    /// (a stable pseudonym) or `drop`. The results exchange is readable by every Pulse
+    /// account.
+    pub emails: crate::pipeline::privacy::Emails,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,6 +112,9 @@ pub struct BugzillaConfig {
     /// After a 429, no call for this long (BMO blocks the IP for an hour).
     pub block_seconds: u64,
     pub attempts: usize,
+    /// Calls to Bugzilla in flight at once, across every consumer of the process (200 at
+    /// once would risk BMO's one-hour block).
+    pub max_concurrent: usize,
 }
 
 impl Default for BugzillaConfig {
@@ -113,6 +124,7 @@ impl Default for BugzillaConfig {
             api_key: Secret::default(),
             timeout_seconds: 30,
             block_seconds: 3600,
+            max_concurrent: 8,
             attempts: 3,
         }
     }
@@ -205,6 +217,8 @@ impl Default for Config {
             queue_warn_messages: 2000,
             models_dir: PathBuf::from("models"),
             models_refresh_seconds: 5,
+            store_keep_days: 90,
+            emails: crate::pipeline::privacy::Emails::Keep,
         }
     }
 }
@@ -426,6 +440,72 @@ impl Config {
                 format!("{dlq:?} must be named queue/{}/…", self.user),
             ));
         }
+        // Durations and counts that time arithmetic or a loop would choke on.
+        const DAY: u64 = 24 * 3600;
+        for (field, value, low, high) in [
+            (
+                "bugzilla.timeout_seconds",
+                self.bugzilla.timeout_seconds,
+                1,
+                600,
+            ),
+            (
+                "bugzilla.block_seconds",
+                self.bugzilla.block_seconds,
+                1,
+                DAY,
+            ),
+            ("bugzilla.attempts", self.bugzilla.attempts as u64, 1, 20),
+            (
+                "bugzilla.max_concurrent",
+                self.bugzilla.max_concurrent as u64,
+                1,
+                64,
+            ),
+            ("hg.timeout_seconds", self.hg.timeout_seconds, 1, 600),
+            ("poller.every_seconds", self.poller.every_seconds, 1, DAY),
+            (
+                "http.job_timeout_seconds",
+                self.http.job_timeout_seconds,
+                1,
+                DAY,
+            ),
+            (
+                "http.result_ttl_seconds",
+                self.http.result_ttl_seconds,
+                1,
+                365 * DAY,
+            ),
+            (
+                "amqp.retry_attempts",
+                u64::from(self.amqp.retry_attempts),
+                1,
+                100,
+            ),
+            (
+                "amqp.retry_delay_seconds",
+                self.amqp.retry_delay_seconds,
+                1,
+                DAY,
+            ),
+            (
+                "amqp.publish_attempts",
+                self.amqp.publish_attempts as u64,
+                1,
+                100,
+            ),
+            (
+                "models_refresh_seconds",
+                self.models_refresh_seconds,
+                1,
+                DAY,
+            ),
+            ("store_keep_days", self.store_keep_days, 1, 3650),
+        ] {
+            if !(low..=high).contains(&value) {
+                return Err(err(field, format!("{value} is outside {low}..={high}")));
+            }
+        }
         Ok(())
     }
 
@@ -473,6 +553,36 @@ mod tests {
     use super::*;
 
     /// Issue 12, finding 11: before the fix, figment's message quoted the value.
+    #[test]
+    /// Issue 12, finding 12: before, `block_seconds = 9223372036854775807` was accepted
+    /// and the first 429 panicked (`Instant + Duration` overflow) in the client.
+    fn durations_that_would_overflow_are_refused() {
+        for (text, field) in [
+            (
+                "[bugzilla]\nblock_seconds = 9223372036854775807",
+                "bugzilla.block_seconds",
+            ),
+            (
+                "[amqp]\nretry_delay_seconds = 0",
+                "amqp.retry_delay_seconds",
+            ),
+            ("[bugzilla]\nmax_concurrent = 0", "bugzilla.max_concurrent"),
+            ("store_keep_days = 100000", "store_keep_days"),
+        ] {
+            let e = format!("{:#}", Config::from_toml_str(text).unwrap_err());
+            assert!(e.contains(field) && e.contains("outside"), "{e}");
+        }
+        assert!(Config::from_toml_str("[bugzilla]\nblock_seconds = 3600").is_ok());
+    }
+
+    #[test]
+    /// Issue 12, finding 12: before, production results carried reporters' and pushers'
+    /// addresses to an exchange every Pulse account can read.
+    fn production_hashes_e_mail_addresses() {
+        let production = Config::from_toml_str(include_str!("../config/production.toml")).unwrap();
+        assert_eq!(production.emails, crate::pipeline::privacy::Emails::Hash);
+    }
+
     #[test]
     fn config_errors_never_quote_the_values_they_refuse() {
         for text in [

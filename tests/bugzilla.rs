@@ -70,6 +70,7 @@ fn client(server: &MockServer) -> Bugzilla {
         Duration::from_secs(5),
         Duration::from_secs(3600),
         3,
+        8,
     )
     .unwrap()
 }
@@ -704,4 +705,52 @@ async fn redirects_off_the_allowed_hosts_are_not_followed_and_the_key_stays_home
     let err = bugzilla.bug(1).await.unwrap_err();
     assert_ne!(err.action(), Action::Retry, "{err}");
     elsewhere.verify().await;
+}
+
+/// Issue 12, finding 12: before, every event in flight (prefetch 200) called Bugzilla at
+/// once — 200 concurrent calls risk BMO's one-hour block. The client now holds at most
+/// `bugzilla.max_concurrent` calls in flight, across all its clones.
+#[tokio::test]
+async fn the_bugzilla_client_caps_its_calls_in_flight() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let now = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let (n, m) = (now.clone(), most.clone());
+    let app = axum::Router::new().route(
+        "/rest/bug/{id}",
+        axum::routing::get(move || {
+            let (n, m) = (n.clone(), m.clone());
+            async move {
+                let at = n.fetch_add(1, Ordering::SeqCst) + 1;
+                m.fetch_max(at, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                n.fetch_sub(1, Ordering::SeqCst);
+                axum::Json(json!({"bugs": [rest_bug()]}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = Bugzilla::new(
+        &base,
+        Secret::new(KEY),
+        Duration::from_secs(5),
+        Duration::from_secs(3600),
+        1,
+        4,
+    )
+    .unwrap();
+    let calls: Vec<_> = (0..40)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { client.bug(1_000 + i).await })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    let most = most.load(Ordering::SeqCst);
+    assert!(most <= 4, "{most} calls were in flight at once");
+    assert!(most >= 2, "calls still run side by side ({most})");
 }

@@ -49,6 +49,7 @@ fn dry_run_writer(server: &MockServer, store: Arc<bugflow::store::Store>) -> Bug
             Duration::from_secs(5),
             Duration::from_secs(3600),
             1,
+            8,
         )
         .unwrap(),
         store,
@@ -115,6 +116,7 @@ async fn pipelines(server: &MockServer) -> (Vec<Pipeline>, tempfile::TempDir) {
         Duration::from_secs(5),
         Duration::from_secs(3600),
         1,
+        8,
     )
     .unwrap();
     let all = vec![

@@ -117,6 +117,19 @@ async fn protocol(store: &Store) {
     store.refund_write(&hour).await.unwrap();
     assert!(store.reserve_write(used + 1).await.unwrap().is_some());
 
+    // Pruning keeps what is recent and every pending claim.
+    store.prune(1).await.unwrap();
+    assert_eq!(
+        store.effects(&subject).await.unwrap().len(),
+        2,
+        "recent rows stay"
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    store.prune(0).await.unwrap();
+    let left = store.effects(&subject).await.unwrap();
+    assert_eq!(left.len(), 1, "a done effect older than the cut-off goes");
+    assert_eq!(left[0].key, again, "a pending claim stays");
+
     let mark = format!("poller-{id}");
     assert_eq!(store.watermark(&mark).await.unwrap(), None);
     store

@@ -122,6 +122,8 @@ struct Inner {
     block_window: Duration,
     key_rejected: AtomicBool,
     attempts: usize,
+    /// At most this many calls in flight (shared by every clone of the client).
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl Bugzilla {
@@ -132,6 +134,7 @@ impl Bugzilla {
         timeout: Duration,
         block_window: Duration,
         attempts: usize,
+        max_concurrent: usize,
     ) -> anyhow::Result<Self> {
         crate::init_tls();
         let origin = url::Url::parse(base)?.origin();
@@ -157,6 +160,7 @@ impl Bugzilla {
                 block_window,
                 key_rejected: AtomicBool::new(false),
                 attempts: attempts.max(1),
+                in_flight: tokio::sync::Semaphore::new(max_concurrent.max(1)),
             }),
         })
     }
@@ -298,6 +302,13 @@ impl Bugzilla {
         if self.inner.key_rejected.load(Ordering::Relaxed) {
             return Err(BugzillaError::KeyWasRejected);
         }
+        // A permit per call: the 201st concurrent event waits here, not at BMO.
+        let _permit = self
+            .inner
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| BugzillaError::Transport("the client is shutting down".into()))?;
         if let Some(until) = *self.inner.blocked_until.lock().await
             && Instant::now() < until
         {

@@ -74,6 +74,7 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     process.check_bugzilla_key().await?;
     process.start_poller()?;
     process.start_model_watch();
+    process.start_pruning();
     process.start_consumers().await?;
     if options.http {
         let dashboard = options.http_only || options.consumers.is_empty();
@@ -123,6 +124,18 @@ impl Process {
             Ok(())
         });
         Ok(())
+    }
+
+    /// Prunes the store hourly (`store_keep_days`).
+    fn start_pruning(&mut self) {
+        let (store, keep) = (self.store.clone(), self.app.config.store_keep_days);
+        let token = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            store
+                .prune_every(keep, std::time::Duration::from_secs(3600), token)
+                .await;
+            Ok(())
+        });
     }
 
     /// Follows `bugflow models promote | rollback` within `models_refresh_seconds`.

@@ -213,16 +213,16 @@ fn files(f: &mut Features, commit: &Commit) {
 fn line_counts(f: &mut Features, commit: &Commit) {
     let (mut sa, mut sd, mut ta, mut td, mut oa, mut od) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     for stat in &commit.file_stats {
-        if is_test(&stat.path) {
-            ta += stat.added;
-            td += stat.deleted;
+        // Saturating: a hand-made or hostile file_stats must not overflow.
+        let (added, deleted) = if is_test(&stat.path) {
+            (&mut ta, &mut td)
         } else if is_source(&stat.path) {
-            sa += stat.added;
-            sd += stat.deleted;
+            (&mut sa, &mut sd)
         } else {
-            oa += stat.added;
-            od += stat.deleted;
-        }
+            (&mut oa, &mut od)
+        };
+        *added = added.saturating_add(stat.added);
+        *deleted = deleted.saturating_add(stat.deleted);
     }
     f.count("source_added", sa as f64);
     f.count("source_deleted", sd as f64);

@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -56,6 +55,9 @@ impl IntoResponse for Refusal {
     }
 }
 
+/// The largest batch body read (1,000 bug ids are a few KiB).
+pub const MAX_BATCH_BODY: usize = 1024 * 1024;
+
 pub async fn predict_one(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -80,9 +82,18 @@ pub async fn predict_batch(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(model): Path<String>,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<Response, Refusal> {
+    // The key first: the body is read only for a caller that may send it.
     authorize(&state, &headers)?;
+    let body = axum::body::to_bytes(body, MAX_BATCH_BODY)
+        .await
+        .map_err(|_| {
+            Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the body is cut or larger than {MAX_BATCH_BODY} bytes"),
+            )
+        })?;
     let model = bug_model(&state, &model)?;
     let bugs = batch_body(&body).map_err(|errors| {
         metrics::counter!("bugflow_api_requests_total", "status" => "400").increment(1);

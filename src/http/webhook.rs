@@ -27,10 +27,28 @@ use crate::sinks::dead_letter::DeadLetterSink;
 /// BMO gives up on a slow endpoint; answer well within its patience.
 const PUBLISH_DEADLINE: Duration = Duration::from_secs(10);
 
-pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+/// The largest webhook body read (a bug with its fields is a few KiB).
+pub const MAX_BODY: usize = 2 * 1024 * 1024;
+
+/// The secret is checked from the headers before a byte of the body is read: a caller
+/// without it cannot make bugflow buffer megabytes.
+pub async fn receive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
     if let Err(refused) = authorize(&state, &headers) {
         return refused;
     }
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(body) => body,
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the body is cut or larger than {MAX_BODY} bytes"),
+            );
+        }
+    };
     let event = match bmo::decode(&body) {
         Ok(event) => event,
         Err(e) => return park(&state, &body, &e).await,

@@ -19,6 +19,7 @@
 pub mod api_request;
 pub mod bug_event;
 pub mod filter;
+pub mod privacy;
 pub mod push;
 pub mod scoring;
 pub mod simple;
@@ -59,6 +60,8 @@ pub struct Pipeline {
     hg_url: String,
     /// Bodies larger than this are dead-lettered unread (`amqp.max_body_bytes`).
     max_body: usize,
+    /// What results keep of e-mail addresses (`emails`).
+    emails: privacy::Emails,
     effects: Effects,
 }
 
@@ -82,6 +85,7 @@ impl Pipeline {
             bugzilla: None,
             hg_url: "https://hg.mozilla.org".into(),
             max_body: crate::config::Config::default().amqp.max_body_bytes,
+            emails: privacy::Emails::default(),
             effects: Effects::default(),
         }
     }
@@ -111,6 +115,11 @@ impl Pipeline {
     }
 
     /// Bodies larger than `bytes` are dead-lettered unread.
+    pub fn with_emails(mut self, emails: privacy::Emails) -> Self {
+        self.emails = emails;
+        self
+    }
+
     pub fn with_max_body(mut self, bytes: usize) -> Self {
         self.max_body = bytes;
         self
@@ -172,6 +181,13 @@ impl Pipeline {
         // Model versions are part of the id: the same input scored by another bundle is
         // another result (replays through a new model are told apart).
         let versions: Vec<&str> = finding.models.iter().filter_map(Score::version).collect();
+        let (mut data, mut event) = (finding.data, Value::String(finding.event));
+        self.emails.apply(&mut data);
+        self.emails.apply(&mut event);
+        let event = match event {
+            Value::String(event) => event,
+            _ => String::new(),
+        };
         ResultMessage {
             message_id: stable_id(&[
                 consumer,
@@ -193,11 +209,11 @@ impl Pipeline {
             input: InputRef {
                 exchange: message.exchange.clone(),
                 routing_key: message.routing_key.clone(),
-                event: finding.event,
+                event,
                 redelivered: message.redelivered,
                 received_at: message.received_at,
             },
-            data: finding.data,
+            data,
             models: finding.models,
             actions: Vec::new(),
             possible_duplicate: message.redelivered,

@@ -21,6 +21,7 @@ mod dead_letters;
 mod effects;
 mod labels;
 mod locks;
+mod prune;
 mod watermarks;
 
 pub use api_cache::ApiResult;

@@ -139,6 +139,7 @@ async fn predictions_go_from_202_to_200_through_the_broker() {
         Duration::from_secs(5),
         Duration::from_secs(60),
         2,
+        8,
     )
     .unwrap();
 

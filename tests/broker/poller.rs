@@ -56,6 +56,7 @@ async fn the_poller_publishes_a_change_after_the_watermark_once() {
             Duration::from_secs(5),
             Duration::from_secs(3600),
             2,
+            8,
         )
         .unwrap(),
         store,

@@ -145,3 +145,36 @@ async fn the_webhook_answers_503_when_no_consumer_queue_is_bound_or_the_broker_i
     stop.cancel();
     broker.cleanup().await;
 }
+
+/// Issue 12, finding 12: before, the body (up to 2 MB) was read before the secret was
+/// checked. Headers that announce 2 MB, a wrong secret and no body: the answer is 401 at
+/// once, without waiting for the body.
+#[tokio::test]
+async fn a_caller_without_the_secret_is_refused_before_its_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let broker = TestBroker::new().await;
+    let (base, stop) = start_http(broker.config.clone()).await;
+    let address = base.trim_start_matches("http://").to_owned();
+    for (path, header) in [
+        ("/bugzilla/webhook", "X-Bugflow-Webhook-Secret: wrong"),
+        ("/bugtype/predict/batch", "X-Api-Key: wrong"),
+    ] {
+        let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {address}\r\n{header}\r\nContent-Type: application/json\r\nContent-Length: 2000000\r\n\r\n"
+        );
+        socket.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 512];
+        let read = tokio::time::timeout(Duration::from_secs(3), socket.read(&mut answer))
+            .await
+            .unwrap_or_else(|_| panic!("{path}: no answer while the body is missing"))
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..read]);
+        assert!(
+            answer.starts_with("HTTP/1.1 401") || answer.starts_with("HTTP/1.1 503"),
+            "{path}: {answer}"
+        );
+    }
+    stop.cancel();
+    broker.cleanup().await;
+}

@@ -20,9 +20,18 @@ async fn a_sustained_rate_keeps_the_queue_small_and_a_backlog_is_warned_about() 
     let mut broker = TestBroker::new().await;
     let spec = broker.spec("pushes");
     broker.declare(&spec).await;
+    // bug-triage runs too, with its shipped models, on a BMO event every tenth message.
+    let triage = broker.spec("bug-triage");
+    broker.declare(&triage).await;
     let _results = broker.results_queue().await;
     let running = broker.start(spec.clone());
+    let scoring = broker.start_pipeline(bugflow::pipeline::Pipeline::new(
+        triage.clone(),
+        crate::common::shipped_models(),
+    ));
     let stats = running.stats.clone();
+    let scored = scoring.stats.clone();
+    let bug_event = crate::common::sample("bmo_webhook_public_bug_modify_example.json");
 
     // Publish RATE messages a second, in 20 ms ticks, and sample the depth every tick.
     let total = RATE * SECONDS;
@@ -51,6 +60,18 @@ async fn a_sustained_rate_keeps_the_queue_small_and_a_backlog_is_warned_about() 
                     .unwrap(),
             );
         }
+        let event = broker
+            .channel
+            .basic_publish(
+                broker.config.bugzilla_exchange().as_str().into(),
+                "bug.modify:priority".into(),
+                BasicPublishOptions::default(),
+                &bug_event,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap();
+        confirms.push(event);
         for c in confirms {
             c.await.unwrap();
         }
@@ -67,15 +88,31 @@ async fn a_sustained_rate_keeps_the_queue_small_and_a_backlog_is_warned_about() 
             Stats::get(&stats.acked) >= total
         })
         .await;
+    let events = samples as u64;
+    broker
+        .eventually(Duration::from_secs(60), "the bug events are scored", || {
+            Stats::get(&scored.results) >= events
+        })
+        .await;
     let drained_secs = started.elapsed().as_secs_f64();
+    let offered = total as f64 / publish_secs;
     eprintln!(
-        "queue_depth: {total} messages at {:.0} msg/s offered ({RATE} target) over {publish_secs:.1} s; \
-         consumed at {:.0} msg/s; max depth (ready + unacked) {max_depth} over {samples} samples \
-         (Pulse deletes at 8,000; warned at {})",
-        total as f64 / publish_secs,
+        "queue_depth: {total} pushes at {offered:.0} msg/s offered ({RATE} target) over {publish_secs:.1} s \
+         and {events} BMO events scored by bug-triage's models; consumed at {:.0} msg/s; max depth \
+         (ready + unacked) {max_depth} over {samples} samples (Pulse deletes at 8,000; warned at {})",
         total as f64 / drained_secs,
         broker.config.queue_warn_messages,
     );
+    assert!(
+        offered >= 0.9 * RATE as f64,
+        "the test offered {offered:.0} msg/s, not the {RATE} it claims"
+    );
+    assert!(
+        total as f64 / drained_secs >= 0.8 * RATE as f64,
+        "consumed at {:.0} msg/s",
+        total as f64 / drained_secs
+    );
+    assert_eq!(Stats::get(&scored.dead_lettered), 0);
     assert!(max_depth < 8_000, "the queue reached {max_depth}");
     assert_eq!(
         Stats::get(&stats.queue_warnings),
@@ -83,6 +120,7 @@ async fn a_sustained_rate_keeps_the_queue_small_and_a_backlog_is_warned_about() 
         "no warning at this depth"
     );
     running.stop().await;
+    scoring.stop().await;
 
     // A backlog (the consumer was down): 3,000 waiting, the warning threshold at 1,000.
     for id in 0..3_000 {

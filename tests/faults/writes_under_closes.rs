@@ -29,7 +29,7 @@ async fn ten_thousand_events_under_forced_closes_write_each_bug_once() {
     let running = broker.start_pipeline(crate::pipeline(&config, spec.clone(), store).await);
     let stats = running.stats.clone();
     let started = Instant::now();
-    let mut closes = 0;
+    let mut closes: u64 = 0;
     let mut acked_at_last_close = 0;
     // Close every connection each time another 1,500 events were acked: the consumer must
     // recover (reconnect, re-declare, resume) again and again.
@@ -80,6 +80,20 @@ async fn ten_thousand_events_under_forced_closes_write_each_bug_once() {
         "an event has no result: lost"
     );
     assert!(twice.is_empty(), "bugs written twice: {twice:?}");
+    // Each forced close strands at most a prefetch of unsettled deliveries: their acks are
+    // the ones not sent, and each extra result is one of them delivered again.
+    let stranded = closes * u64::from(spec.prefetch);
+    let not_sent = Stats::get(&stats.ack_not_sent);
+    assert!(
+        not_sent <= stranded,
+        "{not_sent} acks not sent after {closes} closes"
+    );
+    assert!(results_seen as u64 >= EVENTS);
+    assert!(
+        results_seen as u64 - EVENTS <= not_sent + stranded,
+        "{} extra results",
+        results_seen as u64 - EVENTS
+    );
     assert_eq!(written as u64, EVENTS, "every bug is written once");
     assert_eq!(dead, 0, "nothing dead-lettered");
     assert_eq!(reader.ready(&spec.queue).await, 0, "the queue is drained");
