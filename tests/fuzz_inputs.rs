@@ -94,3 +94,53 @@ fn config() {
         }
     });
 }
+
+/// The whole-path target's seeds (whole inputs only: each runs the pipeline with models).
+#[tokio::test]
+async fn whole_path() {
+    let config = Config::default();
+    let models = bugflow::models::registry::ModelSet::load(
+        bugflow::models::registry::Registry::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models")),
+    )
+    .unwrap();
+    let mut pipelines = Vec::new();
+    for (name, text) in bugflow::consumer::BUILTIN {
+        let spec = ConsumerSpec::parse(name, name, text, &config).unwrap();
+        for binding in &spec.bindings {
+            let pipeline = bugflow::pipeline::Pipeline::new(spec.clone(), models.clone());
+            pipelines.push((binding.exchange.clone(), pipeline));
+        }
+    }
+    let all = inputs("whole_path");
+    assert!(all.len() >= 50, "{} inputs", all.len());
+    let mut results = 0;
+    for (name, data) in all {
+        let Some((&pick, rest)) = data.split_first() else {
+            continue;
+        };
+        let (key, body) = match rest.iter().position(|&b| b == b'\n') {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (&b"bug.modify"[..], rest),
+        };
+        let (exchange, pipeline) = &pipelines[usize::from(pick) % pipelines.len()];
+        let message = bugflow::message::Message::new(
+            exchange.as_str(),
+            String::from_utf8_lossy(key),
+            body.to_vec(),
+        );
+        match pipeline.process(&message).await {
+            Ok(found) => {
+                for result in found {
+                    results += 1;
+                    let bytes = serde_json::to_vec(&result).unwrap();
+                    let back: bugflow::result::ResultMessage =
+                        serde_json::from_slice(&bytes).unwrap();
+                    assert_eq!(back.message_id, result.message_id, "{name}");
+                    bugflow::pulse::short::checked(&result.routing_key, "key").unwrap();
+                }
+            }
+            Err(e) => assert!(e.reason.len() <= bugflow::error::MAX_REASON, "{name}"),
+        }
+    }
+    assert!(results > 0, "some seeds make results");
+}
