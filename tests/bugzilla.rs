@@ -320,9 +320,8 @@ async fn a_push_is_scored_commit_by_commit_from_json_pushes() {
         "repo_url": "https://hg.mozilla.org/try", "heads": ["2f77bc4f354d9ba67ea5270b2fc789f4b0521287"],
         "pushlog_pushes": [{"pushid": 136598, "time": 1469830246, "user": "james@hoppipolla.co.uk",
                             "push_json_url": "", "push_full_json_url": url}]}}, "_meta": {}});
-    let source = hg::Source::Http(
-        hg::HttpHg::new(vec!["127.0.0.1".into()], Duration::from_secs(5), 2).unwrap(),
-    );
+    let here = format!("127.0.0.1:{}", server.address().port());
+    let source = hg::Source::Http(hg::HttpHg::new(vec![here], Duration::from_secs(5), 2).unwrap());
     let pipeline = Pipeline::new(spec("pushes"), common::shipped_models()).with_hg(source);
     let results = pipeline
         .process(&Message::new(
@@ -513,7 +512,8 @@ async fn data_pushes_pulls_in_ranges_resumes_and_labels_backouts() {
         .respond_with(Pushlog)
         .mount(&server)
         .await;
-    let hg = hg::HttpHg::new(vec!["127.0.0.1".into()], Duration::from_secs(5), 2).unwrap();
+    let here = format!("127.0.0.1:{}", server.address().port());
+    let hg = hg::HttpHg::new(vec![here], Duration::from_secs(5), 2).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("pushes.jsonl");
     let first =
@@ -693,9 +693,9 @@ async fn redirects_off_the_allowed_hosts_are_not_followed_and_the_key_stays_home
         .mount(&allowed)
         .await;
 
-    let hg = hg::Source::Http(
-        hg::HttpHg::new(vec!["127.0.0.1".into()], Duration::from_secs(5), 1).unwrap(),
-    );
+    // The allowed host and port; `elsewhere` is another port of the same machine.
+    let here = format!("127.0.0.1:{}", allowed.address().port());
+    let hg = hg::Source::Http(hg::HttpHg::new(vec![here], Duration::from_secs(5), 1).unwrap());
     let url = format!("{}/try/json-pushes?version=2&full=1", allowed.uri());
     let err = hg.push(&url, 1).await.unwrap_err();
     assert_eq!(err.action(), Action::DeadLetter, "{err}");

@@ -4,7 +4,8 @@
 //! and retries that back off. Notifications go out after every mirror has the push, so a
 //! fetch right after the message does not race.
 //!
-//! Only hosts in `allowed_hosts` are fetched: the URL comes from a message, and a message
+//! Only hosts (and ports: `host:port`; a bare host means its scheme's port) in
+//! `allowed_hosts` are fetched: the URL comes from a message, and a message
 //! must not be able to make bugflow call an arbitrary address.
 
 use std::collections::BTreeMap;
@@ -303,12 +304,40 @@ impl HttpHg {
 /// The largest json-pushes answer read (a push of thousands of changesets is a few MiB).
 pub const MAX_BODY: usize = 64 * 1024 * 1024;
 
-/// Is `url` one bugflow may fetch: http(s), on an allowed host?
+/// Is `url` one bugflow may fetch: http(s), on an allowed host and port? An entry
+/// `host` allows the scheme's own port only (443, 80); `host:port` allows that port.
 fn allowed_url(allowed: &[String], url: &url::Url) -> bool {
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return false;
+    };
+    let default = url.port().is_none();
     matches!(url.scheme(), "https" | "http")
-        && url
-            .host_str()
-            .is_some_and(|host| allowed.iter().any(|h| h == host))
+        && allowed.iter().any(|entry| match entry.rsplit_once(':') {
+            Some((h, p)) => h == host && p.parse::<u16>() == Ok(port),
+            None => entry == host && default,
+        })
+}
+
+#[cfg(test)]
+mod allowed_tests {
+    use super::allowed_url;
+
+    #[test]
+    fn scheme_host_and_port_are_all_checked() {
+        let allowed = vec!["hg.mozilla.org".to_owned(), "127.0.0.1:8080".to_owned()];
+        let ok = |u: &str| allowed_url(&allowed, &url::Url::parse(u).unwrap());
+        assert!(ok("https://hg.mozilla.org/try/json-pushes"));
+        assert!(ok("https://hg.mozilla.org:443/try"));
+        assert!(
+            !ok("https://hg.mozilla.org:22/try"),
+            "another port of an allowed host"
+        );
+        assert!(!ok("ftp://hg.mozilla.org/try"));
+        assert!(ok("http://127.0.0.1:8080/x"));
+        assert!(!ok("http://127.0.0.1:8081/x"));
+        assert!(!ok("http://127.0.0.1/x"));
+        assert!(!ok("https://hg.mozilla.org.evil.example/x"));
+    }
 }
 
 /// One page of a repository's pushlog: `(push id, date, changesets)` in id order, and the

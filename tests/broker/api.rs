@@ -147,9 +147,8 @@ async fn predictions_go_from_202_to_200_through_the_broker() {
     let spec = broker.spec("api-requests");
     broker.declare(&spec).await;
     let results = broker.results_queue().await;
-    let source = hg::Source::Http(
-        hg::HttpHg::new(vec!["127.0.0.1".into()], Duration::from_secs(5), 2).unwrap(),
-    );
+    let here = format!("127.0.0.1:{}", hgmo.address().port());
+    let source = hg::Source::Http(hg::HttpHg::new(vec![here], Duration::from_secs(5), 2).unwrap());
     let pipeline = Pipeline::new(spec, models.clone())
         .with_store(store.clone())
         .with_bugzilla(client.clone())

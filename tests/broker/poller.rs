@@ -92,3 +92,63 @@ async fn the_poller_publishes_a_change_after_the_watermark_once() {
     assert!(bugflow::events::bmo::decode(&got[1].body).is_ok());
     broker.cleanup().await;
 }
+
+/// Issue 12, finding 7: before, a change whose publish failed kept its claim `pending`; the
+/// next poll skipped it as "in progress" while the watermark moved past it, so that change
+/// was never relayed. Now the claim is given back and the watermark stays before it.
+#[tokio::test]
+async fn a_change_whose_relay_failed_is_relayed_by_the_next_poll() {
+    let mut broker = TestBroker::new().await;
+    let server = MockServer::start().await;
+    search(
+        &server,
+        "2026-11-01T00:00:00Z",
+        json!([
+            {"id": 20, "summary": "a", "last_change_time": "2026-11-20T10:00:00Z", "groups": []},
+            {"id": 21, "summary": "b", "last_change_time": "2026-11-27T10:00:00Z", "groups": []},
+        ]),
+    )
+    .await;
+    search(
+        &server,
+        "2026-11-27T10:00:00Z",
+        json!([
+            {"id": 21, "summary": "b", "last_change_time": "2026-11-27T10:00:00Z", "groups": []},
+        ]),
+    )
+    .await;
+    let (store, _dir) = crate::common::temp_store().await;
+    let poller = Poller {
+        client: Bugzilla::new(
+            &server.uri(),
+            Secret::new("k"),
+            Duration::from_secs(5),
+            Duration::from_secs(3600),
+            2,
+            8,
+        )
+        .unwrap(),
+        store: store.clone(),
+        publisher: Publisher::new(broker.config.clone()).with_attempts(1),
+        exchange: broker.config.bugzilla_exchange(),
+        initial_since: "2026-11-01T00:00:00Z".into(),
+    };
+    // No queue is bound yet: the mandatory publish of bug 20 is returned, the poll fails.
+    assert!(poller.poll_once().await.is_err());
+    let events = broker.config.resolve("queue/{user}/test-bug-events");
+    broker
+        .bind_queue(&events, &broker.config.bugzilla_exchange(), "bug.*")
+        .await;
+    assert_eq!(
+        poller.poll_once().await.unwrap(),
+        2,
+        "both changes, 20 included"
+    );
+    let got = broker.take(&events, 3, Duration::from_secs(5)).await;
+    let ids: Vec<u64> = got
+        .iter()
+        .map(|m| m.json()["bug"]["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [20, 21]);
+    broker.cleanup().await;
+}
