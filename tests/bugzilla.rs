@@ -754,3 +754,39 @@ async fn the_bugzilla_client_caps_its_calls_in_flight() {
     assert!(most <= 4, "{most} calls were in flight at once");
     assert!(most >= 2, "calls still run side by side ({most})");
 }
+
+/// Issue 12, finding 12: BMO blocks an IP for an hour past 75 anonymous reads a minute;
+/// a client without a key spaces its calls to 70 a minute, together across its clones.
+#[tokio::test]
+async fn an_anonymous_client_spaces_its_calls_below_bmos_limit() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"bugs": [rest_bug()]})))
+        .mount(&server)
+        .await;
+    let client = Bugzilla::new(
+        &server.uri(),
+        Secret::default(),
+        Duration::from_secs(5),
+        Duration::from_secs(3600),
+        1,
+        8,
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = (0..4)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { client.bug(10 + i).await })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    let spacing = Duration::from_secs(60) / bugflow::clients::bugzilla::ANONYMOUS_PER_MINUTE;
+    assert!(
+        started.elapsed() >= spacing * 3,
+        "4 anonymous calls in {:?}",
+        started.elapsed()
+    );
+}

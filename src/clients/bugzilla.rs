@@ -6,6 +6,8 @@
 //!   with backon. A PUT is sent once: it is not idempotent.
 //! * HTTP 429 (an HTML page: BMO blocked our IP for an hour) → no request at all until the
 //!   back-off window ends; callers get a transient error, so the message is kept.
+//! * At most `bugzilla.max_concurrent` calls in flight; without a key, calls are spaced to
+//!   [`ANONYMOUS_PER_MINUTE`] a minute (BMO blocks an IP past 75 anonymous reads a minute).
 //! * 306 (API key rejected or revoked) → the client stops calling: five bad keys in a minute
 //!   get the IP blocked, so it never retries in a loop. The error's action is `Halt`: the
 //!   consumer stops taking messages (they stay queued) and `/readyz` names the cause.
@@ -124,7 +126,14 @@ struct Inner {
     attempts: usize,
     /// At most this many calls in flight (shared by every clone of the client).
     in_flight: tokio::sync::Semaphore,
+    /// Without a key, calls are spaced this far apart: BMO allows anonymous reads 75 times
+    /// a minute per IP, then blocks it.
+    pace: Option<Duration>,
+    next_call: Mutex<Instant>,
 }
+
+/// Anonymous calls a minute (BMO's limit is 75).
+pub const ANONYMOUS_PER_MINUTE: u32 = 70;
 
 impl Bugzilla {
     /// `base` like `https://bugzilla.mozilla.org` (no trailing `/rest`).
@@ -150,7 +159,7 @@ impl Bugzilla {
         Ok(Bugzilla {
             inner: Arc::new(Inner {
                 base: base.trim_end_matches('/').to_owned(),
-                api_key,
+                api_key: api_key.clone(),
                 client: reqwest::Client::builder()
                     .user_agent(crate::clients::hg::USER_AGENT)
                     .timeout(timeout)
@@ -161,6 +170,10 @@ impl Bugzilla {
                 key_rejected: AtomicBool::new(false),
                 attempts: attempts.max(1),
                 in_flight: tokio::sync::Semaphore::new(max_concurrent.max(1)),
+                pace: api_key
+                    .is_empty()
+                    .then(|| Duration::from_secs(60) / ANONYMOUS_PER_MINUTE),
+                next_call: Mutex::new(Instant::now()),
             }),
         })
     }
@@ -313,6 +326,15 @@ impl Bugzilla {
             && Instant::now() < until
         {
             return Err(BugzillaError::Blocked(until - Instant::now()));
+        }
+        if let Some(pace) = self.inner.pace {
+            let at = {
+                let mut next = self.inner.next_call.lock().await;
+                let at = (*next).max(Instant::now());
+                *next = at + pace;
+                at
+            };
+            tokio::time::sleep_until(at.into()).await;
         }
         let mut request = self.inner.client.request(method, url);
         // Anonymous reads work (rate-limited by BMO to 75 a minute); writes need the key.
