@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 
@@ -187,15 +187,7 @@ async fn bind_all(
             anyhow::bail!("exchange {exchange} does not exist on the broker");
         }
         for key in keys {
-            channel
-                .queue_bind(
-                    queue.into(),
-                    exchange.as_str().into(),
-                    key.as_str().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
+            crate::pulse::topology::bind(channel, queue, exchange, key).await?;
         }
     }
     Ok(())

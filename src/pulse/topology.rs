@@ -44,6 +44,19 @@ pub async fn declare_shared(channel: &Channel, config: &Config) -> anyhow::Resul
     Ok(())
 }
 
+/// Binds `queue` to `exchange` with `key`.
+pub async fn bind(channel: &Channel, queue: &str, exchange: &str, key: &str) -> lapin::Result<()> {
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+}
+
 /// Declares a durable queue (no arguments) and binds it to `exchange` with `key`.
 pub async fn declare_bound_queue(
     channel: &Channel,
@@ -61,15 +74,7 @@ pub async fn declare_bound_queue(
             FieldTable::default(),
         )
         .await?;
-    channel
-        .queue_bind(
-            queue.into(),
-            exchange.into(),
-            key.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
+    bind(channel, queue, exchange, key).await
 }
 
 /// Declares a queue that lives as long as this connection (exclusive, auto-deleted), named
@@ -159,15 +164,7 @@ pub async fn declare_consumer(
             );
         }
         for key in &binding.keys {
-            channel
-                .queue_bind(
-                    spec.queue.as_str().into(),
-                    binding.exchange.as_str().into(),
-                    key.as_str().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
+            bind(channel, &spec.queue, &binding.exchange, key).await?;
         }
     }
     declare_retry_queue(channel, config, spec).await?;
@@ -210,15 +207,7 @@ pub async fn declare_retry_queue(
         (queue.as_str(), wait_key(&spec.name)),
         (spec.queue.as_str(), back_key(&spec.name)),
     ] {
-        channel
-            .queue_bind(
-                queue.into(),
-                exchange.as_str().into(),
-                key.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        bind(channel, queue, &exchange, &key).await?;
     }
     Ok(())
 }

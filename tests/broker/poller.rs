@@ -21,6 +21,30 @@ async fn search(server: &MockServer, since: &str, bugs: serde_json::Value) {
         .await;
 }
 
+/// A poller on the fake BMO at `server`, relaying to the test's bug-events exchange.
+fn poller_on(
+    server: &MockServer,
+    broker: &TestBroker,
+    store: Arc<Store>,
+    attempts: usize,
+) -> Poller {
+    Poller {
+        client: Bugzilla::new(
+            &server.uri(),
+            Secret::new("k"),
+            Duration::from_secs(5),
+            Duration::from_secs(3600),
+            2,
+            8,
+        )
+        .unwrap(),
+        store,
+        publisher: Publisher::new(broker.config.clone()).with_attempts(attempts),
+        exchange: broker.config.bugzilla_exchange(),
+        initial_since: "2026-11-01T00:00:00Z".into(),
+    }
+}
+
 #[tokio::test]
 async fn the_poller_publishes_a_change_after_the_watermark_once() {
     let mut broker = TestBroker::new().await;
@@ -49,21 +73,7 @@ async fn the_poller_publishes_a_change_after_the_watermark_once() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let store_path = dir.path().join("store.sqlite");
-    let poller = |store: Arc<Store>| Poller {
-        client: Bugzilla::new(
-            &server.uri(),
-            Secret::new("k"),
-            Duration::from_secs(5),
-            Duration::from_secs(3600),
-            2,
-            8,
-        )
-        .unwrap(),
-        store,
-        publisher: Publisher::new(broker.config.clone()),
-        exchange: broker.config.bugzilla_exchange(),
-        initial_since: "2026-11-01T00:00:00Z".into(),
-    };
+    let poller = |store: Arc<Store>| poller_on(&server, &broker, store, 5);
 
     let first = poller(Arc::new(
         Store::open(store_path.to_str().unwrap()).await.unwrap(),
@@ -118,21 +128,7 @@ async fn a_change_whose_relay_failed_is_relayed_by_the_next_poll() {
     )
     .await;
     let (store, _dir) = crate::common::temp_store().await;
-    let poller = Poller {
-        client: Bugzilla::new(
-            &server.uri(),
-            Secret::new("k"),
-            Duration::from_secs(5),
-            Duration::from_secs(3600),
-            2,
-            8,
-        )
-        .unwrap(),
-        store: store.clone(),
-        publisher: Publisher::new(broker.config.clone()).with_attempts(1),
-        exchange: broker.config.bugzilla_exchange(),
-        initial_since: "2026-11-01T00:00:00Z".into(),
-    };
+    let poller = poller_on(&server, &broker, store.clone(), 1);
     // No queue is bound yet: the mandatory publish of bug 20 is returned, the poll fails.
     assert!(poller.poll_once().await.is_err());
     let events = broker.config.resolve("queue/{user}/test-bug-events");
