@@ -92,6 +92,8 @@ async fn sigterm_finishes_in_flight_messages_and_exits_cleanly() {
         .env("BUGFLOW_ENV", &broker.config.env)
         .env("BUGFLOW_AMQP__DECLARE_EXCHANGES", "false")
         .stderr(std::process::Stdio::piped())
+        // A failing assertion must not leave it running (it would re-declare the queues).
+        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let got = broker.take(&results, 200, Duration::from_secs(30)).await;

@@ -23,7 +23,20 @@ fn consumer_file() -> String {
     format!("{head}[sinks.bugzilla]\n{writer}")
 }
 
-fn start(dir: &std::path::Path, broker: &TestBroker, bugzilla: &FakeBugzilla) -> Child {
+/// A `bugflow run` child that is killed when dropped: a failing assertion must not leave it
+/// running (it would declare the test's queues again after their clean-up).
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn start(dir: &std::path::Path, broker: &TestBroker, bugzilla: &FakeBugzilla) -> Running {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bugflow"));
     cmd.current_dir(dir)
         .args(["run", "--consumer", "bug-triage", "--no-http"])
@@ -43,7 +56,7 @@ fn start(dir: &std::path::Path, broker: &TestBroker, bugzilla: &FakeBugzilla) ->
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
-    cmd.spawn().unwrap()
+    Running(cmd.spawn().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,11 +89,14 @@ async fn kill_9_mid_stream_then_restart_loses_nothing_and_writes_once() {
             started.elapsed() < Duration::from_secs(120),
             "only {written} writes"
         );
-        assert!(first.try_wait().unwrap().is_none(), "bugflow exited early");
+        assert!(
+            first.0.try_wait().unwrap().is_none(),
+            "bugflow exited early"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    first.kill().unwrap(); // SIGKILL
-    first.wait().unwrap();
+    first.0.kill().unwrap(); // SIGKILL
+    first.0.wait().unwrap();
     let (_, at_kill) = bugzilla.writes();
     let killed_at = started.elapsed();
 
@@ -92,7 +108,7 @@ async fn kill_9_mid_stream_then_restart_loses_nothing_and_writes_once() {
         Duration::from_secs(240).saturating_sub(started.elapsed()),
         || {
             assert!(
-                second.try_wait().unwrap().is_none(),
+                second.0.try_wait().unwrap().is_none(),
                 "the restarted bugflow exited"
             )
         },
@@ -100,8 +116,8 @@ async fn kill_9_mid_stream_then_restart_loses_nothing_and_writes_once() {
     .await;
     let elapsed = started.elapsed();
     // SIGTERM: the restarted process drains and stops cleanly.
-    unsafe { libc::kill(second.id() as i32, libc::SIGTERM) };
-    let status = second.wait().unwrap();
+    unsafe { libc::kill(second.0.id() as i32, libc::SIGTERM) };
+    let status = second.0.wait().unwrap();
     results_seen += broker
         .take(&results, 20_000, Duration::from_millis(500))
         .await
