@@ -350,6 +350,78 @@ impl Config {
         Ok(config)
     }
 
+    /// Durations and counts that time arithmetic or a loop would choke on (a huge
+    /// `block_seconds` overflows `Instant + Duration`): `(field, problem)` of the first out of
+    /// its range.
+    fn check_ranges(&self) -> Result<(), (&'static str, String)> {
+        const DAY: u64 = 24 * 3600;
+        for (field, value, low, high) in [
+            (
+                "bugzilla.timeout_seconds",
+                self.bugzilla.timeout_seconds,
+                1,
+                600,
+            ),
+            (
+                "bugzilla.block_seconds",
+                self.bugzilla.block_seconds,
+                1,
+                DAY,
+            ),
+            ("bugzilla.attempts", self.bugzilla.attempts as u64, 1, 20),
+            (
+                "bugzilla.max_concurrent",
+                self.bugzilla.max_concurrent as u64,
+                1,
+                64,
+            ),
+            ("hg.timeout_seconds", self.hg.timeout_seconds, 1, 600),
+            ("poller.every_seconds", self.poller.every_seconds, 1, DAY),
+            (
+                "http.job_timeout_seconds",
+                self.http.job_timeout_seconds,
+                1,
+                DAY,
+            ),
+            (
+                "http.result_ttl_seconds",
+                self.http.result_ttl_seconds,
+                1,
+                365 * DAY,
+            ),
+            (
+                "amqp.retry_attempts",
+                u64::from(self.amqp.retry_attempts),
+                1,
+                100,
+            ),
+            (
+                "amqp.retry_delay_seconds",
+                self.amqp.retry_delay_seconds,
+                1,
+                DAY,
+            ),
+            (
+                "amqp.publish_attempts",
+                self.amqp.publish_attempts as u64,
+                1,
+                100,
+            ),
+            (
+                "models_refresh_seconds",
+                self.models_refresh_seconds,
+                1,
+                DAY,
+            ),
+            ("store_keep_days", self.store_keep_days, 1, 3650),
+        ] {
+            if !(low..=high).contains(&value) {
+                return Err((field, format!("{value} is outside {low}..={high}")));
+            }
+        }
+        Ok(())
+    }
+
     /// Refuses a `store` that is neither a `postgres://` URL nor a file path: a mistyped
     /// scheme (`postgress://user:pw@…`) or a libpq `host=… password=…` string would
     /// otherwise become a local SQLite file named after it. The value is never quoted.
@@ -440,72 +512,8 @@ impl Config {
                 format!("{dlq:?} must be named queue/{}/…", self.user),
             ));
         }
-        // Durations and counts that time arithmetic or a loop would choke on.
-        const DAY: u64 = 24 * 3600;
-        for (field, value, low, high) in [
-            (
-                "bugzilla.timeout_seconds",
-                self.bugzilla.timeout_seconds,
-                1,
-                600,
-            ),
-            (
-                "bugzilla.block_seconds",
-                self.bugzilla.block_seconds,
-                1,
-                DAY,
-            ),
-            ("bugzilla.attempts", self.bugzilla.attempts as u64, 1, 20),
-            (
-                "bugzilla.max_concurrent",
-                self.bugzilla.max_concurrent as u64,
-                1,
-                64,
-            ),
-            ("hg.timeout_seconds", self.hg.timeout_seconds, 1, 600),
-            ("poller.every_seconds", self.poller.every_seconds, 1, DAY),
-            (
-                "http.job_timeout_seconds",
-                self.http.job_timeout_seconds,
-                1,
-                DAY,
-            ),
-            (
-                "http.result_ttl_seconds",
-                self.http.result_ttl_seconds,
-                1,
-                365 * DAY,
-            ),
-            (
-                "amqp.retry_attempts",
-                u64::from(self.amqp.retry_attempts),
-                1,
-                100,
-            ),
-            (
-                "amqp.retry_delay_seconds",
-                self.amqp.retry_delay_seconds,
-                1,
-                DAY,
-            ),
-            (
-                "amqp.publish_attempts",
-                self.amqp.publish_attempts as u64,
-                1,
-                100,
-            ),
-            (
-                "models_refresh_seconds",
-                self.models_refresh_seconds,
-                1,
-                DAY,
-            ),
-            ("store_keep_days", self.store_keep_days, 1, 3650),
-        ] {
-            if !(low..=high).contains(&value) {
-                return Err(err(field, format!("{value} is outside {low}..={high}")));
-            }
-        }
+        self.check_ranges()
+            .map_err(|(field, problem)| err(field, problem))?;
         Ok(())
     }
 

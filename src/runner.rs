@@ -38,6 +38,8 @@ pub struct Runner {
     sinks: Sinks,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
+    /// Where retried messages come back from (resolved once, not per message).
+    retry_exchange: String,
 }
 
 enum SessionEnd {
@@ -57,6 +59,7 @@ impl Runner {
     ) -> Self {
         crate::telemetry::register_consumer(pipeline.name());
         Runner {
+            retry_exchange: config.retry_exchange(),
             config,
             pipeline,
             sinks,
@@ -157,7 +160,7 @@ impl Runner {
     /// Processes one delivery and settles it; says why if the consumer must halt.
     async fn handle(&self, delivery: Delivery) -> Option<String> {
         let mut message = message_from_delivery(&delivery);
-        message.restore_retried(&self.config.retry_exchange());
+        message.restore_retried(&self.retry_exchange);
         let span = tracing::info_span!(
             "message",
             consumer = %self.pipeline.name(),

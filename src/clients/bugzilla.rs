@@ -322,20 +322,7 @@ impl Bugzilla {
             .acquire()
             .await
             .map_err(|_| BugzillaError::Transport("the client is shutting down".into()))?;
-        if let Some(until) = *self.inner.blocked_until.lock().await
-            && Instant::now() < until
-        {
-            return Err(BugzillaError::Blocked(until - Instant::now()));
-        }
-        if let Some(pace) = self.inner.pace {
-            let at = {
-                let mut next = self.inner.next_call.lock().await;
-                let at = (*next).max(Instant::now());
-                *next = at + pace;
-                at
-            };
-            tokio::time::sleep_until(at.into()).await;
-        }
+        self.wait_turn().await?;
         let mut request = self.inner.client.request(method, url);
         // Anonymous reads work (rate-limited by BMO to 75 a minute); writes need the key.
         if !self.inner.api_key.is_empty() {
@@ -374,24 +361,50 @@ impl Bugzilla {
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_owned();
-            return Err(match (code, status.as_u16()) {
-                (306, _) => {
-                    self.inner.key_rejected.store(true, Ordering::Relaxed);
-                    tracing::error!(
-                        "Bugzilla rejected the API key (306); bugflow stops calling Bugzilla"
-                    );
-                    BugzillaError::KeyRejected
-                }
-                (101, _) | (_, 404) => BugzillaError::NoSuchBug { code, message },
-                (102, _) | (_, 401) => BugzillaError::NoAccess { code },
-                _ => BugzillaError::Api {
-                    code,
-                    status,
-                    message,
-                },
-            });
+            return Err(self.refused(code, status, message));
         }
         Ok(value)
+    }
+
+    /// Waits for this call's turn: none during a 429 block; without a key, spaced to
+    /// [`ANONYMOUS_PER_MINUTE`].
+    async fn wait_turn(&self) -> Result<(), BugzillaError> {
+        if let Some(until) = *self.inner.blocked_until.lock().await
+            && Instant::now() < until
+        {
+            return Err(BugzillaError::Blocked(until - Instant::now()));
+        }
+        if let Some(pace) = self.inner.pace {
+            let at = {
+                let mut next = self.inner.next_call.lock().await;
+                let at = (*next).max(Instant::now());
+                *next = at + pace;
+                at
+            };
+            tokio::time::sleep_until(at.into()).await;
+        }
+        Ok(())
+    }
+
+    /// The error of an answer Bugzilla refused (`{"error": true, "code": …}` or a 4xx). A
+    /// 306 also stops every later call.
+    fn refused(&self, code: i64, status: reqwest::StatusCode, message: String) -> BugzillaError {
+        match (code, status.as_u16()) {
+            (306, _) => {
+                self.inner.key_rejected.store(true, Ordering::Relaxed);
+                tracing::error!(
+                    "Bugzilla rejected the API key (306); bugflow stops calling Bugzilla"
+                );
+                BugzillaError::KeyRejected
+            }
+            (101, _) | (_, 404) => BugzillaError::NoSuchBug { code, message },
+            (102, _) | (_, 401) => BugzillaError::NoAccess { code },
+            _ => BugzillaError::Api {
+                code,
+                status,
+                message,
+            },
+        }
     }
 }
 

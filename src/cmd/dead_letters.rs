@@ -24,16 +24,13 @@ pub struct Selection<'a> {
 }
 
 async fn selected(store: &Store, which: &Selection<'_>) -> anyhow::Result<Vec<DeadLetter>> {
-    let mut letters = store.dead_letters(which.consumer, which.limit).await?;
-    if let Some(id) = which.id {
-        // By id: look beyond the limit.
-        letters = store.dead_letters(which.consumer, usize::MAX).await?;
-        letters.retain(|d| d.id == id);
-        if letters.is_empty() {
-            anyhow::bail!("no dead letter {id} in the store (bugflow dead-letters list)");
-        }
+    match which.id {
+        Some(id) => match store.dead_letter(id).await? {
+            Some(letter) => Ok(vec![letter]),
+            None => anyhow::bail!("no dead letter {id} in the store (bugflow dead-letters list)"),
+        },
+        None => store.dead_letters(which.consumer, which.limit).await,
     }
-    Ok(letters)
 }
 
 /// Prints the newest dead letters.

@@ -149,7 +149,7 @@ impl BugzillaWriter {
         drop(renewing);
         let (outcome, reason, request) = match decided {
             Ok(decided) => decided,
-            Err(e) if e.action == Action::Skip => (Outcome::Skipped, e.reason.clone(), None),
+            Err(e) if e.action == Action::Skip => skipped(e.reason.clone()),
             Err(e) => {
                 if let Err(release) = self.store.release(&key).await {
                     // The lease runs out by itself; the next attempt takes the claim then.
@@ -168,22 +168,16 @@ impl BugzillaWriter {
     }
 
     /// The guards and the plan; then, for a real write, [`Self::write`] under the bug's lock.
-    async fn decide(
-        &self,
-        bug: &Value,
-        id: u64,
-        scores: &[Score],
-    ) -> Result<(Outcome, String, Option<Value>), StageError> {
+    async fn decide(&self, bug: &Value, id: u64, scores: &[Score]) -> Result<Decided, StageError> {
         if let Some(why) = self.guard(bug) {
-            return Ok((Outcome::Skipped, why, None));
+            return Ok(skipped(why));
         }
         let plan = rules::plan(bug, scores, &self.config);
         if plan.change.is_empty() {
-            return Ok((
-                Outcome::Skipped,
-                format!("nothing to change: {}", plan.notes.join("; ")),
-                None,
-            ));
+            return Ok(skipped(format!(
+                "nothing to change: {}",
+                plan.notes.join("; ")
+            )));
         }
         if self.config.dry_run {
             let request = request(&plan);
@@ -222,29 +216,21 @@ impl BugzillaWriter {
     /// Re-reads the bug, plans again on what it is now, takes a write from the hourly
     /// budget and sends the PUT — once. A PUT whose answer was lost (timeout, 5xx, reset)
     /// may have been applied: the bug is read again and says whether it was.
-    async fn write(
-        &self,
-        bug: &Value,
-        id: u64,
-        scores: &[Score],
-    ) -> Result<(Outcome, String, Option<Value>), StageError> {
+    async fn write(&self, bug: &Value, id: u64, scores: &[Score]) -> Result<Decided, StageError> {
         let fresh = self.client.bug(id).await?;
         let plan = rules::plan(&fresh, scores, &self.config);
         if plan.change.is_empty() {
-            return Ok((
-                Outcome::Skipped,
-                format!("nothing to change now: {}", plan.notes.join("; ")),
-                None,
-            ));
+            return Ok(skipped(format!(
+                "nothing to change now: {}",
+                plan.notes.join("; ")
+            )));
         }
         let whole_value = ["type", "product", "component", "status"]
             .iter()
             .any(|f| plan.change.contains_key(*f));
         if whole_value && fresh["last_change_time"] != bug["last_change_time"] {
-            return Ok((
-                Outcome::Skipped,
-                "the bug changed while bugflow decided; its next event decides again".into(),
-                None,
+            return Ok(skipped(
+                "the bug changed while bugflow decided; its next event decides again",
             ));
         }
         let Some(hour) = self
@@ -253,55 +239,57 @@ impl BugzillaWriter {
             .await
             .map_err(store_error)?
         else {
-            return Ok((
-                Outcome::Skipped,
-                format!(
-                    "hourly cap of {} writes reached",
-                    self.config.max_writes_per_hour
-                ),
-                None,
-            ));
+            return Ok(skipped(format!(
+                "hourly cap of {} writes reached",
+                self.config.max_writes_per_hour
+            )));
         };
-        let request = request(&plan);
+        self.send(id, &plan, &hour).await
+    }
+
+    /// The PUT, sent once, with a write taken from `hour`'s budget. A PUT whose answer was
+    /// lost is judged by the bug read again; a write that did not happen is refunded.
+    async fn send(&self, id: u64, plan: &rules::Plan, hour: &str) -> Result<Decided, StageError> {
+        let request = request(plan);
         let notes = plan.notes.join("; ");
         let refund = || async {
-            if let Err(e) = self.store.refund_write(&hour).await {
+            if let Err(e) = self.store.refund_write(hour).await {
                 tracing::warn!(error = %e, "could not refund the write budget");
             }
         };
-        match self.client.update(id, &request).await {
-            Ok(_) => {}
-            Err(e) if e.outcome_unknown() => match self.client.bug(id).await {
-                Ok(after) if landed(&after, &plan) => {
-                    tracing::warn!(bug = id, error = %e, "the PUT's answer was lost, but the bug shows it landed");
-                    self.count_write();
-                    return Ok((
-                        Outcome::Written,
-                        format!("{notes} (the answer was lost: {e}; the bug shows the change)"),
-                        Some(request),
-                    ));
-                }
-                Ok(_) => {
-                    refund().await;
-                    return Err(e.into());
-                }
-                Err(read) => {
-                    return Err(StageError::transient(
-                        Stage::Sink,
-                        format!(
-                            "the PUT's answer was lost ({e}) and re-reading the bug failed \
-                             ({read}); the next attempt reads its history first"
-                        ),
-                    ));
-                }
-            },
-            Err(e) => {
-                refund().await;
-                return Err(e.into());
+        let e = match self.client.update(id, &request).await {
+            Ok(_) => {
+                self.count_write();
+                return Ok((Outcome::Written, notes, Some(request)));
             }
+            Err(e) => e,
+        };
+        if !e.outcome_unknown() {
+            refund().await;
+            return Err(e.into());
         }
-        self.count_write();
-        Ok((Outcome::Written, notes, Some(request)))
+        match self.client.bug(id).await {
+            Ok(after) if landed(&after, plan) => {
+                tracing::warn!(bug = id, error = %e, "the PUT's answer was lost, but the bug shows it landed");
+                self.count_write();
+                Ok((
+                    Outcome::Written,
+                    format!("{notes} (the answer was lost: {e}; the bug shows the change)"),
+                    Some(request),
+                ))
+            }
+            Ok(_) => {
+                refund().await;
+                Err(e.into())
+            }
+            Err(read) => Err(StageError::transient(
+                Stage::Sink,
+                format!(
+                    "the PUT's answer was lost ({e}) and re-reading the bug failed ({read}); \
+                     the next attempt reads its history first"
+                ),
+            )),
+        }
     }
 
     fn count_write(&self) {
@@ -339,6 +327,14 @@ fn request(plan: &rules::Plan) -> Value {
             plan.explanations.join("; and it ")), "is_markdown": true}),
     );
     Value::Object(body)
+}
+
+/// What the writer decided: `(outcome, reason, request)`.
+type Decided = (Outcome, String, Option<Value>);
+
+/// A decision not to write, with why.
+fn skipped(reason: impl Into<String>) -> Decided {
+    (Outcome::Skipped, reason.into(), None)
 }
 
 /// How long a delivery waits for another one writing the same effect.

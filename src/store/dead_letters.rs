@@ -64,6 +64,24 @@ fn decode(text: &str, encoding: &str) -> Option<Vec<u8>> {
     }
 }
 
+const SELECT: &str = "SELECT id, at, consumer, stage, reason, exchange, routing_key, headers,
+                             body, body_encoding FROM dead_letters";
+
+/// A row of [`SELECT`].
+fn row(r: &[super::backend::Cell]) -> DeadLetter {
+    DeadLetter {
+        id: r[0].text(),
+        at: r[1].text(),
+        consumer: r[2].text(),
+        stage: r[3].text(),
+        reason: r[4].text(),
+        exchange: r[5].text(),
+        routing_key: r[6].text(),
+        headers: r[7].text(),
+        body: decode(&r[8].text(), &r[9].text()),
+    }
+}
+
 impl Store {
     /// Keeps a dead letter (and prunes the oldest); returns its id.
     pub async fn add_dead_letter(&self, letter: &NewDeadLetter<'_>) -> anyhow::Result<String> {
@@ -111,38 +129,23 @@ impl Store {
         let limit = Param::Int(i64::try_from(limit).unwrap_or(i64::MAX));
         let rows = match consumer {
             Some(c) => {
-                self.query(
-                    "SELECT id, at, consumer, stage, reason, exchange, routing_key, headers, body,
-                            body_encoding
-                     FROM dead_letters WHERE consumer = ?1 ORDER BY at DESC LIMIT ?2",
-                    &[text(c), limit],
-                )
-                .await?
+                let sql = format!("{SELECT} WHERE consumer = ?1 ORDER BY at DESC LIMIT ?2");
+                self.query(&sql, &[text(c), limit]).await?
             }
             None => {
-                self.query(
-                    "SELECT id, at, consumer, stage, reason, exchange, routing_key, headers, body,
-                            body_encoding
-                     FROM dead_letters ORDER BY at DESC LIMIT ?1",
-                    &[limit],
-                )
-                .await?
+                let sql = format!("{SELECT} ORDER BY at DESC LIMIT ?1");
+                self.query(&sql, &[limit]).await?
             }
         };
-        Ok(rows
-            .iter()
-            .map(|r| DeadLetter {
-                id: r[0].text(),
-                at: r[1].text(),
-                consumer: r[2].text(),
-                stage: r[3].text(),
-                reason: r[4].text(),
-                exchange: r[5].text(),
-                routing_key: r[6].text(),
-                headers: r[7].text(),
-                body: decode(&r[8].text(), &r[9].text()),
-            })
-            .collect())
+        Ok(rows.iter().map(|r| row(r)).collect())
+    }
+
+    /// One dead letter by its id.
+    pub async fn dead_letter(&self, id: &str) -> anyhow::Result<Option<DeadLetter>> {
+        let rows = self
+            .query(&format!("{SELECT} WHERE id = ?1"), &[text(id)])
+            .await?;
+        Ok(rows.first().map(|r| row(r)))
     }
 
     /// How many dead letters are kept.
