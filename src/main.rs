@@ -111,24 +111,30 @@ enum Command {
 /// `bugflow train`'s arguments.
 #[derive(clap::Args)]
 struct TrainArgs {
-    /// bugtype, component, spam, regression, commit-risk, issue-type (bugbug's names work too).
-    model: bugflow::models::ModelKind,
-    /// Data files: bugs (JSON Lines), commits (JSON Lines) or issues (CSV).
-    #[arg(long = "data", required = true, num_args = 1..)]
+    /// A model of the catalogue (`models/catalogue/*.toml`; bugbug's names work too).
+    model: String,
+    /// Data files: bugs (JSON Lines, `.zst` too) with label files (CSV), commits (JSON
+    /// Lines) or issues (CSV). Default: the catalogue file's `data`.
+    #[arg(long = "data", num_args = 1..)]
     files: Vec<PathBuf>,
     /// The models folder (default: `models_dir` of the configuration).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// How to split train and test (default: by time within each class; issue-type: random within each class).
+    /// How to split train and test (default: the catalogue file's `[split]`).
     #[arg(long, value_enum)]
     split: Option<bugflow::train::split::Strategy>,
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    #[arg(long, default_value_t = 0.2)]
-    test_fraction: f64,
+    /// Default: the catalogue file's `split.test_fraction`.
+    #[arg(long)]
+    test_fraction: Option<f64>,
     /// Promote even if the metrics gate refuses (recorded in the manifest).
     #[arg(long)]
     force: bool,
+    /// Also write the records used, with their split, to this JSON Lines file (for
+    /// `scripts/compare-sklearn`).
+    #[arg(long)]
+    export: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -233,6 +239,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         anyhow::bail!("no command given: see bugflow --help");
     };
     let config = Config::load(cli.config.as_deref())?;
+    // A deployment's own catalogue files (models/catalogue/*.toml) add to the built-in ones.
+    bugflow::models::catalogue::load_dir(&config.models_dir.join("catalogue"))?;
     match command {
         Command::Run {
             consumers,
@@ -324,8 +332,10 @@ async fn train(config: &Config, args: TrainArgs) -> anyhow::Result<()> {
         test_fraction: args.test_fraction,
         force: args.force,
         progress: true,
+        export: args.export,
     };
-    cmd::train::command(args.model, options).await
+    let model: bugflow::models::ModelKind = args.model.parse().map_err(anyhow::Error::msg)?;
+    cmd::train::command(model, options).await
 }
 
 async fn bench(config: &Config, what: BenchWhat) -> anyhow::Result<()> {

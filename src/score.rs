@@ -39,6 +39,20 @@ pub struct BugScore {
     /// One probability per label, rounded to 4 decimals.
     pub prob: Vec<f64>,
     pub version: String,
+    /// The bundle's writer threshold: the lowest probability at which its test precision met
+    /// the catalogue's target, or why there is none (absent: the bundle records no rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writes: Option<Writes>,
+}
+
+/// When a bug model's prediction may be written to Bugzilla.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Writes {
+    /// At this probability or more (test precision reached the target there).
+    AtOrAbove(f64),
+    /// Never: why (the bundle could not reach its precision target on test).
+    Never(String),
 }
 
 /// The commit-risk of a push: its riskiest commit's.
@@ -183,9 +197,10 @@ mod tests {
             class: "spam".into(),
             index: 1,
             labels: vec!["ham".into(), "spam".into()],
-            model: ModelKind::Spam,
+            model: ModelKind::SPAM,
             prob: vec![0.1, 0.9],
             version: "v1".into(),
+            writes: None,
         };
         let a = s.bugbug_answer();
         assert_eq!(a["class"], 1);

@@ -79,10 +79,11 @@ fn writer_config() -> WriterConfig {
     WriterConfig {
         enabled: true,
         dry_run: false,
-        // Only the component is written here (any confidence); the other models never are.
-        component: 0.0,
-        general_component: 0.0,
-        bugtype: 1.1,
+        // Only the type is written here (any confidence); the other models never are. (The
+        // component model rightly keeps this Firefox::Sync bug where it is.)
+        component: 1.1,
+        general_component: 1.1,
+        bugtype: 0.0,
         spam: 1.1,
         regression: 1.1,
         ..WriterConfig::default()
@@ -91,14 +92,17 @@ fn writer_config() -> WriterConfig {
 
 fn triage(server: &MockServer, store: Arc<Store>) -> Pipeline {
     let client = client(server);
-    Pipeline::new(spec("bug-triage"), common::shipped_models())
-        .with_bugzilla(client.clone())
-        .with_writer(BugzillaWriter {
-            client,
-            store,
-            config: writer_config(),
-            consumer: "bug-triage".into(),
-        })
+    Pipeline::new(
+        spec("bug-triage"),
+        common::models_writing_at_configured_thresholds(),
+    )
+    .with_bugzilla(client.clone())
+    .with_writer(BugzillaWriter {
+        client,
+        store,
+        config: writer_config(),
+        consumer: "bug-triage".into(),
+    })
 }
 
 /// A typed part of a result as the JSON it is published as.
@@ -134,13 +138,13 @@ async fn a_new_bug_is_written_once_even_when_its_event_comes_twice() {
     let (store, _dir) = common::temp_store().await;
     let pipeline = triage(&server, store.clone());
 
-    // What the component model predicts for this bug decides the expected PUT.
+    // What the bugtype model predicts for this bug decides the expected PUT.
     let predicted = as_json(&pipeline.score_bug(&rest_bug()));
     let class = predicted
         .as_array()
         .unwrap()
         .iter()
-        .find(|m| m["model"] == "component")
+        .find(|m| m["model"] == "bugtype")
         .unwrap()["class"]
         .as_str()
         .unwrap()
@@ -161,24 +165,22 @@ async fn a_new_bug_is_written_once_even_when_its_event_comes_twice() {
         .collect();
     assert_eq!(put.len(), 1);
     let body: Value = serde_json::from_slice(&put[0].body).unwrap();
-    let full = format!(
-        "{}::{}",
-        body["product"].as_str().unwrap(),
-        body["component"].as_str().unwrap()
-    );
-    assert!(
-        full == class || full.starts_with(&class),
-        "PUT {full} for prediction {class}"
+    assert_eq!(
+        body["type"],
+        class.as_str(),
+        "PUT {body} for prediction {class}"
     );
     let comment = body["comment"]["body"].as_str().unwrap();
+    let was = rest_bug()["type"].as_str().unwrap().to_owned();
+    assert_ne!(was, class, "the prediction changes the type");
     assert!(
-        comment.contains("to revert, move it back to Firefox::Sync"),
+        comment.contains(&format!("to revert, set the type back to {was}")),
         "{comment}"
     );
     assert_eq!(
         body.as_object().unwrap().len(),
-        3,
-        "product, component and the comment only: {body}"
+        2,
+        "the type and the comment only: {body}"
     );
 
     // The same event again (a redelivery, or v1 and v2 both firing): no second PUT.
@@ -631,7 +633,7 @@ async fn a_security_bug_is_never_scored_published_or_answered() {
         .mount(&server)
         .await;
     let (store, _dir) = common::temp_store().await;
-    let key = bugflow::pipeline::cache_key_of_bug(bugflow::models::ModelKind::Bugtype, 1629704);
+    let key = bugflow::pipeline::cache_key_of_bug(bugflow::models::ModelKind::BUGTYPE, 1629704);
 
     // The bug event: skipped as private, nothing cached for the API, the reason recorded.
     let triage = Pipeline::new(spec("bug-triage"), common::shipped_models())

@@ -1,5 +1,7 @@
 //! Training, bundles, the metrics gate and the registry — no broker needed.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -21,9 +23,10 @@ fn options(files: Vec<PathBuf>, out: &Path, seed: u64, force: bool) -> TrainOpti
         out: out.to_path_buf(),
         split: None,
         seed,
-        test_fraction: 0.2,
+        test_fraction: None,
         force,
         progress: false,
+        export: None,
     }
 }
 
@@ -38,8 +41,9 @@ fn bugs() -> Vec<serde_json::Value> {
 #[test]
 fn train_bundle_load_predict_gives_identical_probabilities() {
     let dir = tempfile::tempdir().unwrap();
+    let kind = common::fixture_model("fixture-bugtype", "bugtype");
     let outcome = train(
-        ModelKind::Bugtype,
+        kind,
         &options(vec![data("bugs.jsonl")], dir.path(), 42, false),
     )
     .unwrap();
@@ -47,7 +51,7 @@ fn train_bundle_load_predict_gives_identical_probabilities() {
     let in_memory = &outcome.weights.models[""];
     let loaded = Bundle::read(&outcome.dir).unwrap();
     let from_disk = loaded.model("").unwrap();
-    let exclude = ModelKind::Bugtype.exclude();
+    let exclude = kind.exclude();
     for b in bugs() {
         let features = bug::extract(&b, &exclude);
         let a = in_memory.predict(&features);
@@ -56,7 +60,7 @@ fn train_bundle_load_predict_gives_identical_probabilities() {
         assert!((a.probabilities.iter().sum::<f64>() - 1.0).abs() < 1e-9);
     }
     let manifest = &loaded.manifest;
-    assert_eq!(manifest.model, ModelKind::Bugtype);
+    assert_eq!(manifest.model, kind);
     assert_eq!(manifest.labels, vec!["defect", "enhancement", "task"]);
     assert_eq!(manifest.data[0].records, 58);
     assert_eq!(manifest.data[0].sha256.len(), 64);
@@ -70,7 +74,7 @@ fn train_bundle_load_predict_gives_identical_probabilities() {
 
     // The same data and seed train the same model.
     let again = train(
-        ModelKind::Bugtype,
+        kind,
         &options(vec![data("bugs.jsonl")], dir.path(), 42, true),
     )
     .unwrap();
@@ -127,7 +131,7 @@ fn the_gate_refuses_a_deliberately_worse_model() {
     );
     let registry = Registry::new(&models);
     let serving = registry
-        .history(ModelKind::IssueType)
+        .history(ModelKind::ISSUE_TYPE)
         .unwrap()
         .current
         .unwrap();
@@ -139,14 +143,14 @@ fn the_gate_refuses_a_deliberately_worse_model() {
         "train must exit non-zero: {stdout}"
     );
     assert!(stdout.contains("gate: REFUSED"), "{stdout}");
-    let history = registry.history(ModelKind::IssueType).unwrap();
+    let history = registry.history(ModelKind::ISSUE_TYPE).unwrap();
     assert_eq!(
         history.current.as_deref(),
         Some(serving.as_str()),
         "still serving the good bundle"
     );
     assert_eq!(history.events.last().unwrap().action, "refused");
-    let versions = registry.versions(ModelKind::IssueType).unwrap();
+    let versions = registry.versions(ModelKind::ISSUE_TYPE).unwrap();
     assert_eq!(
         versions.len(),
         2,
@@ -184,55 +188,53 @@ fn the_gate_refuses_a_deliberately_worse_model() {
         .output()
         .unwrap();
     assert!(forced.status.success());
-    let current = registry.current(ModelKind::IssueType).unwrap().unwrap();
+    let current = registry.current(ModelKind::ISSUE_TYPE).unwrap().unwrap();
     assert!(current.manifest.forced);
 }
 
 #[test]
 fn rollback_restores_the_previous_bundle() {
     let dir = tempfile::tempdir().unwrap();
+    let spam = common::fixture_model("fixture-spam-a", "spam");
     let first = train(
-        ModelKind::Spam,
+        spam,
         &options(vec![data("bugs.jsonl")], dir.path(), 1, false),
     )
     .unwrap();
     let second = train(
-        ModelKind::Spam,
+        spam,
         &options(vec![data("bugs.jsonl")], dir.path(), 2, true),
     )
     .unwrap();
     let registry = Registry::new(dir.path());
     let set = ModelSet::load(registry.clone()).unwrap();
     assert_eq!(
-        set.get(ModelKind::Spam).unwrap().manifest.version,
+        set.get(spam).unwrap().manifest.version,
         second.manifest.version
     );
 
+    assert_eq!(registry.rollback(spam).unwrap(), first.manifest.version);
+    assert_eq!(set.refresh().unwrap(), vec![spam]);
     assert_eq!(
-        registry.rollback(ModelKind::Spam).unwrap(),
-        first.manifest.version
-    );
-    assert_eq!(set.refresh().unwrap(), vec![ModelKind::Spam]);
-    assert_eq!(
-        set.get(ModelKind::Spam).unwrap().manifest.version,
+        set.get(spam).unwrap().manifest.version,
         first.manifest.version
     );
     assert!(
-        registry.rollback(ModelKind::Spam).is_err(),
+        registry.rollback(spam).is_err(),
         "nothing before the first bundle"
     );
 
     // Promoting the second again brings it back; the history keeps every step.
     registry
-        .promote(ModelKind::Spam, &second.manifest.version, true)
+        .promote(spam, &second.manifest.version, true)
         .unwrap();
     set.refresh().unwrap();
     assert_eq!(
-        set.get(ModelKind::Spam).unwrap().manifest.version,
+        set.get(spam).unwrap().manifest.version,
         second.manifest.version
     );
     let actions: Vec<String> = registry
-        .history(ModelKind::Spam)
+        .history(spam)
         .unwrap()
         .events
         .iter()
@@ -257,8 +259,9 @@ fn rollback_restores_the_previous_bundle() {
 #[test]
 fn a_malformed_or_foreign_bundle_is_refused_and_the_loaded_one_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
+    let spam = common::fixture_model("fixture-bugtype-b", "bugtype");
     let good = train(
-        ModelKind::Spam,
+        spam,
         &options(vec![data("bugs.jsonl")], dir.path(), 1, false),
     )
     .unwrap();
@@ -266,7 +269,7 @@ fn a_malformed_or_foreign_bundle_is_refused_and_the_loaded_one_keeps_serving() {
     let set = ModelSet::load(registry.clone()).unwrap();
 
     // A copy of the serving bundle as version "broken", its weights cut short.
-    let broken = registry.bundle_dir(ModelKind::Spam, "broken");
+    let broken = registry.bundle_dir(spam, "broken");
     std::fs::create_dir_all(&broken).unwrap();
     let mut manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(good.dir.join("manifest.json")).unwrap()).unwrap();
@@ -278,7 +281,7 @@ fn a_malformed_or_foreign_bundle_is_refused_and_the_loaded_one_keeps_serving() {
     cut.truncate(cut.len() / 2);
     std::fs::write(broken.join("weights.json"), weights.to_string()).unwrap();
 
-    let refused = registry.promote(ModelKind::Spam, "broken", true);
+    let refused = registry.promote(spam, "broken", true);
     assert!(refused.is_err(), "a malformed bundle is not promoted");
     assert!(
         format!("{:#}", refused.unwrap_err()).contains("weights has"),
@@ -287,40 +290,130 @@ fn a_malformed_or_foreign_bundle_is_refused_and_the_loaded_one_keeps_serving() {
 
     // Made current behind the registry's back (a hand edit): refused on refresh, and the
     // loaded bundle goes on serving.
-    let history_file = registry.model_dir(ModelKind::Spam).join("history.json");
+    let history_file = registry.model_dir(spam).join("history.json");
     let mut history: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&history_file).unwrap()).unwrap();
     history["current"] = "broken".into();
     std::fs::write(&history_file, history.to_string()).unwrap();
     assert!(set.refresh().is_err(), "the refusal is reported");
-    let serving = set.get(ModelKind::Spam).unwrap();
+    let serving = set.get(spam).unwrap();
     assert_eq!(serving.manifest.version, good.manifest.version);
-    let features = bug::extract(&bugs()[0], &ModelKind::Spam.exclude());
+    let features = bug::extract(&bugs()[0], &spam.exclude());
     let p = serving.model("").unwrap().predict(&features);
     assert!((p.probabilities.iter().sum::<f64>() - 1.0).abs() < 1e-9);
 
     // Another model's bundle, by path or copied into this model's folder, is refused.
     let version = &good.manifest.version;
     for path in [
-        format!("../spam/{version}"),
+        format!("../fixture-bugtype-b/{version}"),
         good.dir.display().to_string(),
         "..".into(),
         String::new(),
     ] {
         assert!(
-            registry.promote(ModelKind::Bugtype, &path, true).is_err(),
+            registry.promote(ModelKind::BUGTYPE, &path, true).is_err(),
             "{path:?} is not a version of bugtype"
         );
     }
-    let copied = registry.bundle_dir(ModelKind::Bugtype, version);
+    let copied = registry.bundle_dir(ModelKind::BUGTYPE, version);
     std::fs::create_dir_all(&copied).unwrap();
     for file in ["manifest.json", "weights.json"] {
         std::fs::copy(good.dir.join(file), copied.join(file)).unwrap();
     }
-    let foreign = registry.promote(ModelKind::Bugtype, version, true);
+    let foreign = registry.promote(ModelKind::BUGTYPE, version, true);
     assert!(
-        format!("{:#}", foreign.unwrap_err()).contains("manifest says spam"),
-        "a spam bundle copied under bugtype is refused"
+        format!("{:#}", foreign.unwrap_err()).contains("manifest says fixture-bugtype-b"),
+        "another model's bundle copied under bugtype is refused"
     );
-    assert!(registry.current(ModelKind::Bugtype).unwrap().is_none());
+    assert!(registry.current(ModelKind::BUGTYPE).unwrap().is_none());
+}
+
+/// Issue 13: the shipped bug models answered the demo's webhook test bug ("Webhook Test -
+/// Disregard", Firefox::Sync) with component *Firefox Build System* at 1.00 and spam at
+/// 0.87. Calibrated and trained on real bugs, neither the component nor the type model says
+/// more than 0.9 about it, and the untrained spam bundle says nothing. (The regression
+/// model says not-regression at 0.905: its test ECE is 0.089, the worst of the shipped ones.)
+#[test]
+fn the_webhook_test_bug_gets_no_confident_guess() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/pulse/bmo_webhook_public_bug_modify_example.json");
+    let body: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
+    let bug = &body["bug"];
+    assert_eq!(bug["summary"], "Webhook Test - Disregard");
+    let registry = Registry::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models"));
+    let all = bug::extract_all(bug);
+    // (Other tests of this binary add `fixture-*` models to the catalogue.)
+    let shipped = |m: &ModelKind| !m.name().starts_with("fixture-");
+    for model in ModelKind::bug_models().into_iter().filter(shipped) {
+        let bundle = registry.current(model).unwrap().unwrap();
+        let Some(fitted) = bundle.model("") else {
+            assert!(
+                bundle.manifest.untrained.is_some(),
+                "{model}: no model, not untrained"
+            );
+            continue;
+        };
+        let p = fitted.predict(&model.exclude().apply(&all));
+        let top = p.probabilities[p.index];
+        let limit = if model == ModelKind::REGRESSION {
+            0.95
+        } else {
+            0.9
+        };
+        assert!(top <= limit, "{model}: {} at {top:.3}", p.class);
+    }
+    let spam = registry.current(ModelKind::SPAM).unwrap().unwrap();
+    assert!(spam.manifest.untrained.is_some() && spam.weights.models.is_empty());
+}
+
+/// Every shipped bundle says what it learned from and how it was measured: its data files
+/// (hash and count), its split by time, test support per class, its calibration before and
+/// after, and for a model with a writer rule, its threshold or why it has none.
+#[test]
+fn every_shipped_bundle_records_its_data_split_calibration_and_threshold() {
+    let registry = Registry::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models"));
+    let shipped = |m: &ModelKind| !m.name().starts_with("fixture-");
+    for model in ModelKind::all().into_iter().filter(shipped) {
+        let spec = model.spec().unwrap();
+        let bundle = registry
+            .current(model)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{model}: no bundle"));
+        let m = &bundle.manifest;
+        if m.untrained.is_some() {
+            assert!(bundle.weights.models.is_empty(), "{model}");
+            continue;
+        }
+        assert!(
+            !m.data.is_empty() && m.data.iter().all(|d| d.sha256.len() == 64),
+            "{model}"
+        );
+        assert_eq!(m.split.by, spec.split.by, "{model}");
+        assert!(m.split.test_records > 0, "{model}");
+        let calibration = m.metrics.calibration.as_ref().unwrap();
+        assert!(calibration.after.n == m.metrics.samples, "{model}");
+        for class in &m.metrics.classes {
+            assert!(
+                class.support >= spec.gate.min_test_support,
+                "{model} {}",
+                class.class
+            );
+        }
+        if let Some(rule) = &spec.writer {
+            let w = m
+                .writer
+                .as_ref()
+                .unwrap_or_else(|| panic!("{model}: no writer threshold"));
+            assert!(w.threshold.is_some() || w.reason.is_some(), "{model}");
+            if let Some(t) = w.threshold {
+                assert!(t >= rule.floor, "{model}");
+            }
+        }
+    }
+    let component = registry.current(ModelKind::COMPONENT).unwrap().unwrap();
+    let mapping = &component.manifest.conflated_components_mapping;
+    assert_eq!(
+        mapping.get("Core::DOM").map(String::as_str),
+        Some("Core::DOM: Core & HTML")
+    );
 }

@@ -36,7 +36,7 @@ pub fn run(models: &ModelSet, options: &ModelsBenchOptions) -> anyhow::Result<()
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()?;
     let mut serving = Vec::new();
-    for kind in ModelKind::BUG_MODELS {
+    for kind in ModelKind::bug_models() {
         let bundle = models
             .get(kind)
             .ok_or_else(|| anyhow::anyhow!("no serving {kind} bundle in the models folder"))?;

@@ -7,7 +7,7 @@ use crate::models::bundle::Bundle;
 use crate::models::registry::Registry;
 
 pub fn list(registry: &Registry) -> anyhow::Result<()> {
-    for model in ModelKind::ALL {
+    for model in ModelKind::all() {
         let history = registry.history(model)?;
         let versions = registry.versions(model)?;
         if versions.is_empty() {

@@ -31,7 +31,7 @@ pub fn report(config_file: Option<&Path>) -> String {
     }
     let _ = writeln!(out, "models ({}):", dir.display());
     let registry = Registry::new(dir);
-    for model in ModelKind::ALL {
+    for model in ModelKind::all() {
         let line = match registry.current(model) {
             Ok(Some(bundle)) => format!(
                 "{} (macro F1 {:.3}, trained by bugflow {} at {})",

@@ -33,8 +33,8 @@ impl Remember {
         let ours = store.watermark(BOT_LOGIN).await?;
         if ours.as_deref() != Some(self.by.as_str()) {
             let harvested = [
-                (ModelKind::Bugtype, &self.bug_type),
-                (ModelKind::Component, &self.component),
+                (ModelKind::BUGTYPE, &self.bug_type),
+                (ModelKind::COMPONENT, &self.component),
             ];
             for (model, truth) in harvested {
                 if let Some(truth) = truth {

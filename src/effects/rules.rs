@@ -1,5 +1,10 @@
 //! The writer's rules, one per model: from a prediction to a change of the bug, or a note
-//! saying why not. bugbot's thresholds are the defaults (`WriterConfig`).
+//! saying why not.
+//!
+//! A rule writes at the higher of two thresholds: bugbot's, from the configuration
+//! (`WriterConfig`, a floor), and the bundle's own, which training measured as the lowest
+//! probability at which test precision reaches the catalogue's target (`BugScore::writes`).
+//! A bundle that could not reach its target on test never writes, and says why.
 //!
 //! The rules run in a fixed order, and an earlier change can stop a later one: a bug moved
 //! to *Invalid Bugs* as spam gets no component move.
@@ -9,7 +14,7 @@ use serde_json::{Map, Value, json};
 use super::bugzilla::WriterConfig;
 use super::conflation;
 use crate::models::ModelKind;
-use crate::score::{BugScore, Score, bug_score};
+use crate::score::{BugScore, Score, Writes, bug_score};
 
 /// What the rules decided.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,10 +32,10 @@ type Rule = fn(&Value, &BugScore, &WriterConfig, &mut Plan);
 
 /// The rules, in the order they apply.
 const RULES: &[(ModelKind, Rule)] = &[
-    (ModelKind::Spam, spam),
-    (ModelKind::Component, component),
-    (ModelKind::Bugtype, bugtype),
-    (ModelKind::Regression, regression),
+    (ModelKind::SPAM, spam),
+    (ModelKind::COMPONENT, component),
+    (ModelKind::BUGTYPE, bugtype),
+    (ModelKind::REGRESSION, regression),
 ];
 
 /// Decides the change for `bug` (REST shape, with history) from the scores.
@@ -41,11 +46,36 @@ pub fn plan(bug: &Value, scores: &[Score], config: &WriterConfig) -> Plan {
         explanations: Vec::new(),
     };
     for (model, rule) in RULES {
-        if let Some(score) = bug_score(scores, *model) {
-            rule(bug, score, config, &mut p);
+        let Some(score) = bug_score(scores, *model) else {
+            continue;
+        };
+        match &score.writes {
+            Some(Writes::Never(why)) => p
+                .notes
+                .push(format!("{model}: its bundle does not write: {why}")),
+            Some(Writes::AtOrAbove(at)) => {
+                let mut raised = config.clone();
+                raise(&mut raised, *model, *at);
+                rule(bug, score, &raised, &mut p);
+            }
+            None => rule(bug, score, config, &mut p),
         }
     }
     p
+}
+
+/// Raises `model`'s thresholds in `config` to at least `at` (bugbot's stay floors).
+fn raise(config: &mut WriterConfig, model: ModelKind, at: f64) {
+    let fields: Vec<&mut f64> = match model {
+        ModelKind::SPAM => vec![&mut config.spam],
+        ModelKind::COMPONENT => vec![&mut config.component, &mut config.general_component],
+        ModelKind::BUGTYPE => vec![&mut config.bugtype],
+        ModelKind::REGRESSION => vec![&mut config.regression],
+        _ => Vec::new(),
+    };
+    for threshold in fields {
+        *threshold = threshold.max(at);
+    }
 }
 
 fn field(bug: &Value, name: &str) -> String {
@@ -187,6 +217,7 @@ mod tests {
             model,
             prob: vec![p],
             version: "v1".into(),
+            writes: None,
         })
     }
 
@@ -198,7 +229,7 @@ mod tests {
     #[test]
     fn thresholds_and_history_decide() {
         let config = WriterConfig::default();
-        let c = ModelKind::Component;
+        let c = ModelKind::COMPONENT;
         let p = plan(&bug(), &[pred(c, "Core::DOM", 0.5)], &config);
         assert_eq!(p.change["product"], "Core");
         assert_eq!(
@@ -227,7 +258,7 @@ mod tests {
         assert!(p.change.is_empty(), "a human chose the component before");
         assert!(p.notes[0].contains("changed before"));
 
-        let t = ModelKind::Bugtype;
+        let t = ModelKind::BUGTYPE;
         assert!(
             plan(&bug(), &[pred(t, "task", 0.98)], &config)
                 .change
@@ -240,13 +271,47 @@ mod tests {
     }
 
     #[test]
+    fn the_bundles_threshold_raises_bugbots_and_a_bundle_without_one_never_writes() {
+        let config = WriterConfig::default();
+        let scored = |p: f64, writes: Option<Writes>| {
+            let mut s = pred(ModelKind::COMPONENT, "Core::DOM", p);
+            if let Score::Bug(b) = &mut s {
+                b.writes = writes;
+            }
+            plan(&bug(), &[s], &config)
+        };
+        // bugbot's 0.35 alone would move it; the bundle's 0.93 does not.
+        assert!(!scored(0.5, None).change.is_empty());
+        let raised = scored(0.5, Some(Writes::AtOrAbove(0.93)));
+        assert!(raised.change.is_empty(), "{:?}", raised.notes);
+        assert!(raised.notes[0].contains("0.93"), "{:?}", raised.notes);
+        assert!(
+            !scored(0.95, Some(Writes::AtOrAbove(0.93)))
+                .change
+                .is_empty()
+        );
+        // A bundle's threshold under bugbot's does not lower it.
+        assert!(scored(0.3, Some(Writes::AtOrAbove(0.1))).change.is_empty());
+        let never = scored(
+            0.99,
+            Some(Writes::Never("precision 0.9 not reached".into())),
+        );
+        assert!(never.change.is_empty());
+        assert!(
+            never.notes[0].contains("does not write"),
+            "{:?}",
+            never.notes
+        );
+    }
+
+    #[test]
     fn spam_wins_over_a_component_move() {
         let config = WriterConfig::default();
         let p = plan(
             &bug(),
             &[
-                pred(ModelKind::Spam, "spam", 0.97),
-                pred(ModelKind::Component, "Core::DOM", 0.9),
+                pred(ModelKind::SPAM, "spam", 0.97),
+                pred(ModelKind::COMPONENT, "Core::DOM", 0.9),
             ],
             &config,
         );

@@ -309,25 +309,33 @@ pub fn bug_types(bug: &Value) -> Vec<&'static str> {
     types
 }
 
-/// What a model may not see because it is (or gives away) its label.
+/// What a model may not see because it is (or gives away) its label, and the feature groups
+/// it reads (a catalogue file's `[features]`).
 #[derive(Debug, Clone, Default)]
 pub struct Exclude {
     /// Keywords that are labels (`regression`, `feature`).
-    pub keywords: Vec<&'static str>,
-    /// Product and component (the component and spam models predict them).
-    pub product_component: bool,
-    /// The bug type field (the bug type model predicts it).
-    pub bug_type: bool,
+    pub keywords: Vec<String>,
+    /// Structured fields hidden: `product`, `component` (the component and spam models
+    /// predict them), `type` (the bug type model predicts it).
+    pub fields: Vec<String>,
+    /// The groups kept (empty: every group).
+    pub groups: Vec<Group>,
 }
 
 impl Exclude {
     /// Whether a structured feature is hidden from the model.
     fn hides(&self, name: &str) -> bool {
-        (self.product_component && (name.starts_with("product=") || name.starts_with("component=")))
-            || (self.bug_type && name.starts_with("type="))
+        let field = name.split_once('=').map(|(f, _)| f);
+        field.is_some_and(|f| self.fields.iter().any(|h| h == f))
             || name
                 .strip_suffix(" in keywords")
-                .is_some_and(|k| self.keywords.contains(&k))
+                .is_some_and(|k| self.keywords.iter().any(|h| h == k))
+    }
+
+    /// Whether the model reads this feature.
+    pub fn keeps(&self, f: &super::Feature) -> bool {
+        (self.groups.is_empty() || self.groups.contains(&f.group))
+            && (f.group.is_text() || !self.hides(&f.name))
     }
 
     /// `all` (from [`extract_all`]) without what this model may not see.
@@ -336,7 +344,7 @@ impl Exclude {
             items: all
                 .items
                 .iter()
-                .filter(|f| f.group.is_text() || !self.hides(&f.name))
+                .filter(|f| self.keeps(f))
                 .cloned()
                 .collect(),
         }
@@ -419,7 +427,7 @@ mod tests {
             extract(&b, e).items.into_iter().map(|f| f.name).collect()
         };
         let component = names(&Exclude {
-            product_component: true,
+            fields: vec!["product".into(), "component".into()],
             ..Exclude::default()
         });
         assert!(
@@ -429,8 +437,8 @@ mod tests {
         );
         assert!(component.contains(&"type=defect".to_string()));
         let bugtype = names(&Exclude {
-            keywords: vec!["regression"],
-            bug_type: true,
+            keywords: vec!["regression".into()],
+            fields: vec!["type".into()],
             ..Exclude::default()
         });
         assert!(

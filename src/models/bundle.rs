@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::ModelKind;
 use super::linear::{LinearModel, TrainParams};
 use crate::features::commit::Experience;
+use crate::train::calibration::Threshold;
 use crate::train::metrics::Metrics;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,12 +40,25 @@ pub struct Manifest {
     pub data: Vec<DataFile>,
     pub split: SplitInfo,
     pub params: TrainParams,
+    /// The C cross-validation chose, per sub-model.
+    #[serde(default)]
+    pub chosen_c: BTreeMap<String, f64>,
     pub labels: Vec<String>,
+    /// component: each class that stands for one real component → its `Product::Component`
+    /// (bugbug's `conflated_components_mapping`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub conflated_components_mapping: BTreeMap<String, String>,
     /// The held-out metrics (for issue-type: macro F1 averaged over the repositories).
     pub metrics: Metrics,
     /// issue-type: the metrics of each repository's model.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub per_repository: BTreeMap<String, Metrics>,
+    /// The writer's operating point on test (its catalogue rule's precision target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<Threshold>,
+    /// Why this bundle is untrained (no public data labels the model): it predicts nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub untrained: Option<String>,
     pub train_seconds: f64,
     /// Promoted although the metrics gate refused it (`--force`).
     #[serde(default)]
@@ -56,6 +70,9 @@ pub struct Manifest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SplitInfo {
     pub strategy: String,
+    /// What orders records in time: `created` (creation time) or `id`.
+    #[serde(default)]
+    pub by: String,
     pub seed: u64,
     pub test_fraction: f64,
     pub train_records: usize,
@@ -66,6 +83,11 @@ impl Manifest {
     /// The number the gate compares.
     pub fn macro_f1(&self) -> f64 {
         self.metrics.macro_f1
+    }
+
+    /// The test ECE after calibration, when it was measured.
+    pub fn ece(&self) -> Option<f64> {
+        self.metrics.calibration.as_ref().map(|c| c.after.ece)
     }
 }
 
@@ -139,8 +161,12 @@ impl Bundle {
         Ok(bundle)
     }
 
-    /// The model for `key` (a repository for issue-type; `""` for the others).
+    /// The model for `key` (a repository for a per-repository model); the one model (`""`)
+    /// of a bundle that pools its keys.
     pub fn model(&self, key: &str) -> Option<&LinearModel> {
-        self.weights.models.get(key)
+        self.weights
+            .models
+            .get(key)
+            .or_else(|| self.weights.models.get(""))
     }
 }

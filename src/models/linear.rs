@@ -1,13 +1,23 @@
-//! A multinomial logistic regression over sparse features, trained with linfa.
+//! A multinomial logistic regression over sparse features.
 //!
-//! linfa's learners take dense matrices; text is sparse. So training keeps a capped
-//! vocabulary (features seen in at least `min_df` training documents, the `max_features`
-//! most frequent), builds a dense matrix over just those columns for
-//! `linfa_logistic::MultiLogisticRegression`, and keeps the fitted weights. Inference never
-//! builds a dense row: it looks each feature's hash up in the vocabulary and adds its weights.
+//! Text is sparse: a bug's title, description and comments touch a few hundred of the tens
+//! of thousands of words and n-grams a model knows. linfa's learners take dense matrices
+//! (1,200 documents × 100,000 columns of `f64` would be a gigabyte), so the text models are
+//! fitted by [`Learner::Sparse`]: the same objective linfa-logistic minimises (softmax
+//! cross-entropy with an L2 penalty) and the same optimiser (argmin's L-BFGS with a
+//! Moré–Thuente line search), over a compressed sparse row matrix, with balanced class
+//! weights instead of repeated rows, and the penalty `C` chosen on a held-out slice of the
+//! training part. [`Learner::Linfa`] keeps linfa-logistic's dense fit for models with a small
+//! vocabulary (commit-risk).
+//!
+//! Inference never builds a dense row: it looks each feature's hash up in the vocabulary and
+//! adds its weights, then divides by the calibrated temperature.
 
 use std::collections::{BTreeMap, HashMap};
 
+use argmin::core::{CostFunction, Executor, Gradient};
+use argmin::solver::linesearch::MoreThuenteLineSearch;
+use argmin::solver::quasinewton::LBFGS;
 use linfa::prelude::*;
 use linfa_logistic::MultiLogisticRegression;
 use ndarray::{Array1, Array2};
@@ -15,21 +25,34 @@ use serde::{Deserialize, Serialize};
 
 use crate::features::{Features, Group, feature_hash};
 
-/// How to train.
+/// How to train (a catalogue file's `[learner]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TrainParams {
+    pub learner: Learner,
     /// Text features must occur in at least this many training documents.
     pub min_df: u32,
-    /// Keep at most this many features (the most frequent).
+    /// Keep at most this many features (the most frequent); 0 keeps every one.
     pub max_features: usize,
-    /// L2 regularisation (sklearn's `1 / C`).
-    pub alpha: f64,
+    /// Inverse L2 penalty, as scikit-learn's `C`. Several values: the one with the best
+    /// macro F1 on a held-out slice of the training part is used (see [`select_c`]).
+    pub c: Vec<f64>,
     pub max_iterations: u64,
     /// Multiplies each text group after normalisation (a title weighs more than a body).
     pub group_weights: BTreeMap<Group, f64>,
     pub balance: Balance,
-    /// Seed of every random choice (undersampling).
+    /// Seed of every random choice (folds, undersampling).
     pub seed: u64,
+}
+
+/// Which fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Learner {
+    /// Sparse rows, argmin's L-BFGS (see the module documentation).
+    Sparse,
+    /// linfa-logistic's `MultiLogisticRegression` on a dense matrix of the kept columns.
+    Linfa,
 }
 
 /// How class imbalance is handled.
@@ -38,24 +61,25 @@ pub struct TrainParams {
 pub enum Balance {
     /// Train as the data comes.
     None,
-    /// Repeat the rows of smaller classes up to the largest class (sklearn's
-    /// `class_weight="balanced"`, in expectation).
+    /// Each record weighs `n / (k × n_class)`: scikit-learn's `class_weight="balanced"`.
+    Weights,
+    /// Repeat the rows of smaller classes up to the largest class.
     Oversample,
     /// Keep at most `ratio` rows of the largest class per row of the others (bugbug's
-    /// `RandomUnderSampler`). As in bugbug, probabilities stay on the undersampled scale: a
-    /// rare class (a backout) then scores as a risk, not as a near-zero base rate.
+    /// `RandomUnderSampler`).
     Undersample { ratio: f64 },
 }
 
 impl Default for TrainParams {
     fn default() -> Self {
         TrainParams {
+            learner: Learner::Sparse,
             min_df: 2,
-            max_features: 20_000,
-            alpha: 0.05,
+            max_features: 0,
+            c: vec![1.0, 4.0, 16.0],
             max_iterations: 200,
             group_weights: BTreeMap::new(),
-            balance: Balance::Oversample,
+            balance: Balance::Weights,
             seed: 42,
         }
     }
@@ -75,8 +99,39 @@ pub struct LinearModel {
     /// `vocab.len() × classes.len()`, row-major.
     pub weights: Vec<f32>,
     pub intercept: Vec<f32>,
+    /// The calibrated temperature: probabilities are `softmax(scores / temperature)`.
+    #[serde(default = "one")]
+    pub temperature: f32,
     #[serde(skip)]
     index: HashMap<u64, u32>,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+/// A document's features hashed once: `(hash, group, summed value)`, sorted by hash. Training
+/// reads every document many times (folds, values of C), so it hashes each once.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Terms(pub Vec<(u64, Group, f64)>);
+
+impl Terms {
+    pub fn of(features: &Features) -> Terms {
+        let mut items: Vec<(u64, Group, f64)> = features
+            .items
+            .iter()
+            .map(|f| (feature_hash(f.group, &f.name), f.group, f.value))
+            .collect();
+        items.sort_unstable_by_key(|(h, _, _)| *h);
+        let mut merged: Vec<(u64, Group, f64)> = Vec::with_capacity(items.len());
+        for (h, g, v) in items {
+            match merged.last_mut() {
+                Some(last) if last.0 == h => last.2 += v,
+                _ => merged.push((h, g, v)),
+            }
+        }
+        Terms(merged)
+    }
 }
 
 /// A prediction: the probability of each class (they sum to one).
@@ -137,14 +192,15 @@ impl LinearModel {
 
     /// The weighted sparse row of a document: `(column, value)`, sorted by column.
     pub fn vectorize(&self, features: &Features) -> Vec<(u32, f64)> {
-        let mut counts: HashMap<u32, f64> = HashMap::new();
-        for f in &features.items {
-            if let Some(col) = self.index.get(&feature_hash(f.group, &f.name)) {
-                *counts.entry(*col).or_default() += f.value;
-            }
-        }
-        let mut row: Vec<(u32, f64)> = counts
-            .into_iter()
+        self.vectorize_terms(&Terms::of(features))
+    }
+
+    /// [`vectorize`](Self::vectorize) of a hashed document.
+    pub fn vectorize_terms(&self, terms: &Terms) -> Vec<(u32, f64)> {
+        let mut row: Vec<(u32, f64)> = terms
+            .0
+            .iter()
+            .filter_map(|(h, _, v)| self.index.get(h).map(|col| (*col, *v)))
             .map(|(col, v)| {
                 let c = col as usize;
                 let value = if self.groups[c].is_text() {
@@ -177,41 +233,62 @@ impl LinearModel {
         row
     }
 
-    /// Class probabilities for one document.
-    pub fn predict(&self, features: &Features) -> Prediction {
+    /// The class scores (logits) of one document, before calibration.
+    pub fn scores(&self, features: &Features) -> Vec<f64> {
+        self.scores_terms(&Terms::of(features))
+    }
+
+    /// [`scores`](Self::scores) of a hashed document.
+    pub fn scores_terms(&self, terms: &Terms) -> Vec<f64> {
         let k = self.classes.len();
         let mut scores: Vec<f64> = self.intercept.iter().map(|b| f64::from(*b)).collect();
-        for (col, value) in self.vectorize(features) {
+        for (col, value) in self.vectorize_terms(terms) {
             let base = col as usize * k;
             for (j, score) in scores.iter_mut().enumerate() {
                 *score += value * f64::from(self.weights[base + j]);
             }
         }
-        let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let mut probabilities: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
-        let sum: f64 = probabilities.iter().sum();
-        for p in &mut probabilities {
-            *p /= sum;
-        }
-        let index = probabilities
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map(|(i, _)| i)
-            .unwrap_or(0);
+        scores
+    }
+
+    /// Class probabilities for one document (calibrated).
+    pub fn predict(&self, features: &Features) -> Prediction {
+        self.prediction(&softmax(
+            &self.scores(features),
+            f64::from(self.temperature),
+        ))
+    }
+
+    /// The prediction of given probabilities.
+    pub fn prediction(&self, probabilities: &[f64]) -> Prediction {
+        let index = argmax(probabilities);
         Prediction {
             class: self.classes[index].clone(),
-            probabilities,
+            probabilities: probabilities.to_vec(),
             index,
         }
     }
 
-    /// Fits a model on `docs` labelled with indexes into `classes`.
+    /// Fits a model on `docs` labelled with indexes into `classes`, with one `c` (the
+    /// first of `params.c`); [`cross_validate`] chooses among several.
     pub fn fit(
         docs: &[Features],
         labels: &[usize],
         classes: &[String],
         params: &TrainParams,
+    ) -> Result<LinearModel, TrainError> {
+        let c = params.c.first().copied().unwrap_or(1.0);
+        let terms: Vec<Terms> = docs.iter().map(Terms::of).collect();
+        Self::fit_c(&terms, labels, classes, params, c)
+    }
+
+    /// Fits with the inverse penalty `c`.
+    pub fn fit_c(
+        docs: &[Terms],
+        labels: &[usize],
+        classes: &[String],
+        params: &TrainParams,
+        c: f64,
     ) -> Result<LinearModel, TrainError> {
         if docs.len() != labels.len() || docs.is_empty() {
             return Err(TrainError("no training documents".into()));
@@ -227,57 +304,119 @@ impl LinearModel {
                 classes[missing]
             )));
         }
-
+        if !(c.is_finite() && c > 0.0) {
+            return Err(TrainError(format!("C must be positive, not {c}")));
+        }
         let mut model = Self::vocabulary(docs, classes, params);
         model.prepare();
-        // Rows, balanced; a dense matrix over the kept columns only, fitted with linfa.
-        let rows: Vec<Vec<(u32, f64)>> = docs.iter().map(|d| model.vectorize(d)).collect();
+        let rows: Vec<Vec<(u32, f64)>> = docs.iter().map(|d| model.vectorize_terms(d)).collect();
         let order = balance(labels, k, params);
-        let cols = model.vocab.len().max(1);
-        let mut x = Array2::<f64>::zeros((order.len(), cols));
-        let mut y = Array1::<usize>::zeros(order.len());
-        for (r, &i) in order.iter().enumerate() {
-            for &(c, v) in &rows[i] {
-                x[[r, c as usize]] = v;
-            }
-            y[r] = labels[i];
-        }
-        let dataset = Dataset::new(x, y);
-        let fitted = MultiLogisticRegression::default()
-            .alpha(params.alpha)
-            .max_iterations(params.max_iterations)
-            .fit(&dataset)
-            .map_err(|e| TrainError(e.to_string()))?;
-        // linfa orders its classes by value: map each back to ours.
-        let theirs: Vec<usize> = fitted.classes().to_vec();
-        let w = fitted.params();
-        let b = fitted.intercept();
-        model.weights = vec![0.0; model.vocab.len() * k];
-        // Every class has examples (checked above), so linfa fitted every one.
-        model.intercept = vec![0.0; k];
-        for (j, class) in theirs.iter().enumerate() {
-            model.intercept[*class] = b[j] as f32;
-            for c in 0..model.vocab.len() {
-                model.weights[c * k + class] = w[[c, j]] as f32;
-            }
+        match params.learner {
+            Learner::Sparse => model.fit_sparse(&rows, labels, &order, params, c)?,
+            Learner::Linfa => model.fit_linfa(&rows, labels, &order, params, c)?,
         }
         Ok(model)
     }
 
+    /// argmin's L-BFGS over the sparse rows (see the module documentation).
+    fn fit_sparse(
+        &mut self,
+        rows: &[Vec<(u32, f64)>],
+        labels: &[usize],
+        order: &[usize],
+        params: &TrainParams,
+        c: f64,
+    ) -> Result<(), TrainError> {
+        let k = self.classes.len();
+        let n_features = self.vocab.len();
+        let weights = sample_weights(labels, order, k, params.balance);
+        let problem = Softmax {
+            rows: order.iter().map(|&i| rows[i].as_slice()).collect(),
+            labels: order.iter().map(|&i| labels[i]).collect(),
+            weights,
+            k,
+            n_features,
+            inverse_c: 1.0 / c,
+            last: std::sync::Mutex::new(None),
+        };
+        let solver = LBFGS::new(MoreThuenteLineSearch::new(), 10)
+            .with_tolerance_grad(1e-5)
+            .and_then(|s| s.with_tolerance_cost(1e-9))
+            .map_err(|e| TrainError(e.to_string()))?;
+        let start = Array1::<f64>::zeros(n_features * k + k);
+        let result = Executor::new(problem, solver)
+            .configure(|state| state.param(start).max_iters(params.max_iterations))
+            .run()
+            .map_err(|e| TrainError(e.to_string()))?;
+        let best = result
+            .state
+            .best_param
+            .ok_or_else(|| TrainError("the optimiser returned no parameters".into()))?;
+        self.weights = best
+            .iter()
+            .take(n_features * k)
+            .map(|w| *w as f32)
+            .collect();
+        self.intercept = best
+            .iter()
+            .skip(n_features * k)
+            .map(|b| *b as f32)
+            .collect();
+        Ok(())
+    }
+
+    /// linfa-logistic on a dense matrix of the kept columns (rows repeated or dropped by
+    /// `balance`; class weights are not a linfa option, so `weights` oversamples here).
+    fn fit_linfa(
+        &mut self,
+        rows: &[Vec<(u32, f64)>],
+        labels: &[usize],
+        order: &[usize],
+        params: &TrainParams,
+        c: f64,
+    ) -> Result<(), TrainError> {
+        let k = self.classes.len();
+        let order = if params.balance == Balance::Weights {
+            oversample(labels, k)
+        } else {
+            order.to_vec()
+        };
+        let cols = self.vocab.len().max(1);
+        let mut x = Array2::<f64>::zeros((order.len(), cols));
+        let mut y = Array1::<usize>::zeros(order.len());
+        for (r, &i) in order.iter().enumerate() {
+            for &(col, v) in &rows[i] {
+                x[[r, col as usize]] = v;
+            }
+            y[r] = labels[i];
+        }
+        let fitted = MultiLogisticRegression::default()
+            .alpha(1.0 / c)
+            .max_iterations(params.max_iterations)
+            .fit(&Dataset::new(x, y))
+            .map_err(|e| TrainError(e.to_string()))?;
+        // linfa orders its classes by value: map each back to ours.
+        let theirs: Vec<usize> = fitted.classes().to_vec();
+        let (w, b) = (fitted.params(), fitted.intercept());
+        self.weights = vec![0.0; self.vocab.len() * k];
+        self.intercept = vec![0.0; k];
+        for (j, class) in theirs.iter().enumerate() {
+            self.intercept[*class] = b[j] as f32;
+            for col in 0..self.vocab.len() {
+                self.weights[col * k + class] = w[[col, j]] as f32;
+            }
+        }
+        Ok(())
+    }
+
     /// An unfitted model over the vocabulary of `docs`: text features seen in at least
     /// `min_df` documents, the most frequent `max_features` of them, with their idf.
-    fn vocabulary(docs: &[Features], classes: &[String], params: &TrainParams) -> LinearModel {
+    fn vocabulary(docs: &[Terms], classes: &[String], params: &TrainParams) -> LinearModel {
         let mut df: HashMap<u64, (u32, Group)> = HashMap::new();
         for doc in docs {
-            let mut seen: Vec<(u64, Group)> = doc
-                .items
-                .iter()
-                .map(|f| (feature_hash(f.group, &f.name), f.group))
-                .collect();
-            seen.sort_unstable_by_key(|(h, _)| *h);
-            seen.dedup_by_key(|(h, _)| *h);
-            for (h, g) in seen {
-                df.entry(h).or_insert((0, g)).0 += 1;
+            // Terms are unique per document.
+            for (h, g, _) in &doc.0 {
+                df.entry(*h).or_insert((0, *g)).0 += 1;
             }
         }
         let mut kept: Vec<(u64, u32, Group)> = df
@@ -287,7 +426,9 @@ impl LinearModel {
             .collect();
         // Most frequent first; ties by hash, so the choice is reproducible.
         kept.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        kept.truncate(params.max_features);
+        if params.max_features > 0 {
+            kept.truncate(params.max_features);
+        }
         kept.sort_unstable_by_key(|(h, _, _)| *h);
         let n_docs = docs.len() as f64;
         LinearModel {
@@ -307,6 +448,7 @@ impl LinearModel {
                 .collect(),
             weights: Vec::new(),
             intercept: Vec::new(),
+            temperature: 1.0,
             index: HashMap::new(),
         }
     }
@@ -319,17 +461,8 @@ fn balance(labels: &[usize], k: usize, params: &TrainParams) -> Vec<usize> {
         by_class[l].push(i);
     }
     match params.balance {
-        Balance::None => (0..labels.len()).collect(),
-        Balance::Oversample => {
-            let target = by_class.iter().map(Vec::len).max().unwrap_or(0);
-            let mut order = Vec::new();
-            for rows in &by_class {
-                for j in 0..target {
-                    order.push(rows[j % rows.len()]);
-                }
-            }
-            order
-        }
+        Balance::None | Balance::Weights => (0..labels.len()).collect(),
+        Balance::Oversample => oversample(labels, k),
         Balance::Undersample { ratio } => {
             let (largest, _) = by_class
                 .iter()
@@ -362,6 +495,269 @@ fn balance(labels: &[usize], k: usize, params: &TrainParams) -> Vec<usize> {
             order
         }
     }
+}
+
+/// Every row of the smaller classes repeated up to the size of the largest.
+fn oversample(labels: &[usize], k: usize) -> Vec<usize> {
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); k];
+    for (i, &l) in labels.iter().enumerate() {
+        by_class[l].push(i);
+    }
+    let target = by_class.iter().map(Vec::len).max().unwrap_or(0);
+    let mut order = Vec::new();
+    for rows in by_class.iter().filter(|r| !r.is_empty()) {
+        for j in 0..target {
+            order.push(rows[j % rows.len()]);
+        }
+    }
+    order
+}
+
+/// The weight of each row of `order`: `n / (k × n_class)` under [`Balance::Weights`], else 1.
+fn sample_weights(labels: &[usize], order: &[usize], k: usize, balance: Balance) -> Vec<f64> {
+    if balance != Balance::Weights {
+        return vec![1.0; order.len()];
+    }
+    let mut per_class = vec![0usize; k];
+    for &i in order {
+        per_class[labels[i]] += 1;
+    }
+    let n = order.len() as f64;
+    order
+        .iter()
+        .map(|&i| n / (k as f64 * per_class[labels[i]].max(1) as f64))
+        .collect()
+}
+
+/// `softmax(scores / temperature)`.
+pub fn softmax(scores: &[f64], temperature: f64) -> Vec<f64> {
+    let t = if temperature > 0.0 { temperature } else { 1.0 };
+    let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mut p: Vec<f64> = scores.iter().map(|s| ((s - max) / t).exp()).collect();
+    let sum: f64 = p.iter().sum();
+    for x in &mut p {
+        *x /= sum;
+    }
+    p
+}
+
+/// The index of the largest value (the first of equals).
+pub fn argmax(values: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, v) in values.iter().enumerate() {
+        if *v > values[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// The objective: weighted softmax cross-entropy plus `‖W‖² / 2C` (the intercepts are not
+/// penalised). Parameters are `W` row-major (`n_features × k`), then the `k` intercepts.
+struct Softmax<'a> {
+    rows: Vec<&'a [(u32, f64)]>,
+    labels: Vec<usize>,
+    weights: Vec<f64>,
+    k: usize,
+    n_features: usize,
+    inverse_c: f64,
+    /// The last point evaluated, with its loss and gradient: L-BFGS and its line search
+    /// ask for the cost and the gradient of the same point, and one pass gives both.
+    last: std::sync::Mutex<Option<Evaluated>>,
+}
+
+/// A point, its loss and its gradient.
+type Evaluated = (Array1<f64>, f64, Array1<f64>);
+
+impl Softmax<'_> {
+    /// The loss, and its gradient into `grad` when given.
+    fn eval(&self, p: &Array1<f64>, mut grad: Option<&mut Array1<f64>>) -> f64 {
+        let (k, nw) = (self.k, self.n_features * self.k);
+        let params = p.as_slice().unwrap_or_default();
+        let (w, b) = params.split_at(nw.min(params.len()));
+        let mut loss = 0.0;
+        let mut z = vec![0.0; k];
+        for ((row, &y), &sw) in self.rows.iter().zip(&self.labels).zip(&self.weights) {
+            z.copy_from_slice(&b[..k]);
+            for &(col, x) in row.iter() {
+                let base = col as usize * k;
+                for j in 0..k {
+                    z[j] += x * w[base + j];
+                }
+            }
+            let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = z.iter().map(|v| (v - max).exp()).sum();
+            loss += sw * (max + sum.ln() - z[y]);
+            if let Some(g) = grad.as_deref_mut() {
+                let g = g.as_slice_mut().unwrap_or_default();
+                for j in 0..k {
+                    let d = sw * ((z[j] - max).exp() / sum - f64::from(u8::from(j == y)));
+                    z[j] = d;
+                    g[nw + j] += d;
+                }
+                for &(col, x) in row.iter() {
+                    let base = col as usize * k;
+                    for j in 0..k {
+                        g[base + j] += x * z[j];
+                    }
+                }
+            }
+        }
+        let mut penalty = 0.0;
+        for v in w {
+            penalty += v * v;
+        }
+        if let Some(g) = grad {
+            let g = g.as_slice_mut().unwrap_or_default();
+            for (gi, wi) in g.iter_mut().zip(w) {
+                *gi += self.inverse_c * wi;
+            }
+        }
+        loss + 0.5 * self.inverse_c * penalty
+    }
+}
+
+impl Softmax<'_> {
+    /// Loss and gradient at `p`, from the cache when `p` was the last point.
+    fn both(&self, p: &Array1<f64>) -> (f64, Array1<f64>) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, loss, grad)) = last.as_ref()
+            && at == p
+        {
+            return (*loss, grad.clone());
+        }
+        let mut grad = Array1::<f64>::zeros(p.len());
+        let loss = self.eval(p, Some(&mut grad));
+        *last = Some((p.clone(), loss, grad.clone()));
+        (loss, grad)
+    }
+}
+
+impl CostFunction for Softmax<'_> {
+    type Param = Array1<f64>;
+    type Output = f64;
+    fn cost(&self, p: &Self::Param) -> Result<f64, argmin::core::Error> {
+        Ok(self.both(p).0)
+    }
+}
+
+impl Gradient for Softmax<'_> {
+    type Param = Array1<f64>;
+    type Gradient = Array1<f64>;
+    fn gradient(&self, p: &Self::Param) -> Result<Self::Gradient, argmin::core::Error> {
+        Ok(self.both(p).1)
+    }
+}
+
+/// What [`select_c`] found: the chosen `c`, the model fitted with it, its macro F1 on the
+/// held-out part, and the held-out scores (logits), which fit the calibrator.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    pub c: f64,
+    pub model: LinearModel,
+    pub macro_f1: f64,
+    /// Per `c` tried: its held-out macro F1.
+    pub tried: Vec<(f64, f64)>,
+    pub held_scores: Vec<Vec<f64>>,
+}
+
+/// Chooses `c` among `params.c`: each is fitted on `fit` and scored on `held` (the training
+/// part's newest slice for a model split by time, so that C and the calibrator are chosen
+/// on data as new to the model as its test data will be). The fits run on every core.
+pub fn select_c(
+    fit: (&[Terms], &[usize]),
+    held: (&[Terms], &[usize]),
+    classes: &[String],
+    params: &TrainParams,
+) -> Result<Selection, TrainError> {
+    let k = classes.len();
+    let grid = if params.c.is_empty() {
+        vec![1.0]
+    } else {
+        params.c.clone()
+    };
+    let score = |c: &f64| -> Result<(LinearModel, Vec<Vec<f64>>), TrainError> {
+        let model = LinearModel::fit_c(fit.0, fit.1, classes, params, *c)?;
+        let scores = held.0.iter().map(|d| model.scores_terms(d)).collect();
+        Ok((model, scores))
+    };
+    let results = parallel_map(&grid, score)
+        .ok_or_else(|| TrainError("a training thread panicked".into()))?;
+    let mut best: Option<Selection> = None;
+    let mut tried = Vec::new();
+    for (&c, result) in grid.iter().zip(results) {
+        let (model, scores) = result?;
+        let predicted: Vec<usize> = scores.iter().map(|s| argmax(s)).collect();
+        let f1 = macro_f1(held.1, &predicted, k);
+        tried.push((c, f1));
+        if best.as_ref().is_none_or(|b| f1 > b.macro_f1 + 1e-9) {
+            best = Some(Selection {
+                c,
+                model,
+                macro_f1: f1,
+                tried: Vec::new(),
+                held_scores: scores,
+            });
+        }
+    }
+    let mut best = best.ok_or_else(|| TrainError("no value of C to try".into()))?;
+    best.tried = tried;
+    Ok(best)
+}
+
+/// `f` over `items`, on as many threads as the machine has cores (results in order);
+/// `None` if a thread panicked.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Option<Vec<R>> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(items.len())
+        .max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut out: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break };
+                        done.push((i, f(item)));
+                    }
+                    done
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect()
+    });
+    if out.len() != items.len() {
+        return None;
+    }
+    out.sort_by_key(|(i, _)| *i);
+    Some(out.into_iter().map(|(_, r)| r).collect())
+}
+
+/// Macro F1 over `k` classes (a class neither true nor predicted counts 0, as scikit-learn).
+pub fn macro_f1(truth: &[usize], predicted: &[usize], k: usize) -> f64 {
+    let (mut tp, mut fp, mut fn_) = (vec![0.0; k], vec![0.0; k], vec![0.0; k]);
+    for (&t, &p) in truth.iter().zip(predicted) {
+        if t == p {
+            tp[t] += 1.0;
+        } else {
+            fp[p] += 1.0;
+            fn_[t] += 1.0;
+        }
+    }
+    let f1: f64 = (0..k)
+        .map(|j| {
+            let d = 2.0 * tp[j] + fp[j] + fn_[j];
+            if d > 0.0 { 2.0 * tp[j] / d } else { 0.0 }
+        })
+        .sum();
+    f1 / k.max(1) as f64
 }
 
 /// A small, seedable generator (SplitMix64) for reproducible sampling and splits.

@@ -1,5 +1,7 @@
 //! Models: what each one predicts, its bundles, the registry that serves the current one.
 //!
+//! * [`catalogue`] — one TOML file per model: what it reads, its label rule, features,
+//!   learner, split, calibration, gate and writer rule;
 //! * [`linear`] — the learner (linfa logistic regression, sparse inference);
 //! * [`bundle`] — a trained model on disk: `manifest.json` + `weights.json`;
 //! * [`registry`] — `models/<model>/<version>/`, the promotion history, promote and
@@ -7,38 +9,26 @@
 //!   up a promoted or rolled-back bundle while the service runs.
 
 pub mod bundle;
+pub mod catalogue;
 pub mod linear;
 pub mod registry;
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::features::Group;
 use crate::features::bug::Exclude;
-use linear::{Balance, TrainParams};
+pub use catalogue::Spec;
+use linear::TrainParams;
 
-/// Every model bugflow trains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ModelKind {
-    /// defect / enhancement / task (bugbug's `defectenhancementtask`).
-    Bugtype,
-    /// `Product::Component`, with bugbug's conflation.
-    Component,
-    /// spam / ham (bugbug's `spambug`).
-    Spam,
-    /// regression / not-regression.
-    Regression,
-    /// Will a commit be backed out (bugbug's `backout`, the landings risk).
-    CommitRisk,
-    /// GitHub issues: bug / feature / question, one model per repository.
-    IssueType,
-}
+/// A model of the catalogue, by its name: `ModelKind::BUGTYPE`, or any name a catalogue
+/// file gives (`ModelKind::parse`). Cheap to copy; its [`Spec`] says the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ModelKind(&'static str);
 
 /// What a model reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Input {
     Bug,
     Commit,
@@ -46,109 +36,68 @@ pub enum Input {
 }
 
 impl ModelKind {
-    pub const ALL: [ModelKind; 6] = [
-        ModelKind::Bugtype,
-        ModelKind::Component,
-        ModelKind::Spam,
-        ModelKind::Regression,
-        ModelKind::CommitRisk,
-        ModelKind::IssueType,
-    ];
+    /// defect / enhancement / task (bugbug's `defectenhancementtask`).
+    pub const BUGTYPE: ModelKind = ModelKind("bugtype");
+    /// `Product::Component`, with bugbug's conflation.
+    pub const COMPONENT: ModelKind = ModelKind("component");
+    /// spam / ham (bugbug's `spambug`).
+    pub const SPAM: ModelKind = ModelKind("spam");
+    /// regression / not-regression, among defects.
+    pub const REGRESSION: ModelKind = ModelKind("regression");
+    /// Will a commit be backed out (bugbug's `backout`, the landings risk).
+    pub const COMMIT_RISK: ModelKind = ModelKind("commit-risk");
+    /// GitHub issues: bug / feature / question, one model per repository.
+    pub const ISSUE_TYPE: ModelKind = ModelKind("issue-type");
 
-    /// The models the bug-triage consumer runs.
-    pub const BUG_MODELS: [ModelKind; 4] = [
-        ModelKind::Bugtype,
-        ModelKind::Component,
-        ModelKind::Spam,
-        ModelKind::Regression,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            ModelKind::Bugtype => "bugtype",
-            ModelKind::Component => "component",
-            ModelKind::Spam => "spam",
-            ModelKind::Regression => "regression",
-            ModelKind::CommitRisk => "commit-risk",
-            ModelKind::IssueType => "issue-type",
-        }
+    /// Every model of the catalogue, by name.
+    pub fn all() -> Vec<ModelKind> {
+        catalogue::all()
+            .into_iter()
+            .map(|s| ModelKind(s.name.as_str()))
+            .collect()
     }
 
-    /// Our names and bugbug's.
+    /// The models that read bugs (the bug-triage consumer's).
+    pub fn bug_models() -> Vec<ModelKind> {
+        Self::all()
+            .into_iter()
+            .filter(|m| m.input() == Input::Bug)
+            .collect()
+    }
+
+    pub fn name(self) -> &'static str {
+        self.0
+    }
+
+    /// Our names and bugbug's (a catalogue file's `aliases`).
     pub fn parse(name: &str) -> Option<ModelKind> {
-        Some(match name {
-            "bugtype" | "defectenhancementtask" => ModelKind::Bugtype,
-            "component" => ModelKind::Component,
-            "spam" | "spambug" => ModelKind::Spam,
-            "regression" => ModelKind::Regression,
-            "commit-risk" | "backout" | "regressor" => ModelKind::CommitRisk,
-            "issue-type" => ModelKind::IssueType,
-            _ => return None,
-        })
+        catalogue::find(name).map(|s| ModelKind(s.name.as_str()))
+    }
+
+    /// Its catalogue file. `None` only for a constant whose file was removed.
+    pub fn spec(self) -> Option<&'static Spec> {
+        catalogue::find(self.0)
     }
 
     pub fn input(self) -> Input {
-        match self {
-            ModelKind::CommitRisk => Input::Commit,
-            ModelKind::IssueType => Input::Issue,
-            _ => Input::Bug,
-        }
+        self.spec().map(|s| s.reads).unwrap_or(Input::Bug)
     }
 
     /// Features a bug model must not see: its own label, or what gives it away.
     pub fn exclude(self) -> Exclude {
-        match self {
-            ModelKind::Bugtype => Exclude {
-                keywords: vec!["regression", "talos-regression", "feature"],
-                product_component: false,
-                bug_type: true,
-            },
-            ModelKind::Regression => Exclude {
-                keywords: vec!["regression", "talos-regression", "regressionwindow-wanted"],
-                product_component: false,
-                bug_type: false,
-            },
-            ModelKind::Component | ModelKind::Spam => Exclude {
-                keywords: vec![],
-                product_component: true,
-                bug_type: false,
-            },
-            _ => Exclude::default(),
+        let Some(spec) = self.spec() else {
+            return Exclude::default();
+        };
+        Exclude {
+            keywords: spec.features.hide_keywords.clone(),
+            fields: spec.features.hide_fields.clone(),
+            groups: spec.features.groups.clone(),
         }
     }
 
-    /// Training parameters (tuned on held-out data; see the closing notes of issue 3).
+    /// Training parameters (the catalogue file's `[learner]`).
     pub fn params(self) -> TrainParams {
-        let mut weights = BTreeMap::new();
-        weights.insert(Group::Title, 2.0);
-        let base = TrainParams {
-            group_weights: weights,
-            ..TrainParams::default()
-        };
-        match self {
-            ModelKind::IssueType => TrainParams {
-                min_df: 2,
-                max_features: 30_000,
-                alpha: 0.05,
-                max_iterations: 300,
-                ..base
-            },
-            ModelKind::CommitRisk => TrainParams {
-                min_df: 3,
-                max_features: 8_000,
-                alpha: 4.0,
-                max_iterations: 200,
-                balance: Balance::Undersample { ratio: 3.0 },
-                ..base
-            },
-            _ => TrainParams {
-                min_df: 2,
-                max_features: 10_000,
-                alpha: 0.05,
-                max_iterations: 200,
-                ..base
-            },
-        }
+        self.spec().map(|s| s.learner.clone()).unwrap_or_default()
     }
 }
 
@@ -163,9 +112,26 @@ impl std::str::FromStr for ModelKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         ModelKind::parse(s).ok_or_else(|| {
             format!(
-                "unknown model {s:?}; known: {}",
-                ModelKind::ALL.map(|m| m.name()).join(", ")
+                "unknown model {s:?}; the catalogue has: {}",
+                ModelKind::all()
+                    .iter()
+                    .map(|m| m.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         })
+    }
+}
+
+impl Serialize for ModelKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
     }
 }

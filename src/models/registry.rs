@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::ModelKind;
-use super::bundle::Bundle;
+use super::bundle::{Bundle, Manifest};
 use crate::train::gate::{self, Verdict};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -124,18 +124,24 @@ impl Registry {
     }
 
     /// The gate's verdict on `candidate` against what served before.
-    pub fn judge(&self, model: ModelKind, candidate_f1: f64) -> anyhow::Result<Verdict> {
+    pub fn judge(&self, model: ModelKind, candidate: &Manifest) -> anyhow::Result<Verdict> {
         let history = self.history(model)?;
         let mut earlier = Vec::new();
         for version in &history.promoted {
             let bundle = self.bundle(model, version)?;
             earlier.push(bundle.manifest.macro_f1());
         }
-        let previous = match &history.current {
-            Some(v) => Some(self.bundle(model, v)?.manifest.macro_f1()),
+        let serving = match &history.current {
+            Some(v) => Some(self.bundle(model, v)?.manifest),
             None => None,
         };
-        Ok(gate::judge(candidate_f1, &earlier, previous))
+        let rules = model.spec().map(|s| s.gate.clone()).unwrap_or_default();
+        Ok(gate::judge_bundle(
+            candidate,
+            &earlier,
+            serving.as_ref(),
+            &rules,
+        ))
     }
 
     /// Records an event without changing what serves.
@@ -151,7 +157,7 @@ impl Registry {
             .bundle(model, version)
             .map_err(|e| anyhow::anyhow!("no bundle {model}/{version}: {e}"))?;
         let f1 = bundle.manifest.macro_f1();
-        let verdict = self.judge(model, f1)?;
+        let verdict = self.judge(model, &bundle.manifest)?;
         let mut history = self.history(model)?;
         if !verdict.pass && !force {
             history.events.push(HistoryEntry {
@@ -275,7 +281,7 @@ impl ModelSet {
     pub fn refresh(&self) -> anyhow::Result<Vec<ModelKind>> {
         let mut changed = Vec::new();
         let mut refused = Vec::new();
-        for model in ModelKind::ALL {
+        for model in ModelKind::all() {
             let wanted = self.registry.history(model).map(|h| h.current);
             let wanted = match wanted {
                 Ok(wanted) => wanted,

@@ -134,7 +134,7 @@ impl Monitor {
                 .unwrap_or(0.0)
                 .total_cmp(&a["mean_risk"].as_f64().unwrap_or(0.0))
         });
-        let model_list: Vec<Value> = ModelKind::ALL
+        let model_list: Vec<Value> = ModelKind::all()
             .iter()
             .filter_map(|&kind| {
                 let bundle = models.get(kind)?;

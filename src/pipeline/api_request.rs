@@ -98,7 +98,7 @@ impl Pipeline {
     /// `GET /push/<branch>/<rev>/risk`: the push holding `rev`, scored commit by commit.
     async fn push_risk(&self, branch: &str, rev: &str) -> Result<Finding, StageError> {
         let key = cache_key_of_push(branch, rev);
-        let model = ModelKind::CommitRisk;
+        let model = ModelKind::COMMIT_RISK;
         let bundle = self.models.get(model).ok_or_else(|| {
             StageError::transient(Stage::Models, "commit-risk has no serving bundle yet")
         })?;

@@ -19,7 +19,7 @@ impl Pipeline {
         let (push, entry) = filter::push(&self.spec, event)?;
         let mut data = push_data(push, routing_key);
         let mut models = Vec::new();
-        if self.spec.models.contains(&ModelKind::CommitRisk) {
+        if self.spec.models.contains(&ModelKind::COMMIT_RISK) {
             models.push(
                 self.score_push(entry.pushid, &entry.push_full_json_url, &mut data)
                     .await?,
@@ -47,7 +47,7 @@ impl Pipeline {
         url: &str,
         data: &mut Value,
     ) -> Result<Score, StageError> {
-        let model = ModelKind::CommitRisk;
+        let model = ModelKind::COMMIT_RISK;
         let Some(bundle) = self.models.get(model) else {
             return Ok(Score::not_scored(model, "no serving bundle"));
         };

@@ -7,7 +7,7 @@ use crate::clients::hg::PushDetails;
 use crate::features::{Features, bug, commit};
 use crate::models::bundle::Bundle;
 use crate::models::{Input, ModelKind};
-use crate::score::{BugScore, PushScore, Score, round};
+use crate::score::{BugScore, PushScore, Score, Writes, round};
 
 impl Pipeline {
     /// Every bug model of this consumer on one bug (REST shape). Features are extracted
@@ -31,10 +31,17 @@ impl Pipeline {
         let Some(bundle) = self.models.get(model) else {
             return Score::not_scored(model, "no serving bundle");
         };
+        if let Some(why) = &bundle.manifest.untrained {
+            return Score::not_scored(model, format!("untrained bundle: {why}"));
+        }
         let Some(fitted) = bundle.model("") else {
             return Score::not_scored(model, "bundle has no model");
         };
         let p = fitted.predict(&model.exclude().apply(all));
+        let writes = bundle.manifest.writer.as_ref().map(|w| match w.threshold {
+            Some(t) => Writes::AtOrAbove(t),
+            None => Writes::Never(w.reason.clone().unwrap_or_default()),
+        });
         Score::Bug(BugScore {
             class: p.class,
             index: p.index,
@@ -42,6 +49,7 @@ impl Pipeline {
             model,
             prob: p.probabilities.iter().map(|x| round(*x)).collect(),
             version: bundle.manifest.version.clone(),
+            writes,
         })
     }
 }
@@ -49,7 +57,7 @@ impl Pipeline {
 /// Scores each commit of a push with the commit-risk bundle; the push's risk is the highest.
 /// Adds the commits (riskiest first, at most [`MAX_LISTED`]) to `data`.
 pub fn score_commits(bundle: &Bundle, details: &PushDetails, data: &mut Value) -> Score {
-    let model = ModelKind::CommitRisk;
+    let model = ModelKind::COMMIT_RISK;
     let Some(fitted) = bundle.model("") else {
         return Score::not_scored(model, "bundle has no model");
     };

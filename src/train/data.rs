@@ -1,7 +1,9 @@
 //! Training data: records in, labelled feature sets out.
 //!
-//! * bugs — JSON Lines of Bugzilla REST bugs (with comments, history, attachments), as in
-//!   bugbug's `bugs.json` and the output of `bugflow data bugs`;
+//! * bugs — JSON Lines (or zstd-compressed JSON Lines, `.jsonl.zst`) of Bugzilla REST bugs,
+//!   full (with comments, history, attachments, as bugbug's `bugs.json` and `bugflow data
+//!   bugs`) or partial (a BMO search export's fields); bugbug's label files (`*.csv` with a
+//!   `bug_id` column) beside them;
 //! * commits — JSON Lines of changesets with `backed_out_by` (and `file_stats`);
 //! * issues — CSV with columns `repo, created_at, label, title, body`.
 
@@ -13,9 +15,11 @@ use chrono::{DateTime, NaiveDateTime};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::labels::{self, LabelFiles};
 use crate::features::commit::{self, Commit, Experience};
 use crate::features::{Features, bug, issue};
 use crate::models::bundle::DataFile;
+use crate::models::catalogue::Spec;
 use crate::models::{Input, ModelKind};
 
 /// One labelled record.
@@ -27,6 +31,9 @@ pub struct Sample {
     pub date: i64,
     pub label: Option<String>,
     pub features: Features,
+    /// The record's text as it came (title, then body or first comment): what
+    /// `--export` writes for a side-by-side learner.
+    pub text: (String, String),
 }
 
 /// A model's training data.
@@ -50,52 +57,6 @@ pub fn conflated_component(bug: &Value) -> Option<String> {
     )))
 }
 
-/// The label of a bug for a bug model (`None`: the bug does not take part).
-pub fn bug_label(model: ModelKind, bug: &Value) -> Option<String> {
-    let keywords: Vec<&str> = bug
-        .get("keywords")
-        .and_then(Value::as_array)
-        .map(|k| k.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    match model {
-        ModelKind::Bugtype => match bug.get("type").and_then(Value::as_str)? {
-            t @ ("defect" | "enhancement" | "task") => Some(t.to_owned()),
-            _ => None,
-        },
-        ModelKind::Component => {
-            let c = conflated_component(bug)?;
-            let general = c.ends_with("::General") || c.ends_with("::Untriaged");
-            (!general && !c.starts_with("Invalid Bugs")).then_some(c)
-        }
-        ModelKind::Spam => Some(
-            if bug.get("product").and_then(Value::as_str) == Some("Invalid Bugs") {
-                "spam"
-            } else {
-                "ham"
-            }
-            .to_owned(),
-        ),
-        ModelKind::Regression => {
-            let regressed_by = bug
-                .get("regressed_by")
-                .and_then(Value::as_array)
-                .is_some_and(|r| !r.is_empty());
-            let range = bug.get("cf_has_regression_range").and_then(Value::as_str) == Some("yes");
-            let keyword =
-                keywords.contains(&"regression") || keywords.contains(&"talos-regression");
-            Some(
-                if regressed_by || range || keyword {
-                    "regression"
-                } else {
-                    "not-regression"
-                }
-                .to_owned(),
-            )
-        }
-        _ => None,
-    }
-}
-
 fn parse_time(s: &str) -> i64 {
     DateTime::parse_from_rfc3339(s)
         .map(|d| d.timestamp())
@@ -108,7 +69,7 @@ fn parse_time(s: &str) -> i64 {
         .unwrap_or(0)
 }
 
-fn describe(path: &Path, records: usize) -> anyhow::Result<DataFile> {
+pub(crate) fn describe(path: &Path, records: usize) -> anyhow::Result<DataFile> {
     let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let digest = Sha256::digest(&bytes);
     Ok(DataFile {
@@ -118,8 +79,11 @@ fn describe(path: &Path, records: usize) -> anyhow::Result<DataFile> {
     })
 }
 
-/// Loads the data of `model` from `files`.
+/// Loads the data of `model` from `files`, labelled by its catalogue rule.
 pub fn load(model: ModelKind, files: &[impl AsRef<Path>]) -> anyhow::Result<Dataset> {
+    let spec = model
+        .spec()
+        .ok_or_else(|| anyhow::anyhow!("{model}: no catalogue file"))?;
     let mut data = Dataset {
         samples: Vec::new(),
         files: Vec::new(),
@@ -127,43 +91,36 @@ pub fn load(model: ModelKind, files: &[impl AsRef<Path>]) -> anyhow::Result<Data
         rejected: Vec::new(),
         rejected_count: 0,
     };
+    let paths: Vec<&Path> = files.iter().map(AsRef::as_ref).collect();
+    let is_label_file =
+        |p: &&Path| spec.reads == Input::Bug && p.extension().is_some_and(|e| e == "csv");
+    let label_paths: Vec<&Path> = paths.iter().copied().filter(is_label_file).collect();
+    let label_files = LabelFiles::read(&spec.label, &label_paths)?;
+    for (path, ids) in &label_files.read {
+        data.files.push(describe(Path::new(path), *ids)?);
+    }
     let mut commits = Vec::new();
-    for file in files {
-        let path = file.as_ref();
-        let records = match model.input() {
-            Input::Bug => load_bugs(model, path, &mut data)?,
+    for path in paths.iter().copied().filter(|p| !is_label_file(p)) {
+        let records = match spec.reads {
+            Input::Bug => load_bugs(model, spec, &label_files, path, &mut data)?,
             Input::Commit => load_commits(path, &mut commits, &mut data)?,
             Input::Issue => load_issues(path, &mut data)?,
         };
         data.files.push(describe(path, records)?);
     }
-    if model.input() == Input::Commit {
-        commits.sort_by_key(|c: &Commit| c.date);
-        let mut experience = Experience::default();
-        for c in &commits {
-            if !commit::is_backout(c) && c.parents.len() < 2 {
-                data.samples.push(Sample {
-                    key: String::new(),
-                    id: c.node.clone(),
-                    date: c.date,
-                    label: Some(
-                        if c.backed_out_by.is_some() {
-                            "backed-out"
-                        } else {
-                            "clean"
-                        }
-                        .to_owned(),
-                    ),
-                    features: commit::extract(c, &experience),
-                });
-            }
-            experience.record(c);
-        }
-        data.experience = Some(experience);
+    if spec.reads == Input::Commit {
+        label_commits(&mut commits, &mut data);
     }
-    if data.samples.is_empty() {
+    if !spec.classes.is_empty() {
+        for s in &mut data.samples {
+            if s.label.as_ref().is_some_and(|l| !spec.classes.contains(l)) {
+                s.label = None;
+            }
+        }
+    }
+    if data.samples.iter().all(|s| s.label.is_none()) {
         anyhow::bail!(
-            "no usable {model} records in {} file(s){}",
+            "no labelled {model} records in {} file(s){}",
             files.len(),
             data.rejected
                 .first()
@@ -172,6 +129,33 @@ pub fn load(model: ModelKind, files: &[impl AsRef<Path>]) -> anyhow::Result<Data
         );
     }
     Ok(data)
+}
+
+/// Commits in time order, each labelled and given its author's experience before it.
+fn label_commits(commits: &mut [Commit], data: &mut Dataset) {
+    commits.sort_by_key(|c: &Commit| c.date);
+    let mut experience = Experience::default();
+    for c in commits.iter() {
+        if !commit::is_backout(c) && c.parents.len() < 2 {
+            data.samples.push(Sample {
+                key: String::new(),
+                id: c.node.clone(),
+                date: c.date,
+                label: Some(
+                    if c.backed_out_by.is_some() {
+                        "backed-out"
+                    } else {
+                        "clean"
+                    }
+                    .to_owned(),
+                ),
+                features: commit::extract(c, &experience),
+                text: (c.desc.clone(), String::new()),
+            });
+        }
+        experience.record(c);
+    }
+    data.experience = Some(experience);
 }
 
 fn reject(data: &mut Dataset, why: String) {
@@ -188,9 +172,17 @@ fn read_jsonl<T: serde::de::DeserializeOwned>(
     data: &mut Dataset,
 ) -> anyhow::Result<(Vec<T>, usize)> {
     let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let reader: Box<dyn std::io::Read> = if path.extension().is_some_and(|e| e == "zst") {
+        Box::new(
+            ruzstd::decoding::StreamingDecoder::new(file)
+                .map_err(|e| anyhow::anyhow!("{}: not zstd: {e}", path.display()))?,
+        )
+    } else {
+        Box::new(file)
+    };
     let (mut parsed, mut records) = (Vec::new(), 0);
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line?;
+    for (i, line) in BufReader::new(reader).lines().enumerate() {
+        let line = line.map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), i + 1))?;
         if line.trim().is_empty() {
             continue;
         }
@@ -203,23 +195,57 @@ fn read_jsonl<T: serde::de::DeserializeOwned>(
     Ok((parsed, records))
 }
 
-fn load_bugs(model: ModelKind, path: &Path, data: &mut Dataset) -> anyhow::Result<usize> {
+fn load_bugs(
+    model: ModelKind,
+    spec: &Spec,
+    label_files: &LabelFiles,
+    path: &Path,
+    data: &mut Dataset,
+) -> anyhow::Result<usize> {
     let exclude = model.exclude();
     let (bugs, records) = read_jsonl::<Value>(path, data)?;
     for bug in bugs {
+        let Some(id) = bug.get("id").and_then(Value::as_u64) else {
+            reject(data, format!("{}: a bug without an id", path.display()));
+            continue;
+        };
+        let created = bug.get("creation_time").and_then(Value::as_str);
         data.samples.push(Sample {
             key: String::new(),
-            id: bug.get("id").map(|v| v.to_string()).unwrap_or_default(),
-            date: parse_time(
-                bug.get("creation_time")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default(),
-            ),
-            label: bug_label(model, &bug),
+            id: id.to_string(),
+            // Bug ids grow with time: partial records (no creation_time) split by id.
+            date: match (spec.split.by.as_str(), created) {
+                ("created", Some(t)) => parse_time(t),
+                _ => id as i64,
+            },
+            label: labels::bug_class(&spec.label, label_files, &bug),
             features: bug::extract(&bug, &exclude),
+            text: (
+                bug.get("summary")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+                first_comment(&bug),
+            ),
         });
     }
     Ok(records)
+}
+
+/// The text of a bug's first comment (its description), at most 20,000 bytes.
+fn first_comment(bug: &Value) -> String {
+    let text = bug
+        .get("comments")
+        .and_then(Value::as_array)
+        .and_then(|c| c.first())
+        .and_then(|c| c.get("text"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let mut end = text.len().min(bug::MAX_COMMENT_TEXT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }
 
 fn load_commits(
@@ -268,6 +294,7 @@ fn load_issues(path: &Path, data: &mut Dataset) -> anyhow::Result<usize> {
             date: parse_time(get(created)),
             label: Some(get(label).to_owned()).filter(|l| !l.is_empty()),
             features: issue::extract(get(title), get(body)),
+            text: (get(title).to_owned(), get(body).to_owned()),
         });
     }
     Ok(records)

@@ -1,9 +1,18 @@
-//! The metrics gate: a new bundle serves only if it is not clearly worse.
+//! The metrics gate: a new bundle serves only if it is not clearly worse, and its numbers
+//! mean something.
 //!
-//! bugbug's rule, made blocking: the candidate's macro F1 must be at least the best earlier
-//! value − 0.1 and at least the previous value × 0.95.
+//! * bugbug's rule, made blocking: the candidate's macro F1 must be at least the best earlier
+//!   value − 0.1 and at least the previous value × 0.95 ([`judge`]);
+//! * every class needs at least `min_test_support` test records: below that its F1 is noise;
+//! * its test ECE (after calibration) may be worse than the serving bundle's by at most
+//!   `max_ece_increase`.
+//!
+//! An untrained bundle (no public data labels its model) passes: it serves nothing.
 
 use serde::{Deserialize, Serialize};
+
+use crate::models::bundle::Manifest;
+use crate::models::catalogue::GateSpec;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
@@ -37,6 +46,76 @@ pub fn judge(candidate: f64, earlier: &[f64], previous: Option<f64>) -> Verdict 
                 }
                 None => format!("macro F1 {candidate:.3} (first bundle)"),
             },
+        }
+    } else {
+        Verdict {
+            pass: false,
+            reason: problems.join("; "),
+        }
+    }
+}
+
+/// The whole gate for a candidate bundle, against what served (`earlier`: the macro F1 of
+/// every bundle that served; `serving`: the one serving now).
+pub fn judge_bundle(
+    candidate: &Manifest,
+    earlier: &[f64],
+    serving: Option<&Manifest>,
+    rules: &GateSpec,
+) -> Verdict {
+    if let Some(why) = &candidate.untrained {
+        return Verdict {
+            pass: true,
+            reason: format!("untrained ({why}): serves no predictions"),
+        };
+    }
+    // An untrained bundle's 0 is not a macro F1 to compare with.
+    let trained = serving.filter(|s| s.untrained.is_none());
+    let f1 = judge(
+        candidate.macro_f1(),
+        earlier,
+        trained.map(Manifest::macro_f1),
+    );
+    let mut problems = Vec::new();
+    if !f1.pass {
+        problems.push(f1.reason.clone());
+    }
+    // Per-repository models are checked per repository too: the sums can hide a thin one.
+    let thin: Vec<String> = candidate
+        .metrics
+        .classes
+        .iter()
+        .chain(candidate.per_repository.values().flat_map(|m| &m.classes))
+        .filter(|c| c.support < rules.min_test_support)
+        .map(|c| format!("{} ({})", c.class, c.support))
+        .collect();
+    if !thin.is_empty() {
+        problems.push(format!(
+            "classes with fewer than {} test records (a repository's count for per-repository models): {}",
+            rules.min_test_support,
+            thin.join(", ")
+        ));
+    }
+    if let (Some(new), Some(old)) = (candidate.ece(), trained.and_then(Manifest::ece))
+        && new > old + rules.max_ece_increase
+    {
+        problems.push(format!(
+            "ECE {new:.3} > serving {old:.3} + {}",
+            rules.max_ece_increase
+        ));
+    }
+    if problems.is_empty() {
+        Verdict {
+            pass: true,
+            reason: format!(
+                "{}; every class ≥ {} test records{}",
+                f1.reason,
+                rules.min_test_support,
+                candidate
+                    .ece()
+                    .map(|e| format!("; ECE {e:.3}"))
+                    .unwrap_or_default()
+            ),
         }
     } else {
         Verdict {

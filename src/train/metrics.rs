@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::calibration::Reliability;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassScores {
     pub class: String,
@@ -25,6 +27,19 @@ pub struct Metrics {
     /// well the score ranks, whatever the threshold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roc_auc: Option<f64>,
+    /// Calibration on the test set, before and after the calibrator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationReport>,
+}
+
+/// How well the probabilities match the outcomes, on test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationReport {
+    /// `temperature` (scaling fitted on out-of-fold predictions of the training part).
+    pub method: String,
+    pub temperature: f64,
+    pub before: Reliability,
+    pub after: Reliability,
 }
 
 impl Metrics {
@@ -83,6 +98,7 @@ impl Metrics {
             confusion,
             samples: truth.len(),
             roc_auc: None,
+            calibration: None,
         }
     }
 
@@ -144,6 +160,12 @@ impl Metrics {
                 .map(|a| format!("   ROC AUC {a:.3}"))
                 .unwrap_or_default()
         ));
+        if let Some(c) = &self.calibration {
+            out.push_str(&format!(
+                "  ECE (10 bins) {:.3} before calibration, {:.3} after ({}, T = {:.2})\n",
+                c.before.ece, c.after.ece, c.method, c.temperature
+            ));
+        }
         out.push_str("  confusion (rows: truth, columns: predicted)\n");
         for (c, row) in self.classes.iter().zip(&self.confusion) {
             out.push_str(&format!(

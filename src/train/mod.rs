@@ -1,7 +1,9 @@
 //! The training pipeline: data → split → fit → evaluate → bundle → gate → promote.
 
+pub mod calibration;
 pub mod data;
 pub mod gate;
+pub mod labels;
 pub mod metrics;
 pub mod report;
 pub mod split;
@@ -15,24 +17,34 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::models::ModelKind;
 use crate::models::bundle::{Bundle, Manifest, SplitInfo, Weights};
-use crate::models::linear::LinearModel;
+use crate::models::catalogue::Calibration;
+use crate::models::linear::{self, LinearModel, Terms, argmax, softmax};
 use crate::models::registry::{HistoryEntry, Registry};
 use crate::result::stable_id;
+use calibration::Reliability;
 use gate::Verdict;
+use metrics::CalibrationReport;
 use metrics::Metrics;
 use split::Strategy;
 
+#[derive(Debug, Clone)]
 pub struct TrainOptions {
+    /// Data files; empty: the catalogue file's `data`.
     pub files: Vec<PathBuf>,
     /// The models folder (the registry root).
     pub out: PathBuf,
-    /// Default: stratified by time; stratified random for issue-type (see [`default_split`]).
+    /// Default: the catalogue file's `[split]`.
     pub split: Option<Strategy>,
     pub seed: u64,
-    pub test_fraction: f64,
+    /// Default: the catalogue file's `split.test_fraction`.
+    pub test_fraction: Option<f64>,
     /// Promote even if the gate refuses (recorded in the manifest).
     pub force: bool,
     pub progress: bool,
+    /// Writes every labelled record used (key, id, part `train`/`test`, label, title, body)
+    /// to this JSON Lines file: the exact split, for a side-by-side learner
+    /// (`scripts/compare-sklearn`).
+    pub export: Option<PathBuf>,
 }
 
 pub struct TrainOutcome {
@@ -44,33 +56,27 @@ pub struct TrainOutcome {
     pub promoted: bool,
 }
 
-/// The split each model is evaluated with by default.
-///
-/// Dated Bugzilla and commit data is split by time within each class: the model is tested
-/// on newer records than it learned from, and no class vanishes from the test set. The
-/// GitHub issues file is the exception: its labels were sampled from different periods
-/// (react's newest fifth is 58 bugs of 60), so a time split measures the sampling, not the
-/// model; it is split at random within each class, as the published benchmark was.
-pub fn default_split(model: ModelKind) -> Strategy {
-    match model {
-        ModelKind::IssueType => Strategy::Stratified,
-        _ => Strategy::StratifiedTime,
-    }
-}
-
-/// Fewest records a class needs to be learned.
-fn min_records(model: ModelKind) -> usize {
-    match model {
-        ModelKind::Component => 3,
-        _ => 2,
-    }
-}
-
-/// Trains `model` on `options.files`: one sub-model per key (per repository for
-/// issue-type), each split, fitted and evaluated; then the bundle, its report, and the gate.
+/// Trains `model` on `options.files` (or its catalogue file's data): one sub-model per key
+/// (per repository for issue-type), each split, fitted, calibrated and evaluated; then the
+/// writer's threshold, the bundle, its report, and the gate.
 pub fn train(model: ModelKind, options: &TrainOptions) -> anyhow::Result<TrainOutcome> {
     let started = Instant::now();
-    let data = data::load(model, &options.files)?;
+    let spec = model
+        .spec()
+        .ok_or_else(|| anyhow::anyhow!("{model}: no catalogue file"))?;
+    let files: Vec<PathBuf> = if options.files.is_empty() {
+        spec.data.iter().map(PathBuf::from).collect()
+    } else {
+        options.files.clone()
+    };
+    if let Some(why) = &spec.untrained {
+        return untrained(model, why, &files, options);
+    }
+    anyhow::ensure!(
+        !files.is_empty(),
+        "{model}: no data (give --data, or list files in its catalogue file's `data`)"
+    );
+    let data = data::load(model, &files)?;
     if data.rejected_count > 0 {
         tracing::warn!(
             count = data.rejected_count,
@@ -78,26 +84,62 @@ pub fn train(model: ModelKind, options: &TrainOptions) -> anyhow::Result<TrainOu
             "records that could not be read were left out"
         );
     }
-    let strategy = options.split.unwrap_or_else(|| default_split(model));
-    let groups = data::by_key(&data.samples, min_records(model));
+    let strategy = options.split.unwrap_or(spec.split.strategy);
+    let test_fraction = options.test_fraction.unwrap_or(spec.split.test_fraction);
+    let options = &TrainOptions {
+        test_fraction: Some(test_fraction),
+        files: files.clone(),
+        ..options.clone()
+    };
+    let mut groups = data::by_key(&data.samples, spec.min_class_records);
+    if spec.pool_keys {
+        let all: Vec<&data::Sample> = groups.values().flatten().copied().collect();
+        groups = BTreeMap::from([(String::new(), all)]);
+    }
+    if let Some(why) = too_thin(&data.samples, &groups, spec.min_class_records) {
+        return untrained(model, &why, &files, options);
+    }
     let params = model.params();
     let bar = progress_bar(options.progress, groups.len());
     let mut fitted = Fitted::default();
+    let mut exported = Vec::new();
     for (key, samples) in &groups {
         bar.set_message(if key.is_empty() {
             model.to_string()
         } else {
             key.clone()
         });
-        let one = fit_one(model, key, samples, strategy, &params, options)?;
+        let mut one = fit_one(model, samples, strategy, &params, options)?;
+        exported.append(&mut one.export);
         fitted.add(key, one);
         bar.inc(1);
     }
     bar.finish_and_clear();
+    if let Some(path) = &options.export {
+        let lines: Vec<String> = exported.iter().map(|v| v.to_string()).collect();
+        std::fs::write(path, lines.join("\n") + "\n")
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
+    let writer = spec.writer.as_ref().and_then(|rule| {
+        let (probabilities, truth) = fitted.test.get("")?;
+        let classes = &fitted.models.get("")?.classes;
+        let class = rule
+            .class
+            .as_ref()
+            .and_then(|c| classes.iter().position(|k| k == c));
+        Some(calibration::threshold_for(
+            probabilities,
+            truth,
+            class,
+            rule.precision,
+            rule.floor,
+        ))
+    });
     let split = SplitInfo {
         strategy: strategy.name().into(),
+        by: spec.split.by.clone(),
         seed: options.seed,
-        test_fraction: options.test_fraction,
+        test_fraction,
         train_records: fitted.n_train,
         test_records: fitted.n_test,
     };
@@ -110,13 +152,17 @@ pub fn train(model: ModelKind, options: &TrainOptions) -> anyhow::Result<TrainOu
         data: data.files.clone(),
         split,
         params,
-        labels: fitted.classes,
+        chosen_c: fitted.chosen_c,
+        labels: fitted.classes.clone(),
+        conflated_components_mapping: conflation_mapping(model, &fitted.classes),
         metrics: combine(&fitted.per_key),
         per_repository: if fitted.per_key.len() > 1 {
             fitted.per_key
         } else {
             BTreeMap::new()
         },
+        writer,
+        untrained: None,
         train_seconds: started.elapsed().as_secs_f64(),
         forced: false,
         gate: None,
@@ -124,6 +170,98 @@ pub fn train(model: ModelKind, options: &TrainOptions) -> anyhow::Result<TrainOu
     let weights = Weights {
         models: fitted.models,
         experience: data.experience,
+    };
+    bundle_and_gate(manifest, weights, options)
+}
+
+/// bugbug's `conflated_components_mapping` for the component model: each class that
+/// stands for one real component → that `Product::Component`.
+fn conflation_mapping(model: ModelKind, classes: &[String]) -> BTreeMap<String, String> {
+    if model != ModelKind::COMPONENT {
+        return BTreeMap::new();
+    }
+    classes
+        .iter()
+        .filter_map(|c| {
+            let full = crate::effects::conflation::component_of(c)?;
+            (full != c).then(|| (c.clone(), full.to_owned()))
+        })
+        .collect()
+}
+
+/// Why the data cannot train the model, if it cannot: some sub-model has fewer than two
+/// classes with `min` labelled records each.
+fn too_thin(
+    samples: &[data::Sample],
+    groups: &BTreeMap<String, Vec<&data::Sample>>,
+    min: usize,
+) -> Option<String> {
+    let learnable = |members: &Vec<&data::Sample>| {
+        let mut classes: Vec<&str> = members.iter().filter_map(|s| s.label.as_deref()).collect();
+        classes.sort_unstable();
+        classes.dedup();
+        classes.len() >= 2
+    };
+    if !groups.is_empty() && groups.values().all(learnable) {
+        return None;
+    }
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in samples {
+        if let Some(l) = s.label.as_deref() {
+            *counts.entry(l).or_default() += 1;
+        }
+    }
+    let listed: Vec<String> = counts.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    Some(format!(
+        "the data labels too few records ({}): a class needs {min} to be learned, and a model two classes",
+        listed.join(", ")
+    ))
+}
+
+/// A bundle that says it is untrained and why (no public data labels this model): it
+/// serves no predictions, and the writer never acts on it.
+fn untrained(
+    model: ModelKind,
+    why: &str,
+    files: &[PathBuf],
+    options: &TrainOptions,
+) -> anyhow::Result<TrainOutcome> {
+    let mut described = Vec::new();
+    for f in files.iter().filter(|f| f.exists()) {
+        described.push(data::describe(f, 0)?);
+    }
+    let spec = model.spec();
+    let split = spec.map(|s| s.split.clone()).unwrap_or_default();
+    let manifest = Manifest {
+        model,
+        version: version_of(&described, options.seed),
+        bugflow_version: env!("CARGO_PKG_VERSION").into(),
+        git_commit: env!("BUILD_GIT_COMMIT").into(),
+        created_at: Utc::now(),
+        data: described,
+        split: SplitInfo {
+            strategy: split.strategy.name().into(),
+            by: split.by,
+            seed: options.seed,
+            test_fraction: split.test_fraction,
+            train_records: 0,
+            test_records: 0,
+        },
+        params: model.params(),
+        chosen_c: BTreeMap::new(),
+        labels: spec.map(|s| s.classes.clone()).unwrap_or_default(),
+        conflated_components_mapping: BTreeMap::new(),
+        metrics: Metrics::compute(&[], &[], &[]),
+        per_repository: BTreeMap::new(),
+        writer: None,
+        untrained: Some(why.to_owned()),
+        train_seconds: 0.0,
+        forced: false,
+        gate: None,
+    };
+    let weights = Weights {
+        models: BTreeMap::new(),
+        experience: None,
     };
     bundle_and_gate(manifest, weights, options)
 }
@@ -155,17 +293,27 @@ fn version_of(files: &[crate::models::bundle::DataFile], seed: u64) -> String {
 struct Fitted {
     models: BTreeMap<String, LinearModel>,
     per_key: BTreeMap<String, Metrics>,
+    chosen_c: BTreeMap<String, f64>,
+    test: BTreeMap<String, (Vec<Vec<f64>>, Vec<usize>)>,
     classes: Vec<String>,
     n_train: usize,
     n_test: usize,
 }
 
-/// One fitted sub-model, with its test metrics.
+/// One fitted sub-model, with its test metrics per key (one key unless pooled).
 struct FitOne {
     model: LinearModel,
-    metrics: Metrics,
+    per_key: BTreeMap<String, Metrics>,
     n_train: usize,
     n_test: usize,
+    /// The C cross-validation chose, and each C tried with its macro F1.
+    c: f64,
+    tried: Vec<(f64, f64)>,
+    /// Per key, calibrated test probabilities and the true classes (for the writer's
+    /// threshold).
+    test: BTreeMap<String, (Vec<Vec<f64>>, Vec<usize>)>,
+    /// The records as `--export` writes them.
+    export: Vec<serde_json::Value>,
 }
 
 impl Fitted {
@@ -177,15 +325,24 @@ impl Fitted {
                 self.classes.push(c.clone());
             }
         }
-        self.per_key.insert(key.to_owned(), one.metrics);
+        tracing::debug!(key, c = one.c, tried = ?one.tried, "C chosen by cross-validation");
+        self.per_key.extend(one.per_key);
         self.models.insert(key.to_owned(), one.model);
+        self.chosen_c.insert(key.to_owned(), one.c);
+        self.test.extend(one.test);
     }
 }
 
-/// Splits one key's samples, fits on the train part, measures on the test part.
+/// The share of the training part held out to choose C and fit the calibrator.
+const CALIBRATION_FRACTION: f64 = 0.2;
+
+/// Splits a group's samples; fits on the train part but a held-out slice of it (cut as the
+/// test part is: by time for a time split), which chooses C and fits the calibrator; then
+/// measures on the test part. A pooled group
+/// (issue-type: every repository in one model) is split within each repository and class,
+/// and measured per repository.
 fn fit_one(
     model: ModelKind,
-    key: &str,
     samples: &[&data::Sample],
     strategy: Strategy,
     params: &crate::models::linear::TrainParams,
@@ -195,7 +352,7 @@ fn fit_one(
     classes.sort();
     classes.dedup();
     if classes.len() < 2 {
-        anyhow::bail!("{model} {key}: needs at least two classes, found {classes:?}");
+        anyhow::bail!("{model}: needs at least two classes, found {classes:?}");
     }
     let labels: Vec<usize> = samples
         .iter()
@@ -206,44 +363,151 @@ fn fit_one(
                 .unwrap_or(0)
         })
         .collect();
+    // Strata: class within key, so that each key keeps its share of each class on test.
+    let mut keys: Vec<&str> = samples.iter().map(|s| s.key.as_str()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let strata: Vec<usize> = samples
+        .iter()
+        .zip(&labels)
+        .map(|(s, l)| keys.binary_search(&s.key.as_str()).unwrap_or(0) * classes.len() + l)
+        .collect();
     let dates: Vec<i64> = samples.iter().map(|s| s.date).collect();
     let (train_idx, test_idx) = split::split(
         strategy,
-        &labels,
+        &strata,
         &dates,
-        options.test_fraction,
+        options.test_fraction.unwrap_or(0.2),
         options.seed,
     );
-    let docs: Vec<_> = train_idx
+    let export = export_lines(samples, &train_idx, &test_idx, options);
+    // The training part's own held-out slice, cut the way the test part was: it chooses C
+    // and fits the calibrator.
+    let strata_train: Vec<usize> = train_idx.iter().map(|&i| strata[i]).collect();
+    let dates_train: Vec<i64> = train_idx.iter().map(|&i| dates[i]).collect();
+    let (fit_pos, held_pos) = split::split(
+        strategy,
+        &strata_train,
+        &dates_train,
+        CALIBRATION_FRACTION,
+        options.seed.wrapping_add(1),
+    );
+    let terms: Vec<Terms> = train_idx
         .iter()
-        .map(|&i| samples[i].features.clone())
+        .map(|&i| Terms::of(&samples[i].features))
         .collect();
     let train_labels: Vec<usize> = train_idx.iter().map(|&i| labels[i]).collect();
-    let fitted = LinearModel::fit(&docs, &train_labels, &classes, params)
-        .map_err(|e| anyhow::anyhow!("{model} {key}: {e}"))?;
-    let truth: Vec<usize> = test_idx.iter().map(|&i| labels[i]).collect();
-    let predictions: Vec<_> = test_idx
-        .iter()
-        .map(|&i| fitted.predict(&samples[i].features))
-        .collect();
-    let predicted: Vec<usize> = predictions.iter().map(|p| p.index).collect();
-    let mut metrics = Metrics::compute(&classes, &truth, &predicted);
-    if classes.len() == 2 {
-        let count = |c: usize| train_labels.iter().filter(|l| **l == c).count();
-        let minority = if count(1) < count(0) { 1 } else { 0 };
-        let positive: Vec<bool> = truth.iter().map(|t| *t == minority).collect();
-        let scores: Vec<f64> = predictions
+    let part = |pos: &[usize]| -> (Vec<Terms>, Vec<usize>) {
+        pos.iter()
+            .map(|&p| (terms[p].clone(), train_labels[p]))
+            .unzip()
+    };
+    let ((fit_docs, fit_labels), (held_docs, held_labels)) = (part(&fit_pos), part(&held_pos));
+    let failed = |e: crate::models::linear::TrainError| anyhow::anyhow!("{model}: {e}");
+    let chosen = linear::select_c(
+        (&fit_docs, &fit_labels),
+        (&held_docs, &held_labels),
+        &classes,
+        params,
+    )
+    .map_err(failed)?;
+    // Without `refit`, the model that scored the held-out slice is the one shipped, so that
+    // the calibrator fits the very model it corrects (bugbug's component model, 80/20).
+    let refit = model.spec().is_none_or(|s| s.refit);
+    let mut fitted = if refit {
+        LinearModel::fit_c(&terms, &train_labels, &classes, params, chosen.c).map_err(failed)?
+    } else {
+        chosen.model
+    };
+    let calibrate = model.spec().map(|s| s.calibration).unwrap_or_default();
+    if calibrate == Calibration::Temperature {
+        fitted.temperature = calibration::fit_temperature(&chosen.held_scores, &held_labels) as f32;
+    }
+    let mut per_key = BTreeMap::new();
+    let mut test = BTreeMap::new();
+    for key in keys {
+        let idx: Vec<usize> = test_idx
             .iter()
-            .map(|p| p.probabilities[minority])
+            .copied()
+            .filter(|&i| samples[i].key == key)
             .collect();
-        metrics.roc_auc = Metrics::roc_auc(&positive, &scores);
+        let (metrics, probabilities, truth) =
+            measure(&fitted, samples, &labels, &idx, &train_labels, calibrate);
+        per_key.insert(key.to_owned(), metrics);
+        test.insert(key.to_owned(), (probabilities, truth));
     }
     Ok(FitOne {
         model: fitted,
-        metrics,
+        per_key,
         n_train: train_idx.len(),
         n_test: test_idx.len(),
+        c: chosen.c,
+        tried: chosen.tried,
+        test,
+        export,
     })
+}
+
+/// Metrics of `fitted` on the records `idx`, with its calibration before and after, and
+/// the calibrated probabilities with the true classes.
+fn measure(
+    fitted: &LinearModel,
+    samples: &[&data::Sample],
+    labels: &[usize],
+    idx: &[usize],
+    train_labels: &[usize],
+    calibrate: Calibration,
+) -> (Metrics, Vec<Vec<f64>>, Vec<usize>) {
+    let truth: Vec<usize> = idx.iter().map(|&i| labels[i]).collect();
+    let scores: Vec<Vec<f64>> = idx
+        .iter()
+        .map(|&i| fitted.scores(&samples[i].features))
+        .collect();
+    let raw: Vec<Vec<f64>> = scores.iter().map(|s| softmax(s, 1.0)).collect();
+    let probabilities: Vec<Vec<f64>> = scores
+        .iter()
+        .map(|s| softmax(s, f64::from(fitted.temperature)))
+        .collect();
+    let predicted: Vec<usize> = probabilities.iter().map(|p| argmax(p)).collect();
+    let mut metrics = Metrics::compute(&fitted.classes, &truth, &predicted);
+    metrics.calibration = Some(CalibrationReport {
+        method: match calibrate {
+            Calibration::Temperature => "temperature".into(),
+            Calibration::None => "none".into(),
+        },
+        temperature: f64::from(fitted.temperature),
+        before: Reliability::of(&raw, &truth),
+        after: Reliability::of(&probabilities, &truth),
+    });
+    if fitted.classes.len() == 2 {
+        let count = |c: usize| train_labels.iter().filter(|l| **l == c).count();
+        let minority = if count(1) < count(0) { 1 } else { 0 };
+        let positive: Vec<bool> = truth.iter().map(|t| *t == minority).collect();
+        let minority_scores: Vec<f64> = probabilities.iter().map(|p| p[minority]).collect();
+        metrics.roc_auc = Metrics::roc_auc(&positive, &minority_scores);
+    }
+    (metrics, probabilities, truth)
+}
+
+/// The records as `--export` writes them (none without `--export`).
+fn export_lines(
+    samples: &[&data::Sample],
+    train_idx: &[usize],
+    test_idx: &[usize],
+    options: &TrainOptions,
+) -> Vec<serde_json::Value> {
+    if options.export.is_none() {
+        return Vec::new();
+    }
+    let line = |i: usize, part: &str| {
+        let s = samples[i];
+        serde_json::json!({"key": s.key, "id": s.id, "part": part, "label": s.label,
+                           "title": s.text.0, "body": s.text.1})
+    };
+    let train = train_idx.iter().map(|&i| line(i, "train"));
+    train
+        .chain(test_idx.iter().map(|&i| line(i, "test")))
+        .collect()
 }
 
 /// Writes the bundle and its report, records it, and asks the gate to promote it.
@@ -323,10 +587,47 @@ fn combine(per_key: &BTreeMap<String, Metrics>) -> Metrics {
         }
     }
     let mut combined = Metrics::compute(&classes, &truth, &predicted);
+    combined.calibration = pooled_calibration(per_key.values());
     let n = per_key.len() as f64;
     combined.macro_f1 = per_key.values().map(|m| m.macro_f1).sum::<f64>() / n;
     combined.accuracy = per_key.values().map(|m| m.accuracy).sum::<f64>() / n;
     combined
+}
+
+/// The calibration of several sub-models' test sets taken together: the bins have the same
+/// edges, so pooling them is exact (the temperature shown is the mean).
+fn pooled_calibration<'a>(metrics: impl Iterator<Item = &'a Metrics>) -> Option<CalibrationReport> {
+    let reports: Vec<&CalibrationReport> = metrics.filter_map(|m| m.calibration.as_ref()).collect();
+    let first = reports.first()?;
+    let pool = |pick: fn(&CalibrationReport) -> &Reliability| {
+        let mut bins = pick(first).bins.clone();
+        for b in &mut bins {
+            (b.count, b.confidence, b.accuracy) = (0, 0.0, 0.0);
+        }
+        for r in &reports {
+            for (into, b) in bins.iter_mut().zip(&pick(r).bins) {
+                into.count += b.count;
+                into.confidence += b.confidence * b.count as f64;
+                into.accuracy += b.accuracy * b.count as f64;
+            }
+        }
+        let n: usize = bins.iter().map(|b| b.count).sum();
+        let mut ece = 0.0;
+        for b in &mut bins {
+            if b.count > 0 {
+                b.confidence /= b.count as f64;
+                b.accuracy /= b.count as f64;
+                ece += b.count as f64 / n as f64 * (b.accuracy - b.confidence).abs();
+            }
+        }
+        Reliability { ece, bins, n }
+    };
+    Some(CalibrationReport {
+        method: first.method.clone(),
+        temperature: reports.iter().map(|r| r.temperature).sum::<f64>() / reports.len() as f64,
+        before: pool(|r| &r.before),
+        after: pool(|r| &r.after),
+    })
 }
 
 /// Scores a bundle on any data set (no split: every labelled record is a test record).

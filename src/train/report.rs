@@ -1,16 +1,22 @@
-//! The SVG training report: a confusion matrix and per-class precision, recall and F1.
+//! The SVG training report: a confusion matrix, per-class precision, recall and F1, and the
+//! reliability diagram (test accuracy against confidence, before and after calibration).
 
 use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::metrics::Metrics;
+use super::metrics::{CalibrationReport, Metrics};
 
 /// Draws `metrics` of `title` to an SVG file.
 pub fn write_svg(path: &Path, title: &str, metrics: &Metrics) -> anyhow::Result<()> {
     let k = metrics.classes.len().max(1);
     let height = 360 + 28 * k as u32;
-    let root = SVGBackend::new(path, (1100, height)).into_drawing_area();
+    let width = if metrics.calibration.is_some() {
+        1560
+    } else {
+        1100
+    };
+    let root = SVGBackend::new(path, (width, height)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
     let root = root
         .titled(
@@ -21,7 +27,8 @@ pub fn write_svg(path: &Path, title: &str, metrics: &Metrics) -> anyhow::Result<
             ("sans-serif", 20),
         )
         .map_err(plot_error)?;
-    let (left, right) = root.split_horizontally(540);
+    let (left, rest) = root.split_horizontally(540);
+    let (right, last) = rest.split_horizontally(560);
     let names: Vec<String> = metrics
         .classes
         .iter()
@@ -29,6 +36,9 @@ pub fn write_svg(path: &Path, title: &str, metrics: &Metrics) -> anyhow::Result<
         .collect();
     confusion(&left, metrics, &names)?;
     per_class(&right, metrics, &names)?;
+    if let Some(c) = &metrics.calibration {
+        reliability(&last, c)?;
+    }
     root.present().map_err(plot_error)?;
     Ok(())
 }
@@ -130,6 +140,57 @@ fn per_class(area: &Area<'_>, metrics: &Metrics, names: &[String]) -> anyhow::Re
             .map_err(plot_error)?;
         }
     }
+    Ok(())
+}
+
+/// The reliability diagram: per confidence bin, test accuracy against mean confidence, for
+/// the raw and the calibrated probabilities; the diagonal is perfect calibration.
+fn reliability(area: &Area<'_>, c: &CalibrationReport) -> anyhow::Result<()> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            format!(
+                "reliability: ECE {:.3} raw → {:.3} calibrated (T = {:.2})",
+                c.before.ece, c.after.ece, c.temperature
+            ),
+            ("sans-serif", 14),
+        )
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(40)
+        .build_cartesian_2d(0.0..1.0, 0.0..1.0)
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("confidence")
+        .y_desc("accuracy")
+        .draw()
+        .map_err(plot_error)?;
+    chart
+        .draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.3)))
+        .map_err(plot_error)?;
+    for (bins, color, name) in [(&c.before, RED, "raw"), (&c.after, BLUE, "calibrated")] {
+        let points: Vec<(f64, f64)> = bins
+            .bins
+            .iter()
+            .filter(|b| b.count > 0)
+            .map(|b| (b.confidence, b.accuracy))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .map_err(plot_error)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color));
+        chart
+            .draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled())))
+            .map_err(plot_error)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(plot_error)?;
     Ok(())
 }
 

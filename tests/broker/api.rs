@@ -166,8 +166,8 @@ async fn predictions_go_from_202_to_200_through_the_broker() {
     state.models = models;
     // issue-type ships no bundle: this process is not ready, and /readyz says why.
     state.required_models = vec![
-        bugflow::models::ModelKind::Bugtype,
-        bugflow::models::ModelKind::IssueType,
+        bugflow::models::ModelKind::BUGTYPE,
+        bugflow::models::ModelKind::ISSUE_TYPE,
     ];
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = Api {
@@ -242,10 +242,15 @@ async fn predictions_go_from_202_to_200_through_the_broker() {
     assert_eq!(all["bugs"][BUG.to_string()], answer);
 
     // A binary model answers class 0/1, as bugbug.
+    let regression = api
+        .until_ready(&format!("/regression/predict/{BUG}"), None)
+        .await;
+    assert!(regression["class"].is_u64(), "{regression}");
+    // The shipped spam bundle is untrained (no public spam data): it answers nothing.
     let spam = api
         .until_ready(&format!("/spambug/predict/{BUG}"), None)
         .await;
-    assert!(spam["class"].is_u64(), "{spam}");
+    assert_eq!(spam, json!({"available": false}), "{spam}");
 
     // The bug changes on Bugzilla: its answer is dropped and computed again.
     bugzilla.reset().await;
@@ -256,7 +261,7 @@ async fn predictions_go_from_202_to_200_through_the_broker() {
     let cached = store
         .api_results(
             &[bugflow::pipeline::cache_key_of_bug(
-                bugflow::models::ModelKind::Bugtype,
+                bugflow::models::ModelKind::BUGTYPE,
                 BUG,
             )],
             Duration::from_secs(3600),
@@ -291,12 +296,18 @@ async fn predictions_go_from_202_to_200_through_the_broker() {
         got[0].routing_key
     );
 
-    // Readiness names what is missing; liveness does not care.
+    // Readiness names each serving bundle (every catalogue model ships one); liveness does
+    // not care.
     let (status, ready) = api.get("/readyz", None).await;
-    assert_eq!(status, 503, "{ready}");
+    assert_eq!(status, 200, "{ready}");
     assert_eq!(ready["broker"], "connected");
-    assert_eq!(ready["missing_models"], json!(["issue-type"]));
-    assert!(ready["models"]["bugtype"].is_string(), "{ready}");
+    assert_eq!(ready["missing_models"], json!([]));
+    for model in bugflow::models::ModelKind::all() {
+        assert!(
+            ready["models"][model.name()].is_string(),
+            "{model}: {ready}"
+        );
+    }
     let (status, _) = api.get("/healthz", None).await;
     assert_eq!(status, 200);
 

@@ -15,9 +15,10 @@ fn options(out: &Path, seed: u64) -> TrainOptions {
         out: out.to_path_buf(),
         split: None,
         seed,
-        test_fraction: 0.2,
+        test_fraction: None,
         force: true,
         progress: false,
+        export: None,
     }
 }
 
@@ -35,11 +36,13 @@ fn bugtype_version(result: &serde_json::Value) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_consumer_switches_bundles_on_promote_and_rollback() {
     let dir = tempfile::tempdir().unwrap();
-    let first = train(ModelKind::Bugtype, &options(dir.path(), 1))
+    // bugtype, made to learn from the 58 fixture bugs.
+    crate::common::fixture_model("bugtype", "bugtype");
+    let first = train(ModelKind::BUGTYPE, &options(dir.path(), 1))
         .unwrap()
         .manifest
         .version;
-    let second = train(ModelKind::Bugtype, &options(dir.path(), 2))
+    let second = train(ModelKind::BUGTYPE, &options(dir.path(), 2))
         .unwrap()
         .manifest
         .version;
@@ -79,13 +82,13 @@ async fn a_running_consumer_switches_bundles_on_promote_and_rollback() {
         "the newest bundle serves"
     );
 
-    registry.rollback(ModelKind::Bugtype).unwrap();
+    registry.rollback(ModelKind::BUGTYPE).unwrap();
     let set = models.clone();
     broker
         .eventually(
             Duration::from_secs(10),
             "the rollback reaches the running consumer",
-            || set.versions().get(&ModelKind::Bugtype) == Some(&first),
+            || set.versions().get(&ModelKind::BUGTYPE) == Some(&first),
         )
         .await;
     broker

@@ -414,3 +414,87 @@ pub async fn close_all_connections() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A model added to the catalogue by a file, as a user adds one: `name` is the shipped
+/// model `based_on` made to learn from the 58 fixture bugs (a class needs 2 records, not
+/// 50; the gate asks 1 test record per class). `name` = `based_on` replaces the shipped
+/// entry in this test binary.
+pub fn fixture_model(name: &str, based_on: &str) -> bugflow::models::ModelKind {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("models/catalogue/{based_on}.toml"));
+    let text = std::fs::read_to_string(shipped).unwrap();
+    let mut spec: toml::Table = toml::from_str(&text).unwrap();
+    spec.insert("name".into(), name.into());
+    spec.insert("min_class_records".into(), 2.into());
+    spec.remove("untrained");
+    if name != based_on {
+        spec.remove("aliases");
+    }
+    let mut gate = toml::Table::new();
+    gate.insert("min_test_support".into(), 1.into());
+    gate.insert("max_ece_increase".into(), 1.0.into());
+    spec.insert("gate".into(), gate.into());
+    std::fs::write(
+        dir.path().join(format!("{name}.toml")),
+        toml::to_string(&spec).unwrap(),
+    )
+    .unwrap();
+    bugflow::models::catalogue::load_dir(dir.path()).unwrap();
+    bugflow::models::ModelKind::parse(name).unwrap()
+}
+
+/// A models folder of the shipped bundles with their writer thresholds taken out (made once
+/// per test binary; weights are linked, not copied). The writer then acts at the
+/// configuration's thresholds alone, which the writer tests set to 0 so that every event
+/// writes: they test how a write happens, not when a model may write.
+pub fn models_dir_without_writer_thresholds() -> std::path::PathBuf {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        let root = std::env::temp_dir().join(format!(
+            "bugflow-test-models-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4()
+        ));
+        for model in std::fs::read_dir(&shipped).unwrap().flatten() {
+            let history = model.path().join("history.json");
+            if !history.exists() {
+                continue;
+            }
+            let into = root.join(model.file_name());
+            std::fs::create_dir_all(&into).unwrap();
+            std::fs::copy(&history, into.join("history.json")).unwrap();
+            for bundle in std::fs::read_dir(model.path()).unwrap().flatten() {
+                let manifest = bundle.path().join("manifest.json");
+                if !manifest.exists() {
+                    continue;
+                }
+                let to = into.join(bundle.file_name());
+                std::fs::create_dir_all(&to).unwrap();
+                let mut m: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+                if let Some(m) = m.as_object_mut() {
+                    m.remove("writer");
+                }
+                std::fs::write(to.join("manifest.json"), m.to_string()).unwrap();
+                std::os::unix::fs::symlink(
+                    bundle.path().join("weights.json"),
+                    to.join("weights.json"),
+                )
+                .unwrap();
+            }
+        }
+        root
+    })
+    .clone()
+}
+
+/// [`shipped_models`] without their writer thresholds (see
+/// [`models_dir_without_writer_thresholds`]).
+pub fn models_writing_at_configured_thresholds() -> Arc<ModelSet> {
+    ModelSet::load(bugflow::models::registry::Registry::new(
+        models_dir_without_writer_thresholds(),
+    ))
+    .unwrap()
+}

@@ -48,7 +48,7 @@ fn start(dir: &std::path::Path, broker: &TestBroker, bugzilla: &FakeBugzilla) ->
         .env("BUGFLOW_STORE", dir.join("store.sqlite"))
         .env(
             "BUGFLOW_MODELS_DIR",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/models"),
+            crate::common::models_dir_without_writer_thresholds(),
         )
         .env("BUGFLOW_BUGZILLA__URL", &bugzilla.base)
         .env("BUGFLOW_BUGZILLA__API_KEY", "fault-test-key")

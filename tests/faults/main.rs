@@ -123,5 +123,11 @@ pub fn config_for(broker: &TestBroker, bugzilla: &FakeBugzilla, timeout_seconds:
 }
 
 pub async fn pipeline(config: &Config, spec: ConsumerSpec, store: Arc<Store>) -> Pipeline {
-    bugflow::app::pipeline_for(config, spec, common::shipped_models(), Some(store)).unwrap()
+    bugflow::app::pipeline_for(
+        config,
+        spec,
+        common::models_writing_at_configured_thresholds(),
+        Some(store),
+    )
+    .unwrap()
 }
