@@ -53,7 +53,7 @@ fn train_bundle_load_predict_gives_identical_probabilities() {
     let from_disk = loaded.model("").unwrap();
     let exclude = kind.exclude();
     for b in bugs() {
-        let features = bug::extract(&b, &exclude);
+        let features = bug::extract(&b, exclude);
         let a = in_memory.predict(&features);
         let d = from_disk.predict(&features);
         assert_eq!(a.probabilities, d.probabilities, "bug {}", b["id"]);
@@ -298,7 +298,7 @@ fn a_malformed_or_foreign_bundle_is_refused_and_the_loaded_one_keeps_serving() {
     assert!(set.refresh().is_err(), "the refusal is reported");
     let serving = set.get(spam).unwrap();
     assert_eq!(serving.manifest.version, good.manifest.version);
-    let features = bug::extract(&bugs()[0], &spam.exclude());
+    let features = bug::extract(&bugs()[0], spam.exclude());
     let p = serving.model("").unwrap().predict(&features);
     assert!((p.probabilities.iter().sum::<f64>() - 1.0).abs() < 1e-9);
 

@@ -311,7 +311,7 @@ pub fn bug_types(bug: &Value) -> Vec<&'static str> {
 
 /// What a model may not see because it is (or gives away) its label, and the feature groups
 /// it reads (a catalogue file's `[features]`).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Exclude {
     /// Keywords that are labels (`regression`, `feature`).
     pub keywords: Vec<String>,

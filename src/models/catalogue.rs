@@ -19,6 +19,7 @@ use serde::Deserialize;
 use super::Input;
 use super::linear::TrainParams;
 use crate::features::Group;
+use crate::features::bug::Exclude;
 use crate::train::split::Strategy;
 
 /// One model, as its file describes it.
@@ -72,6 +73,10 @@ pub struct Spec {
     /// Why the shipped bundle is untrained, when no public data can label it.
     #[serde(default)]
     pub untrained: Option<String>,
+    /// `features` as the extractors apply it, built once when the file is read: serving
+    /// filters every bug's features through it, per message and model.
+    #[serde(skip)]
+    pub exclude: Exclude,
 }
 
 fn yes() -> bool {
@@ -249,7 +254,23 @@ pub struct WriterRule {
 impl Spec {
     /// Reads and checks one catalogue file.
     pub fn parse(text: &str, origin: &str) -> anyhow::Result<Spec> {
-        let spec: Spec = toml::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        let mut spec: Spec = toml::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        spec.exclude = Exclude {
+            keywords: spec.features.hide_keywords.clone(),
+            fields: spec.features.hide_fields.clone(),
+            groups: spec.features.groups.clone(),
+        };
+        let fits = match spec.label.rule {
+            Rule::BackedOut => spec.reads == Input::Commit,
+            Rule::Column { .. } => spec.reads == Input::Issue,
+            _ => spec.reads == Input::Bug,
+        };
+        anyhow::ensure!(
+            fits,
+            "{origin}: label rule {:?} does not label {:?} records",
+            spec.label.rule,
+            spec.reads
+        );
         let ok_name = !spec.name.is_empty()
             && spec
                 .name
@@ -345,4 +366,19 @@ fn add(spec: Spec) {
     }
     specs.push(Box::leak(Box::new(spec)));
     specs.sort_by(|a, b| a.name.cmp(&b.name));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_built_in_file_parses_and_a_rule_must_fit_what_the_model_reads() {
+        for (file, text) in BUILT_IN {
+            Spec::parse(text, file).unwrap();
+        }
+        let wrong = "name = \"x\"\nabout = \"x\"\nreads = \"issue\"\n[label]\nrule = \"spam\"\n";
+        let err = Spec::parse(wrong, "x.toml").unwrap_err().to_string();
+        assert!(err.contains("does not label"), "{err}");
+    }
 }

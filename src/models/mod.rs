@@ -83,16 +83,11 @@ impl ModelKind {
         self.spec().map(|s| s.reads).unwrap_or(Input::Bug)
     }
 
-    /// Features a bug model must not see: its own label, or what gives it away.
-    pub fn exclude(self) -> Exclude {
-        let Some(spec) = self.spec() else {
-            return Exclude::default();
-        };
-        Exclude {
-            keywords: spec.features.hide_keywords.clone(),
-            fields: spec.features.hide_fields.clone(),
-            groups: spec.features.groups.clone(),
-        }
+    /// Features a bug model must not see: its own label, or what gives it away (its
+    /// catalogue file's `[features]`, built when the file was read).
+    pub fn exclude(self) -> &'static Exclude {
+        static NOTHING: std::sync::LazyLock<Exclude> = std::sync::LazyLock::new(Exclude::default);
+        self.spec().map(|s| &s.exclude).unwrap_or(&NOTHING)
     }
 
     /// Training parameters (the catalogue file's `[learner]`).

@@ -5,7 +5,8 @@
 //!   bugs`) or partial (a BMO search export's fields); bugbug's label files (`*.csv` with a
 //!   `bug_id` column) beside them;
 //! * commits — JSON Lines of changesets with `backed_out_by` (and `file_stats`);
-//! * issues — CSV with columns `repo, created_at, label, title, body`.
+//! * issues — CSV with columns `repo, created_at, title, body` and the label column its
+//!   catalogue rule names (`label`).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -19,7 +20,7 @@ use super::labels::{self, LabelFiles};
 use crate::features::commit::{self, Commit, Experience};
 use crate::features::{Features, bug, issue};
 use crate::models::bundle::DataFile;
-use crate::models::catalogue::Spec;
+use crate::models::catalogue::{Rule, Spec};
 use crate::models::{Input, ModelKind};
 
 /// One labelled record.
@@ -104,7 +105,7 @@ pub fn load(model: ModelKind, files: &[impl AsRef<Path>]) -> anyhow::Result<Data
         let records = match spec.reads {
             Input::Bug => load_bugs(model, spec, &label_files, path, &mut data)?,
             Input::Commit => load_commits(path, &mut commits, &mut data)?,
-            Input::Issue => load_issues(path, &mut data)?,
+            Input::Issue => load_issues(spec, path, &mut data)?,
         };
         data.files.push(describe(path, records)?);
     }
@@ -219,7 +220,7 @@ fn load_bugs(
                 _ => id as i64,
             },
             label: labels::bug_class(&spec.label, label_files, &bug),
-            features: bug::extract(&bug, &exclude),
+            features: bug::extract(&bug, exclude),
             text: (
                 bug.get("summary")
                     .and_then(Value::as_str)
@@ -258,7 +259,11 @@ fn load_commits(
     Ok(records)
 }
 
-fn load_issues(path: &Path, data: &mut Dataset) -> anyhow::Result<usize> {
+fn load_issues(spec: &Spec, path: &Path, data: &mut Dataset) -> anyhow::Result<usize> {
+    let label_column = match &spec.label.rule {
+        Rule::Column { column } => column.as_str(),
+        _ => "label",
+    };
     let mut reader = csv::ReaderBuilder::new()
         .flexible(false)
         .from_path(path)
@@ -273,7 +278,7 @@ fn load_issues(path: &Path, data: &mut Dataset) -> anyhow::Result<usize> {
     let (repo, created, label, title, body) = (
         column("repo")?,
         column("created_at")?,
-        column("label")?,
+        column(label_column)?,
         column("title")?,
         column("body")?,
     );

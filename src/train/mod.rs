@@ -17,8 +17,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::models::ModelKind;
 use crate::models::bundle::{Bundle, Manifest, SplitInfo, Weights};
-use crate::models::catalogue::Calibration;
-use crate::models::linear::{self, LinearModel, Terms, argmax, softmax};
+use crate::models::catalogue::{Calibration, Spec};
+use crate::models::linear::{self, LinearModel, Terms, TrainParams, argmax, softmax};
 use crate::models::registry::{HistoryEntry, Registry};
 use crate::result::stable_id;
 use calibration::Reliability;
@@ -56,6 +56,15 @@ pub struct TrainOutcome {
     pub promoted: bool,
 }
 
+/// How one training run splits its records: the options over the catalogue file's
+/// `[split]`.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    strategy: Strategy,
+    test_fraction: f64,
+    seed: u64,
+}
+
 /// Trains `model` on `options.files` (or its catalogue file's data): one sub-model per key
 /// (per repository for issue-type), each split, fitted, calibrated and evaluated; then the
 /// writer's threshold, the bundle, its report, and the gate.
@@ -69,8 +78,13 @@ pub fn train(model: ModelKind, options: &TrainOptions) -> anyhow::Result<TrainOu
     } else {
         options.files.clone()
     };
+    let plan = Plan {
+        strategy: options.split.unwrap_or(spec.split.strategy),
+        test_fraction: options.test_fraction.unwrap_or(spec.split.test_fraction),
+        seed: options.seed,
+    };
     if let Some(why) = &spec.untrained {
-        return untrained(model, why, &files, options);
+        return untrained(model, why, &files, plan, options);
     }
     anyhow::ensure!(
         !files.is_empty(),
@@ -84,32 +98,60 @@ pub fn train(model: ModelKind, options: &TrainOptions) -> anyhow::Result<TrainOu
             "records that could not be read were left out"
         );
     }
-    let strategy = options.split.unwrap_or(spec.split.strategy);
-    let test_fraction = options.test_fraction.unwrap_or(spec.split.test_fraction);
-    let options = &TrainOptions {
-        test_fraction: Some(test_fraction),
-        files: files.clone(),
-        ..options.clone()
-    };
     let mut groups = data::by_key(&data.samples, spec.min_class_records);
     if spec.pool_keys {
         let all: Vec<&data::Sample> = groups.values().flatten().copied().collect();
         groups = BTreeMap::from([(String::new(), all)]);
     }
     if let Some(why) = too_thin(&data.samples, &groups, spec.min_class_records) {
-        return untrained(model, &why, &files, options);
+        return untrained(model, &why, &files, plan, options);
     }
+    let fitted = fit_groups(model, &groups, plan, options)?;
+    let manifest = Manifest {
+        chosen_c: fitted.chosen_c.clone(),
+        labels: fitted.classes.clone(),
+        conflated_components_mapping: conflation_mapping(model, &fitted.classes),
+        metrics: combine(&fitted.per_key),
+        writer: writer_threshold(spec, &fitted),
+        per_repository: if fitted.per_key.len() > 1 {
+            fitted.per_key
+        } else {
+            BTreeMap::new()
+        },
+        train_seconds: started.elapsed().as_secs_f64(),
+        ..manifest(
+            model,
+            data.files.clone(),
+            plan,
+            fitted.n_train,
+            fitted.n_test,
+        )
+    };
+    let weights = Weights {
+        models: fitted.models,
+        experience: data.experience,
+    };
+    bundle_and_gate(manifest, weights, options)
+}
+
+/// Fits every group (one per key, or one pooled), with a progress bar; writes `--export`.
+fn fit_groups(
+    model: ModelKind,
+    groups: &BTreeMap<String, Vec<&data::Sample>>,
+    plan: Plan,
+    options: &TrainOptions,
+) -> anyhow::Result<Fitted> {
     let params = model.params();
     let bar = progress_bar(options.progress, groups.len());
     let mut fitted = Fitted::default();
     let mut exported = Vec::new();
-    for (key, samples) in &groups {
+    for (key, samples) in groups {
         bar.set_message(if key.is_empty() {
             model.to_string()
         } else {
             key.clone()
         });
-        let mut one = fit_one(model, samples, strategy, &params, options)?;
+        let mut one = fit_one(model, samples, plan, &params, options.export.is_some())?;
         exported.append(&mut one.export);
         fitted.add(key, one);
         bar.inc(1);
@@ -120,58 +162,63 @@ pub fn train(model: ModelKind, options: &TrainOptions) -> anyhow::Result<TrainOu
         std::fs::write(path, lines.join("\n") + "\n")
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     }
-    let writer = spec.writer.as_ref().and_then(|rule| {
-        let (probabilities, truth) = fitted.test.get("")?;
-        let classes = &fitted.models.get("")?.classes;
-        let class = rule
-            .class
-            .as_ref()
-            .and_then(|c| classes.iter().position(|k| k == c));
-        Some(calibration::threshold_for(
-            probabilities,
-            truth,
-            class,
-            rule.precision,
-            rule.floor,
-        ))
-    });
-    let split = SplitInfo {
-        strategy: strategy.name().into(),
-        by: spec.split.by.clone(),
-        seed: options.seed,
-        test_fraction,
-        train_records: fitted.n_train,
-        test_records: fitted.n_test,
-    };
-    let manifest = Manifest {
+    Ok(fitted)
+}
+
+/// The writer rule's operating point on the (single) model's test set.
+fn writer_threshold(spec: &Spec, fitted: &Fitted) -> Option<calibration::Threshold> {
+    let rule = spec.writer.as_ref()?;
+    let (probabilities, truth) = fitted.test.get("")?;
+    let classes = &fitted.models.get("")?.classes;
+    let class = rule
+        .class
+        .as_ref()
+        .and_then(|c| classes.iter().position(|k| k == c));
+    Some(calibration::threshold_for(
+        probabilities,
+        truth,
+        class,
+        rule.precision,
+        rule.floor,
+    ))
+}
+
+/// What every manifest states (what, when, from which data, how split); a trained one
+/// fills in its results over it.
+fn manifest(
+    model: ModelKind,
+    data: Vec<crate::models::bundle::DataFile>,
+    plan: Plan,
+    train_records: usize,
+    test_records: usize,
+) -> Manifest {
+    Manifest {
         model,
-        version: version_of(&data.files, options.seed),
+        version: version_of(&data, plan.seed),
         bugflow_version: env!("CARGO_PKG_VERSION").into(),
         git_commit: env!("BUILD_GIT_COMMIT").into(),
         created_at: Utc::now(),
-        data: data.files.clone(),
-        split,
-        params,
-        chosen_c: fitted.chosen_c,
-        labels: fitted.classes.clone(),
-        conflated_components_mapping: conflation_mapping(model, &fitted.classes),
-        metrics: combine(&fitted.per_key),
-        per_repository: if fitted.per_key.len() > 1 {
-            fitted.per_key
-        } else {
-            BTreeMap::new()
+        data,
+        split: SplitInfo {
+            strategy: plan.strategy.name().into(),
+            by: model.spec().map(|s| s.split.by.clone()).unwrap_or_default(),
+            seed: plan.seed,
+            test_fraction: plan.test_fraction,
+            train_records,
+            test_records,
         },
-        writer,
+        params: model.params(),
+        chosen_c: BTreeMap::new(),
+        labels: model.spec().map(|s| s.classes.clone()).unwrap_or_default(),
+        conflated_components_mapping: BTreeMap::new(),
+        metrics: Metrics::compute(&[], &[], &[]),
+        per_repository: BTreeMap::new(),
+        writer: None,
         untrained: None,
-        train_seconds: started.elapsed().as_secs_f64(),
+        train_seconds: 0.0,
         forced: false,
         gate: None,
-    };
-    let weights = Weights {
-        models: fitted.models,
-        experience: data.experience,
-    };
-    bundle_and_gate(manifest, weights, options)
+    }
 }
 
 /// bugbug's `conflated_components_mapping` for the component model: each class that
@@ -224,40 +271,16 @@ fn untrained(
     model: ModelKind,
     why: &str,
     files: &[PathBuf],
+    plan: Plan,
     options: &TrainOptions,
 ) -> anyhow::Result<TrainOutcome> {
     let mut described = Vec::new();
     for f in files.iter().filter(|f| f.exists()) {
         described.push(data::describe(f, 0)?);
     }
-    let spec = model.spec();
-    let split = spec.map(|s| s.split.clone()).unwrap_or_default();
     let manifest = Manifest {
-        model,
-        version: version_of(&described, options.seed),
-        bugflow_version: env!("CARGO_PKG_VERSION").into(),
-        git_commit: env!("BUILD_GIT_COMMIT").into(),
-        created_at: Utc::now(),
-        data: described,
-        split: SplitInfo {
-            strategy: split.strategy.name().into(),
-            by: split.by,
-            seed: options.seed,
-            test_fraction: split.test_fraction,
-            train_records: 0,
-            test_records: 0,
-        },
-        params: model.params(),
-        chosen_c: BTreeMap::new(),
-        labels: spec.map(|s| s.classes.clone()).unwrap_or_default(),
-        conflated_components_mapping: BTreeMap::new(),
-        metrics: Metrics::compute(&[], &[], &[]),
-        per_repository: BTreeMap::new(),
-        writer: None,
         untrained: Some(why.to_owned()),
-        train_seconds: 0.0,
-        forced: false,
-        gate: None,
+        ..manifest(model, described, plan, 0, 0)
     };
     let weights = Weights {
         models: BTreeMap::new(),
@@ -306,7 +329,7 @@ struct FitOne {
     per_key: BTreeMap<String, Metrics>,
     n_train: usize,
     n_test: usize,
-    /// The C cross-validation chose, and each C tried with its macro F1.
+    /// The C chosen on the held-out slice, and each C tried with its macro F1 there.
     c: f64,
     tried: Vec<(f64, f64)>,
     /// Per key, calibrated test probabilities and the true classes (for the writer's
@@ -325,7 +348,7 @@ impl Fitted {
                 self.classes.push(c.clone());
             }
         }
-        tracing::debug!(key, c = one.c, tried = ?one.tried, "C chosen by cross-validation");
+        tracing::debug!(key, c = one.c, tried = ?one.tried, "C chosen on the held-out slice");
         self.per_key.extend(one.per_key);
         self.models.insert(key.to_owned(), one.model);
         self.chosen_c.insert(key.to_owned(), one.c);
@@ -338,31 +361,16 @@ const CALIBRATION_FRACTION: f64 = 0.2;
 
 /// Splits a group's samples; fits on the train part but a held-out slice of it (cut as the
 /// test part is: by time for a time split), which chooses C and fits the calibrator; then
-/// measures on the test part. A pooled group
-/// (issue-type: every repository in one model) is split within each repository and class,
-/// and measured per repository.
+/// measures on the test part. A pooled group (issue-type: every repository in one model) is
+/// split within each repository and class, and measured per repository.
 fn fit_one(
     model: ModelKind,
     samples: &[&data::Sample],
-    strategy: Strategy,
-    params: &crate::models::linear::TrainParams,
-    options: &TrainOptions,
+    plan: Plan,
+    params: &TrainParams,
+    export: bool,
 ) -> anyhow::Result<FitOne> {
-    let mut classes: Vec<String> = samples.iter().filter_map(|s| s.label.clone()).collect();
-    classes.sort();
-    classes.dedup();
-    if classes.len() < 2 {
-        anyhow::bail!("{model}: needs at least two classes, found {classes:?}");
-    }
-    let labels: Vec<usize> = samples
-        .iter()
-        .map(|s| {
-            let label = s.label.as_deref().unwrap_or_default();
-            classes
-                .binary_search_by(|c| c.as_str().cmp(label))
-                .unwrap_or(0)
-        })
-        .collect();
+    let (classes, labels) = classes_of(model, samples)?;
     // Strata: class within key, so that each key keeps its share of each class on test.
     let mut keys: Vec<&str> = samples.iter().map(|s| s.key.as_str()).collect();
     keys.sort_unstable();
@@ -374,55 +382,32 @@ fn fit_one(
         .collect();
     let dates: Vec<i64> = samples.iter().map(|s| s.date).collect();
     let (train_idx, test_idx) = split::split(
-        strategy,
+        plan.strategy,
         &strata,
         &dates,
-        options.test_fraction.unwrap_or(0.2),
-        options.seed,
+        plan.test_fraction,
+        plan.seed,
     );
-    let export = export_lines(samples, &train_idx, &test_idx, options);
-    // The training part's own held-out slice, cut the way the test part was: it chooses C
-    // and fits the calibrator.
-    let strata_train: Vec<usize> = train_idx.iter().map(|&i| strata[i]).collect();
-    let dates_train: Vec<i64> = train_idx.iter().map(|&i| dates[i]).collect();
-    let (fit_pos, held_pos) = split::split(
-        strategy,
-        &strata_train,
-        &dates_train,
-        CALIBRATION_FRACTION,
-        options.seed.wrapping_add(1),
-    );
-    let terms: Vec<Terms> = train_idx
-        .iter()
-        .map(|&i| Terms::of(&samples[i].features))
-        .collect();
-    let train_labels: Vec<usize> = train_idx.iter().map(|&i| labels[i]).collect();
-    let part = |pos: &[usize]| -> (Vec<Terms>, Vec<usize>) {
-        pos.iter()
-            .map(|&p| (terms[p].clone(), train_labels[p]))
-            .unzip()
-    };
-    let ((fit_docs, fit_labels), (held_docs, held_labels)) = (part(&fit_pos), part(&held_pos));
-    let failed = |e: crate::models::linear::TrainError| anyhow::anyhow!("{model}: {e}");
-    let chosen = linear::select_c(
-        (&fit_docs, &fit_labels),
-        (&held_docs, &held_labels),
-        &classes,
-        params,
-    )
-    .map_err(failed)?;
-    // Without `refit`, the model that scored the held-out slice is the one shipped, so that
-    // the calibrator fits the very model it corrects (bugbug's component model, 80/20).
-    let refit = model.spec().is_none_or(|s| s.refit);
-    let mut fitted = if refit {
-        LinearModel::fit_c(&terms, &train_labels, &classes, params, chosen.c).map_err(failed)?
+    let export = if export {
+        export_lines(samples, &train_idx, &test_idx)
     } else {
-        chosen.model
+        Vec::new()
     };
+    let train = Part {
+        terms: train_idx
+            .iter()
+            .map(|&i| Terms::of(&samples[i].features))
+            .collect(),
+        labels: train_idx.iter().map(|&i| labels[i]).collect(),
+        strata: train_idx.iter().map(|&i| strata[i]).collect(),
+        dates: train_idx.iter().map(|&i| dates[i]).collect(),
+    };
+    let Calibrated {
+        model: fitted,
+        c,
+        tried,
+    } = fit_calibrated(model, &train, &classes, plan, params)?;
     let calibrate = model.spec().map(|s| s.calibration).unwrap_or_default();
-    if calibrate == Calibration::Temperature {
-        fitted.temperature = calibration::fit_temperature(&chosen.held_scores, &held_labels) as f32;
-    }
     let mut per_key = BTreeMap::new();
     let mut test = BTreeMap::new();
     for key in keys {
@@ -432,7 +417,7 @@ fn fit_one(
             .filter(|&i| samples[i].key == key)
             .collect();
         let (metrics, probabilities, truth) =
-            measure(&fitted, samples, &labels, &idx, &train_labels, calibrate);
+            measure(&fitted, samples, &labels, &idx, &train.labels, calibrate);
         per_key.insert(key.to_owned(), metrics);
         test.insert(key.to_owned(), (probabilities, truth));
     }
@@ -441,11 +426,103 @@ fn fit_one(
         per_key,
         n_train: train_idx.len(),
         n_test: test_idx.len(),
-        c: chosen.c,
-        tried: chosen.tried,
+        c,
+        tried,
         test,
         export,
     })
+}
+
+/// The classes of a group (sorted), and each sample's class index.
+fn classes_of(
+    model: ModelKind,
+    samples: &[&data::Sample],
+) -> anyhow::Result<(Vec<String>, Vec<usize>)> {
+    let mut classes: Vec<String> = samples.iter().filter_map(|s| s.label.clone()).collect();
+    classes.sort();
+    classes.dedup();
+    if classes.len() < 2 {
+        anyhow::bail!("{model}: needs at least two classes, found {classes:?}");
+    }
+    let labels = samples
+        .iter()
+        .map(|s| {
+            let label = s.label.as_deref().unwrap_or_default();
+            classes
+                .binary_search_by(|c| c.as_str().cmp(label))
+                .unwrap_or(0)
+        })
+        .collect();
+    Ok((classes, labels))
+}
+
+/// The training part of a group: hashed documents, classes, strata and dates.
+struct Part {
+    terms: Vec<Terms>,
+    labels: Vec<usize>,
+    strata: Vec<usize>,
+    dates: Vec<i64>,
+}
+
+/// Chooses C on the training part's own held-out slice (cut the way the test part was),
+/// and fits the calibrator on that slice.
+fn fit_calibrated(
+    model: ModelKind,
+    train: &Part,
+    classes: &[String],
+    plan: Plan,
+    params: &TrainParams,
+) -> anyhow::Result<Calibrated> {
+    let (fit_pos, held_pos) = split::split(
+        plan.strategy,
+        &train.strata,
+        &train.dates,
+        CALIBRATION_FRACTION,
+        plan.seed.wrapping_add(1),
+    );
+    let part = |pos: &[usize]| -> (Vec<Terms>, Vec<usize>) {
+        pos.iter()
+            .map(|&p| (train.terms[p].clone(), train.labels[p]))
+            .unzip()
+    };
+    let ((fit_docs, fit_labels), (held_docs, held_labels)) = (part(&fit_pos), part(&held_pos));
+    let failed = |e: linear::TrainError| anyhow::anyhow!("{model}: {e}");
+    let chosen = linear::select_c(
+        (&fit_docs, &fit_labels),
+        (&held_docs, &held_labels),
+        classes,
+        params,
+    )
+    .map_err(failed)?;
+    let linear::Selection {
+        c,
+        model: scored,
+        tried,
+        held_scores,
+        ..
+    } = chosen;
+    // Without `refit`, the model that scored the held-out slice is the one shipped, so that
+    // the calibrator fits the very model it corrects (bugbug's component model, 80/20).
+    let mut fitted = if model.spec().is_none_or(|s| s.refit) {
+        LinearModel::fit_c(&train.terms, &train.labels, classes, params, c).map_err(failed)?
+    } else {
+        scored
+    };
+    if model.spec().map(|s| s.calibration).unwrap_or_default() == Calibration::Temperature {
+        fitted.temperature = calibration::fit_temperature(&held_scores, &held_labels) as f32;
+    }
+    Ok(Calibrated {
+        model: fitted,
+        c,
+        tried,
+    })
+}
+
+/// What [`fit_calibrated`] ships: the model, the C chosen, each C tried with its macro F1.
+struct Calibrated {
+    model: LinearModel,
+    c: f64,
+    tried: Vec<(f64, f64)>,
 }
 
 /// Metrics of `fitted` on the records `idx`, with its calibration before and after, and
@@ -489,16 +566,12 @@ fn measure(
     (metrics, probabilities, truth)
 }
 
-/// The records as `--export` writes them (none without `--export`).
+/// The records as `--export` writes them.
 fn export_lines(
     samples: &[&data::Sample],
     train_idx: &[usize],
     test_idx: &[usize],
-    options: &TrainOptions,
 ) -> Vec<serde_json::Value> {
-    if options.export.is_none() {
-        return Vec::new();
-    }
     let line = |i: usize, part: &str| {
         let s = samples[i];
         serde_json::json!({"key": s.key, "id": s.id, "part": part, "label": s.label,
