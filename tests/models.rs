@@ -417,3 +417,69 @@ fn every_shipped_bundle_records_its_data_split_calibration_and_threshold() {
         Some("Core::DOM: Core & HTML")
     );
 }
+
+/// `bugflow evaluate` reads partial records (the Firefox export's fields) and full BMO bugs,
+/// and its numbers are the bundle's own predictions counted: macro F1 and accuracy, the
+/// calibration error, and the writer's precision and coverage at its thresholds.
+#[test]
+fn evaluate_scores_partial_and_full_records_and_the_writer_thresholds() {
+    use std::io::Read;
+    let registry = Registry::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models"));
+    let bundle = registry.current(ModelKind::BUGTYPE).unwrap().unwrap();
+    let mut text = String::new();
+    let file = std::fs::File::open(data("bugzilla/firefox-open-bugs-2022.jsonl.zst")).unwrap();
+    ruzstd::decoding::StreamingDecoder::new(file)
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let newest = &lines[lines.len() - 400..];
+    let dir = tempfile::tempdir().unwrap();
+    let partial = dir.path().join("partial.jsonl");
+    std::fs::write(&partial, newest.join("\n")).unwrap();
+
+    let e = bugflow::train::evaluate(&bundle, std::slice::from_ref(&partial)).unwrap();
+    // Count by hand with the bundle's own predictions.
+    let fitted = bundle.model("").unwrap();
+    let (mut right, mut scored, mut at_threshold, mut right_at_threshold) = (0, 0, 0, 0);
+    let threshold = bundle.manifest.writer.as_ref().unwrap().threshold.unwrap();
+    for line in newest {
+        let bug: serde_json::Value = serde_json::from_str(line).unwrap();
+        let Some(class) = fitted
+            .classes
+            .iter()
+            .position(|c| bug["type"].as_str() == Some(c.as_str()))
+        else {
+            continue;
+        };
+        let p = fitted.predict(&ModelKind::BUGTYPE.exclude().apply(&bug::extract_all(&bug)));
+        scored += 1;
+        right += usize::from(p.index == class);
+        if p.probabilities[p.index] >= threshold {
+            at_threshold += 1;
+            right_at_threshold += usize::from(p.index == class);
+        }
+    }
+    assert_eq!(e.metrics.samples, scored);
+    assert!(scored > 350, "{scored}");
+    assert!((e.metrics.accuracy - right as f64 / scored as f64).abs() < 1e-9);
+    let calibration = e.metrics.calibration.as_ref().unwrap();
+    assert_eq!(calibration.after.n, scored);
+    assert!(calibration.after.ece > 0.0 && calibration.after.ece < 0.5);
+    let bundle_point = e.writer.iter().find(|p| p.name == "bundle").unwrap();
+    assert_eq!(bundle_point.support, at_threshold);
+    if at_threshold > 0 {
+        let precision = right_at_threshold as f64 / at_threshold as f64;
+        assert!((bundle_point.precision.unwrap() - precision).abs() < 1e-9);
+    }
+    assert!(e.writer.iter().any(|p| p.name == "floor"));
+    let report = e.table();
+    assert!(
+        report.contains("ECE") && report.contains("coverage"),
+        "{report}"
+    );
+
+    // Full BMO bugs (with comments and history) are read too.
+    let full = bugflow::train::evaluate(&bundle, &[data("bugs.jsonl")]).unwrap();
+    assert!(full.metrics.samples > 0);
+}

@@ -65,27 +65,14 @@ pub fn rollback(registry: &Registry, model: ModelKind) -> anyhow::Result<()> {
 
 pub fn evaluate(bundle_dir: &Path, files: &[PathBuf]) -> anyhow::Result<()> {
     let bundle = Bundle::read(bundle_dir)?;
-    let (metrics, per_key, unknown) = crate::train::evaluate(&bundle, files)?;
+    let evaluation = crate::train::evaluate(&bundle, files)?;
     println!(
         "{} {} on {} file(s)",
         bundle.manifest.model,
         bundle.manifest.version,
         files.len()
     );
-    if per_key.len() > 1 {
-        for (key, m) in &per_key {
-            println!(
-                "  {:<28} macro F1 {:.3}  accuracy {:.3}",
-                key, m.macro_f1, m.accuracy
-            );
-        }
-    }
-    print!("{}", metrics.table());
-    if unknown > 0 {
-        println!(
-            "  ({unknown} records have a label or repository this bundle does not know; not scored)"
-        );
-    }
+    print!("{}", evaluation.table());
     Ok(())
 }
 

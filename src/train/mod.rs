@@ -2,6 +2,7 @@
 
 pub mod calibration;
 pub mod data;
+pub mod evaluate;
 pub mod gate;
 pub mod labels;
 pub mod metrics;
@@ -26,6 +27,8 @@ use gate::Verdict;
 use metrics::CalibrationReport;
 use metrics::Metrics;
 use split::Strategy;
+
+pub use evaluate::{Evaluation, evaluate};
 
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
@@ -701,44 +704,4 @@ fn pooled_calibration<'a>(metrics: impl Iterator<Item = &'a Metrics>) -> Option<
         before: pool(|r| &r.before),
         after: pool(|r| &r.after),
     })
-}
-
-/// Scores a bundle on any data set (no split: every labelled record is a test record).
-pub fn evaluate(
-    bundle: &Bundle,
-    files: &[PathBuf],
-) -> anyhow::Result<(Metrics, BTreeMap<String, Metrics>, usize)> {
-    let model = bundle.manifest.model;
-    let data = data::load(model, files)?;
-    let groups = data::by_key(&data.samples, 1);
-    let mut per_key = BTreeMap::new();
-    let mut unknown = 0;
-    for (key, samples) in &groups {
-        let Some(fitted) = bundle.model(key) else {
-            unknown += samples.len();
-            continue;
-        };
-        let (mut truth, mut predicted) = (Vec::new(), Vec::new());
-        for s in samples {
-            match fitted
-                .classes
-                .iter()
-                .position(|c| Some(c) == s.label.as_ref())
-            {
-                Some(t) => {
-                    truth.push(t);
-                    predicted.push(fitted.predict(&s.features).index);
-                }
-                None => unknown += 1,
-            }
-        }
-        per_key.insert(
-            key.clone(),
-            Metrics::compute(&fitted.classes, &truth, &predicted),
-        );
-    }
-    if per_key.is_empty() {
-        anyhow::bail!("none of the records can be scored by this bundle");
-    }
-    Ok((combine(&per_key), per_key, unknown))
 }
