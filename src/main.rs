@@ -150,12 +150,16 @@ enum BenchWhat {
     },
     /// Features + bug models per bug (p50/p99 µs); training time and peak memory.
     Models {
-        #[arg(long, default_value = "tests/fixtures/data/bugs.jsonl")]
-        bugs: PathBuf,
+        /// Bug files (JSON Lines, `.zst` too), each measured on its own.
+        #[arg(long, num_args = 1.., default_values = ["tests/fixtures/data/bugs.jsonl", "tests/fixtures/data/bugzilla/bugs-2009-2018-full.jsonl.zst"])]
+        bugs: Vec<PathBuf>,
         #[arg(long, default_value = "tests/fixtures/data/github_issues_train.csv")]
         issues: PathBuf,
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, default_value_t = 20)]
         repeat: usize,
+        /// At most this many bugs of each file.
+        #[arg(long, default_value_t = 2_000)]
+        max_bugs: usize,
     },
 }
 
@@ -357,11 +361,13 @@ async fn bench(config: &Config, what: BenchWhat) -> anyhow::Result<()> {
             bugs,
             issues,
             repeat,
+            max_bugs,
         } => {
             let options = cmd::bench_models::ModelsBenchOptions {
                 bugs,
                 issues,
                 repeat,
+                max_bugs,
             };
             cmd::bench_models::command(config, options).await
         }

@@ -483,3 +483,33 @@ fn evaluate_scores_partial_and_full_records_and_the_writer_thresholds() {
     let full = bugflow::train::evaluate(&bundle, &[data("bugs.jsonl")]).unwrap();
     assert!(full.metrics.samples > 0);
 }
+
+/// Serving hashes a bug's features once and gives every model all of them
+/// (`pipeline::scoring::score_terms`): a model's exclusions hold because what it may not
+/// see has no column in it. Every shipped bug bundle must score exactly as with its
+/// exclusions applied first.
+#[test]
+fn every_bug_model_scores_the_same_on_all_terms_as_with_its_exclusions() {
+    use bugflow::models::linear::Terms;
+    use bugflow::pipeline::scoring::score_terms;
+    let registry = Registry::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models"));
+    let shipped = |m: &ModelKind| !m.name().starts_with("fixture-");
+    let mut compared = 0;
+    for model in ModelKind::bug_models().into_iter().filter(shipped) {
+        let bundle = registry.current(model).unwrap().unwrap();
+        let Some(fitted) = bundle.model("") else {
+            continue;
+        };
+        for b in bugs() {
+            let all = bug::extract_all(&b);
+            let filtered = fitted.predict(&model.exclude().apply(&all));
+            let shared = score_terms(fitted, &Terms::of(&all));
+            assert_eq!(filtered.index, shared.index, "{model} bug {}", b["id"]);
+            for (x, y) in filtered.probabilities.iter().zip(&shared.probabilities) {
+                assert!((x - y).abs() < 1e-12, "{model} bug {}: {x} {y}", b["id"]);
+            }
+            compared += 1;
+        }
+    }
+    assert!(compared >= 4 * 50, "{compared}");
+}

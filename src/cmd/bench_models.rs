@@ -1,6 +1,7 @@
 //! `bugflow bench models`: inference latency per bug, and training cost on the issues.
 //!
-//! * Features + every bug model, per bug, over the 58 fixture bugs, each bug scored
+//! * Per bug file (the 58 fixture bugs, the 1,014 full BMO bugs with comments): features
+//!   once per bug, then each trained bug model on them, timed apart, each bug scored
 //!   `repeat` times: p50, p99 and mean in microseconds (the serving bundles of `models/`).
 //! * `bugflow train issue-type` on the 1,500 issues in a child process: wall time and peak
 //!   resident memory (`getrusage(RUSAGE_CHILDREN)`).
@@ -12,12 +13,17 @@ use serde_json::Value;
 
 use crate::features::bug;
 use crate::models::ModelKind;
+use crate::models::linear::Terms;
 use crate::models::registry::ModelSet;
+use crate::pipeline::scoring::score_terms;
 
 pub struct ModelsBenchOptions {
-    pub bugs: PathBuf,
+    /// Bug files (JSON Lines, `.zst` read as it is); each is measured on its own.
+    pub bugs: Vec<PathBuf>,
     pub issues: PathBuf,
+    /// Every bug is scored this many times; at most `max_bugs` are read from a file.
     pub repeat: usize,
+    pub max_bugs: usize,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -28,62 +34,123 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-pub fn run(models: &ModelSet, options: &ModelsBenchOptions) -> anyhow::Result<()> {
-    let bugs: Vec<Value> = std::fs::read_to_string(&options.bugs)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", options.bugs.display()))?
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()?;
-    let mut serving = Vec::new();
-    for kind in ModelKind::bug_models() {
-        let bundle = models
-            .get(kind)
-            .ok_or_else(|| anyhow::anyhow!("no serving {kind} bundle in the models folder"))?;
-        serving.push((kind, bundle));
+/// Per-bug timings of one stage, in microseconds.
+#[derive(Default)]
+struct Timings(Vec<f64>);
+
+impl Timings {
+    fn row(&mut self, what: &str) -> String {
+        self.0.sort_by(f64::total_cmp);
+        let mean = self.0.iter().sum::<f64>() / self.0.len().max(1) as f64;
+        format!(
+            "| {what} | {:.1} | {:.1} | {mean:.1} |",
+            percentile(&self.0, 50.0),
+            percentile(&self.0, 99.0)
+        )
     }
-    let mut micros = Vec::with_capacity(bugs.len() * options.repeat);
-    let mut checksum = 0.0;
+}
+
+fn read_bugs(path: &Path, max: usize) -> anyhow::Result<Vec<Value>> {
+    use std::io::BufRead;
+    let mut bugs = Vec::new();
+    for line in crate::train::data::open(path)?.lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        bugs.push(serde_json::from_str(&line)?);
+        if bugs.len() == max {
+            break;
+        }
+    }
+    Ok(bugs)
+}
+
+/// Features once per bug, then each serving bug model on them, timed apart: the table of
+/// one bug file.
+fn bench_bugs(
+    serving: &[(ModelKind, std::sync::Arc<crate::models::bundle::Bundle>)],
+    path: &Path,
+    options: &ModelsBenchOptions,
+) -> anyhow::Result<()> {
+    let bugs = read_bugs(path, options.max_bugs)?;
+    let mut features = Timings::default();
+    let mut total = Timings::default();
+    let mut per_model: Vec<Timings> = serving.iter().map(|_| Timings::default()).collect();
+    let (mut checksum, mut terms_seen) = (0.0, 0usize);
     for _ in 0..options.repeat {
         for b in &bugs {
             let started = Instant::now();
-            let all = bug::extract_all(b);
-            for (kind, bundle) in &serving {
+            let terms = Terms::of(&bug::extract_all(b));
+            let extracted = started.elapsed().as_secs_f64() * 1e6;
+            features.0.push(extracted);
+            terms_seen += terms.0.len();
+            let mut sum = extracted;
+            for ((_, bundle), timings) in serving.iter().zip(&mut per_model) {
+                let started = Instant::now();
                 if let Some(model) = bundle.model("") {
-                    let p = model.predict(&kind.exclude().apply(&all));
+                    let p = score_terms(model, &terms);
                     checksum += p.probabilities[0];
                 }
+                let took = started.elapsed().as_secs_f64() * 1e6;
+                timings.0.push(took);
+                sum += took;
             }
-            micros.push(started.elapsed().as_secs_f64() * 1e6);
+            total.0.push(sum);
         }
     }
     std::hint::black_box(checksum);
-    micros.sort_by(f64::total_cmp);
-    let mean = micros.iter().sum::<f64>() / micros.len().max(1) as f64;
-
-    let (seconds, peak_mib) = train_in_child(&options.issues)?;
-
     println!(
-        "bugflow bench models — {} bugs × {} repeats",
+        "{} — {} bugs × {} repeats (µs per bug)",
+        path.display(),
         bugs.len(),
         options.repeat
     );
-    println!("| what | value |");
+    println!("| stage | p50 | p99 | mean |");
+    println!("|---|---:|---:|---:|");
+    let mean_terms = terms_seen / (bugs.len() * options.repeat).max(1);
+    println!(
+        "{}",
+        features.row(&format!(
+            "features, hashed once per bug ({mean_terms} distinct terms on average)"
+        ))
+    );
+    for ((kind, _), timings) in serving.iter().zip(&mut per_model) {
+        println!("{}", timings.row(&format!("{kind} (model only)")));
+    }
+    println!(
+        "{}",
+        total.row(&format!("features + {} models", serving.len()))
+    );
+    println!();
+    Ok(())
+}
+
+pub fn run(models: &ModelSet, options: &ModelsBenchOptions) -> anyhow::Result<()> {
+    // The trained bug models (an untrained bundle scores nothing).
+    let serving: Vec<_> = ModelKind::bug_models()
+        .into_iter()
+        .filter_map(|kind| models.get(kind).map(|b| (kind, b)))
+        .filter(|(_, b)| b.model("").is_some())
+        .collect();
+    anyhow::ensure!(
+        !serving.is_empty(),
+        "no trained bug model in the models folder"
+    );
+    for path in &options.bugs {
+        bench_bugs(&serving, path, options)?;
+    }
+    let (seconds, peak_mib) = train_in_child(&options.issues)?;
+    println!("| training | value |");
     println!("|---|---:|");
-    println!(
-        "| features + 4 bug models per bug, p50 | {:.1} µs |",
-        percentile(&micros, 50.0)
-    );
-    println!(
-        "| features + 4 bug models per bug, p99 | {:.1} µs |",
-        percentile(&micros, 99.0)
-    );
-    println!("| features + 4 bug models per bug, mean | {mean:.1} µs |");
     println!(
         "| train issue-type on {} (wall) | {seconds:.1} s |",
         options.issues.display()
     );
     println!("| train issue-type, peak RSS | {peak_mib:.0} MiB |");
+    if let Some(rss) = super::bench::rss_mib() {
+        println!("| this process's RSS, every serving bundle loaded | {rss:.0} MiB |");
+    }
     Ok(())
 }
 

@@ -340,12 +340,19 @@ impl Exclude {
 
     /// `all` (from [`extract_all`]) without what this model may not see.
     pub fn apply(&self, all: &Features) -> Features {
+        let group_kept = |g: &Group| self.groups.is_empty() || self.groups.contains(g);
         Features {
             items: all
                 .items
                 .iter()
                 .filter(|f| self.keeps(f))
                 .cloned()
+                .collect(),
+            tokens: all
+                .tokens
+                .iter()
+                .filter(|(_, g)| group_kept(g))
+                .copied()
                 .collect(),
         }
     }

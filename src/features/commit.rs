@@ -185,7 +185,7 @@ fn files(f: &mut Features, commit: &Commit) {
         } else {
             other += 1;
         }
-        f.token(Group::Files, format!("file:{path}"));
+        f.token(Group::Files, &format!("file:{path}"));
         let parts: Vec<&str> = path.split('/').collect();
         let mut prefix = String::new();
         for part in &parts[..parts.len().saturating_sub(1)] {
@@ -193,11 +193,11 @@ fn files(f: &mut Features, commit: &Commit) {
                 prefix.push('/');
             }
             prefix.push_str(part);
-            f.token(Group::Files, format!("dir:{prefix}"));
+            f.token(Group::Files, &format!("dir:{prefix}"));
             directories.push(prefix.clone());
         }
         if let Some(ext) = extension(path) {
-            f.token(Group::Files, format!("ext:{}", ext.to_lowercase()));
+            f.token(Group::Files, &format!("ext:{}", ext.to_lowercase()));
         }
     }
     directories.sort();

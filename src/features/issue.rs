@@ -32,7 +32,7 @@ pub fn extract(title: &str, body: &str) -> Features {
     f.char_ngrams(&both, 1500);
     for cap in HEADING.captures_iter(&clipped) {
         let heading = NON_WORD.replace_all(cap[1].trim(), "_").to_lowercase();
-        f.token(Group::Headings, format!("H_{heading}"));
+        f.token(Group::Headings, &format!("H_{heading}"));
     }
     if clipped.chars().take(300).any(|c| c == '?') {
         f.token(Group::Headings, "body_question_mark");

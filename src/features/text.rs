@@ -92,11 +92,12 @@ pub fn cleanup(text: &str) -> String {
 
 /// sklearn's default tokenisation: lower case, runs of two or more word characters.
 pub fn tokenize(text: &str) -> Vec<String> {
-    let lower = text.to_lowercase();
-    TOKEN
-        .find_iter(&lower)
-        .map(|m| m.as_str().to_owned())
-        .collect()
+    tokens(&text.to_lowercase()).map(str::to_owned).collect()
+}
+
+/// The tokens of an already lower-cased text, borrowed from it.
+pub fn tokens(lower: &str) -> impl Iterator<Item = &str> {
+    TOKEN.find_iter(lower).map(|m| m.as_str())
 }
 
 /// Whitespace-separated words (bugbug's `NumWordsTitle` / `NumWordsComments`).

@@ -23,7 +23,7 @@ use linfa_logistic::MultiLogisticRegression;
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
-use crate::features::{Features, Group, feature_hash};
+use crate::features::{Features, GROUPS, Group, feature_hash};
 
 /// How to train (a catalogue file's `[learner]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,11 +103,25 @@ pub struct LinearModel {
     #[serde(default = "one")]
     pub temperature: f32,
     #[serde(skip)]
-    index: HashMap<u64, u32>,
+    index: Index,
 }
 
 fn one() -> f32 {
     1.0
+}
+
+/// Feature hash → column. foldhash (hashbrown's own hasher) rather than std's SipHash: the
+/// keys are hashes already, and no one chooses them to attack a table.
+///
+/// Each entry holds what scoring a term needs besides its weights — its column, group and
+/// idf — so that a term costs one probe of this table and one read of its weight row.
+type Index = HashMap<u64, Column, foldhash::fast::FixedState>;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Column {
+    col: u32,
+    idf: f32,
+    group: Group,
 }
 
 /// A document's features hashed once: `(hash, group, summed value)`, sorted by hash. Training
@@ -121,6 +135,7 @@ impl Terms {
             .items
             .iter()
             .map(|f| (feature_hash(f.group, &f.name), f.group, f.value))
+            .chain(features.tokens.iter().map(|(h, g)| (*h, *g, 1.0)))
             .collect();
         items.sort_unstable_by_key(|(h, _, _)| *h);
         let mut merged: Vec<(u64, Group, f64)> = Vec::with_capacity(items.len());
@@ -155,7 +170,14 @@ impl LinearModel {
             .vocab
             .iter()
             .enumerate()
-            .map(|(i, h)| (*h, i as u32))
+            .map(|(i, h)| {
+                let column = Column {
+                    col: i as u32,
+                    idf: self.idf.get(i).copied().unwrap_or(1.0),
+                    group: self.groups.get(i).copied().unwrap_or(Group::Data),
+                };
+                (*h, column)
+            })
             .collect();
     }
 
@@ -195,41 +217,45 @@ impl LinearModel {
         self.vectorize_terms(&Terms::of(features))
     }
 
-    /// [`vectorize`](Self::vectorize) of a hashed document.
+    /// [`vectorize`](Self::vectorize) of a hashed document: the terms this model knows, TF-IDF
+    /// weighted, each text group L2-normalised and then weighted.
+    ///
+    /// A term the model has no column for is dropped here, which is also how a model's
+    /// exclusions hold when it is given every feature of a bug: what a model may not see was
+    /// left out when it was trained, so it has no column.
     pub fn vectorize_terms(&self, terms: &Terms) -> Vec<(u32, f64)> {
-        let mut row: Vec<(u32, f64)> = terms
-            .0
-            .iter()
-            .filter_map(|(h, _, v)| self.index.get(h).map(|col| (*col, *v)))
-            .map(|(col, v)| {
-                let c = col as usize;
-                let value = if self.groups[c].is_text() {
-                    (1.0 + v.ln()) * f64::from(self.idf[c])
-                } else {
-                    v
-                };
-                (col, value)
-            })
-            .collect();
-        row.sort_by_key(|(c, _)| *c);
-        // L2-normalise each text group, then weight it.
-        let mut norms: HashMap<Group, f64> = HashMap::new();
-        for (c, v) in &row {
-            let g = self.groups[*c as usize];
-            if g.is_text() {
-                *norms.entry(g).or_default() += v * v;
+        let mut norms = [0.0f64; GROUPS];
+        let mut row: Vec<(u32, f64)> = Vec::with_capacity(terms.0.len().min(self.vocab.len()));
+        let mut groups: Vec<Group> = Vec::with_capacity(row.capacity());
+        for (h, _, v) in &terms.0 {
+            let Some(&Column { col, idf, group: g }) = self.index.get(h) else {
+                continue;
+            };
+            let value = if g.is_text() {
+                let value = (1.0 + v.ln()) * f64::from(idf);
+                norms[usize::from(g.index())] += value * value;
+                value
+            } else {
+                *v
+            };
+            row.push((col, value));
+            groups.push(g);
+        }
+        let mut scale = [1.0f64; GROUPS];
+        for (g, weight) in &self.group_weights {
+            scale[usize::from(g.index())] = *weight;
+        }
+        for (i, norm) in norms.iter().enumerate() {
+            if *norm > 0.0 {
+                scale[i] /= norm.sqrt();
             }
         }
-        for (c, v) in &mut row {
-            let g = self.groups[*c as usize];
+        for ((_, v), g) in row.iter_mut().zip(&groups) {
             if g.is_text() {
-                let norm = norms[&g].sqrt();
-                if norm > 0.0 {
-                    *v /= norm;
-                }
-                *v *= self.group_weights.get(&g).copied().unwrap_or(1.0);
+                *v *= scale[usize::from(g.index())];
             }
         }
+        row.sort_unstable_by_key(|(c, _)| *c);
         row
     }
 
@@ -238,17 +264,26 @@ impl LinearModel {
         self.scores_terms(&Terms::of(features))
     }
 
-    /// [`scores`](Self::scores) of a hashed document.
+    /// [`scores`](Self::scores) of a hashed document: a sparse dot product with the
+    /// `columns × classes` weight matrix.
     pub fn scores_terms(&self, terms: &Terms) -> Vec<f64> {
         let k = self.classes.len();
         let mut scores: Vec<f64> = self.intercept.iter().map(|b| f64::from(*b)).collect();
         for (col, value) in self.vectorize_terms(terms) {
             let base = col as usize * k;
-            for (j, score) in scores.iter_mut().enumerate() {
-                *score += value * f64::from(self.weights[base + j]);
+            for (score, w) in scores.iter_mut().zip(&self.weights[base..base + k]) {
+                *score += value * f64::from(*w);
             }
         }
         scores
+    }
+
+    /// Class probabilities for one hashed document (calibrated).
+    pub fn predict_terms(&self, terms: &Terms) -> Prediction {
+        self.prediction(&softmax(
+            &self.scores_terms(terms),
+            f64::from(self.temperature),
+        ))
     }
 
     /// Class probabilities for one document (calibrated).
@@ -449,7 +484,7 @@ impl LinearModel {
             weights: Vec::new(),
             intercept: Vec::new(),
             temperature: 1.0,
-            index: HashMap::new(),
+            index: Index::default(),
         }
     }
 }

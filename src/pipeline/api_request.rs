@@ -10,6 +10,7 @@ use crate::effects::Effect;
 use crate::error::{Action, Stage, StageError};
 use crate::events::request::PredictionRequest;
 use crate::features::bug;
+use crate::models::linear::Terms;
 use crate::models::{Input, ModelKind};
 use crate::score::{RequestScore, Score};
 
@@ -72,7 +73,7 @@ impl Pipeline {
                 effects.push(answer(key, json!({"available": false}), None));
                 continue;
             }
-            let scored = self.score_model(model, &bug::extract_all(rest));
+            let scored = self.score_model(model, &Terms::of(&bug::extract_all(rest)));
             let given = scored
                 .as_bug()
                 .map(|s| s.bugbug_answer())

@@ -6,28 +6,30 @@ use super::{MAX_LISTED, Pipeline};
 use crate::clients::hg::PushDetails;
 use crate::features::{Features, bug, commit};
 use crate::models::bundle::Bundle;
+use crate::models::linear::{LinearModel, Prediction, Terms};
 use crate::models::{Input, ModelKind};
 use crate::score::{BugScore, PushScore, Score, Writes, round};
 
 impl Pipeline {
     /// Every bug model of this consumer on one bug (REST shape). Features are extracted
-    /// once; each model sees them minus its exclusions.
+    /// and hashed once, and every model reads the same terms (see [`score_terms`]).
     pub fn score_bug(&self, rest_bug: &Value) -> Vec<Score> {
         self.score_features(&bug::extract_all(rest_bug))
     }
 
     pub(super) fn score_features(&self, all: &Features) -> Vec<Score> {
+        let terms = Terms::of(all);
         self.spec
             .models
             .iter()
             .filter(|m| m.input() == Input::Bug)
-            .map(|&model| self.score_model(model, all))
+            .map(|&model| self.score_model(model, &terms))
             .collect()
     }
 
-    /// One bug model on extracted features: its class, index, probabilities, labels and
-    /// bundle version, or why it was not scored.
-    pub(super) fn score_model(&self, model: ModelKind, all: &Features) -> Score {
+    /// One bug model on a bug's terms: its class, index, probabilities, labels and bundle
+    /// version, or why it was not scored.
+    pub(super) fn score_model(&self, model: ModelKind, terms: &Terms) -> Score {
         let Some(bundle) = self.models.get(model) else {
             return Score::not_scored(model, "no serving bundle");
         };
@@ -37,7 +39,7 @@ impl Pipeline {
         let Some(fitted) = bundle.model("") else {
             return Score::not_scored(model, "bundle has no model");
         };
-        let p = fitted.predict(&model.exclude().apply(all));
+        let p = score_terms(fitted, terms);
         let writes = bundle.manifest.writer.as_ref().map(|w| match w.threshold {
             Some(t) => Writes::AtOrAbove(t),
             None => Writes::Never(w.reason.clone().unwrap_or_default()),
@@ -52,6 +54,13 @@ impl Pipeline {
             writes,
         })
     }
+}
+
+/// A bug model on every term of a bug. Its exclusions need no filter: what a model may not
+/// see was left out of its training, so it has no column for it and the term is dropped
+/// (`tests/models.rs` checks that every shipped bundle scores the same either way).
+pub fn score_terms(fitted: &LinearModel, terms: &Terms) -> Prediction {
+    fitted.predict_terms(terms)
 }
 
 /// Scores each commit of a push with the commit-risk bundle; the push's risk is the highest.

@@ -166,12 +166,8 @@ fn reject(data: &mut Dataset, why: String) {
     }
 }
 
-/// Parses each non-empty line of a JSON Lines file as a `T`; lines that do not parse are
-/// rejected with their line number. Returns the records and how many lines there were.
-fn read_jsonl<T: serde::de::DeserializeOwned>(
-    path: &Path,
-    data: &mut Dataset,
-) -> anyhow::Result<(Vec<T>, usize)> {
+/// A data file for reading, decompressed when its name ends in `.zst`.
+pub fn open(path: &Path) -> anyhow::Result<BufReader<Box<dyn std::io::Read>>> {
     let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let reader: Box<dyn std::io::Read> = if path.extension().is_some_and(|e| e == "zst") {
         Box::new(
@@ -181,8 +177,17 @@ fn read_jsonl<T: serde::de::DeserializeOwned>(
     } else {
         Box::new(file)
     };
+    Ok(BufReader::new(reader))
+}
+
+/// Parses each non-empty line of a JSON Lines file as a `T`; lines that do not parse are
+/// rejected with their line number. Returns the records and how many lines there were.
+fn read_jsonl<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    data: &mut Dataset,
+) -> anyhow::Result<(Vec<T>, usize)> {
     let (mut parsed, mut records) = (Vec::new(), 0);
-    for (i, line) in BufReader::new(reader).lines().enumerate() {
+    for (i, line) in open(path)?.lines().enumerate() {
         let line = line.map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), i + 1))?;
         if line.trim().is_empty() {
             continue;
