@@ -8,9 +8,12 @@
 //! ```
 //!
 //! `body` holds the message when it is JSON; otherwise `body_base64` holds its bytes.
+//! `enrichment`, when present, holds what the message's flow fetched to score it (the
+//! json-pushes answer by URL, the full bug): see [`Enrichment`].
 //! `bugflow record` writes archives and `bugflow replay` reads them; any tool can write one.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -18,7 +21,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::message::Message;
+use crate::message::{Enrichment, Message};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ArchiveLine {
@@ -34,6 +37,9 @@ pub struct ArchiveLine {
     pub body_base64: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub received_at: Option<DateTime<Utc>>,
+    /// What the message's flow fetched to score it (`bugflow record --enrich`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrichment: Option<Enrichment>,
 }
 
 impl ArchiveLine {
@@ -51,6 +57,7 @@ impl ArchiveLine {
             body,
             body_base64,
             received_at: Some(message.received_at),
+            enrichment: message.enrichment.as_deref().cloned(),
         }
     }
 
@@ -72,6 +79,7 @@ impl ArchiveLine {
             body,
             redelivered: false,
             received_at: self.received_at.unwrap_or_else(Utc::now),
+            enrichment: self.enrichment.filter(|e| !e.is_empty()).map(Arc::new),
         })
     }
 

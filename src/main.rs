@@ -56,6 +56,10 @@ enum Command {
         /// Publish the archived messages back to their exchanges on the broker instead.
         #[arg(long)]
         publish: bool,
+        /// Never touch the network: json-pushes answers and full bugs come from the archive
+        /// (`bugflow record --enrich`); a message without them is counted, not fetched.
+        #[arg(long, conflicts_with = "publish")]
+        offline: bool,
     },
     /// Tap exchanges into an archive.
     Record {
@@ -71,6 +75,10 @@ enum Command {
         /// Stop after this many seconds.
         #[arg(long)]
         seconds: Option<u64>,
+        /// Store with each message what its consumer's flow fetches to score it (the
+        /// json-pushes answer, the full bug), so that a replay can run `--offline`.
+        #[arg(long)]
+        enrich: bool,
     },
     /// Run the bundled sample stream through every consumer, in-process, and show the outcome.
     Demo,
@@ -265,12 +273,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             consumer,
             out,
             publish,
+            offline,
         } => {
+            use std::io::IsTerminal;
             let options = cmd::replay::ReplayOptions {
                 files,
                 consumer,
                 out,
                 publish,
+                offline,
+                progress: std::io::stderr().is_terminal(),
             };
             cmd::replay::command(config, options).await
         }
@@ -279,6 +291,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             out,
             limit,
             seconds,
+            enrich,
         } => {
             let duration = seconds.map(Duration::from_secs);
             let options = cmd::record::RecordOptions {
@@ -286,6 +299,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 out,
                 limit,
                 duration,
+                enrich,
             };
             cmd::record::command(Arc::new(config), options).await
         }

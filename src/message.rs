@@ -6,8 +6,10 @@
 //! — and never needs to know — where a message came from.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +23,29 @@ pub struct Message {
     /// True when the broker delivers this message again (a previous delivery was not acked).
     pub redelivered: bool,
     pub received_at: DateTime<Utc>,
+    /// What the message's flow fetched to score it, kept with it by `bugflow record
+    /// --enrich`: a replay uses it instead of fetching again. None for a live delivery.
+    pub enrichment: Option<Arc<Enrichment>>,
+}
+
+/// What a flow fetches from outside to score a message, as it came: a push's json-pushes
+/// answer, a bug event's full bug. Kept on an archive line, it makes a replay reproducible
+/// (the same bytes in, whatever hg.mozilla.org or Bugzilla say today) and lets it run with
+/// no network (`bugflow replay --offline`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Enrichment {
+    /// json-pushes answers by URL (a push's `push_full_json_url`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub json_pushes: BTreeMap<String, Value>,
+    /// The full bug (REST shape, with comments and history), as Bugzilla answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bug: Option<Value>,
+}
+
+impl Enrichment {
+    pub fn is_empty(&self) -> bool {
+        self.json_pushes.is_empty() && self.bug.is_none()
+    }
 }
 
 /// The try a delivery is (1 for the first): set by the retry sink, so that a redelivery
@@ -66,6 +91,7 @@ impl Message {
             body,
             redelivered: false,
             received_at: Utc::now(),
+            enrichment: None,
         }
     }
 }

@@ -132,14 +132,18 @@ pub enum Source {
 impl Source {
     /// The changesets of the push at `push_full_json_url`, and its id.
     pub async fn push(&self, url: &str, pushid: u64) -> Result<PushDetails, HgError> {
-        let body = match self {
-            Source::Http(client) => client.get(url).await?,
+        parse_push(&self.fetch(url).await?, pushid)
+    }
+
+    /// The json-pushes answer at `url`, as it came (what `bugflow record --enrich` keeps).
+    pub async fn fetch(&self, url: &str) -> Result<String, HgError> {
+        match self {
+            Source::Http(client) => client.get(url).await,
             Source::Bundled(responses) => responses
                 .get(url)
                 .cloned()
-                .ok_or_else(|| HgError::NotBundled(url.to_owned()))?,
-        };
-        parse_push(&body, pushid)
+                .ok_or_else(|| HgError::NotBundled(url.to_owned())),
+        }
     }
 
     /// The push that contains `rev` on `base/branch` (`json-pushes?changeset=`), for
@@ -179,6 +183,17 @@ fn only_push_id(body: &str) -> Result<u64, HgError> {
 pub fn parse_push(body: &str, pushid: u64) -> Result<PushDetails, HgError> {
     let parsed: JsonPushes =
         serde_json::from_str(body).map_err(|e| HgError::NotJsonPushes(e.to_string()))?;
+    push_of_answer(&parsed, pushid)
+}
+
+/// [`parse_push`] of an answer already parsed as JSON (one an archive line stored).
+pub fn parse_push_value(body: &serde_json::Value, pushid: u64) -> Result<PushDetails, HgError> {
+    let parsed =
+        JsonPushes::deserialize(body).map_err(|e| HgError::NotJsonPushes(e.to_string()))?;
+    push_of_answer(&parsed, pushid)
+}
+
+fn push_of_answer(parsed: &JsonPushes, pushid: u64) -> Result<PushDetails, HgError> {
     let raw = parsed
         .pushes
         .get(&pushid.to_string())

@@ -14,6 +14,8 @@ use tokio::io::AsyncWriteExt;
 
 use crate::archive::ArchiveLine;
 use crate::config::Config;
+use crate::message::{Enrichment, Message};
+use crate::pipeline::Pipeline;
 use crate::pulse::source::message_from_delivery;
 use crate::pulse::tap::{Next, Tap, TapOptions, TapQueue};
 
@@ -25,6 +27,8 @@ pub struct RecordOptions {
     pub limit: Option<u64>,
     /// Stop after this long.
     pub duration: Option<Duration>,
+    /// Store each message's enrichment (fetched by the consumer whose bindings match it).
+    pub enrich: bool,
 }
 
 /// Parses `EXCHANGE=KEY[,KEY…]` (no `=`: all keys, `#`).
@@ -61,6 +65,11 @@ pub async fn record(config: Arc<Config>, options: RecordOptions) -> anyhow::Resu
         auto_ack: false,
         purpose: "record",
     };
+    let enrichers = if options.enrich {
+        enrichers(&config)?
+    } else {
+        Vec::new()
+    };
     let mut tap = Tap::open(&config, tap_options).await?;
     let mut file = tokio::io::BufWriter::new(
         tokio::fs::OpenOptions::new()
@@ -89,7 +98,11 @@ pub async fn record(config: Arc<Config>, options: RecordOptions) -> anyhow::Resu
                 Next::Cancelled => break,
             },
         };
-        let line = ArchiveLine::from_message(&message_from_delivery(&delivery)).to_line();
+        let mut message = message_from_delivery(&delivery);
+        if options.enrich {
+            message.enrichment = enrich(&enrichers, &message).await.map(Arc::new);
+        }
+        let line = ArchiveLine::from_message(&message).to_line();
         file.write_all(line.as_bytes()).await?;
         file.write_all(b"\n").await?;
         file.flush().await?;
@@ -101,6 +114,34 @@ pub async fn record(config: Arc<Config>, options: RecordOptions) -> anyhow::Resu
     file.flush().await?;
     tap.close("recording done").await;
     Ok(written)
+}
+
+/// The configured consumers' pipelines (with their hg and Bugzilla clients, no store).
+fn enrichers(config: &Arc<Config>) -> anyhow::Result<Vec<Pipeline>> {
+    let app = crate::app::App::new(config.clone())?;
+    let specs = crate::consumer::load_all(&app.config)?;
+    app.check(&specs, crate::app::Mode::Replay)?;
+    Ok(specs
+        .into_iter()
+        .map(|spec| app.pipeline(spec, None))
+        .collect())
+}
+
+/// What the first consumer that binds `message` fetches to score it; none (with a warning:
+/// a replay will fetch it, or skip it `--offline`) when nothing binds it or the fetch
+/// fails.
+async fn enrich(pipelines: &[Pipeline], message: &Message) -> Option<Enrichment> {
+    let pipeline = pipelines
+        .iter()
+        .find(|p| p.spec().accepts(&message.exchange, &message.routing_key))?;
+    match pipeline.enrichment(message).await {
+        Ok(e) if e.is_empty() => None,
+        Ok(e) => Some(e),
+        Err(e) => {
+            tracing::warn!(consumer = pipeline.name(), error = %e, "not enriched; recorded without");
+            None
+        }
+    }
 }
 
 /// `bugflow record`: records, then says how many messages went where.

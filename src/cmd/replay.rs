@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::archive::ArchiveLine;
@@ -29,6 +30,11 @@ pub struct ReplayOptions {
     pub out: Option<PathBuf>,
     /// Publish the archived messages back into the broker instead.
     pub publish: bool,
+    /// Never touch the network: enrichment only from the archive lines (`enrichment`); a
+    /// message that lacks what its flow needs is a counted skip, never a fetch.
+    pub offline: bool,
+    /// Draw a progress bar on stderr (over the archives' bytes).
+    pub progress: bool,
 }
 
 /// What a replay did.
@@ -42,6 +48,9 @@ pub struct Summary {
     pub unrouted: u64,
     /// Messages published back to the broker (`--publish`).
     pub published: u64,
+    /// `--publish`: lines whose exchange does not exist on the broker (not published;
+    /// `amqp.declare_exchanges = true` declares them instead).
+    pub missing_exchange: u64,
     /// Dead-letter and skip reasons, with how often each occurred.
     pub reasons: BTreeMap<String, u64>,
     pub elapsed: Duration,
@@ -84,8 +93,9 @@ impl Summary {
         eprintln!("  skipped         {:>10}", self.skipped);
         eprintln!("  dead-lettered   {:>10}", self.dead_lettered);
         eprintln!("  unrouted        {:>10}", self.unrouted);
-        if self.published > 0 {
+        if self.published > 0 || self.missing_exchange > 0 {
             eprintln!("  published       {:>10}", self.published);
+            eprintln!("  no such exchange{:>10}", self.missing_exchange);
         }
         eprintln!(
             "  elapsed         {:>10.3} s   ({:.0} msg/s)",
@@ -103,13 +113,23 @@ impl Summary {
 
 /// Replays in-process through `pipelines` (or the one named by `--consumer`).
 pub async fn replay(all: &[Pipeline], options: &ReplayOptions) -> anyhow::Result<Summary> {
-    let pipelines: Vec<&Pipeline> = match &options.consumer {
+    let chosen: Vec<&Pipeline> = match &options.consumer {
         Some(name) => vec![
             all.iter()
                 .find(|p| p.name() == name)
                 .ok_or_else(|| anyhow::anyhow!("no consumer {name:?}"))?,
         ],
         None => all.iter().collect(),
+    };
+    let offline: Vec<Pipeline> = if options.offline {
+        chosen.iter().map(|p| (*p).clone().offline()).collect()
+    } else {
+        Vec::new()
+    };
+    let pipelines: Vec<&Pipeline> = if options.offline {
+        offline.iter().collect()
+    } else {
+        chosen
     };
     let forced = options.consumer.is_some();
     let sinks = Sinks {
@@ -121,6 +141,7 @@ pub async fn replay(all: &[Pipeline], options: &ReplayOptions) -> anyhow::Result
     };
     let stats = Arc::new(Stats::default());
     let mut summary = Summary::default();
+    let bar = progress_bar(&options.files, options.progress);
     let started = Instant::now();
     for file in &options.files {
         let reader = tokio::fs::File::open(file)
@@ -130,6 +151,10 @@ pub async fn replay(all: &[Pipeline], options: &ReplayOptions) -> anyhow::Result
         let mut number = 0u64;
         while let Some(line) = lines.next_line().await? {
             number += 1;
+            bar.inc(line.len() as u64 + 1);
+            if number % 1024 == 0 {
+                bar.set_message(format!("{} messages", summary.read));
+            }
             if line.trim().is_empty() {
                 continue;
             }
@@ -167,13 +192,35 @@ pub async fn replay(all: &[Pipeline], options: &ReplayOptions) -> anyhow::Result
     if let Some(jsonl) = &sinks.jsonl {
         jsonl.flush().await?;
     }
+    bar.finish_and_clear();
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
 
+/// A bar over the archives' bytes on stderr; hidden when not asked for.
+fn progress_bar(files: &[PathBuf], shown: bool) -> ProgressBar {
+    if !shown {
+        return ProgressBar::hidden();
+    }
+    let bytes = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let bar = ProgressBar::new(bytes);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg} (eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
 /// Publishes archived messages back to their exchanges (`--publish`).
 pub async fn publish_back(config: Arc<Config>, files: &[PathBuf]) -> anyhow::Result<Summary> {
-    let publisher = Publisher::connect(config).await?;
+    let publisher = Publisher::connect(config.clone()).await?;
+    let mut exchanges = Exchanges::open(&config).await?;
     let mut summary = Summary::default();
     let started = Instant::now();
     for file in files {
@@ -193,6 +240,14 @@ pub async fn publish_back(config: Arc<Config>, files: &[PathBuf]) -> anyhow::Res
                     continue;
                 }
             };
+            if !exchanges.usable(&message.exchange).await? {
+                summary.missing_exchange += 1;
+                summary.note(
+                    "not published",
+                    &format!("exchange {} does not exist", message.exchange),
+                );
+                continue;
+            }
             let mut out = Outgoing::json(&message.exchange, &message.routing_key, &message.body);
             let published = match json_to_headers(&message.headers) {
                 Ok(headers) => {
@@ -213,8 +268,56 @@ pub async fn publish_back(config: Arc<Config>, files: &[PathBuf]) -> anyhow::Res
         }
     }
     publisher.close().await;
+    exchanges.close().await;
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// Which archived exchanges can be published to, asked of the broker once per name: a
+/// passive declare, or a declare when `amqp.declare_exchanges` is on (a local broker). A
+/// publish to a missing exchange would close the channel and stop the replay.
+struct Exchanges {
+    connection: lapin::Connection,
+    declare: bool,
+    known: BTreeMap<String, bool>,
+}
+
+impl Exchanges {
+    async fn open(config: &Config) -> anyhow::Result<Exchanges> {
+        Ok(Exchanges {
+            connection: crate::pulse::connect::connect(config, "replay-exchanges").await?,
+            declare: config.amqp.declare_exchanges,
+            known: BTreeMap::new(),
+        })
+    }
+
+    async fn usable(&mut self, name: &str) -> anyhow::Result<bool> {
+        if let Some(known) = self.known.get(name) {
+            return Ok(*known);
+        }
+        let usable = if name.is_empty() {
+            true // the default exchange always exists
+        } else if self.declare {
+            let channel = self.connection.create_channel().await?;
+            crate::pulse::topology::declare_own_exchange(&channel, name).await?;
+            let _ = channel.close(200, "declared".into()).await;
+            true
+        } else {
+            crate::pulse::topology::exchange_exists(&self.connection, name).await?
+        };
+        if !usable {
+            tracing::warn!(
+                exchange = name,
+                "archived exchange does not exist: its lines are counted, not published"
+            );
+        }
+        self.known.insert(name.to_owned(), usable);
+        Ok(usable)
+    }
+
+    async fn close(self) {
+        let _ = self.connection.close(200, "replay done".into()).await;
+    }
 }
 
 /// `bugflow replay`: in-process through every consumer of the configuration (no store, so
@@ -230,6 +333,9 @@ pub async fn command(config: Config, options: ReplayOptions) -> anyhow::Result<(
             .into_iter()
             .map(|spec| app.pipeline(spec, None))
             .collect::<Vec<_>>();
+        if options.offline {
+            eprintln!("offline: enrichment from the archive only; nothing is fetched");
+        }
         replay(&pipelines, &options).await?
     };
     summary.print();

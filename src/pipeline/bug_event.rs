@@ -6,9 +6,10 @@ use serde_json::{Value, json};
 use super::api_request::cache_key_of_bug;
 use super::{Finding, Pipeline, filter};
 use crate::effects::{Effect, Planned, Remember};
-use crate::error::StageError;
+use crate::error::{Stage, StageError};
 use crate::events::bmo::WebhookEvent;
 use crate::features::bug;
+use crate::message::Message;
 use crate::score::Score;
 
 impl Pipeline {
@@ -16,14 +17,24 @@ impl Pipeline {
     pub(super) async fn bug_event(
         &self,
         webhook: &WebhookEvent,
+        message: &Message,
     ) -> Result<Option<Finding>, StageError> {
         let bug = &webhook.bug;
         let identity = identity(webhook);
-        // The full bug (comments, history) when Bugzilla is configured; a 404 or 401 is a
-        // skip with its reason, a 5xx or 429 a retry.
-        let rest = match &self.bugzilla {
-            Some(client) => client.bug(bug.id).await?,
-            None => bug.to_rest(),
+        // The full bug (comments, history): the one stored with the message, or Bugzilla's
+        // when it is configured (a 404 or 401 is a skip with its reason, a 5xx or 429 a
+        // retry); without either, what the event carries.
+        let stored = message.enrichment.as_ref().and_then(|e| e.bug.clone());
+        let rest = match (stored, &self.bugzilla) {
+            (Some(full), _) => full,
+            (None, Some(_)) if self.offline => {
+                return Err(StageError::skip(
+                    Stage::Enrich,
+                    format!("offline: no stored full bug for bug {}", bug.id),
+                ));
+            }
+            (None, Some(client)) => client.bug(bug.id).await?,
+            (None, None) => bug.to_rest(),
         };
         if filter::is_private(&rest) {
             return Ok(None);

@@ -18,6 +18,7 @@
 
 pub mod api_request;
 pub mod bug_event;
+pub mod enrich;
 pub mod filter;
 pub mod privacy;
 pub mod push;
@@ -63,6 +64,9 @@ pub struct Pipeline {
     /// What results keep of e-mail addresses (`emails`).
     emails: privacy::Emails,
     effects: Effects,
+    /// Never fetch: what a message's stored enrichment lacks is a skip
+    /// (`bugflow replay --offline`).
+    offline: bool,
 }
 
 /// What a flow learned about its subject, before it becomes a result.
@@ -87,7 +91,16 @@ impl Pipeline {
             max_body: crate::config::Config::default().amqp.max_body_bytes,
             emails: privacy::Emails::default(),
             effects: Effects::default(),
+            offline: false,
         }
+    }
+
+    /// Never touch the network: enrichment comes from the message (an archive line's
+    /// `enrichment`) or not at all, and a message that needs what it lacks is skipped with
+    /// that reason (counted by the replay, never fetched).
+    pub fn offline(mut self) -> Self {
+        self.offline = true;
+        self
     }
 
     /// Remember predictions, harvest labels, keep the API's answers (an effect).
@@ -150,11 +163,11 @@ impl Pipeline {
         filter::body_size(message.body.len(), self.max_body)?;
         let event = events::decode(self.spec.input, message)?;
         let mut finding = match &event {
-            Event::HgPush(push) => self.push(push, &message.routing_key).await?,
+            Event::HgPush(push) => self.push(push, message).await?,
             Event::Webhook(webhook) if webhook.bug.is_private => {
                 return Ok(bug_event::private(webhook));
             }
-            Event::Webhook(webhook) => match self.bug_event(webhook).await? {
+            Event::Webhook(webhook) => match self.bug_event(webhook, message).await? {
                 Some(finding) => finding,
                 // The full bug turned out private (a security group).
                 None => return Ok(bug_event::private(webhook)),

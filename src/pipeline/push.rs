@@ -5,8 +5,10 @@ use serde_json::{Value, json};
 
 use super::scoring::score_commits;
 use super::{Finding, Pipeline, filter};
-use crate::error::StageError;
+use crate::clients::hg;
+use crate::error::{Stage, StageError};
 use crate::events::hgpush::{Changegroup, HgPushEvent};
+use crate::message::Message;
 use crate::models::ModelKind;
 use crate::score::Score;
 
@@ -14,14 +16,18 @@ impl Pipeline {
     pub(super) async fn push(
         &self,
         event: &HgPushEvent,
-        routing_key: &str,
+        message: &Message,
     ) -> Result<Finding, StageError> {
         let (push, entry) = filter::push(&self.spec, event)?;
-        let mut data = push_data(push, routing_key);
+        let mut data = push_data(push, &message.routing_key);
         let mut models = Vec::new();
         if self.spec.models.contains(&ModelKind::COMMIT_RISK) {
+            let stored = message
+                .enrichment
+                .as_ref()
+                .and_then(|e| e.json_pushes.get(&entry.push_full_json_url));
             models.push(
-                self.score_push(entry.pushid, &entry.push_full_json_url, &mut data)
+                self.score_push(entry.pushid, &entry.push_full_json_url, stored, &mut data)
                     .await?,
             );
         }
@@ -40,24 +46,35 @@ impl Pipeline {
         })
     }
 
-    /// Enrich (the push's changesets) and score each commit; the push's risk is the highest.
+    /// Enrich (the push's changesets: the stored json-pushes answer, or hg.mozilla.org's)
+    /// and score each commit; the push's risk is the highest.
     async fn score_push(
         &self,
         pushid: u64,
         url: &str,
+        stored: Option<&Value>,
         data: &mut Value,
     ) -> Result<Score, StageError> {
         let model = ModelKind::COMMIT_RISK;
         let Some(bundle) = self.models.get(model) else {
             return Ok(Score::not_scored(model, "no serving bundle"));
         };
-        let Some(source) = &self.hg else {
-            return Ok(Score::not_scored(
-                model,
-                "no hg.mozilla.org source configured (hg.enabled = false)",
-            ));
+        let details = match (stored, &self.hg) {
+            (Some(answer), _) => hg::parse_push_value(answer, pushid)?,
+            (None, _) if self.offline => {
+                return Err(StageError::skip(
+                    Stage::Enrich,
+                    format!("offline: no stored json-pushes answer for push {pushid}"),
+                ));
+            }
+            (None, Some(source)) => source.push(url, pushid).await?,
+            (None, None) => {
+                return Ok(Score::not_scored(
+                    model,
+                    "no hg.mozilla.org source configured (hg.enabled = false)",
+                ));
+            }
         };
-        let details = source.push(url, pushid).await?;
         Ok(score_commits(&bundle, &details, data))
     }
 }

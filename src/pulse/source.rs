@@ -26,6 +26,7 @@ pub fn message_from_delivery(delivery: &Delivery) -> Message {
         body: delivery.data.clone(),
         redelivered: delivery.redelivered,
         received_at: Utc::now(),
+        enrichment: None,
     }
 }
 

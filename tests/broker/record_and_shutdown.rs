@@ -23,6 +23,7 @@ async fn record_taps_an_exchange_and_replay_publish_puts_it_back_for_the_consume
             out: archive.clone(),
             limit: Some(3),
             duration: Some(Duration::from_secs(30)),
+            enrich: false,
         },
     ));
     // Publish until the recorder's queue is bound and has taken three messages.
@@ -138,5 +139,158 @@ async fn sigterm_finishes_in_flight_messages_and_exits_cleanly() {
         "and none twice: in-flight work was settled, not dropped"
     );
     running.stop().await;
+    broker.cleanup().await;
+}
+
+/// Issue 14: `replay --publish` of an archive with a line whose exchange does not exist
+/// counts that line and publishes the rest. (Before: the broker closed the channel on the
+/// missing exchange and the whole replay stopped with "broker unavailable".)
+#[tokio::test]
+async fn a_publish_replay_counts_lines_whose_exchange_is_missing_and_goes_on() {
+    let mut broker = TestBroker::new().await;
+    let spec = broker.spec("pushes");
+    broker.declare(&spec).await;
+    let exchange = broker.hgpushes();
+    let missing = broker.config.resolve("exchange/{user}/never-declared");
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("mixed.jsonl");
+    let line = |exchange: &str, id: u64| {
+        ArchiveLine::from_message(&bugflow::message::Message::new(
+            exchange,
+            "try",
+            push("try", id, "dev@mozilla.com"),
+        ))
+        .to_line()
+    };
+    let lines = [
+        line(&exchange, 1),
+        line(&missing, 2),
+        line(&exchange, 3),
+        line(&missing, 4),
+        line(&exchange, 5),
+    ];
+    std::fs::write(&archive, lines.join("\n")).unwrap();
+    let summary = tokio::time::timeout(
+        Duration::from_secs(60),
+        publish_back(Arc::clone(&broker.config), &[archive]),
+    )
+    .await
+    .expect("the replay ends")
+    .unwrap();
+    assert_eq!(summary.read, 5);
+    assert_eq!(summary.published, 3, "{summary:?}");
+    assert_eq!(summary.missing_exchange, 2, "{summary:?}");
+    assert_eq!(broker.ready(&spec.queue).await, 3);
+    broker.cleanup().await;
+}
+
+/// Issue 14: `record --enrich` stores each push's json-pushes answer with it (fetched from
+/// a fake hg.mozilla.org), and `replay --offline` of that archive scores every push from
+/// what was stored, with the fake gone.
+#[tokio::test]
+async fn record_enrich_stores_json_pushes_and_an_offline_replay_needs_nothing_else() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let mut broker = TestBroker::new().await;
+    let spec = broker.spec("pushes");
+    broker.declare(&spec).await;
+    let exchange = broker.hgpushes();
+    let hg = MockServer::start().await;
+    let real: serde_json::Value = serde_json::from_str(include_str!(
+        "../fixtures/pulse/treeherder_hg_json_pushes_v2_full_response.json"
+    ))
+    .unwrap();
+    let changesets = real["pushes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    for id in 1..=300u64 {
+        Mock::given(method("GET"))
+            .and(path("/try/json-pushes"))
+            .and(wiremock::matchers::query_param("endID", id.to_string()))
+            .respond_with(ResponseTemplate::new(200).set_body_json(
+                serde_json::json!({"lastpushid": id, "pushes": {id.to_string(): changesets}}),
+            ))
+            .mount(&hg)
+            .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("consumers")).unwrap();
+    let text = bugflow::consumer::BUILTIN[0]
+        .1
+        .replace("exchange/hgpushes/v2", "exchange/{user}/hgpushes-v2");
+    std::fs::write(dir.path().join("consumers/pushes.toml"), text).unwrap();
+    let mut config = (*broker.config).clone();
+    config.consumers_dir = dir.path().join("consumers");
+    config.models_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/models").into();
+    let host = hg.address().to_string();
+    config.hg.allowed_hosts = vec![host.clone()];
+    let config = Arc::new(config);
+    let body = |id: u64| {
+        let base = format!("http://{host}/try");
+        serde_json::to_vec(&serde_json::json!({
+            "payload": {"type": "changegroup.1", "data": {
+                "repo_url": base, "heads": [format!("{:040x}", id)], "source": "push",
+                "pushlog_pushes": [{"pushid": id, "time": 1_764_324_000, "user": "dev@mozilla.com",
+                    "push_json_url": format!("{base}/json-pushes?version=2&startID={}&endID={id}", id - 1),
+                    "push_full_json_url": format!("{base}/json-pushes?version=2&full=1&startID={}&endID={id}", id - 1)}]}},
+            "_meta": {}
+        }))
+        .unwrap()
+    };
+    let archive = dir.path().join("enriched.jsonl");
+    let recorder = tokio::spawn(record(
+        config.clone(),
+        RecordOptions {
+            bindings: vec![(exchange.clone(), vec!["#".into()])],
+            out: archive.clone(),
+            limit: Some(3),
+            duration: Some(Duration::from_secs(30)),
+            enrich: true,
+        },
+    ));
+    let mut id = 0;
+    while !recorder.is_finished() {
+        id += 1;
+        broker.publish(&exchange, "try", &body(id)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(id < 300, "the recorder never finished");
+    }
+    assert_eq!(recorder.await.unwrap().unwrap(), 3);
+    drop(hg);
+    let text = std::fs::read_to_string(&archive).unwrap();
+    for line in text.lines() {
+        let stored: serde_json::Value = serde_json::from_str(line).unwrap();
+        let answers = stored["enrichment"]["json_pushes"].as_object().unwrap();
+        assert_eq!(answers.len(), 1, "{stored}");
+    }
+    let out = dir.path().join("results.jsonl");
+    let app = bugflow::app::App::new(config.clone()).unwrap();
+    let pipelines: Vec<_> = bugflow::consumer::load_all(&config)
+        .unwrap()
+        .into_iter()
+        .map(|spec| app.pipeline(spec, None))
+        .collect();
+    let summary = bugflow::cmd::replay::replay(
+        &pipelines,
+        &bugflow::cmd::replay::ReplayOptions {
+            files: vec![archive],
+            consumer: None,
+            out: Some(out.clone()),
+            publish: false,
+            offline: true,
+            progress: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!((summary.read, summary.results), (3, 3), "{summary:?}");
+    for line in std::fs::read_to_string(&out).unwrap().lines() {
+        let result: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(result["models"][0]["scored_commits"], 2, "{result}");
+    }
     broker.cleanup().await;
 }

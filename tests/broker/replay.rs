@@ -68,6 +68,8 @@ async fn a_10000_message_archive_replays_with_a_correct_summary() {
             consumer: None,
             out: Some(out.clone()),
             publish: false,
+            offline: false,
+            progress: false,
         },
     )
     .await
@@ -144,6 +146,8 @@ async fn a_replay_is_deterministic_in_its_message_ids() {
                 consumer: None,
                 out: Some(out.clone()),
                 publish: false,
+                offline: false,
+                progress: false,
             },
         )
         .await
@@ -153,4 +157,109 @@ async fn a_replay_is_deterministic_in_its_message_ids() {
         ids.push(v["message_id"].as_str().unwrap().to_owned());
     }
     assert_eq!(ids[0], ids[1]);
+}
+
+/// A json-pushes v2 answer (the real one of `treeherder_hg_json_pushes_v2_full_response`)
+/// for push `pushid`.
+fn json_pushes_for(pushid: u64) -> serde_json::Value {
+    let text = include_str!("../fixtures/pulse/treeherder_hg_json_pushes_v2_full_response.json");
+    let real: serde_json::Value = serde_json::from_str(text).unwrap();
+    let push = real["pushes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    serde_json::json!({"lastpushid": pushid, "pushes": {pushid.to_string(): push}})
+}
+
+/// The shipped consumers with the shipped models, and an hg source that may fetch from no
+/// host at all: a fetch would fail (a skip or a dead letter, not a result).
+fn consumers_that_must_not_fetch() -> Vec<Pipeline> {
+    let config = Config::default();
+    let models = ModelSet::load(bugflow::models::registry::Registry::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/models"
+    )))
+    .unwrap();
+    let hg = bugflow::clients::hg::Source::Http(
+        bugflow::clients::hg::HttpHg::new(Vec::new(), std::time::Duration::from_secs(1), 1)
+            .unwrap(),
+    );
+    BUILTIN
+        .iter()
+        .map(|(name, text)| {
+            Pipeline::new(
+                ConsumerSpec::parse(name, name, text, &config).unwrap(),
+                models.clone(),
+            )
+            .with_hg(hg.clone())
+        })
+        .collect()
+}
+
+/// Issue 14: a replay of archived pushes with their json-pushes answers stored scores every
+/// push from the archive and never touches the network; a push stored without its answer is
+/// counted as a skip with the reason, not fetched. (Before: every push was fetched again,
+/// and without network each one was dead-lettered after the fetch's retries.)
+#[tokio::test]
+async fn an_offline_replay_scores_every_push_from_its_stored_answer_and_fetches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("pushes.jsonl");
+    let out = dir.path().join("results.jsonl");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&archive).unwrap());
+    for i in 1..=1_010u64 {
+        let mut message = Message::new(
+            "exchange/hgpushes/v2",
+            "integration/autoland",
+            push("integration/autoland", i, "dev@mozilla.com"),
+        );
+        if i <= 1_000 {
+            let url = format!(
+                "https://hg.mozilla.org/integration/autoland/json-pushes?version=2&full=1&startID={}&endID={i}",
+                i - 1
+            );
+            let mut enrichment = bugflow::message::Enrichment::default();
+            enrichment.json_pushes.insert(url, json_pushes_for(i));
+            message.enrichment = Some(std::sync::Arc::new(enrichment));
+        }
+        writeln!(file, "{}", ArchiveLine::from_message(&message).to_line()).unwrap();
+    }
+    drop(file);
+
+    let started = std::time::Instant::now();
+    let summary = replay(
+        &consumers_that_must_not_fetch(),
+        &ReplayOptions {
+            files: vec![archive],
+            consumer: None,
+            out: Some(out.clone()),
+            publish: false,
+            offline: true,
+            progress: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.read, 1_010);
+    assert_eq!(summary.results, 1_000, "{summary:?}");
+    assert_eq!(summary.skipped, 10, "{summary:?}");
+    assert_eq!(summary.dead_lettered, 0, "{summary:?}");
+    assert!(
+        summary
+            .reasons
+            .keys()
+            .any(|r| r.contains("offline: no stored json-pushes answer")),
+        "{:?}",
+        summary.reasons
+    );
+    // Nothing waited on a network call (each would take seconds of retries).
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    for line in std::fs::read_to_string(&out).unwrap().lines() {
+        let result: serde_json::Value = serde_json::from_str(line).unwrap();
+        let risk = &result["models"][0];
+        assert_eq!(risk["model"], "commit-risk", "{result}");
+        assert_eq!(risk["scored_commits"], 2, "{result}");
+    }
 }

@@ -1,0 +1,46 @@
+//! What a message's flow fetches from outside, fetched on its own so that it can be kept
+//! with the message (`bugflow record --enrich`): a push's json-pushes answer, a bug
+//! event's full bug. A replay of such an archive reads them back instead of fetching
+//! (see [`Enrichment`]).
+
+use super::{Pipeline, filter};
+use crate::error::{Stage, StageError};
+use crate::events::{self, Event};
+use crate::message::{Enrichment, Message};
+use crate::models::ModelKind;
+
+impl Pipeline {
+    /// Fetches what this consumer's flow would fetch for `message`. Messages that need
+    /// nothing (a legacy bug change, a private bug, a push without commit-risk) get an
+    /// empty enrichment; a skip or a fetch failure is the flow's own error.
+    pub async fn enrichment(&self, message: &Message) -> Result<Enrichment, StageError> {
+        filter::body_size(message.body.len(), self.max_body)?;
+        let mut enrichment = Enrichment::default();
+        match events::decode(self.spec.input, message)? {
+            Event::HgPush(event) => {
+                let (_, entry) = filter::push(&self.spec, &event)?;
+                let (Some(source), true) =
+                    (&self.hg, self.spec.models.contains(&ModelKind::COMMIT_RISK))
+                else {
+                    return Ok(enrichment);
+                };
+                let url = &entry.push_full_json_url;
+                let body = source.fetch(url).await?;
+                let answer = serde_json::from_str(&body).map_err(|e| {
+                    StageError::skip(Stage::Enrich, format!("json-pushes is not JSON: {e}"))
+                })?;
+                enrichment.json_pushes.insert(url.clone(), answer);
+            }
+            Event::Webhook(webhook) if !webhook.bug.is_private => {
+                if let Some(client) = &self.bugzilla {
+                    let full = client.bug(webhook.bug.id).await?;
+                    if !filter::is_private(&full) {
+                        enrichment.bug = Some(full);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(enrichment)
+    }
+}
