@@ -152,7 +152,7 @@ pub async fn replay(all: &[Pipeline], options: &ReplayOptions) -> anyhow::Result
         while let Some(line) = lines.next_line().await? {
             number += 1;
             bar.inc(line.len() as u64 + 1);
-            if number % 1024 == 0 {
+            if number.is_multiple_of(1024) {
                 bar.set_message(format!("{} messages", summary.read));
             }
             if line.trim().is_empty() {
