@@ -124,7 +124,7 @@ pub async fn dispatch(
             }
             if failure.is_none()
                 && let Some(jsonl) = &sinks.jsonl
-                && let Err(e) = jsonl.flush().await
+                && let Err(e) = jsonl.message_done().await
             {
                 failure = Some(StageError::transient(
                     Stage::Sink,

@@ -9,6 +9,12 @@ use clap::{Parser, Subcommand};
 use bugflow::cmd;
 use bugflow::config::Config;
 
+/// mimalloc rather than glibc's allocator: scoring a message allocates and frees many small
+/// values (JSON, features), where glibc spent a third of the time (a `perf` profile of
+/// `bench replay`), and its per-thread arenas kept freed memory resident under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "bugflow",
@@ -155,6 +161,15 @@ enum BenchWhat {
         prefetch: u16,
         #[arg(long, default_value_t = 3)]
         rounds: u32,
+        /// The shipped consumer measured: pushes, or bug-triage (every bug model, no
+        /// Bugzilla enrichment).
+        #[arg(long, default_value = "pushes")]
+        consumer: String,
+    },
+    /// In-process replay msg/s per consumer (no broker, no network).
+    Replay {
+        #[arg(long, default_value_t = 20_000)]
+        messages: u64,
     },
     /// Features + bug models per bug (p50/p99 µs); training time and peak memory.
     Models {
@@ -362,15 +377,18 @@ async fn bench(config: &Config, what: BenchWhat) -> anyhow::Result<()> {
             messages,
             prefetch,
             rounds,
+            consumer,
         } => {
             let options = cmd::bench::BenchOptions {
                 messages,
                 prefetch,
                 rounds,
+                consumer,
             };
             cmd::bench::bench(config, &options).await?.print(&options);
             Ok(())
         }
+        BenchWhat::Replay { messages } => cmd::bench::replay_command(config, messages).await,
         BenchWhat::Models {
             bugs,
             issues,

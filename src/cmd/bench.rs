@@ -41,6 +41,10 @@ pub struct BenchOptions {
     pub messages: u64,
     pub prefetch: u16,
     pub rounds: u32,
+    /// The shipped consumer measured: `pushes` (hg pushes, no models: json-pushes is not
+    /// fetched) or `bug-triage` (BMO webhook events through every serving bug model,
+    /// without Bugzilla enrichment or writes).
+    pub consumer: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -89,48 +93,100 @@ pub fn push_body(i: u64) -> Vec<u8> {
     .expect("a JSON literal serializes")
 }
 
+/// A BMO webhook event (the real `bug.modify` sample) about bug `i`, with the summary of
+/// one of the fixture bugs, so that the models read varied text.
+pub fn webhook_body(i: u64) -> Vec<u8> {
+    static SAMPLE: std::sync::LazyLock<(serde_json::Value, Vec<String>)> =
+        std::sync::LazyLock::new(|| {
+            let event = serde_json::from_str(include_str!(
+                "../../tests/fixtures/pulse/bmo_webhook_public_bug_modify_example.json"
+            ))
+            .expect("the bundled webhook sample is JSON");
+            let summaries = include_str!("../../tests/fixtures/data/bugs.jsonl")
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter_map(|b| b["summary"].as_str().map(str::to_owned))
+                .collect();
+            (event, summaries)
+        });
+    let (event, summaries) = &*SAMPLE;
+    let mut event = event.clone();
+    event["bug"]["id"] = serde_json::json!(1_000_000 + i);
+    if !summaries.is_empty() {
+        event["bug"]["summary"] = serde_json::json!(summaries[i as usize % summaries.len()]);
+    }
+    serde_json::to_vec(&event).expect("a JSON value serializes")
+}
+
+/// A message for consumer `name`: its routing key and body.
+fn bench_message(name: &str, i: u64) -> (&'static str, Vec<u8>) {
+    match name {
+        "bug-triage" => ("bug.modify", webhook_body(i)),
+        _ => ("integration/autoland", push_body(i)),
+    }
+}
+
+/// The shipped consumer `name`, reading `input` only, with the bench's queue and prefetch;
+/// it never writes to Bugzilla.
+fn bench_spec(
+    config: &Config,
+    name: &str,
+    input: &str,
+    prefetch: u16,
+) -> anyhow::Result<ConsumerSpec> {
+    let text = crate::consumer::BUILTIN
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, t)| *t)
+        .ok_or_else(|| anyhow::anyhow!("no shipped consumer {name:?} (pushes, bug-triage)"))?;
+    let mut spec = ConsumerSpec::parse(name, "(built-in)", text, config)?;
+    spec.queue = format!("queue/{}/bench-{name}", config.user);
+    spec.prefetch = prefetch;
+    spec.bindings = vec![Binding {
+        exchange: input.to_owned(),
+        keys: vec!["#".into()],
+        optional: false,
+    }];
+    spec.outputs.bugzilla.enabled = false;
+    if name == "pushes" {
+        // Scoring a push means fetching json-pushes: the pushes bench measures the rest.
+        spec.models.clear();
+    }
+    Ok(spec)
+}
+
 /// One bench deployment: its own user namespace, so that nothing collides or lingers.
 struct Deployment {
     config: Arc<Config>,
     spec: ConsumerSpec,
+    models: Arc<ModelSet>,
     input: String,
     results_queue: String,
 }
 
 impl Deployment {
-    async fn create(base: &Config, prefetch: u16, messages: u64) -> anyhow::Result<Deployment> {
+    async fn create(
+        base: &Config,
+        options: &BenchOptions,
+        models: Arc<ModelSet>,
+    ) -> anyhow::Result<Deployment> {
         let mut config = base.clone();
         config.user = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         config.amqp.declare_exchanges = true;
-        let input = format!("exchange/{}/bench-hgpushes", config.user);
-        let spec = ConsumerSpec {
-            name: "pushes".into(),
-            input: crate::events::InputKind::HgPush,
-            queue: format!("queue/{}/bench-pushes", config.user),
-            prefetch,
-            kind: "push".into(),
-            bindings: vec![Binding {
-                exchange: input.clone(),
-                keys: vec!["#".into()],
-                optional: false,
-            }],
-            skip_users: vec![],
-            repos: vec![],
-            models: vec![],
-            outputs: Default::default(),
-            description: "bench".into(),
-        };
+        let input = format!("exchange/{}/bench-input", config.user);
+        let spec = bench_spec(&config, &options.consumer, &input, options.prefetch)?;
         let results_queue = format!("queue/{}/bench-results", config.user);
         let connection = connect(&config, "bench-setup").await?;
         let channel = connection.create_channel().await?;
         declare_consumer(&connection, &channel, &config, &spec).await?;
         declare_own_exchange(&channel, &input).await?;
         declare_bound_queue(&channel, &results_queue, &config.results_exchange(), "#").await?;
-        preload(&channel, &input, messages).await?;
+        preload(&channel, &input, &options.consumer, options.messages).await?;
         let _ = connection.close(200, "setup done".into()).await;
         Ok(Deployment {
             config: Arc::new(config),
             spec,
+            models,
             input,
             results_queue,
         })
@@ -164,18 +220,24 @@ impl Deployment {
 }
 
 /// Publishes `n` persistent messages with confirms, 1,000 outstanding at a time.
-pub async fn preload(channel: &Channel, exchange: &str, n: u64) -> anyhow::Result<()> {
+pub async fn preload(
+    channel: &Channel,
+    exchange: &str,
+    consumer: &str,
+    n: u64,
+) -> anyhow::Result<()> {
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     let mut pending = Vec::with_capacity(1000);
     for i in 0..n {
+        let (routing_key, body) = bench_message(consumer, i);
         let confirm = channel
             .basic_publish(
                 exchange.into(),
-                "integration/autoland".into(),
+                routing_key.into(),
                 BasicPublishOptions::default(),
-                &push_body(i),
+                &body,
                 BasicProperties::default()
                     .with_content_type("application/json".into())
                     .with_delivery_mode(2),
@@ -242,7 +304,10 @@ async fn pipeline(deployment: &Deployment, n: u64) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let runner = Runner::new(
         deployment.config.clone(),
-        Arc::new(Pipeline::new(deployment.spec.clone(), ModelSet::empty())),
+        Arc::new(Pipeline::new(
+            deployment.spec.clone(),
+            deployment.models.clone(),
+        )),
         sinks,
         shutdown.clone(),
     );
@@ -263,28 +328,26 @@ async fn pipeline(deployment: &Deployment, n: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The pipeline alone, in-process: what `bugflow replay` can sustain.
-pub async fn in_process_rate(n: u64) -> f64 {
-    let spec = crate::consumer::ConsumerSpec::parse(
-        "pushes",
-        "(built-in)",
-        crate::consumer::BUILTIN[0].1,
-        &Config::default(),
-    )
-    .expect("the built-in pushes consumer parses");
-    let pipeline = Pipeline::new(spec, ModelSet::empty());
+/// The consumer's pipeline alone, in-process: what `bugflow replay` can sustain.
+pub async fn in_process_rate(consumer: &str, models: Arc<ModelSet>, n: u64) -> anyhow::Result<f64> {
+    let config = Config::default();
+    let spec = bench_spec(&config, consumer, "bench", 200)?;
+    let pipeline = Pipeline::new(spec, models);
     let messages: Vec<Message> = (0..n)
-        .map(|i| Message::new("exchange/hgpushes/v2", "integration/autoland", push_body(i)))
+        .map(|i| {
+            let (key, body) = bench_message(consumer, i);
+            Message::new("bench", key, body)
+        })
         .collect();
     let started = Instant::now();
     let mut bytes = 0usize;
     for m in &messages {
-        for r in pipeline.process(m).await.expect("bench messages are valid") {
+        for r in pipeline.process(m).await? {
             bytes += r.to_json().len();
         }
     }
     std::hint::black_box(bytes);
-    n as f64 / started.elapsed().as_secs_f64()
+    Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -305,6 +368,11 @@ pub fn rss_mib() -> Option<f64> {
 }
 
 pub async fn bench(base: &Config, options: &BenchOptions) -> anyhow::Result<BenchReport> {
+    let models = if options.consumer == "pushes" {
+        ModelSet::empty()
+    } else {
+        crate::app::load_models(base)?
+    };
     let mut samples = Vec::new();
     let rss_before = rss_mib().unwrap_or(0.0);
     let peak = std::sync::Arc::new(std::sync::Mutex::new(rss_before));
@@ -315,7 +383,7 @@ pub async fn bench(base: &Config, options: &BenchOptions) -> anyhow::Result<Benc
             [Variant::Pipeline, Variant::Relay]
         };
         for variant in order {
-            let deployment = Deployment::create(base, options.prefetch, options.messages).await?;
+            let deployment = Deployment::create(base, options, models.clone()).await?;
             let started = Instant::now();
             // RSS under load: sampled every 20 ms while the pipeline runs.
             let sampler = (variant == Variant::Pipeline).then(|| {
@@ -369,7 +437,12 @@ pub async fn bench(base: &Config, options: &BenchOptions) -> anyhow::Result<Benc
         relay_median,
         pipeline_median,
         ratio: pipeline_median / relay_median,
-        in_process_per_second: in_process_rate(options.messages.max(10_000)).await,
+        in_process_per_second: in_process_rate(
+            &options.consumer,
+            models.clone(),
+            options.messages.max(10_000),
+        )
+        .await?,
         samples,
         rss_before_mib: rss_before,
         rss_peak_mib: *peak.lock().unwrap_or_else(|e| e.into_inner()),
@@ -387,15 +460,18 @@ impl BenchReport {
         println!("|---|---:|");
         for (what, rate) in [
             (
-                "bare relay (consume → publish + confirm → ack)",
+                &"bare relay (consume → publish + confirm → ack)".to_string(),
                 self.relay_median,
             ),
             (
-                "pipeline (pushes consumer, same prefetch and acks)",
+                &format!(
+                    "pipeline ({} consumer, same prefetch and acks)",
+                    options.consumer
+                ),
                 self.pipeline_median,
             ),
             (
-                "pipeline in-process (replay, no broker)",
+                &"pipeline in-process (replay, no broker)".to_string(),
                 self.in_process_per_second,
             ),
         ] {
@@ -413,4 +489,73 @@ impl BenchReport {
             if self.ratio >= 0.8 { "PASS" } else { "FAIL" }
         );
     }
+}
+
+/// `bugflow bench replay`: in-process replay msg/s of each shipped stream, with the serving
+/// models: pushes scored by commit-risk from stored json-pushes answers (`--offline`), and
+/// BMO webhook events through every bug model (without Bugzilla enrichment).
+pub async fn replay_command(config: &Config, n: u64) -> anyhow::Result<()> {
+    let models = crate::app::load_models(config)?;
+    let answer: serde_json::Value = serde_json::from_str(include_str!(
+        "../../tests/fixtures/pulse/treeherder_hg_json_pushes_v2_full_response.json"
+    ))?;
+    let changesets = answer["pushes"]
+        .as_object()
+        .and_then(|p| p.values().next())
+        .cloned()
+        .unwrap_or_default();
+    let stored_push = |i: u64| {
+        let mut m = Message::new("bench", "integration/autoland", push_body(i));
+        let url = format!(
+            "https://hg.mozilla.org/integration/autoland/json-pushes?version=2&full=1&startID={}&endID={}",
+            i,
+            i + 1
+        );
+        let mut enrichment = crate::message::Enrichment::default();
+        let pushes = serde_json::json!({ i.to_string(): changesets });
+        enrichment
+            .json_pushes
+            .insert(url, serde_json::json!({"lastpushid": i, "pushes": pushes}));
+        m.enrichment = Some(Arc::new(enrichment));
+        m
+    };
+    // bench_spec leaves the broker bench's pushes unscored; the replay scores them.
+    let mut spec = bench_spec(config, "pushes", "bench", 200)?;
+    spec.models = vec![crate::models::ModelKind::COMMIT_RISK];
+    let pushes = Pipeline::new(spec, models.clone()).offline();
+    let triage = Pipeline::new(
+        bench_spec(config, "bug-triage", "bench", 200)?,
+        models.clone(),
+    );
+    println!("bugflow bench replay — {n} messages per stream, in-process, no network");
+    println!("| stream | msg/s | µs per message |");
+    println!("|---|---:|---:|");
+    for (what, pipeline, make) in [
+        (
+            "pushes, commit-risk on stored json-pushes (--offline)",
+            &pushes,
+            &stored_push as &dyn Fn(u64) -> Message,
+        ),
+        ("BMO webhook events, every bug model", &triage, &|i| {
+            Message::new("bench", "bug.modify", webhook_body(i))
+        }),
+    ] {
+        let messages: Vec<Message> = (0..n).map(make).collect();
+        let started = Instant::now();
+        let mut results = 0usize;
+        for m in &messages {
+            results += pipeline.process(m).await?.len();
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            results as u64 == n,
+            "{what}: {results} results for {n} messages"
+        );
+        println!(
+            "| {what} | {:.0} | {:.1} |",
+            n as f64 / seconds,
+            seconds * 1e6 / n as f64
+        );
+    }
+    Ok(())
 }

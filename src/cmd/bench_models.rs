@@ -137,6 +137,7 @@ pub fn run(models: &ModelSet, options: &ModelsBenchOptions) -> anyhow::Result<()
         !serving.is_empty(),
         "no trained bug model in the models folder"
     );
+    let loaded_rss = super::bench::rss_mib();
     for path in &options.bugs {
         bench_bugs(&serving, path, options)?;
     }
@@ -148,8 +149,8 @@ pub fn run(models: &ModelSet, options: &ModelsBenchOptions) -> anyhow::Result<()
         options.issues.display()
     );
     println!("| train issue-type, peak RSS | {peak_mib:.0} MiB |");
-    if let Some(rss) = super::bench::rss_mib() {
-        println!("| this process's RSS, every serving bundle loaded | {rss:.0} MiB |");
+    if let Some(rss) = loaded_rss {
+        println!("| RSS with every serving bundle loaded, before any bug is read | {rss:.0} MiB |");
     }
     Ok(())
 }

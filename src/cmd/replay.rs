@@ -134,7 +134,7 @@ pub async fn replay(all: &[Pipeline], options: &ReplayOptions) -> anyhow::Result
     let forced = options.consumer.is_some();
     let sinks = Sinks {
         jsonl: match &options.out {
-            Some(path) => Some(JsonlSink::open(path).await?),
+            Some(path) => Some(JsonlSink::open(path).await?.batched()),
             None => None,
         },
         ..Sinks::default()
@@ -147,7 +147,7 @@ pub async fn replay(all: &[Pipeline], options: &ReplayOptions) -> anyhow::Result
         let reader = tokio::fs::File::open(file)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
-        let mut lines = BufReader::new(reader).lines();
+        let mut lines = BufReader::with_capacity(1 << 20, reader).lines();
         let mut number = 0u64;
         while let Some(line) = lines.next_line().await? {
             number += 1;

@@ -164,8 +164,13 @@ pub struct Prediction {
 pub struct TrainError(pub String);
 
 impl LinearModel {
-    /// Rebuilds the hash → column index after deserialising.
+    /// Rebuilds the hash → column index after deserialising (and gives back the slack a
+    /// deserialiser's growing vectors leave).
     pub fn prepare(&mut self) {
+        self.vocab.shrink_to_fit();
+        self.groups.shrink_to_fit();
+        self.idf.shrink_to_fit();
+        self.weights.shrink_to_fit();
         self.index = self
             .vocab
             .iter()

@@ -11,6 +11,9 @@ use crate::result::ResultMessage;
 #[derive(Clone)]
 pub struct JsonlSink {
     out: Arc<Mutex<BufWriter<Box<dyn AsyncWrite + Send + Unpin>>>>,
+    /// Flush after every message (before its ack); off for an in-process replay, which
+    /// acks nothing and flushes once at the end.
+    each_message: bool,
 }
 
 impl JsonlSink {
@@ -33,8 +36,25 @@ impl JsonlSink {
             )
         };
         Ok(JsonlSink {
-            out: Arc::new(Mutex::new(BufWriter::new(writer))),
+            out: Arc::new(Mutex::new(BufWriter::with_capacity(256 * 1024, writer))),
+            each_message: true,
         })
+    }
+
+    /// Flushed only by [`JsonlSink::flush`], not after each message: every flush of a file
+    /// is a hop to tokio's blocking pool, which an in-process replay does not need.
+    pub fn batched(mut self) -> Self {
+        self.each_message = false;
+        self
+    }
+
+    /// What the dispatcher calls after a message's results: a flush, unless batched.
+    pub async fn message_done(&self) -> std::io::Result<()> {
+        if self.each_message {
+            self.flush().await
+        } else {
+            Ok(())
+        }
     }
 
     /// Writes one line. The write is buffered; call [`JsonlSink::flush`] to make it durable
