@@ -111,9 +111,10 @@ impl Summary {
     }
 }
 
-/// Replays in-process through `pipelines` (or the one named by `--consumer`).
-pub async fn replay(all: &[Pipeline], options: &ReplayOptions) -> anyhow::Result<Summary> {
-    let chosen: Vec<&Pipeline> = match &options.consumer {
+/// The pipelines a replay runs: every one, or the one named by `--consumer`; each made
+/// offline for `--offline`.
+fn chosen(all: &[Pipeline], options: &ReplayOptions) -> anyhow::Result<Vec<Pipeline>> {
+    let picked: Vec<&Pipeline> = match &options.consumer {
         Some(name) => vec![
             all.iter()
                 .find(|p| p.name() == name)
@@ -121,16 +122,18 @@ pub async fn replay(all: &[Pipeline], options: &ReplayOptions) -> anyhow::Result
         ],
         None => all.iter().collect(),
     };
-    let offline: Vec<Pipeline> = if options.offline {
-        chosen.iter().map(|p| (*p).clone().offline()).collect()
-    } else {
-        Vec::new()
-    };
-    let pipelines: Vec<&Pipeline> = if options.offline {
-        offline.iter().collect()
-    } else {
-        chosen
-    };
+    Ok(picked
+        .into_iter()
+        .map(|p| {
+            let p = p.clone();
+            if options.offline { p.offline() } else { p }
+        })
+        .collect())
+}
+
+/// Replays in-process through `pipelines` (or the one named by `--consumer`).
+pub async fn replay(all: &[Pipeline], options: &ReplayOptions) -> anyhow::Result<Summary> {
+    let pipelines = chosen(all, options)?;
     let forced = options.consumer.is_some();
     let sinks = Sinks {
         jsonl: match &options.out {
@@ -167,25 +170,22 @@ pub async fn replay(all: &[Pipeline], options: &ReplayOptions) -> anyhow::Result
                     continue;
                 }
             };
-            let targets: Vec<&Pipeline> = pipelines
+            let targets = pipelines
                 .iter()
-                .copied()
-                .filter(|p| forced || p.spec().accepts(&message.exchange, &message.routing_key))
-                .collect();
-            if targets.is_empty() {
-                summary.unrouted += 1;
-                summary.note(
-                    "unrouted",
-                    &format!(
-                        "no consumer binds {} {}",
-                        message.exchange, message.routing_key
-                    ),
-                );
-                continue;
-            }
+                .filter(|p| forced || p.spec().accepts(&message.exchange, &message.routing_key));
+            let mut routed = false;
             for pipeline in targets {
+                routed = true;
                 let settle = dispatch(pipeline, &sinks, &stats, &message).await;
                 summary.settled(settle);
+            }
+            if !routed {
+                summary.unrouted += 1;
+                let why = format!(
+                    "no consumer binds {} {}",
+                    message.exchange, message.routing_key
+                );
+                summary.note("unrouted", &why);
             }
         }
     }
