@@ -151,7 +151,8 @@ impl BugScore {
     }
 }
 
-/// Probabilities and risks travel with 4 decimals.
+/// Risks and monitor figures travel with 4 decimals (a bug model's probabilities do not:
+/// bugbug's clients compare them exactly).
 pub fn round(x: f64) -> f64 {
     (x * 10_000.0).round() / 10_000.0
 }

@@ -513,3 +513,35 @@ fn every_bug_model_scores_the_same_on_all_terms_as_with_its_exclusions() {
     }
     assert!(compared >= 4 * 50, "{compared}");
 }
+
+/// Issue 15: a bug model's probabilities are published at full precision. bugbot fixes a
+/// bug's type when `prob[index] == 1.0`, which rounding to 4 decimals made true for every
+/// p ≥ 0.99995. (Before: each probability was rounded to 4 decimals.)
+#[test]
+fn bug_scores_carry_full_precision_probabilities() {
+    use bugflow::models::linear::Terms;
+    let config = bugflow::config::Config::default();
+    let (name, text) = bugflow::consumer::BUILTIN
+        .iter()
+        .find(|(n, _)| *n == "bug-triage")
+        .unwrap();
+    let spec = bugflow::consumer::ConsumerSpec::parse(name, name, text, &config).unwrap();
+    let models = ModelSet::load(Registry::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/models"
+    )))
+    .unwrap();
+    let pipeline = bugflow::pipeline::Pipeline::new(spec, models.clone());
+    let mut unrounded = 0;
+    for b in bugs().iter().take(10) {
+        let terms = Terms::of(&bug::extract_all(b));
+        for score in pipeline.score_bug(b) {
+            let Some(s) = score.as_bug() else { continue };
+            let fitted = models.get(s.model).unwrap();
+            let p = fitted.model("").unwrap().predict_terms(&terms);
+            assert_eq!(s.prob, p.probabilities, "{}", s.model);
+            unrounded += s.prob.iter().filter(|x| (*x * 1e4).fract() != 0.0).count();
+        }
+    }
+    assert!(unrounded > 0);
+}

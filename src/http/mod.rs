@@ -135,9 +135,36 @@ pub async fn serve(
     state: AppState,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    use axum::ServiceExt;
+    use tower::Layer;
+    // Before routing: a router's own layers run after a route was chosen.
+    let app = tower::util::MapRequestLayer::new(collapse_leading_slashes).layer(router(state));
+    axum::serve(
+        listener,
+        ServiceExt::<axum::extract::Request>::into_make_service(app),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
+}
+
+/// `//model/predict/batch` is `/model/predict/batch`: bugbot's server constant ends in `/`
+/// and it appends `/{model}/…`; bugbug (Flask) routes such a path, so bugflow does too.
+fn collapse_leading_slashes(mut request: axum::extract::Request) -> axum::extract::Request {
+    let path = request.uri().path();
+    if !path.starts_with("//") {
+        return request;
+    }
+    let collapsed = format!("/{}", path.trim_start_matches('/'));
+    let with_query = match request.uri().query() {
+        Some(query) => format!("{collapsed}?{query}"),
+        None => collapsed,
+    };
+    let mut parts = request.uri().clone().into_parts();
+    parts.path_and_query = with_query.parse().ok();
+    if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+    request
 }
 
 /// Compares secrets without leaking, through timing, how much of a guess was right.
@@ -150,7 +177,22 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::{collapse_leading_slashes, constant_time_eq};
+
+    #[test]
+    fn doubled_leading_slashes_collapse_and_the_query_stays() {
+        let path = |uri: &str| {
+            let request = axum::extract::Request::builder()
+                .uri(uri)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            collapse_leading_slashes(request).uri().to_string()
+        };
+        assert_eq!(path("//bugtype/predict/batch"), "/bugtype/predict/batch");
+        assert_eq!(path("///push/a/b/risk?x=1"), "/push/a/b/risk?x=1");
+        assert_eq!(path("/healthz"), "/healthz");
+        assert_eq!(path("/a//b"), "/a//b");
+    }
 
     #[test]
     fn secrets_compare_exactly() {

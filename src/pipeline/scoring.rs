@@ -49,7 +49,9 @@ impl Pipeline {
             index: p.index,
             labels: fitted.classes.clone(),
             model,
-            prob: p.probabilities.iter().map(|x| round(*x)).collect(),
+            // Full precision: bugbot fixes a bug's type when `prob[index] == 1.0`, which
+            // rounding would make true for any p ≥ 0.99995.
+            prob: p.probabilities,
             version: bundle.manifest.version.clone(),
             writes,
         })

@@ -240,6 +240,11 @@ async fn predictions_go_from_202_to_200_through_the_broker() {
         .await;
     assert_eq!(all["bugs"]["999999"], json!({"available": false}));
     assert_eq!(all["bugs"][BUG.to_string()], answer);
+    // bugbot's path: its server constant ends in `/` (issue 15; before: 404, empty body).
+    let doubled = api
+        .until_ready("//defectenhancementtask/predict/batch", Some(&batch))
+        .await;
+    assert_eq!(doubled, all);
 
     // A binary model answers class 0/1, as bugbug.
     let regression = api
