@@ -185,9 +185,11 @@ pub struct HttpConfig {
     pub webhook_auth_header: String,
     /// Its expected value. Empty: the webhook endpoint answers 503 (not configured).
     pub webhook_secret: Secret,
-    /// Keys accepted in the prediction API's `X-Api-Key` header (bugbug accepts any value;
-    /// bugflow checks). Set them with BUGFLOW_HTTP__API_KEYS='[key1, key2]'. Empty: every
-    /// prediction request is refused (401).
+    /// Keys accepted in the prediction API's `X-Api-Key` header. Set them with
+    /// BUGFLOW_HTTP__API_KEYS='[key1, key2]'. Empty: every prediction request is refused
+    /// (401). `["*"]` accepts any non-empty key, as bugbug does (there the key only names
+    /// the caller; bugbot always sends `autonag`): a choice for a service behind its own
+    /// access control, not the default.
     pub api_keys: Vec<Secret>,
     /// A prediction request not answered within this many seconds is sent again.
     pub job_timeout_seconds: u64,

@@ -10,7 +10,8 @@
 //! it (`200 {"prob", "index", "class", "extra_data"}`, or `{"available": false}` for a bug
 //! Bugzilla does not show). As in bugbug, a bug's answer is dropped when the bug's
 //! `last_change_time` has moved since it was computed, and answers expire after
-//! `http.result_ttl_seconds`. Unlike bugbug, `X-Api-Key` must be one of `http.api_keys`.
+//! `http.result_ttl_seconds`. Unlike bugbug, `X-Api-Key` must be one of `http.api_keys`, unless
+//! that list is `["*"]` (any non-empty key, bugbug's behaviour).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -22,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
-use crate::events::request::{self, PredictionRequest};
+use crate::events::request::PredictionRequest;
 use crate::models::{Input, ModelKind};
 use crate::pipeline::{cache_key_of_bug, cache_key_of_push};
 use crate::pulse::publish::Outgoing;
@@ -55,8 +56,13 @@ impl IntoResponse for Refusal {
     }
 }
 
-/// The largest batch body read (1,000 bug ids are a few KiB).
+/// The largest batch body read (10,000 bug ids are under 100 KiB).
 pub const MAX_BATCH_BODY: usize = 1024 * 1024;
+
+/// The most bug ids a batch may hold. bugbug takes any number and bugbot posts every
+/// candidate bug at once; the batch is split into requests of [`BUGS_PER_REQUEST`], so the
+/// bound is only there to bound the body.
+pub const MAX_BATCH_BUGS: usize = 10_000;
 
 pub async fn predict_one(
     State(state): State<AppState>,
@@ -128,6 +134,9 @@ pub async fn push_risk(
     Path(rest): Path<String>,
 ) -> Result<Response, Refusal> {
     authorize(&state, &headers)?;
+    if rest.ends_with("/schedules") {
+        return Err(no_test_selection("push"));
+    }
     let Some((branch, rev)) = rest.strip_suffix("/risk").and_then(|r| r.rsplit_once('/')) else {
         return Err(Refusal::new(
             StatusCode::NOT_FOUND,
@@ -160,6 +169,28 @@ pub async fn push_risk(
     Ok(ok(StatusCode::ACCEPTED, json!({"ready": false})))
 }
 
+/// `GET /patch/<base_rev>/<patch_hash>/schedules`: bugbug's test selection, which bugflow
+/// does not have.
+pub async fn patch_schedules(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    authorize(&state, &headers)?;
+    Err(no_test_selection("patch"))
+}
+
+/// 501 for bugbug's `/push/…/schedules` and `/patch/…/schedules` (Firefox CI's test
+/// selection): bugflow has no test-selection model.
+fn no_test_selection(what: &str) -> Refusal {
+    metrics::counter!("bugflow_api_requests_total", "status" => "501").increment(1);
+    Refusal::new(
+        StatusCode::NOT_IMPLEMENTED,
+        &format!(
+            "bugflow has no test-selection model: /{what}/…/schedules is not served (bugbug's testlabelselect and testgroupselect models are not ported)"
+        ),
+    )
+}
+
 /// Checks `X-Api-Key` against `http.api_keys`.
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Refusal> {
     let refuse = |message: &str| {
@@ -179,14 +210,24 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Refusal> {
             "Error, no API keys are configured (http.api_keys): every request is refused",
         );
     }
-    if keys
-        .iter()
-        .any(|k| !k.is_empty() && super::constant_time_eq(given.as_bytes(), k.expose().as_bytes()))
-    {
+    if key_allowed(keys, given.as_bytes()) {
         Ok(())
     } else {
         refuse("Error, unknown X-API-KEY")
     }
+}
+
+/// Whether `given` is one of `keys`; a key `*` accepts any non-empty key, as bugbug does
+/// (there the key only names the caller; bugbot always sends `autonag`).
+fn key_allowed(keys: &[crate::secret::Secret], given: &[u8]) -> bool {
+    keys.iter().any(|k| {
+        let key = k.expose();
+        if key == "*" {
+            !given.is_empty()
+        } else {
+            !key.is_empty() && super::constant_time_eq(given, key.as_bytes())
+        }
+    })
 }
 
 /// A bug model this service can answer for (ours or bugbug's name); 404 otherwise.
@@ -209,10 +250,22 @@ fn bug_model(state: &AppState, name: &str) -> Result<ModelKind, Refusal> {
     }
 }
 
-/// `{"bugs": [int, …]}`, at least one; errors in bugbug's (cerberus) shape.
+/// `{"bugs": [int, …]}`, at least one, and nothing else; errors in bugbug's (cerberus)
+/// shape, an unknown field among them (`{"extra": ["unknown field"]}`).
 fn batch_body(body: &[u8]) -> Result<Vec<u64>, Value> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| json!({"body": [format!("not JSON: {e}")]}))?;
+    let Some(fields) = value.as_object() else {
+        return Err(json!({"body": ["must be of dict type"]}));
+    };
+    let unknown: serde_json::Map<String, Value> = fields
+        .keys()
+        .filter(|k| *k != "bugs")
+        .map(|k| (k.clone(), json!(["unknown field"])))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(Value::Object(unknown));
+    }
     let Some(list) = value.get("bugs") else {
         return Err(json!({"bugs": ["required field"]}));
     };
@@ -222,8 +275,8 @@ fn batch_body(body: &[u8]) -> Result<Vec<u64>, Value> {
     if list.is_empty() {
         return Err(json!({"bugs": ["min length is 1"]}));
     }
-    if list.len() > request::MAX_BUGS {
-        return Err(json!({"bugs": [format!("max length is {}", request::MAX_BUGS)]}));
+    if list.len() > MAX_BATCH_BUGS {
+        return Err(json!({"bugs": [format!("max length is {MAX_BATCH_BUGS}")]}));
     }
     let mut bugs = Vec::with_capacity(list.len());
     for (i, item) in list.iter().enumerate() {
@@ -372,7 +425,7 @@ fn store_error(e: anyhow::Error) -> Refusal {
 
 #[cfg(test)]
 mod tests {
-    use super::batch_body;
+    use super::{batch_body, key_allowed};
 
     #[test]
     fn batch_bodies_are_checked_like_bugbug() {
@@ -385,5 +438,27 @@ mod tests {
         assert!(batch_body(br#"{"bugs": 5}"#).is_err());
         assert!(batch_body(br#"{}"#).is_err());
         assert!(batch_body(b"nope").is_err());
+        // Issue 15: bugbug answers 400 `unknown field` (before: 200, the field ignored).
+        assert_eq!(
+            batch_body(br#"{"bugs": [1], "extra": 1}"#).unwrap_err(),
+            serde_json::json!({"extra": ["unknown field"]})
+        );
+        assert!(batch_body(b"[1]").is_err());
+        // Issue 15: bugbot posts every candidate at once (before: 400 above 1,000).
+        let ids = |n: u64| format!("{{\"bugs\": {:?}}}", (1..=n).collect::<Vec<_>>());
+        assert_eq!(batch_body(ids(5_000).as_bytes()).unwrap().len(), 5_000);
+        assert!(batch_body(ids(10_001).as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_star_accepts_any_non_empty_key_and_a_list_only_its_keys() {
+        use crate::secret::Secret;
+        let star = [Secret::new("*")];
+        assert!(key_allowed(&star, b"autonag"));
+        assert!(!key_allowed(&star, b""));
+        let listed = [Secret::new("s3cret")];
+        assert!(key_allowed(&listed, b"s3cret"));
+        assert!(!key_allowed(&listed, b"autonag"));
+        assert!(!key_allowed(&[], b"autonag"));
     }
 }

@@ -80,7 +80,8 @@ pub fn router(state: AppState) -> Router {
     let predictions = Router::new()
         .route("/{model}/predict/{bug_id}", get(api::predict_one))
         .route("/{model}/predict/batch", post(api::predict_batch))
-        .route("/push/{*rest}", get(api::push_risk));
+        .route("/push/{*rest}", get(api::push_risk))
+        .route("/patch/{*rest}", get(api::patch_schedules));
     let predictions = match cors(&state.config.http.cors_origins) {
         Some(layer) => predictions.layer(layer),
         None => predictions,

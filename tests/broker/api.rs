@@ -240,6 +240,21 @@ async fn predictions_go_from_202_to_200_through_the_broker() {
         .await;
     assert_eq!(all["bugs"]["999999"], json!({"available": false}));
     assert_eq!(all["bugs"][BUG.to_string()], answer);
+    // Firefox CI's test selection: 501 with the reason (issue 15; before: 404 "use …/risk").
+    for path in [
+        "/push/autoland/abcdef123456/schedules",
+        "/patch/abcdef123456/0123/schedules",
+    ] {
+        let (status, body) = api.get(path, Some(KEY)).await;
+        assert_eq!(status, 501, "{path}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("no test-selection model"),
+            "{body}"
+        );
+    }
     // bugbot's path: its server constant ends in `/` (issue 15; before: 404, empty body).
     let doubled = api
         .until_ready("//defectenhancementtask/predict/batch", Some(&batch))
