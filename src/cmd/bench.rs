@@ -148,8 +148,20 @@ fn bench_spec(
         optional: false,
     }];
     spec.outputs.bugzilla.enabled = false;
+    Ok(spec)
+}
+
+/// [`bench_spec`] as `bench pipeline` runs it: pushes unscored, since scoring a push means
+/// fetching json-pushes (the pushes bench measures the rest; `bench replay` scores them
+/// from stored answers).
+fn pipeline_bench_spec(
+    config: &Config,
+    name: &str,
+    input: &str,
+    prefetch: u16,
+) -> anyhow::Result<ConsumerSpec> {
+    let mut spec = bench_spec(config, name, input, prefetch)?;
     if name == "pushes" {
-        // Scoring a push means fetching json-pushes: the pushes bench measures the rest.
         spec.models.clear();
     }
     Ok(spec)
@@ -174,7 +186,7 @@ impl Deployment {
         config.user = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         config.amqp.declare_exchanges = true;
         let input = format!("exchange/{}/bench-input", config.user);
-        let spec = bench_spec(&config, &options.consumer, &input, options.prefetch)?;
+        let spec = pipeline_bench_spec(&config, &options.consumer, &input, options.prefetch)?;
         let results_queue = format!("queue/{}/bench-results", config.user);
         let connection = connect(&config, "bench-setup").await?;
         let channel = connection.create_channel().await?;
@@ -331,7 +343,7 @@ async fn pipeline(deployment: &Deployment, n: u64) -> anyhow::Result<()> {
 /// The consumer's pipeline alone, in-process: what `bugflow replay` can sustain.
 pub async fn in_process_rate(consumer: &str, models: Arc<ModelSet>, n: u64) -> anyhow::Result<f64> {
     let config = Config::default();
-    let spec = bench_spec(&config, consumer, "bench", 200)?;
+    let spec = pipeline_bench_spec(&config, consumer, "bench", 200)?;
     let pipeline = Pipeline::new(spec, models);
     let messages: Vec<Message> = (0..n)
         .map(|i| {
@@ -367,6 +379,19 @@ pub fn rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// Keeps the highest RSS seen in `peak`, sampling every 20 ms until aborted.
+fn sample_rss(peak: Arc<std::sync::Mutex<f64>>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Some(now) = rss_mib() {
+                let mut p = peak.lock().unwrap_or_else(|e| e.into_inner());
+                *p = p.max(now);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+}
+
 pub async fn bench(base: &Config, options: &BenchOptions) -> anyhow::Result<BenchReport> {
     let models = if options.consumer == "pushes" {
         ModelSet::empty()
@@ -375,7 +400,7 @@ pub async fn bench(base: &Config, options: &BenchOptions) -> anyhow::Result<Benc
     };
     let mut samples = Vec::new();
     let rss_before = rss_mib().unwrap_or(0.0);
-    let peak = std::sync::Arc::new(std::sync::Mutex::new(rss_before));
+    let peak = Arc::new(std::sync::Mutex::new(rss_before));
     for round in 1..=options.rounds {
         let order = if round % 2 == 1 {
             [Variant::Relay, Variant::Pipeline]
@@ -385,19 +410,8 @@ pub async fn bench(base: &Config, options: &BenchOptions) -> anyhow::Result<Benc
         for variant in order {
             let deployment = Deployment::create(base, options, models.clone()).await?;
             let started = Instant::now();
-            // RSS under load: sampled every 20 ms while the pipeline runs.
-            let sampler = (variant == Variant::Pipeline).then(|| {
-                let peak = peak.clone();
-                tokio::spawn(async move {
-                    loop {
-                        if let Some(now) = rss_mib() {
-                            let mut p = peak.lock().unwrap_or_else(|e| e.into_inner());
-                            *p = p.max(now);
-                        }
-                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    }
-                })
-            });
+            // RSS under load: sampled while the pipeline runs.
+            let sampler = (variant == Variant::Pipeline).then(|| sample_rss(peak.clone()));
             let outcome = match variant {
                 Variant::Relay => relay(&deployment, options.messages).await,
                 Variant::Pipeline => pipeline(&deployment, options.messages).await,
@@ -519,10 +533,8 @@ pub async fn replay_command(config: &Config, n: u64) -> anyhow::Result<()> {
         m.enrichment = Some(Arc::new(enrichment));
         m
     };
-    // bench_spec leaves the broker bench's pushes unscored; the replay scores them.
-    let mut spec = bench_spec(config, "pushes", "bench", 200)?;
-    spec.models = vec![crate::models::ModelKind::COMMIT_RISK];
-    let pushes = Pipeline::new(spec, models.clone()).offline();
+    let pushes =
+        Pipeline::new(bench_spec(config, "pushes", "bench", 200)?, models.clone()).offline();
     let triage = Pipeline::new(
         bench_spec(config, "bug-triage", "bench", 200)?,
         models.clone(),

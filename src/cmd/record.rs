@@ -66,7 +66,7 @@ pub async fn record(config: Arc<Config>, options: RecordOptions) -> anyhow::Resu
         purpose: "record",
     };
     let enrichers = if options.enrich {
-        enrichers(&config)?
+        super::replay::configured_pipelines(config.clone())?
     } else {
         Vec::new()
     };
@@ -114,17 +114,6 @@ pub async fn record(config: Arc<Config>, options: RecordOptions) -> anyhow::Resu
     file.flush().await?;
     tap.close("recording done").await;
     Ok(written)
-}
-
-/// The configured consumers' pipelines (with their hg and Bugzilla clients, no store).
-fn enrichers(config: &Arc<Config>) -> anyhow::Result<Vec<Pipeline>> {
-    let app = crate::app::App::new(config.clone())?;
-    let specs = crate::consumer::load_all(&app.config)?;
-    app.check(&specs, crate::app::Mode::Replay)?;
-    Ok(specs
-        .into_iter()
-        .map(|spec| app.pipeline(spec, None))
-        .collect())
 }
 
 /// What the first consumer that binds `message` fetches to score it; none (with a warning:

@@ -22,6 +22,7 @@ use crate::pulse::publish::{Outgoing, Publisher};
 use crate::pulse::source::json_to_headers;
 use crate::sinks::jsonl::JsonlSink;
 
+#[derive(Debug, Clone, Default)]
 pub struct ReplayOptions {
     pub files: Vec<PathBuf>,
     /// Force every line through this consumer instead of matching bindings.
@@ -320,19 +321,25 @@ impl Exchanges {
     }
 }
 
+/// Every configured consumer's pipeline, with its hg and Bugzilla clients and no store (a
+/// replay writes nothing; `record --enrich` only fetches).
+pub fn configured_pipelines(config: Arc<Config>) -> anyhow::Result<Vec<Pipeline>> {
+    let app = crate::app::App::new(config)?;
+    let specs = crate::consumer::load_all(&app.config)?;
+    app.check(&specs, crate::app::Mode::Replay)?;
+    Ok(specs
+        .into_iter()
+        .map(|spec| app.pipeline(spec, None))
+        .collect())
+}
+
 /// `bugflow replay`: in-process through every consumer of the configuration (no store, so
 /// nothing is written), or `--publish`ed back to the broker; prints the summary.
 pub async fn command(config: Config, options: ReplayOptions) -> anyhow::Result<()> {
     let summary = if options.publish {
         publish_back(Arc::new(config), &options.files).await?
     } else {
-        let app = crate::app::App::new(Arc::new(config))?;
-        let specs = crate::consumer::load_all(&app.config)?;
-        app.check(&specs, crate::app::Mode::Replay)?;
-        let pipelines = specs
-            .into_iter()
-            .map(|spec| app.pipeline(spec, None))
-            .collect::<Vec<_>>();
+        let pipelines = configured_pipelines(Arc::new(config))?;
         if options.offline {
             eprintln!("offline: enrichment from the archive only; nothing is fetched");
         }

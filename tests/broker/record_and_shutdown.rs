@@ -5,7 +5,7 @@ use bugflow::archive::ArchiveLine;
 use bugflow::cmd::record::{RecordOptions, record};
 use bugflow::cmd::replay::publish_back;
 
-use crate::common::{TestBroker, push};
+use crate::common::{TestBroker, json_pushes_for, push};
 
 #[tokio::test]
 async fn record_taps_an_exchange_and_replay_publish_puts_it_back_for_the_consumer() {
@@ -196,24 +196,11 @@ async fn record_enrich_stores_json_pushes_and_an_offline_replay_needs_nothing_el
     broker.declare(&spec).await;
     let exchange = broker.hgpushes();
     let hg = MockServer::start().await;
-    let real: serde_json::Value = serde_json::from_str(include_str!(
-        "../fixtures/pulse/treeherder_hg_json_pushes_v2_full_response.json"
-    ))
-    .unwrap();
-    let changesets = real["pushes"]
-        .as_object()
-        .unwrap()
-        .values()
-        .next()
-        .unwrap()
-        .clone();
     for id in 1..=300u64 {
         Mock::given(method("GET"))
             .and(path("/try/json-pushes"))
             .and(wiremock::matchers::query_param("endID", id.to_string()))
-            .respond_with(ResponseTemplate::new(200).set_body_json(
-                serde_json::json!({"lastpushid": id, "pushes": {id.to_string(): changesets}}),
-            ))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json_pushes_for(id)))
             .mount(&hg)
             .await;
     }
@@ -268,21 +255,14 @@ async fn record_enrich_stores_json_pushes_and_an_offline_replay_needs_nothing_el
         assert_eq!(answers.len(), 1, "{stored}");
     }
     let out = dir.path().join("results.jsonl");
-    let app = bugflow::app::App::new(config.clone()).unwrap();
-    let pipelines: Vec<_> = bugflow::consumer::load_all(&config)
-        .unwrap()
-        .into_iter()
-        .map(|spec| app.pipeline(spec, None))
-        .collect();
+    let pipelines = bugflow::cmd::replay::configured_pipelines(config.clone()).unwrap();
     let summary = bugflow::cmd::replay::replay(
         &pipelines,
         &bugflow::cmd::replay::ReplayOptions {
             files: vec![archive],
-            consumer: None,
             out: Some(out.clone()),
-            publish: false,
             offline: true,
-            progress: false,
+            ..Default::default()
         },
     )
     .await

@@ -9,7 +9,7 @@ use bugflow::message::Message;
 use bugflow::models::registry::ModelSet;
 use bugflow::pipeline::Pipeline;
 
-use crate::common::push;
+use crate::common::{json_pushes_for, push};
 
 /// The shipped consumers, without models or hg (replay needs no network).
 fn shipped_consumers() -> Vec<Pipeline> {
@@ -65,11 +65,8 @@ async fn a_10000_message_archive_replays_with_a_correct_summary() {
         &shipped_consumers(),
         &ReplayOptions {
             files: vec![archive.clone()],
-            consumer: None,
             out: Some(out.clone()),
-            publish: false,
-            offline: false,
-            progress: false,
+            ..Default::default()
         },
     )
     .await
@@ -143,11 +140,8 @@ async fn a_replay_is_deterministic_in_its_message_ids() {
             &shipped_consumers(),
             &ReplayOptions {
                 files: vec![archive.clone()],
-                consumer: None,
                 out: Some(out.clone()),
-                publish: false,
-                offline: false,
-                progress: false,
+                ..Default::default()
             },
         )
         .await
@@ -157,21 +151,6 @@ async fn a_replay_is_deterministic_in_its_message_ids() {
         ids.push(v["message_id"].as_str().unwrap().to_owned());
     }
     assert_eq!(ids[0], ids[1]);
-}
-
-/// A json-pushes v2 answer (the real one of `treeherder_hg_json_pushes_v2_full_response`)
-/// for push `pushid`.
-fn json_pushes_for(pushid: u64) -> serde_json::Value {
-    let text = include_str!("../fixtures/pulse/treeherder_hg_json_pushes_v2_full_response.json");
-    let real: serde_json::Value = serde_json::from_str(text).unwrap();
-    let push = real["pushes"]
-        .as_object()
-        .unwrap()
-        .values()
-        .next()
-        .unwrap()
-        .clone();
-    serde_json::json!({"lastpushid": pushid, "pushes": {pushid.to_string(): push}})
 }
 
 /// The shipped consumers with the shipped models, and an hg source that may fetch from no
@@ -233,11 +212,9 @@ async fn an_offline_replay_scores_every_push_from_its_stored_answer_and_fetches_
         &consumers_that_must_not_fetch(),
         &ReplayOptions {
             files: vec![archive],
-            consumer: None,
             out: Some(out.clone()),
-            publish: false,
             offline: true,
-            progress: false,
+            ..Default::default()
         },
     )
     .await

@@ -498,3 +498,18 @@ pub fn models_writing_at_configured_thresholds() -> Arc<ModelSet> {
     ))
     .unwrap()
 }
+
+/// A json-pushes v2 answer (the real one of `treeherder_hg_json_pushes_v2_full_response`)
+/// for push `pushid`.
+pub fn json_pushes_for(pushid: u64) -> serde_json::Value {
+    let text = include_str!("../fixtures/pulse/treeherder_hg_json_pushes_v2_full_response.json");
+    let real: serde_json::Value = serde_json::from_str(text).unwrap();
+    let push = real["pushes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    serde_json::json!({"lastpushid": pushid, "pushes": {pushid.to_string(): push}})
+}
