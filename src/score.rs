@@ -125,29 +125,57 @@ impl BugScore {
     }
 
     /// The answer of bugbug's HTTP service, `{"prob", "index", "class", "extra_data"}`.
-    /// Binary models answer `class` 0/1 as bugbug does; the others the class name.
+    ///
+    /// * Two-class models answer `class` 0/1 as bugbug does, `1` being the catalogue's
+    ///   `bugbug_one` (else the second class), with `prob` in that order;
+    /// * the others answer the class name, and `extra_data.labels_map` (bugbug's, for
+    ///   `defectenhancementtask`);
+    /// * the component model adds bugbug's `conflated_components_mapping`: a class such as
+    ///   `Core::DOM` stands for `Core::DOM: Core & HTML`.
+    ///
+    /// `extra_data` also names the model and version (bugbug's clients ignore other keys).
     pub fn bugbug_answer(&self) -> Value {
-        let labels_map: Map<String, Value> = self
-            .labels
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.clone(), json!(i)))
-            .collect();
-        let class = if self.labels.len() == 2 {
-            json!(self.index)
+        let mut extra = Map::new();
+        let (prob, index, class) = if self.labels.len() == 2 {
+            let one = self
+                .model
+                .spec()
+                .and_then(|s| s.bugbug_one.as_deref())
+                .unwrap_or(&self.labels[1]);
+            let flip = self.labels[0] == one;
+            let prob: Vec<f64> = if flip {
+                self.prob.iter().rev().copied().collect()
+            } else {
+                self.prob.clone()
+            };
+            let index = if flip {
+                1 - self.index.min(1)
+            } else {
+                self.index
+            };
+            (prob, index, json!(index))
         } else {
-            json!(self.class)
+            let labels_map: Map<String, Value> = self
+                .labels
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.clone(), json!(i)))
+                .collect();
+            extra.insert("labels_map".into(), Value::Object(labels_map));
+            (self.prob.clone(), self.index, json!(self.class))
         };
-        json!({
-            "prob": self.prob,
-            "index": self.index,
-            "class": class,
-            "extra_data": {
-                "labels_map": labels_map,
-                "model": self.model,
-                "version": self.version,
-            },
-        })
+        if self.model == ModelKind::COMPONENT {
+            let mapping: Map<String, Value> = crate::effects::conflation::mapping()
+                .map(|(class, component)| (class.to_owned(), json!(component)))
+                .collect();
+            extra.insert(
+                "conflated_components_mapping".into(),
+                Value::Object(mapping),
+            );
+        }
+        extra.insert("model".into(), json!(self.model));
+        extra.insert("version".into(), json!(self.version));
+        json!({"prob": prob, "index": index, "class": class, "extra_data": extra})
     }
 }
 
@@ -205,7 +233,68 @@ mod tests {
         };
         let a = s.bugbug_answer();
         assert_eq!(a["class"], 1);
-        assert_eq!(a["extra_data"]["labels_map"]["spam"], 1);
+        assert_eq!(a["prob"], json!([0.1, 0.9]));
         assert_eq!(s.confidence(), 0.9);
+    }
+
+    #[test]
+    fn a_binary_model_whose_first_class_is_bugbugs_one_answers_flipped() {
+        // defect's classes are bug / nobug; bugbug's defect model answers 1 for a bug.
+        let s = BugScore {
+            class: "bug".into(),
+            index: 0,
+            labels: vec!["bug".into(), "nobug".into()],
+            model: ModelKind::parse("defect").unwrap(),
+            prob: vec![0.7, 0.3],
+            version: "v1".into(),
+            writes: None,
+        };
+        let a = s.bugbug_answer();
+        assert_eq!(a["class"], 1);
+        assert_eq!(a["index"], 1);
+        assert_eq!(a["prob"], json!([0.3, 0.7]));
+    }
+
+    #[test]
+    fn component_answers_carry_bugbugs_mapping_and_bugtype_its_labels_map() {
+        let component = BugScore {
+            class: "Core::DOM".into(),
+            index: 0,
+            labels: vec![
+                "Core::DOM".into(),
+                "Core::Layout".into(),
+                "Firefox::Sync".into(),
+            ],
+            model: ModelKind::COMPONENT,
+            prob: vec![0.6, 0.3, 0.1],
+            version: "v1".into(),
+            writes: None,
+        };
+        let a = component.bugbug_answer();
+        let mapping = &a["extra_data"]["conflated_components_mapping"];
+        assert_eq!(mapping["Core::DOM"], "Core::DOM: Core & HTML");
+        assert_eq!(
+            mapping["Firefox Build System"],
+            "Firefox Build System::General"
+        );
+        assert_eq!(
+            mapping.as_object().unwrap().len(),
+            8,
+            "bugbug's eight entries"
+        );
+        let bugtype = BugScore {
+            model: ModelKind::BUGTYPE,
+            labels: vec!["defect".into(), "enhancement".into(), "task".into()],
+            class: "task".into(),
+            index: 2,
+            prob: vec![0.1, 0.1, 0.8],
+            ..component
+        };
+        let a = bugtype.bugbug_answer();
+        assert_eq!(a["class"], "task");
+        assert_eq!(
+            a["extra_data"]["labels_map"],
+            json!({"defect": 0, "enhancement": 1, "task": 2})
+        );
     }
 }

@@ -545,3 +545,21 @@ fn bug_scores_carry_full_precision_probabilities() {
     }
     assert!(unrounded > 0);
 }
+
+/// Every class of the shipped component bundle, through bugbug's conflated mapping, is a
+/// real `Product::Component` of the data (issue 15: bugbot moves bugs to what it reads).
+#[test]
+fn every_shipped_component_class_maps_to_a_real_component() {
+    let models = common::shipped_models();
+    let bundle = models
+        .get(bugflow::models::ModelKind::COMPONENT)
+        .expect("a component bundle");
+    let mapping: std::collections::BTreeMap<_, _> =
+        bugflow::effects::conflation::mapping().collect();
+    let real = common::real_components();
+    assert!(!bundle.manifest.labels.is_empty());
+    for class in &bundle.manifest.labels {
+        let component = mapping.get(class.as_str()).copied().unwrap_or(class);
+        assert!(real.contains(component), "{class} → {component}");
+    }
+}

@@ -32,6 +32,15 @@ pub const CONFLATED: &[(&str, Option<&str>)] = &[
     ("Firefox for Android", Some("Firefox for Android::General")),
 ];
 
+/// bugbug's `conflated_components_mapping`: each conflated class that stands for one real
+/// component, and that component (the other conflated classes are components themselves:
+/// `Core::Graphics`).
+pub fn mapping() -> impl Iterator<Item = (&'static str, &'static str)> {
+    CONFLATED
+        .iter()
+        .filter_map(|(class, component)| component.map(|c| (*class, c)))
+}
+
 /// The class a bug in `product::component` trains: its conflated prefix, or itself.
 pub fn class_of(full: &str) -> String {
     CONFLATED

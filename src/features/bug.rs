@@ -245,6 +245,16 @@ pub fn affected_then_unaffected(bug: &Value) -> bool {
     unaffected.iter().any(|u| affected.iter().any(|a| a < u))
 }
 
+/// Whiteboard tags of a performance bug (bugbug's `IsPerformanceBug`).
+pub const PERFORMANCE_WHITEBOARD: [&str; 6] = [
+    "[fxperf",
+    "[fxperfsize",
+    "[snappy",
+    "[pdfjs-c-performance",
+    "[pdfjs-performance",
+    "[sp3",
+];
+
 /// bugbug's rule-based bug types: crash, memory, performance, power, security.
 pub fn bug_types(bug: &Value) -> Vec<&'static str> {
     let keywords: Vec<&str> = list(bug, "keywords")
@@ -267,16 +277,7 @@ pub fn bug_types(bug: &Value) -> Vec<&'static str> {
         || matches!(s(bug, "cf_performance"), "low" | "medium" | "high");
     if keywords.iter().any(|k| perf_keywords.contains(k))
         || perf_impact
-        || [
-            "[fxperf",
-            "[fxperfsize",
-            "[snappy",
-            "[pdfjs-c-performance",
-            "[pdfjs-performance",
-            "[sp3",
-        ]
-        .iter()
-        .any(|w| wb.contains(w))
+        || PERFORMANCE_WHITEBOARD.iter().any(|w| wb.contains(w))
     {
         types.push("performance");
     }

@@ -230,19 +230,40 @@ fn key_allowed(keys: &[crate::secret::Secret], given: &[u8]) -> bool {
     })
 }
 
-/// A bug model this service can answer for (ours or bugbug's name); 404 otherwise.
+/// bugbug's models that bugflow has no catalogue file for: 404, saying so.
+const NOT_PORTED: &[&str] = &[
+    "invalidcompatibilityreport",
+    "needsdiagnosis",
+    "testlabelselect",
+    "testgroupselect",
+];
+
+/// A bug model this service can answer for (ours or bugbug's name). A model of the
+/// catalogue without a trained bundle is 503 (the model exists; train or promote one), a
+/// name the catalogue does not know is 404.
 fn bug_model(state: &AppState, name: &str) -> Result<ModelKind, Refusal> {
+    let unavailable = |why: String| {
+        metrics::counter!("bugflow_api_requests_total", "status" => "503").increment(1);
+        Err(Refusal {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            body: json!({"error": format!("Model {name} is not available: {why}"), "model": name}),
+        })
+    };
     match ModelKind::parse(name) {
-        Some(model) if model.input() == Input::Bug => {
-            if state.models.get(model).is_some() {
-                Ok(model)
-            } else {
-                Err(Refusal::new(
-                    StatusCode::NOT_FOUND,
-                    &format!("Model {name} has no serving bundle (train or promote one)"),
-                ))
-            }
-        }
+        Some(model) if model.input() == Input::Bug => match state.models.get(model) {
+            None => unavailable("it has no serving bundle (train or promote one)".into()),
+            Some(bundle) => match &bundle.manifest.untrained {
+                Some(why) => unavailable(format!(
+                    "its serving bundle {} is untrained ({why})",
+                    bundle.manifest.version
+                )),
+                None => Ok(model),
+            },
+        },
+        _ if NOT_PORTED.contains(&name) => Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            &format!("Model {name} doesn't exist: bugbug's {name} is not ported to bugflow"),
+        )),
         _ => Err(Refusal::new(
             StatusCode::NOT_FOUND,
             &format!("Model {name} doesn't exist"),

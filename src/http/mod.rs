@@ -195,6 +195,35 @@ mod tests {
         assert_eq!(path("/a//b"), "/a//b");
     }
 
+    /// The OpenAPI document's `model_name` enum is the catalogue's bug models, by every name
+    /// they answer to: a model added to the catalogue must be added to the document.
+    #[test]
+    fn the_documented_model_names_are_the_catalogues() {
+        let doc: serde_json::Value = serde_json::from_str(super::health::OPENAPI).unwrap();
+        let mut names: Vec<String> = crate::models::ModelKind::bug_models()
+            .into_iter()
+            .filter_map(|m| m.spec())
+            .flat_map(|s| std::iter::once(s.name.clone()).chain(s.aliases.iter().cloned()))
+            .collect();
+        names.sort();
+        for route in [
+            "/{model_name}/predict/{bug_id}",
+            "/{model_name}/predict/batch",
+        ] {
+            let operation = doc["paths"][route]
+                .as_object()
+                .unwrap()
+                .values()
+                .next()
+                .unwrap();
+            let enum_ = &operation["parameters"][0]["schema"]["enum"];
+            let mut documented: Vec<String> =
+                serde_json::from_value(enum_.clone()).unwrap_or_default();
+            documented.sort();
+            assert_eq!(documented, names, "{route}");
+        }
+    }
+
     #[test]
     fn secrets_compare_exactly() {
         assert!(constant_time_eq(b"abc", b"abc"));

@@ -73,6 +73,10 @@ pub struct Spec {
     /// Why the shipped bundle is untrained, when no public data can label it.
     #[serde(default)]
     pub untrained: Option<String>,
+    /// A two-class model: the class bugbug's HTTP service answers as `1` (`prob[1]` is its
+    /// probability). Default: the second class in name order.
+    #[serde(default)]
+    pub bugbug_one: Option<String>,
     /// `features` as the extractors apply it, built once when the file is read: serving
     /// filters every bug's features through it, per message and model.
     #[serde(skip)]
@@ -110,13 +114,19 @@ pub enum Rule {
         field: String,
         map: BTreeMap<String, String>,
     },
-    /// `Product::Component`, with bugbug's conflation. Components whose name ends with one
-    /// of `leave_out_components` (`::General`) and products not in `products` are left out.
+    /// `Product::Component`, with bugbug's conflation unless `conflate = false`. Components
+    /// whose name ends with one of `leave_out_components` (`::General`), except those named
+    /// in `keep_components` (`GeckoView::General`), and products not in `products` are left
+    /// out.
     Component {
         #[serde(default)]
         products: Vec<String>,
         #[serde(default)]
         leave_out_components: Vec<String>,
+        #[serde(default)]
+        keep_components: Vec<String>,
+        #[serde(default = "yes")]
+        conflate: bool,
     },
     /// `positive` when a keyword is set (or was ever added); else `negative`, but only for
     /// records that meet one of `negative_only` (bugbug: regressions are learned among
@@ -143,6 +153,15 @@ pub enum Rule {
     /// bugbug's steps-to-reproduce rule: `cf_has_str` yes/no; else the `stepswanted` keyword
     /// (no steps), or its removal in the history (steps given).
     StepsToReproduce { positive: String, negative: String },
+    /// bugbug's `performancebug` rule, among bugs whose `cf_performance_impact` is set and
+    /// not `?` or `none`: `positive` when the impact is low/medium/high, a keyword starts
+    /// with `perf`, `topperf` or `main-thread-io`, or the whiteboard holds a performance tag
+    /// (`[fxperf`, `[snappy`…); else `negative`.
+    Performance { positive: String, negative: String },
+    /// bugbug's `accessibility` rule, among bugs that have `cf_accessibility_severity`:
+    /// `positive` when it is not `---`, the `access` keyword is set, or the bug is in
+    /// Firefox::Disability Access; else `negative`.
+    Accessibility { positive: String, negative: String },
     /// bugbug's spam rule: in *Invalid Bugs* → spam; moved out of it, or FIXED → ham; a
     /// reporter with a `@mozilla` address is left out.
     Spam,

@@ -146,6 +146,8 @@ fn rule_class(rule: &Rule, files: &LabelFiles, bug: &Value) -> Option<String> {
         Rule::Component {
             products,
             leave_out_components,
+            keep_components,
+            conflate,
         } => {
             let product = text(bug, "product");
             if product.is_empty()
@@ -153,13 +155,16 @@ fn rule_class(rule: &Rule, files: &LabelFiles, bug: &Value) -> Option<String> {
             {
                 return None;
             }
-            let class = crate::effects::conflation::class_of(&format!(
-                "{product}::{}",
-                text(bug, "component")
-            ));
-            let left_out = leave_out_components
-                .iter()
-                .any(|s| class.ends_with(s.as_str()));
+            let full = format!("{product}::{}", text(bug, "component"));
+            let class = if *conflate {
+                crate::effects::conflation::class_of(&full)
+            } else {
+                full
+            };
+            let left_out = !keep_components.contains(&class)
+                && leave_out_components
+                    .iter()
+                    .any(|s| class.ends_with(s.as_str()));
             (!left_out).then_some(class)
         }
         Rule::Keyword {
@@ -208,6 +213,31 @@ fn rule_class(rule: &Rule, files: &LabelFiles, bug: &Value) -> Option<String> {
                 .any(|(f, removed, _)| f == "keywords" && removed.contains("stepswanted"))
                 .then(|| positive.clone())
         }
+        Rule::Performance { positive, negative } => {
+            let impact = bug
+                .get("cf_performance_impact")?
+                .as_str()
+                .unwrap_or_default();
+            if matches!(impact, "?" | "none") {
+                return None;
+            }
+            Some(
+                if is_performance_bug(bug) {
+                    positive
+                } else {
+                    negative
+                }
+                .clone(),
+            )
+        }
+        Rule::Accessibility { positive, negative } => {
+            let severity = bug.get("cf_accessibility_severity")?;
+            let is = severity.as_str() != Some("---")
+                || keywords(bug).contains(&"access")
+                || (text(bug, "product") == "Firefox"
+                    && text(bug, "component") == "Disability Access");
+            Some(if is { positive } else { negative }.clone())
+        }
         Rule::Spam => spam(bug),
         // Commits and issues are labelled by their loaders.
         Rule::BackedOut | Rule::Column { .. } => None,
@@ -252,6 +282,27 @@ fn moved(bug: &Value, place: &str, out_of: &str, into: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// bugbug's `IsPerformanceBug`: the impact field, a performance keyword, or a whiteboard tag.
+fn is_performance_bug(bug: &Value) -> bool {
+    const KEYWORDS: [&str; 3] = ["perf", "topperf", "main-thread-io"];
+    if matches!(
+        text(bug, "cf_performance_impact"),
+        "low" | "medium" | "high"
+    ) {
+        return true;
+    }
+    if keywords(bug)
+        .iter()
+        .any(|k| KEYWORDS.iter().any(|p| k.starts_with(p)))
+    {
+        return true;
+    }
+    let whiteboard = text(bug, "whiteboard").to_lowercase();
+    crate::features::bug::PERFORMANCE_WHITEBOARD
+        .iter()
+        .any(|p| whiteboard.contains(p))
 }
 
 /// bugbug's `spambug` rule.
@@ -346,6 +397,82 @@ mod tests {
             None,
             "Core::General is another place"
         );
+    }
+
+    #[test]
+    fn performance_and_accessibility_follow_bugbugs_rules() {
+        let files = LabelFiles::default();
+        let perf = label("rule = \"performance\"\npositive = \"perf\"\nnegative = \"not-perf\"");
+        let class = |bug: Value| bug_class(&perf, &files, &bug);
+        assert_eq!(
+            class(json!({"keywords": ["perf"]})),
+            None,
+            "no impact field"
+        );
+        assert_eq!(class(json!({"cf_performance_impact": "none"})), None);
+        assert_eq!(
+            class(json!({"cf_performance_impact": "medium"})).as_deref(),
+            Some("perf")
+        );
+        assert_eq!(
+            class(json!({"cf_performance_impact": "---", "keywords": ["perf:frontend"]}))
+                .as_deref(),
+            Some("perf")
+        );
+        assert_eq!(
+            class(json!({"cf_performance_impact": "---", "whiteboard": "[FxPerf:p2]"})).as_deref(),
+            Some("perf")
+        );
+        assert_eq!(
+            class(json!({"cf_performance_impact": "---", "keywords": []})).as_deref(),
+            Some("not-perf")
+        );
+        let a11y =
+            label("rule = \"accessibility\"\npositive = \"accessibility\"\nnegative = \"other\"");
+        let class = |bug: Value| bug_class(&a11y, &files, &bug);
+        assert_eq!(
+            class(json!({"keywords": ["access"]})),
+            None,
+            "no severity field"
+        );
+        assert_eq!(
+            class(json!({"cf_accessibility_severity": "s2"})).as_deref(),
+            Some("accessibility")
+        );
+        assert_eq!(
+            class(
+                json!({"cf_accessibility_severity": "---", "product": "Firefox",
+                         "component": "Disability Access"})
+            )
+            .as_deref(),
+            Some("accessibility")
+        );
+        assert_eq!(
+            class(json!({"cf_accessibility_severity": "---", "keywords": []})).as_deref(),
+            Some("other")
+        );
+    }
+
+    #[test]
+    fn fenix_components_are_not_conflated_and_geckoview_general_stays() {
+        let l = label(
+            "rule = \"component\"\nproducts = [\"Firefox for Android\", \"GeckoView\"]\n\
+             leave_out_components = [\"::General\"]\nkeep_components = [\"GeckoView::General\"]\n\
+             conflate = false",
+        );
+        let files = LabelFiles::default();
+        let class =
+            |p: &str, c: &str| bug_class(&l, &files, &json!({"product": p, "component": c}));
+        assert_eq!(
+            class("Firefox for Android", "Toolbar").as_deref(),
+            Some("Firefox for Android::Toolbar")
+        );
+        assert_eq!(class("Firefox for Android", "General"), None);
+        assert_eq!(
+            class("GeckoView", "General").as_deref(),
+            Some("GeckoView::General")
+        );
+        assert_eq!(class("Core", "DOM: Events"), None);
     }
 
     #[test]

@@ -106,9 +106,19 @@ impl Api {
     }
 }
 
-#[tokio::test]
-async fn predictions_go_from_202_to_200_through_the_broker() {
-    let mut broker = TestBroker::new().await;
+/// A running API: its fakes, its store and its worker, kept alive with it.
+struct Started {
+    api: Api,
+    bugzilla: MockServer,
+    _hgmo: MockServer,
+    store: Arc<bugflow::store::Store>,
+    _dir: tempfile::TempDir,
+    worker: crate::common::Running,
+}
+
+/// The `api-requests` worker and the web side, on a fake BMO and hg.mozilla.org, with
+/// `keys` as `http.api_keys`.
+async fn start(broker: &mut TestBroker, keys: Vec<Secret>) -> Started {
     let bugzilla = MockServer::start().await;
     mount_bugzilla(&bugzilla, "2019-06-01T10:00:00Z").await;
     let hgmo = MockServer::start().await;
@@ -131,7 +141,7 @@ async fn predictions_go_from_202_to_200_through_the_broker() {
         .mount(&hgmo)
         .await;
 
-    let (store, _dir) = crate::common::temp_store().await;
+    let (store, dir) = crate::common::temp_store().await;
     let models = crate::common::shipped_models();
     let client = Bugzilla::new(
         &bugzilla.uri(),
@@ -146,7 +156,6 @@ async fn predictions_go_from_202_to_200_through_the_broker() {
     // The worker.
     let spec = broker.spec("api-requests");
     broker.declare(&spec).await;
-    let results = broker.results_queue().await;
     let here = format!("127.0.0.1:{}", hgmo.address().port());
     let source = hg::Source::Http(hg::HttpHg::new(vec![here], Duration::from_secs(5), 2).unwrap());
     let pipeline = Pipeline::new(spec, models.clone())
@@ -158,7 +167,7 @@ async fn predictions_go_from_202_to_200_through_the_broker() {
 
     // The web side.
     let mut config = (*broker.config).clone();
-    config.http.api_keys = vec![Secret::new("another-key"), Secret::new(KEY)];
+    config.http.api_keys = keys;
     let config = Arc::new(config);
     let mut state = AppState::new(config.clone(), Publisher::new(config).with_attempts(2));
     state.store = Some(store.clone());
@@ -180,6 +189,26 @@ async fn predictions_go_from_202_to_200_through_the_broker() {
     };
     let token = api.stop.clone();
     tokio::spawn(async move { serve(listener, state, token).await });
+    Started {
+        api,
+        bugzilla,
+        _hgmo: hgmo,
+        store,
+        _dir: dir,
+        worker,
+    }
+}
+
+#[tokio::test]
+async fn predictions_go_from_202_to_200_through_the_broker() {
+    let mut broker = TestBroker::new().await;
+    let running = start(
+        &mut broker,
+        vec![Secret::new("another-key"), Secret::new(KEY)],
+    )
+    .await;
+    let results = broker.results_queue().await;
+    let (api, bugzilla, store) = (&running.api, &running.bugzilla, &running.store);
 
     // Keys: missing, wrong → 401.
     let (status, body) = api.get(&format!("/bugtype/predict/{BUG}"), None).await;
@@ -266,15 +295,19 @@ async fn predictions_go_from_202_to_200_through_the_broker() {
         .until_ready(&format!("/regression/predict/{BUG}"), None)
         .await;
     assert!(regression["class"].is_u64(), "{regression}");
-    // The shipped spam bundle is untrained (no public spam data): it answers nothing.
-    let spam = api
-        .until_ready(&format!("/spambug/predict/{BUG}"), None)
-        .await;
-    assert_eq!(spam, json!({"available": false}), "{spam}");
+    // The shipped spam bundle is untrained (no public spam data): 503 naming it (issue 15;
+    // before: 202, then 200 `{"available": false}`, as if Bugzilla hid the bug).
+    let (status, spam) = api.get(&format!("/spambug/predict/{BUG}"), Some(KEY)).await;
+    assert_eq!(status, 503, "{spam}");
+    assert_eq!(spam["model"], "spambug");
+    assert!(
+        spam["error"].as_str().unwrap().contains("untrained"),
+        "{spam}"
+    );
 
     // The bug changes on Bugzilla: its answer is dropped and computed again.
     bugzilla.reset().await;
-    mount_bugzilla(&bugzilla, "2026-11-28T09:00:00Z").await;
+    mount_bugzilla(bugzilla, "2026-11-28T09:00:00Z").await;
     let (status, _) = api.get(&one, Some(KEY)).await;
     assert_eq!(status, 202, "a changed bug is computed again");
     api.until_ready(&one, None).await;
@@ -337,6 +370,107 @@ async fn predictions_go_from_202_to_200_through_the_broker() {
     assert!(doc["paths"]["/{model_name}/predict/batch"]["post"].is_object());
 
     api.stop.cancel();
-    worker.stop().await;
+    running.worker.stop().await;
+    broker.cleanup().await;
+}
+
+/// bugbot's classification calls, played as bugbot makes them (issue 15): its server
+/// constant ends in `/`, so it posts to `//<model>/predict/batch`; it always sends
+/// `X-Api-Key: autonag`; it polls while any bug is `ready: false`, and reads `class`, `prob`,
+/// `index` and `extra_data` under the bug id as a string. Served here with `api_keys = ["*"]`.
+#[tokio::test]
+async fn bugbots_call_pattern_works_for_every_model_it_uses() {
+    let mut broker = TestBroker::new().await;
+    let running = start(&mut broker, vec![Secret::new("*")]).await;
+    let api = &running.api;
+    let batch = format!(r#"{{"bugs": [{BUG}]}}"#);
+    let bugbot = |model: &str| {
+        let batch = batch.clone();
+        let path = format!("//{model}/predict/batch");
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let response = api
+                    .client
+                    .post(format!("{}{path}", api.base))
+                    .header("X-Api-Key", "autonag")
+                    .json(&serde_json::from_str::<Value>(&batch).unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.unwrap();
+                let pending = body["bugs"]
+                    .as_object()
+                    .is_some_and(|b| b.values().any(|v| v["ready"] == false));
+                if status != 202 || !pending || Instant::now() > deadline {
+                    return (status, body);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let key = BUG.to_string();
+
+    // defectenhancementtask: the class through labels_map to its probability.
+    let (status, body) = bugbot("defectenhancementtask").await;
+    assert_eq!(status, 200, "{body}");
+    let bug = &body["bugs"][&key];
+    let class = bug["class"].as_str().unwrap();
+    let labels_map = bug["extra_data"]["labels_map"].as_object().unwrap();
+    let index = labels_map[class].as_u64().unwrap() as usize;
+    assert_eq!(bug["index"], json!(index), "{bug}");
+    let p = bug["prob"][index].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&p));
+
+    // component: the conflated mapping applied gives a real Product::Component.
+    let (status, body) = bugbot("component").await;
+    assert_eq!(status, 200, "{body}");
+    let bug = &body["bugs"][&key];
+    let class = bug["class"].as_str().unwrap();
+    let mapping = bug["extra_data"]["conflated_components_mapping"]
+        .as_object()
+        .expect("bugbug's conflated_components_mapping");
+    let suggested = mapping.get(class).and_then(Value::as_str).unwrap_or(class);
+    let (product, component) = suggested.split_once("::").expect("Product::Component");
+    assert!(
+        crate::common::real_components().contains(&format!("{product}::{component}")),
+        "{suggested} is no component of the data"
+    );
+    let p = bug["prob"][bug["index"].as_u64().unwrap() as usize]
+        .as_f64()
+        .unwrap();
+    assert!((0.0..=1.0).contains(&p));
+
+    // regression: a binary model, class 0/1, bugbot reads prob[1].
+    let (status, body) = bugbot("regression").await;
+    assert_eq!(status, 200, "{body}");
+    let bug = &body["bugs"][&key];
+    assert!(bug["class"] == 0 || bug["class"] == 1, "{bug}");
+    assert_eq!(bug["prob"].as_array().unwrap().len(), 2);
+    assert_eq!(bug["class"], bug["index"]);
+
+    // The models whose shipped bundle is untrained (no public data labels them): 503 naming
+    // the model, never 404 "doesn't exist" (before issue 15: 404 for the last five, and a
+    // silent `{"available": false}` for spambug).
+    for model in [
+        "spambug",
+        "stepstoreproduce",
+        "componentspecific",
+        "performancebug",
+        "accessibility",
+        "fenixcomponent",
+    ] {
+        let (status, body) = bugbot(model).await;
+        assert_eq!(status, 503, "{model}: {body}");
+        assert_eq!(body["model"], model, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("untrained"),
+            "{model}: {body}"
+        );
+    }
+
+    running.api.stop.cancel();
+    running.worker.stop().await;
     broker.cleanup().await;
 }

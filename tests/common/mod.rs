@@ -513,3 +513,27 @@ pub fn json_pushes_for(pushid: u64) -> serde_json::Value {
         .clone();
     serde_json::json!({"lastpushid": pushid, "pushes": {pushid.to_string(): push}})
 }
+
+/// Every `Product::Component` of the shipped Bugzilla data (the 1,014 full bugs and the
+/// 8,000 Firefox bugs): a predicted component must be one of them.
+pub fn real_components() -> std::collections::BTreeSet<String> {
+    use std::io::BufRead;
+    let mut real = std::collections::BTreeSet::new();
+    for file in [
+        "bugs-2009-2018-full.jsonl.zst",
+        "firefox-open-bugs-2022.jsonl.zst",
+    ] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/data/bugzilla")
+            .join(file);
+        for line in bugflow::train::data::open(&path).unwrap().lines() {
+            let bug: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+            real.insert(format!(
+                "{}::{}",
+                bug["product"].as_str().unwrap_or_default(),
+                bug["component"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+    real
+}
