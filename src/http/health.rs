@@ -1,5 +1,6 @@
 //! `/healthz` (the process answers), `/readyz` (the broker answers and the models this
-//! process needs are loaded), `/metrics` (Prometheus) and `/swagger` (the OpenAPI document).
+//! process needs are loaded), `/metrics` (Prometheus), `/swagger` (the OpenAPI document) and
+//! `/doc` (that document rendered as a page, as bugbug serves one).
 
 use axum::Json;
 use axum::extract::State;
@@ -11,6 +12,13 @@ use super::AppState;
 
 /// The API's OpenAPI 3 description (also served at `/openapi.json`).
 pub const OPENAPI: &str = include_str!("assets/openapi.json");
+
+/// The API page: one HTML file that renders [`OPENAPI`] in the browser (no CDN).
+const DOC: &str = include_str!("assets/doc.html");
+
+pub async fn doc() -> impl IntoResponse {
+    axum::response::Html(DOC)
+}
 
 pub async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))

@@ -73,6 +73,7 @@ pub const FIXED_GET_PATHS: &[&str] = &[
     "/metrics",
     "/swagger",
     "/openapi.json",
+    "/doc",
 ];
 
 pub fn router(state: AppState) -> Router {
@@ -97,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/swagger", get(health::openapi))
         .route("/openapi.json", get(health::openapi))
+        .route("/doc", get(health::doc))
         .layer(CompressionLayer::new())
         // A panic in a handler answers 500 instead of dropping the connection.
         .layer(CatchPanicLayer::new())

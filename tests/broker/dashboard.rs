@@ -1,7 +1,7 @@
 //! The dashboard of a running bugflow, fed with sample messages, loaded in headless
 //! Chromium (Debian's `chromium`; `scripts/test` installs it when missing). The test reads
 //! the page as the browser rendered it (after its scripts ran) and saves a screenshot to
-//! `target/dashboard.png`.
+//! `target/dashboard.png`; the API page (`/doc`) likewise, to `target/doc.png`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -48,6 +48,28 @@ fn browser(profile: &std::path::Path) -> Command {
     ]);
     cmd.arg(format!("--user-data-dir={}", profile.display()));
     cmd
+}
+
+/// Saves Chromium's screenshot of `url` to `target/<name>`, and checks it is a real image.
+async fn screenshot(url: &str, name: &str) {
+    let shot = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target")).join(name);
+    let _ = std::fs::remove_file(&shot);
+    let profile = tempfile::tempdir().unwrap();
+    let status = tokio::task::spawn_blocking({
+        let mut cmd = browser(profile.path());
+        cmd.arg(format!("--screenshot={}", shot.display())).arg(url);
+        move || cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 10_000, "the screenshot is {size} bytes");
+    println!("screenshot of {url}: {} ({size} bytes)", shot.display());
 }
 
 #[tokio::test]
@@ -248,29 +270,77 @@ async fn the_dashboard_shows_the_stream_in_a_browser() {
     assert!(dom.contains("broker connected"), "{dom}");
 
     // And a screenshot, for people.
-    let shot = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/dashboard.png"));
-    let _ = std::fs::remove_file(&shot);
-    let profile = tempfile::tempdir().unwrap();
-    let status = tokio::task::spawn_blocking({
-        let mut cmd = browser(profile.path());
-        cmd.arg(format!("--screenshot={}", shot.display()))
-            .arg(format!("{base}/"));
-        move || cmd.output().unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
-    assert!(size > 10_000, "the screenshot is {size} bytes");
-    println!("dashboard screenshot: {} ({size} bytes)", shot.display());
+    screenshot(&format!("{base}/"), "dashboard.png").await;
 
     stop.cancel();
     for r in running {
         r.stop().await;
     }
+    broker.cleanup().await;
+}
+
+/// `/doc`, bugbug's API page: the OpenAPI document rendered by the page's own script, no CDN
+/// (issue 15; before, `/doc` was a 404). Every operation of the document shows, with its
+/// parameters and responses, and a screenshot goes to `target/doc.png`.
+#[tokio::test]
+async fn the_api_page_renders_the_openapi_document_in_a_browser() {
+    let broker = TestBroker::new().await;
+    let state = AppState::new(
+        broker.config.clone(),
+        Publisher::new(broker.config.clone()).with_attempts(1),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(async move { serve(listener, state, token).await });
+
+    let profile = tempfile::tempdir().unwrap();
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = browser(profile.path());
+        cmd.arg("--dump-dom").arg(format!("{base}/doc"));
+        move || cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_str(bugflow::http::health::OPENAPI).unwrap();
+    let operations: usize = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|item| item.as_object().unwrap().len())
+        .sum();
+    assert!(
+        dom.contains(&format!(r#"data-operations="{operations}""#)),
+        "not every operation rendered: {dom}"
+    );
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            assert!(
+                dom.contains(&format!(r#"id="{method}-{path}""#)),
+                "{method} {path} is missing: {dom}"
+            );
+        }
+    }
+    assert!(dom.contains("bugflow API 0.1.0"), "{dom}");
+    assert!(
+        dom.contains("defectenhancementtask"),
+        "the model enum: {dom}"
+    );
+    assert!(dom.contains(r#"data-status="503""#), "{dom}");
+    assert!(
+        dom.contains(r#"<p id="error"></p>"#),
+        "the page says an error: {dom}"
+    );
+
+    screenshot(&format!("{base}/doc"), "doc.png").await;
+
+    stop.cancel();
     broker.cleanup().await;
 }
