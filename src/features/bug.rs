@@ -255,6 +255,24 @@ pub const PERFORMANCE_WHITEBOARD: [&str; 6] = [
     "[sp3",
 ];
 
+/// bugbug's `IsPerformanceBug` (the `performancebug` model's label): a performance impact of
+/// low, medium or high, a keyword starting with `perf`, `topperf` or `main-thread-io`, or a
+/// performance tag in the whiteboard.
+pub fn is_performance_bug(bug: &Value) -> bool {
+    const KEYWORD_PREFIXES: [&str; 3] = ["perf", "topperf", "main-thread-io"];
+    matches!(s(bug, "cf_performance_impact"), "low" | "medium" | "high")
+        || list(bug, "keywords")
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|k| KEYWORD_PREFIXES.iter().any(|p| k.starts_with(p)))
+        || {
+            let whiteboard = s(bug, "whiteboard").to_lowercase();
+            PERFORMANCE_WHITEBOARD
+                .iter()
+                .any(|p| whiteboard.contains(p))
+        }
+}
+
 /// bugbug's rule-based bug types: crash, memory, performance, power, security.
 pub fn bug_types(bug: &Value) -> Vec<&'static str> {
     let keywords: Vec<&str> = list(bug, "keywords")

@@ -148,25 +148,13 @@ fn rule_class(rule: &Rule, files: &LabelFiles, bug: &Value) -> Option<String> {
             leave_out_components,
             keep_components,
             conflate,
-        } => {
-            let product = text(bug, "product");
-            if product.is_empty()
-                || (!products.is_empty() && !products.iter().any(|p| p == product))
-            {
-                return None;
-            }
-            let full = format!("{product}::{}", text(bug, "component"));
-            let class = if *conflate {
-                crate::effects::conflation::class_of(&full)
-            } else {
-                full
-            };
-            let left_out = !keep_components.contains(&class)
-                && leave_out_components
-                    .iter()
-                    .any(|s| class.ends_with(s.as_str()));
-            (!left_out).then_some(class)
-        }
+        } => component(
+            bug,
+            products,
+            leave_out_components,
+            keep_components,
+            *conflate,
+        ),
         Rule::Keyword {
             keywords: wanted,
             positive,
@@ -201,47 +189,82 @@ fn rule_class(rule: &Rule, files: &LabelFiles, bug: &Value) -> Option<String> {
             _ => Some(negative.clone()),
         },
         Rule::StepsToReproduce { positive, negative } => {
-            match text(bug, "cf_has_str") {
-                "yes" => return Some(positive.clone()),
-                "no" => return Some(negative.clone()),
-                _ => {}
-            }
-            if keywords(bug).contains(&"stepswanted") {
-                return Some(negative.clone());
-            }
-            changes(bug)
-                .any(|(f, removed, _)| f == "keywords" && removed.contains("stepswanted"))
-                .then(|| positive.clone())
+            steps_to_reproduce(bug).map(|has| pick(has, positive, negative))
         }
         Rule::Performance { positive, negative } => {
-            let impact = bug
-                .get("cf_performance_impact")?
-                .as_str()
-                .unwrap_or_default();
-            if matches!(impact, "?" | "none") {
-                return None;
-            }
-            Some(
-                if is_performance_bug(bug) {
-                    positive
-                } else {
-                    negative
-                }
-                .clone(),
-            )
+            performance(bug).map(|is| pick(is, positive, negative))
         }
         Rule::Accessibility { positive, negative } => {
-            let severity = bug.get("cf_accessibility_severity")?;
-            let is = severity.as_str() != Some("---")
-                || keywords(bug).contains(&"access")
-                || (text(bug, "product") == "Firefox"
-                    && text(bug, "component") == "Disability Access");
-            Some(if is { positive } else { negative }.clone())
+            accessibility(bug).map(|is| pick(is, positive, negative))
         }
         Rule::Spam => spam(bug),
         // Commits and issues are labelled by their loaders.
         Rule::BackedOut | Rule::Column { .. } => None,
     }
+}
+
+/// `positive` when `yes`, else `negative`.
+fn pick(yes: bool, positive: &str, negative: &str) -> String {
+    if yes { positive } else { negative }.to_owned()
+}
+
+/// The component rule: the bug's `Product::Component` (conflated if asked), unless its
+/// product is not among `products` or its component is left out.
+fn component(
+    bug: &Value,
+    products: &[String],
+    leave_out: &[String],
+    keep: &[String],
+    conflate: bool,
+) -> Option<String> {
+    let product = text(bug, "product");
+    if product.is_empty() || (!products.is_empty() && !products.iter().any(|p| p == product)) {
+        return None;
+    }
+    let full = format!("{product}::{}", text(bug, "component"));
+    let class = if conflate {
+        crate::effects::conflation::class_of(&full)
+    } else {
+        full
+    };
+    let left_out = !keep.contains(&class) && leave_out.iter().any(|s| class.ends_with(s.as_str()));
+    (!left_out).then_some(class)
+}
+
+/// bugbug's steps-to-reproduce rule: `cf_has_str` yes/no; else the `stepswanted` keyword
+/// (no steps), or its removal in the history (steps given); else no label.
+fn steps_to_reproduce(bug: &Value) -> Option<bool> {
+    match text(bug, "cf_has_str") {
+        "yes" => return Some(true),
+        "no" => return Some(false),
+        _ => {}
+    }
+    if keywords(bug).contains(&"stepswanted") {
+        return Some(false);
+    }
+    changes(bug)
+        .any(|(f, removed, _)| f == "keywords" && removed.contains("stepswanted"))
+        .then_some(true)
+}
+
+/// bugbug's `performancebug` rule: only bugs whose `cf_performance_impact` is set and not
+/// `?` or `none` take part.
+fn performance(bug: &Value) -> Option<bool> {
+    let impact = bug.get("cf_performance_impact")?;
+    if matches!(impact.as_str(), Some("?" | "none")) {
+        return None;
+    }
+    Some(crate::features::bug::is_performance_bug(bug))
+}
+
+/// bugbug's `accessibility` rule: only bugs that have `cf_accessibility_severity` take part.
+fn accessibility(bug: &Value) -> Option<bool> {
+    let severity = bug.get("cf_accessibility_severity")?;
+    Some(
+        severity.as_str() != Some("---")
+            || keywords(bug).contains(&"access")
+            || (text(bug, "product") == "Firefox" && text(bug, "component") == "Disability Access"),
+    )
 }
 
 /// bugbug's `componentspecific`: the first move of the bug out of or into `place`
@@ -282,27 +305,6 @@ fn moved(bug: &Value, place: &str, out_of: &str, into: &str) -> Option<String> {
         }
     }
     None
-}
-
-/// bugbug's `IsPerformanceBug`: the impact field, a performance keyword, or a whiteboard tag.
-fn is_performance_bug(bug: &Value) -> bool {
-    const KEYWORDS: [&str; 3] = ["perf", "topperf", "main-thread-io"];
-    if matches!(
-        text(bug, "cf_performance_impact"),
-        "low" | "medium" | "high"
-    ) {
-        return true;
-    }
-    if keywords(bug)
-        .iter()
-        .any(|k| KEYWORDS.iter().any(|p| k.starts_with(p)))
-    {
-        return true;
-    }
-    let whiteboard = text(bug, "whiteboard").to_lowercase();
-    crate::features::bug::PERFORMANCE_WHITEBOARD
-        .iter()
-        .any(|p| whiteboard.contains(p))
 }
 
 /// bugbug's `spambug` rule.

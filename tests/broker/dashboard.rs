@@ -50,6 +50,26 @@ fn browser(profile: &std::path::Path) -> Command {
     cmd
 }
 
+/// The DOM of `url` as Chromium rendered it, after the page's scripts ran.
+async fn dump_dom(url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = browser(profile.path());
+        cmd.arg("--dump-dom").arg(url);
+        move || cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && !dom.is_empty(),
+        "{} failed on {url}: {}",
+        chromium().display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dom
+}
+
 /// Saves Chromium's screenshot of `url` to `target/<name>`, and checks it is a real image.
 async fn screenshot(url: &str, name: &str) {
     let shot = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target")).join(name);
@@ -74,7 +94,8 @@ async fn screenshot(url: &str, name: &str) {
 
 #[tokio::test]
 async fn the_dashboard_shows_the_stream_in_a_browser() {
-    let chromium_present = chromium();
+    // Fail at once, before any set-up, when the browser is missing.
+    chromium();
     let mut broker = TestBroker::new().await;
     let models = crate::common::shipped_models();
 
@@ -222,21 +243,7 @@ async fn the_dashboard_shows_the_stream_in_a_browser() {
     }
 
     // The page as Chromium renders it.
-    let profile = tempfile::tempdir().unwrap();
-    let out = tokio::task::spawn_blocking({
-        let mut cmd = browser(profile.path());
-        cmd.arg("--dump-dom").arg(format!("{base}/"));
-        move || cmd.output().unwrap()
-    })
-    .await
-    .unwrap();
-    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success() && !dom.is_empty(),
-        "{} failed: {}",
-        chromium_present.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let dom = dump_dom(&format!("{base}/")).await;
     assert!(
         dom.contains(r#"<div class="n" id="total-results">5</div>"#),
         "{dom}"
@@ -295,20 +302,7 @@ async fn the_api_page_renders_the_openapi_document_in_a_browser() {
     let token = stop.clone();
     tokio::spawn(async move { serve(listener, state, token).await });
 
-    let profile = tempfile::tempdir().unwrap();
-    let out = tokio::task::spawn_blocking({
-        let mut cmd = browser(profile.path());
-        cmd.arg("--dump-dom").arg(format!("{base}/doc"));
-        move || cmd.output().unwrap()
-    })
-    .await
-    .unwrap();
-    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let dom = dump_dom(&format!("{base}/doc")).await;
     let doc: Value = serde_json::from_str(bugflow::http::health::OPENAPI).unwrap();
     let operations: usize = doc["paths"]
         .as_object()
