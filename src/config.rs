@@ -52,6 +52,9 @@ pub struct Config {
     pub models_dir: PathBuf,
     /// How often a running service checks the registry for a promoted or rolled-back bundle.
     pub models_refresh_seconds: u64,
+    /// How often a running service recomputes the live report (accuracy on harvested labels,
+    /// drift): its gauges, the dashboard's chart, the drift warnings.
+    pub live_refresh_seconds: u64,
     /// Days the store keeps what it recorded (effects, predictions, labels, API answers);
     /// older rows are pruned hourly. Long enough that an old event's redelivery still finds
     /// its effect.
@@ -219,6 +222,7 @@ impl Default for Config {
             queue_warn_messages: 2000,
             models_dir: PathBuf::from("models"),
             models_refresh_seconds: 5,
+            live_refresh_seconds: 300,
             store_keep_days: 90,
             emails: crate::pipeline::privacy::Emails::Keep,
         }
@@ -415,6 +419,7 @@ impl Config {
                 1,
                 DAY,
             ),
+            ("live_refresh_seconds", self.live_refresh_seconds, 1, DAY),
             ("store_keep_days", self.store_keep_days, 1, 3650),
         ] {
             if !(low..=high).contains(&value) {

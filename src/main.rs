@@ -66,6 +66,11 @@ enum Command {
         /// (`bugflow record --enrich`); a message without them is counted, not fetched.
         #[arg(long, conflicts_with = "publish")]
         offline: bool,
+        /// MODEL=VERSION (repeatable): plan every message with these bundles as well as
+        /// the serving ones, and print which decisions change (per class pair, examples)
+        /// and what the writer would have done differently.
+        #[arg(long = "bundle", value_parser = cmd::replay_diff::parse_bundle, conflicts_with_all = ["publish", "out"])]
+        bundles: Vec<(bugflow::models::ModelKind, String)>,
     },
     /// Tap exchanges into an archive.
     Record {
@@ -145,6 +150,10 @@ struct TrainArgs {
     /// Promote even if the metrics gate refuses (recorded in the manifest).
     #[arg(long)]
     force: bool,
+    /// Make the new bundle the shadow (scores live traffic beside the serving one) instead
+    /// of promoting it: the release flow's first step.
+    #[arg(long)]
+    shadow: bool,
     /// Also write the records used, with their split, to this JSON Lines file (for
     /// `scripts/compare-sklearn`).
     #[arg(long)]
@@ -209,7 +218,7 @@ enum DataWhat {
 
 #[derive(Subcommand)]
 enum ModelsAction {
-    /// Every bundle of every model; `*` marks the one serving.
+    /// Every bundle of every model; `*` marks the one serving, `~` the shadow.
     List,
     /// Serve a bundle (the metrics gate must agree, unless --force).
     Promote {
@@ -218,8 +227,31 @@ enum ModelsAction {
         #[arg(long)]
         force: bool,
     },
-    /// Serve the bundle that served before the current one.
-    Rollback { model: bugflow::models::ModelKind },
+    /// Serve the bundle that served before the current one; the reason is recorded.
+    Rollback {
+        model: bugflow::models::ModelKind,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Score live traffic with VERSION beside the serving bundle (stored, published on
+    /// `<consumer>.shadow.<bug>`, never written or answered); `--stop` ends it.
+    Shadow {
+        model: bugflow::models::ModelKind,
+        #[arg(required_unless_present = "stop")]
+        version: Option<String>,
+        #[arg(long, conflicts_with = "version")]
+        stop: bool,
+    },
+    /// The shadow against the serving bundle: agreement, and accuracy and macro F1 of both
+    /// on the bugs people labelled, with 95% intervals.
+    Compare { model: bugflow::models::ModelKind },
+    /// Promote the shadow once it has run --after-days and the live comparison agrees (the
+    /// release CronJob).
+    Release {
+        model: bugflow::models::ModelKind,
+        #[arg(long, default_value_t = 7)]
+        after_days: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -286,9 +318,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay {
             files,
             consumer,
+            offline,
+            bundles,
+            ..
+        } if !bundles.is_empty() => {
+            cmd::replay_diff::command(config, &files, consumer.as_deref(), offline, &bundles).await
+        }
+        Command::Replay {
+            files,
+            consumer,
             out,
             publish,
             offline,
+            bundles: _,
         } => {
             use std::io::IsTerminal;
             let options = cmd::replay::ReplayOptions {
@@ -326,7 +368,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             bundle,
             files,
         } => cmd::models::evaluate_command(model, &bundle, &files),
-        Command::Models { action } => models(&config, action),
+        Command::Models { action } => models(&config, action).await,
         Command::DeadLetters { action } => dead_letters(config, action).await,
         Command::Data { what } => data(&config, what).await,
         Command::Consumers => cmd::consumers::print(&config),
@@ -364,6 +406,7 @@ async fn train(config: &Config, args: TrainArgs) -> anyhow::Result<()> {
         seed: args.seed,
         test_fraction: args.test_fraction,
         force: args.force,
+        shadow: args.shadow,
         progress: true,
         export: args.export,
     };
@@ -406,16 +449,30 @@ async fn bench(config: &Config, what: BenchWhat) -> anyhow::Result<()> {
     }
 }
 
-fn models(config: &Config, action: ModelsAction) -> anyhow::Result<()> {
+async fn models(config: &Config, action: ModelsAction) -> anyhow::Result<()> {
     let registry = bugflow::models::registry::Registry::new(&config.models_dir);
+    let store = || bugflow::store::Store::open(config.store.expose());
     match action {
         ModelsAction::List => cmd::models::list(&registry),
         ModelsAction::Promote {
             model,
             version,
             force,
-        } => cmd::models::promote(&registry, model, &version, force),
-        ModelsAction::Rollback { model } => cmd::models::rollback(&registry, model),
+        } => cmd::models::promote(&registry, &store().await?, model, &version, force).await,
+        ModelsAction::Rollback { model, reason } => {
+            cmd::models::rollback(&registry, model, &reason)
+        }
+        ModelsAction::Shadow {
+            model,
+            version,
+            stop: _,
+        } => cmd::models::shadow(&registry, model, version.as_deref()),
+        ModelsAction::Compare { model } => {
+            cmd::models::compare(&registry, &store().await?, model).await
+        }
+        ModelsAction::Release { model, after_days } => {
+            cmd::models::release(&registry, &store().await?, model, after_days).await
+        }
     }
 }
 

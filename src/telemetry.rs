@@ -153,6 +153,46 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Model bundles refused on load (unreadable, malformed, or another model's); the loaded one keeps serving.",
     ),
     (
+        "bugflow_live_labels",
+        Kind::Gauge,
+        "Labels people set after a prediction, per model and ISO week (the live report).",
+    ),
+    (
+        "bugflow_live_macro_f1",
+        Kind::Gauge,
+        "Macro F1 of the serving predictions on the labels people set, per model and week.",
+    ),
+    (
+        "bugflow_live_accuracy",
+        Kind::Gauge,
+        "Accuracy of the serving predictions on the labels people set, per model and week.",
+    ),
+    (
+        "bugflow_live_ece",
+        Kind::Gauge,
+        "Expected calibration error of the labelled predictions, per model and week.",
+    ),
+    (
+        "bugflow_live_precision_at_threshold",
+        Kind::Gauge,
+        "Precision of the labelled predictions at or above the writer's threshold, per model and week.",
+    ),
+    (
+        "bugflow_drift_class_shift",
+        Kind::Gauge,
+        "Total variation distance between a week's predicted class shares and the test set's.",
+    ),
+    (
+        "bugflow_drift_confidence_shift",
+        Kind::Gauge,
+        "How far a week's mean top-class probability moved from the test set's.",
+    ),
+    (
+        "bugflow_drift_warning",
+        Kind::Gauge,
+        "1 when the newest judged week of a model moved past its [live] drift bounds.",
+    ),
+    (
         "bugflow_poller_published_total",
         Kind::Counter,
         "Bug changes the REST poller relayed to the bug-events exchange.",

@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use bugflow::dispatch::{Settle, Sinks, Stats, dispatch};
 use bugflow::effects::bugzilla::{BugzillaWriter, WriterConfig};
 use bugflow::error::Action;
 use bugflow::message::Message;
+use bugflow::models::ModelKind;
 use bugflow::pipeline::Pipeline;
 use bugflow::secret::Secret;
 use bugflow::store::Store;
@@ -787,5 +789,371 @@ async fn an_anonymous_client_spaces_its_calls_below_bmos_limit() {
         started.elapsed() >= spacing * 3,
         "4 anonymous calls in {:?}",
         started.elapsed()
+    );
+}
+
+/// A person's change of a bug's type (and, for every third bug, its component), as BMO's
+/// webhook sends it.
+fn triaged(bug: &Value, initial: &str, moved: bool, at: &str) -> Vec<u8> {
+    let mut v = fixture("bmo_webhook_public_bug_modify_example.json");
+    v["bug"]["id"] = bug["id"].clone();
+    v["bug"]["summary"] = bug["summary"].clone();
+    v["bug"]["product"] = bug["product"].clone();
+    v["bug"]["component"] = bug["component"].clone();
+    v["bug"]["type"] = bug["type"].clone();
+    v["bug"]["comment"] = Value::Null;
+    let mut changes = vec![json!({"field": "type", "removed": initial, "added": bug["type"]})];
+    if moved {
+        changes
+            .push(json!({"field": "component", "removed": "General", "added": bug["component"]}));
+    }
+    v["event"] = json!({"action": "modify", "routing_key": "bug.modify:type", "target": "bug",
+        "time": at, "user": {"id": 7, "login": "triager@mozilla.com", "real_name": "Triager"},
+        "changes": changes});
+    serde_json::to_vec(&v).unwrap()
+}
+
+/// The class of `model` among a result's scores.
+fn class_of(result: &bugflow::result::ResultMessage, model: &str) -> String {
+    result
+        .models
+        .iter()
+        .filter_map(|s| s.as_bug())
+        .find(|s| s.model.name() == model)
+        .map(|s| s.class.clone())
+        .unwrap_or_else(|| panic!("{model} did not score {}", result.routing_key))
+}
+
+/// Macro F1 counted by hand: per class 2PR/(P+R), averaged over the classes that occur.
+fn macro_f1_by_hand(pairs: &[(String, String)]) -> f64 {
+    let classes: std::collections::BTreeSet<&String> =
+        pairs.iter().flat_map(|(t, p)| [t, p]).collect();
+    let f1s: Vec<f64> = classes
+        .iter()
+        .map(|c| {
+            let tp = pairs.iter().filter(|(t, p)| t == *c && p == *c).count() as f64;
+            let predicted = pairs.iter().filter(|(_, p)| p == *c).count() as f64;
+            let actual = pairs.iter().filter(|(t, _)| t == *c).count() as f64;
+            let (p, r) = (tp / predicted.max(1.0), tp / actual.max(1.0));
+            if p + r > 0.0 {
+                2.0 * p * r / (p + r)
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    f1s.iter().sum::<f64>() / f1s.len() as f64
+}
+
+/// Issue 16, must-show: a shadow bundle (bugtype trained on the 2022 Firefox bugs alone)
+/// scores a stream beside the serving one; a fake BMO shows people setting the type of 40
+/// real bugs (and moving every third one out of General). `models compare`'s agreement,
+/// accuracy and macro F1 are the counts made here from the published results; the shadow's
+/// results go to `bug-triage.shadow.<bug>` and nowhere else; `promote` follows the live
+/// verdict, and `--force` past it is recorded.
+#[tokio::test]
+async fn a_shadow_bundle_is_compared_on_the_types_people_set() {
+    use bugflow::models::live;
+    use bugflow::models::registry::{ModelSet, Registry};
+    let root = common::linked_models(&["bugtype", "component"]);
+    let registry = Registry::new(root.path());
+    let serving = registry
+        .history(ModelKind::BUGTYPE)
+        .unwrap()
+        .current
+        .unwrap();
+    let trained = bugflow::train::train(
+        ModelKind::BUGTYPE,
+        &bugflow::train::TrainOptions {
+            files: vec![
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/fixtures/data/bugzilla/firefox-open-bugs-2022.jsonl.zst"),
+            ],
+            out: root.path().to_owned(),
+            split: None,
+            seed: 42,
+            test_fraction: None,
+            force: true,
+            shadow: true,
+            progress: false,
+            export: None,
+        },
+    )
+    .unwrap();
+    assert!(trained.shadowed && !trained.promoted);
+    let shadow = trained.manifest.version.clone();
+    let history = registry.history(ModelKind::BUGTYPE).unwrap();
+    assert_eq!(
+        (history.current.as_deref(), history.shadow.as_deref()),
+        (Some(serving.as_str()), Some(shadow.as_str()))
+    );
+
+    let server = MockServer::start().await;
+    let bugs = common::newest_firefox_bugs(40);
+    let filed_at = chrono::Utc::now() - chrono::Duration::hours(2);
+    // What BMO answers for each bug, before and after the person's change.
+    let mut answers = Vec::new();
+    for (i, bug) in bugs.iter().enumerate() {
+        let id = bug["id"].as_u64().unwrap();
+        let initial = if bug["type"] == "defect" {
+            "enhancement"
+        } else {
+            "defect"
+        };
+        let moved = i % 3 == 0;
+        let mut before = bug.clone();
+        before["type"] = initial.into();
+        if moved {
+            before["component"] = "General".into();
+        }
+        before["creation_time"] = filed_at.to_rfc3339().into();
+        before["comments"] = json!([{"text": bug["summary"], "count": 0}]);
+        before["history"] = json!([]);
+        let mut after = bug.clone();
+        after["creation_time"] = before["creation_time"].clone();
+        after["comments"] = before["comments"].clone();
+        let mut changes =
+            vec![json!({"field_name": "type", "removed": initial, "added": bug["type"]})];
+        if moved {
+            changes.push(
+                json!({"field_name": "component", "removed": "General", "added": bug["component"]}),
+            );
+        }
+        after["history"] = json!([{"who": "triager@mozilla.com", "when": filed_at.to_rfc3339(), "changes": changes}]);
+        answers.push((before.clone(), after.clone()));
+        for (body, times) in [(before, Some(1)), (after, None)] {
+            let mock = Mock::given(method("GET"))
+                .and(path(format!("/rest/bug/{id}")))
+                .respond_with(
+                    ResponseTemplate::new(200).set_body_json(json!({"faults": [], "bugs": [body]})),
+                );
+            let mock = match times {
+                Some(n) => mock.up_to_n_times(n).with_priority(1),
+                None => mock.with_priority(2),
+            };
+            mock.mount(&server).await;
+        }
+    }
+    let (store, _dir) = common::temp_store().await;
+    let models = ModelSet::load(registry.clone()).unwrap();
+    assert_eq!(
+        models.shadow(ModelKind::BUGTYPE).unwrap().manifest.version,
+        shadow
+    );
+    let pipeline = Pipeline::new(spec("bug-triage"), models)
+        .with_bugzilla(client(&server))
+        .with_store(store.clone());
+
+    // The stream: each bug filed (as its reporter typed it), then triaged by a person.
+    let (mut agreeing, mut events) = (0, 0);
+    let (mut served, mut shadowed) = (Vec::new(), Vec::new());
+    // The stream as `bugflow record --enrich` keeps it: each event with the bug BMO gave.
+    let mut archive = String::new();
+    for (i, bug) in bugs.iter().enumerate() {
+        let id = bug["id"].as_u64().unwrap();
+        let initial = if bug["type"] == "defect" {
+            "enhancement"
+        } else {
+            "defect"
+        };
+        let mut filed: Value = serde_json::from_slice(&triaged(bug, initial, false, "")).unwrap();
+        filed["bug"]["type"] = initial.into();
+        filed["event"] = json!({"action": "create", "routing_key": "bug.create", "target": "bug",
+            "time": filed_at.format("%Y-%m-%dT%H:%M:%S").to_string(),
+            "user": {"id": 8, "login": "reporter@example.com", "real_name": "Reporter"}, "changes": []});
+        let at = (filed_at + chrono::Duration::minutes(30))
+            .format("%Y-%m-%dT%H:%M:%S")
+            .to_string();
+        let mut first = None;
+        for (body, key, read) in [
+            (
+                serde_json::to_vec(&filed).unwrap(),
+                "bug.create",
+                &answers[i].0,
+            ),
+            (
+                triaged(bug, initial, i % 3 == 0, &at),
+                "bug.modify:type",
+                &answers[i].1,
+            ),
+        ] {
+            let line = json!({"exchange": "exchange/bugflow/bugflow-bugzilla", "routing_key": key,
+                "body": serde_json::from_slice::<Value>(&body).unwrap(), "enrichment": {"bug": read}});
+            archive.push_str(&format!("{line}\n"));
+            let results = pipeline.process(&message(body, key)).await.unwrap();
+            assert_eq!(results.len(), 2, "a result and the shadow's");
+            let (main, side) = (&results[0], &results[1]);
+            assert_eq!(main.routing_key, format!("bug-triage.bug.{id}"));
+            assert_eq!(side.routing_key, format!("bug-triage.shadow.{id}"));
+            assert_eq!(side.models.len(), 1, "only the model that has a shadow");
+            assert_eq!(side.models[0].version(), Some(shadow.as_str()));
+            assert!(side.actions.is_empty());
+            assert!(
+                main.models
+                    .iter()
+                    .all(|s| s.version() != Some(shadow.as_str()))
+            );
+            let pair = (class_of(main, "bugtype"), class_of(side, "bugtype"));
+            events += 1;
+            agreeing += usize::from(pair.0 == pair.1);
+            first.get_or_insert(pair);
+        }
+        let (s, h) = first.unwrap();
+        let truth = bug["type"].as_str().unwrap().to_owned();
+        served.push((truth.clone(), s));
+        shadowed.push((truth, h));
+    }
+    // The API's cache holds the serving bundle's answer only.
+    let key =
+        bugflow::pipeline::cache_key_of_bug(ModelKind::BUGTYPE, bugs[0]["id"].as_u64().unwrap());
+    let cached = store
+        .api_results(std::slice::from_ref(&key), Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(
+        cached[&key].result["extra_data"]["version"],
+        serving.as_str()
+    );
+
+    let c = live::compare(&store, &registry, ModelKind::BUGTYPE)
+        .await
+        .unwrap();
+    let right = |pairs: &[(String, String)]| {
+        pairs.iter().filter(|(t, p)| t == p).count() as f64 / pairs.len() as f64
+    };
+    assert_eq!(
+        (c.events, c.agreeing, c.labelled),
+        (events, agreeing, bugs.len())
+    );
+    assert_eq!(
+        (c.serving.as_str(), c.shadow.as_str()),
+        (serving.as_str(), shadow.as_str())
+    );
+    assert!(
+        (c.serving_accuracy.value - right(&served)).abs() < 1e-12,
+        "{c:?}"
+    );
+    assert!(
+        (c.shadow_accuracy.value - right(&shadowed)).abs() < 1e-12,
+        "{c:?}"
+    );
+    assert!(
+        (c.serving_macro_f1.value - macro_f1_by_hand(&served)).abs() < 1e-12,
+        "{c:?}"
+    );
+    assert!(
+        (c.shadow_macro_f1.value - macro_f1_by_hand(&shadowed)).abs() < 1e-12,
+        "{c:?}"
+    );
+    for e in [
+        c.serving_accuracy,
+        c.shadow_accuracy,
+        c.serving_macro_f1,
+        c.shadow_macro_f1,
+        c.macro_f1_difference,
+    ] {
+        assert!(
+            e.low <= e.value + 1e-12 && e.value <= e.high + 1e-12,
+            "{e:?}"
+        );
+    }
+    let disagreeing: usize = c.disagreements.values().sum();
+    assert_eq!(disagreeing, events - agreeing);
+
+    // The replay diff of the recorded stream through the shadow finds the same disagreements.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &archive).unwrap();
+    let base = Pipeline::new(
+        spec("bug-triage"),
+        ModelSet::load(registry.clone()).unwrap(),
+    )
+    .offline();
+    let pinned = ModelSet::load_pinned(
+        registry.clone(),
+        [(ModelKind::BUGTYPE, shadow.clone())].into(),
+    )
+    .unwrap();
+    let other = base.clone().with_models(pinned);
+    let diff = bugflow::cmd::replay_diff::diff(&[base], &[other], &[file.path().to_owned()], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (diff.read, diff.planned),
+        (events as u64, events as u64),
+        "{diff:?}"
+    );
+    let d = &diff.models[&ModelKind::BUGTYPE];
+    assert_eq!(
+        (d.from.as_str(), d.to.as_str()),
+        (serving.as_str(), shadow.as_str())
+    );
+    assert_eq!(
+        (d.scored, d.changed),
+        (events as u64, (events - agreeing) as u64),
+        "{d:?}"
+    );
+    let pairs: BTreeMap<String, usize> = d
+        .pairs
+        .iter()
+        .map(|((a, b), n)| (format!("{a} → {b}"), *n as usize))
+        .collect();
+    assert_eq!(pairs, c.disagreements);
+    assert_eq!(
+        diff.models[&ModelKind::COMPONENT].scored,
+        0,
+        "component has one bundle"
+    );
+    diff.print();
+
+    // The live report: this week's bugtype labels, and the component moves.
+    let report = live::report(&store, &registry, 12).await.unwrap();
+    let bugtype = report
+        .models
+        .iter()
+        .find(|m| m.model == ModelKind::BUGTYPE)
+        .unwrap();
+    let labelled: usize = bugtype.weeks.iter().map(|w| w.scores.labels).sum();
+    assert_eq!(labelled, bugs.len());
+    let component = report
+        .models
+        .iter()
+        .find(|m| m.model == ModelKind::COMPONENT)
+        .unwrap();
+    let moved: usize = component.weeks.iter().map(|w| w.scores.labels).sum();
+    assert_eq!(moved, bugs.len().div_ceil(3));
+    assert_eq!(
+        bugtype.drift.iter().map(|d| d.predictions).sum::<usize>(),
+        events
+    );
+
+    // Promotion follows the live verdict; forcing past it is recorded.
+    let promoted =
+        bugflow::cmd::models::promote(&registry, &store, ModelKind::BUGTYPE, &shadow, false).await;
+    let history = registry.history(ModelKind::BUGTYPE).unwrap();
+    if c.verdict.pass {
+        promoted.unwrap();
+        assert_eq!(history.current.as_deref(), Some(shadow.as_str()));
+    } else {
+        let e = promoted.unwrap_err().to_string();
+        assert!(e.contains("refused") && e.contains("--force"), "{e}");
+        assert_eq!(history.current.as_deref(), Some(serving.as_str()));
+        assert_eq!(history.events.last().unwrap().action, "refused");
+        bugflow::cmd::models::promote(&registry, &store, ModelKind::BUGTYPE, &shadow, true)
+            .await
+            .unwrap();
+        let history = registry.history(ModelKind::BUGTYPE).unwrap();
+        assert_eq!(history.current.as_deref(), Some(shadow.as_str()));
+        assert!(
+            history
+                .events
+                .iter()
+                .any(|e| e.action == "forced_past_live")
+        );
+    }
+    let history = registry.history(ModelKind::BUGTYPE).unwrap();
+    assert_eq!(history.shadow, None, "the promoted shadow is no longer one");
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::to_value(&c).unwrap()).unwrap()
     );
 }

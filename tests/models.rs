@@ -25,6 +25,7 @@ fn options(files: Vec<PathBuf>, out: &Path, seed: u64, force: bool) -> TrainOpti
         seed,
         test_fraction: None,
         force,
+        shadow: false,
         progress: false,
         export: None,
     }
@@ -213,14 +214,17 @@ fn rollback_restores_the_previous_bundle() {
         second.manifest.version
     );
 
-    assert_eq!(registry.rollback(spam).unwrap(), first.manifest.version);
+    assert_eq!(
+        registry.rollback(spam, "test").unwrap(),
+        first.manifest.version
+    );
     assert_eq!(set.refresh().unwrap(), vec![spam]);
     assert_eq!(
         set.get(spam).unwrap().manifest.version,
         first.manifest.version
     );
     assert!(
-        registry.rollback(spam).is_err(),
+        registry.rollback(spam, "test").is_err(),
         "nothing before the first bundle"
     );
 

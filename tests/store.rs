@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bugflow::effects::Outcome;
-use bugflow::store::{Claim, Store};
+use bugflow::store::{Claim, Predicted, Role, Store};
 
 fn postgres_url() -> String {
     std::env::var("BUGFLOW_TEST_POSTGRES_URL")
@@ -152,13 +152,26 @@ async fn protocol(store: &Store) {
             .await
             .unwrap()
     );
-    store
-        .record_prediction(bug, "bugtype", "v1", "defect")
-        .await
-        .unwrap();
+    let at = chrono::Utc::now().to_rfc3339();
+    let model = format!("bugtype-{}", &id[..8]);
+    for (role, version, class, confidence) in [
+        (Role::Serving, "v1", "defect", 0.75),
+        (Role::Shadow, "v2", "task", 0.625),
+    ] {
+        let predicted = Predicted {
+            bug_id: bug,
+            model: &model,
+            version,
+            role,
+            class,
+            confidence,
+            at: &at,
+        };
+        store.record_prediction(&predicted).await.unwrap();
+    }
     assert!(
         store
-            .harvest(bug, "bugtype", "task", "a@b.c", "2026-01-01T00:00:00")
+            .harvest(bug, &model, "task", "a@b.c", "2026-01-01T00:00:00")
             .await
             .unwrap()
     );
@@ -170,6 +183,71 @@ async fn protocol(store: &Store) {
     assert_eq!(mine.len(), 1);
     assert_eq!(mine[0]["predicted"], "defect");
     assert_eq!(mine[0]["truth"], "task");
+    // The same label beside each bundle's prediction, with its probability; the two
+    // predictions of one event pair up.
+    let served = store.live_labels(&model).await.unwrap();
+    assert_eq!(served.len(), 1);
+    assert_eq!(
+        (served[0].version.as_str(), served[0].confidence),
+        ("v1", Some(0.75))
+    );
+    let shadowed = store.shadow_labels(&model, "v2").await.unwrap();
+    assert_eq!(shadowed.len(), 1);
+    assert_eq!(
+        (shadowed[0].predicted.as_str(), shadowed[0].confidence),
+        ("task", Some(0.625))
+    );
+    assert_eq!(
+        store.agreement(&model, "v2").await.unwrap(),
+        vec![("defect".to_owned(), "task".to_owned())]
+    );
+    let rows = store
+        .predictions(&model, Role::Shadow, "2000-01-01")
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].class, "task");
+}
+
+/// Issue 16: a store written before predictions kept their role and probability (and labels
+/// their probability) gains the columns on open; its rows stay, as serving predictions.
+#[tokio::test]
+async fn an_older_sqlite_store_gains_the_new_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.sqlite");
+    {
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch(
+            "CREATE TABLE predictions (bug_id BIGINT NOT NULL, model TEXT NOT NULL,
+                 version TEXT NOT NULL, class TEXT NOT NULL, at TEXT NOT NULL);
+             CREATE TABLE labels (bug_id BIGINT NOT NULL, model TEXT NOT NULL,
+                 predicted TEXT NOT NULL, version TEXT NOT NULL, truth TEXT NOT NULL,
+                 by TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY (bug_id, model, truth, at));
+             INSERT INTO predictions VALUES (7, 'bugtype', 'v0', 'defect', '2026-01-01T00:00:00+00:00');",
+        )
+        .unwrap();
+    }
+    let store = Store::open(path.to_str().unwrap()).await.unwrap();
+    // Opening twice finds the columns there.
+    drop(store);
+    let store = Store::open(path.to_str().unwrap()).await.unwrap();
+    assert!(
+        store
+            .harvest(7, "bugtype", "task", "a@b.c", "2026-01-02T00:00:00")
+            .await
+            .unwrap()
+    );
+    let labels = store.live_labels("bugtype").await.unwrap();
+    assert_eq!(labels.len(), 1);
+    assert_eq!(
+        (labels[0].predicted.as_str(), labels[0].confidence),
+        ("defect", None)
+    );
+    let rows = store
+        .predictions("bugtype", Role::Serving, "2000")
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "the old row is a serving prediction");
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod models;
 pub mod record;
 pub mod replay;
+pub mod replay_diff;
 pub mod run;
 pub mod train;
 pub mod version;

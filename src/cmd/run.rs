@@ -48,6 +48,8 @@ struct Process {
     specs: Vec<ConsumerSpec>,
     store: Arc<Store>,
     publisher: Publisher,
+    /// The live report, refreshed by a task and read by the dashboard.
+    live: crate::models::live::Shared,
     shutdown: CancellationToken,
     tasks: tokio::task::JoinSet<anyhow::Result<()>>,
 }
@@ -65,6 +67,7 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     let mut process = Process {
         store: Arc::new(Store::open(config.store.expose()).await?),
         publisher: Publisher::connect(config.clone()).await?,
+        live: Default::default(),
         app,
         all,
         specs,
@@ -74,6 +77,7 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     process.check_bugzilla_key().await?;
     process.start_poller()?;
     process.start_model_watch();
+    process.start_live_report();
     process.start_pruning();
     process.start_consumers().await?;
     if options.http {
@@ -152,6 +156,19 @@ impl Process {
         });
     }
 
+    /// Recomputes the live report every `live_refresh_seconds`: gauges, drift warnings, the
+    /// dashboard's chart.
+    fn start_live_report(&mut self) {
+        let store = self.store.clone();
+        let registry = self.app.models.registry().clone();
+        let every = std::time::Duration::from_secs(self.app.config.live_refresh_seconds.max(1));
+        let (shared, token) = (self.live.clone(), self.shutdown.clone());
+        self.tasks.spawn(async move {
+            crate::models::live::watch(store, registry, every, shared, token).await;
+            Ok(())
+        });
+    }
+
     async fn start_consumers(&mut self) -> anyhow::Result<()> {
         let config = &self.app.config;
         let jsonl = match &config.results_jsonl {
@@ -188,6 +205,7 @@ impl Process {
         state.store = Some(self.store.clone());
         state.bugzilla = Some(self.app.clients.reader.clone());
         state.models = self.app.models.clone();
+        state.live = self.live.clone();
         // Ready means: every model a consumer of this process runs has a serving bundle.
         state.required_models = app::required_models(&self.specs);
         if dashboard {

@@ -3,7 +3,8 @@
 use crate::models::ModelKind;
 use crate::train::{self, TrainOptions};
 
-/// Returns whether the bundle was promoted (the CLI exits non-zero when not).
+/// Returns whether the bundle was promoted or made the shadow (the CLI exits non-zero when
+/// not).
 pub fn run(model: ModelKind, options: &TrainOptions) -> anyhow::Result<bool> {
     let outcome = train::train(model, options)?;
     let m = &outcome.manifest;
@@ -33,15 +34,21 @@ pub fn run(model: ModelKind, options: &TrainOptions) -> anyhow::Result<bool> {
     print!("{}", m.metrics.table());
     println!("bundle: {}", outcome.dir.display());
     println!("report: {}", outcome.dir.join("report.svg").display());
-    match (outcome.verdict.pass, outcome.promoted) {
-        (true, _) => println!("gate: passed ({}); promoted", outcome.verdict.reason),
+    let used = if outcome.shadowed {
+        "shadowing the serving bundle (bugflow models compare, then release or promote)"
+    } else {
+        "promoted"
+    };
+    let taken = outcome.promoted || outcome.shadowed;
+    match (outcome.verdict.pass, taken) {
+        (true, _) => println!("gate: passed ({}); {used}", outcome.verdict.reason),
         (false, true) => println!(
-            "gate: REFUSED ({}); promoted anyway (--force, recorded in the manifest)",
+            "gate: REFUSED ({}); {used} anyway (--force, recorded in the manifest)",
             outcome.verdict.reason
         ),
-        (false, false) => println!("gate: REFUSED ({}); not promoted", outcome.verdict.reason),
+        (false, false) => println!("gate: REFUSED ({}); not used", outcome.verdict.reason),
     }
-    Ok(outcome.promoted)
+    Ok(taken)
 }
 
 /// `bugflow train`: trains off the async workers; an unpromoted bundle is an error (exit 1).
@@ -49,7 +56,7 @@ pub async fn command(model: ModelKind, options: TrainOptions) -> anyhow::Result<
     let promoted = tokio::task::spawn_blocking(move || run(model, &options)).await??;
     anyhow::ensure!(
         promoted,
-        "{model}: the new bundle was not promoted (metrics gate)"
+        "{model}: the new bundle was not used (metrics gate)"
     );
     Ok(())
 }

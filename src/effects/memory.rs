@@ -1,15 +1,22 @@
 //! Remembering predictions, and learning from the people who correct them.
 //!
-//! Every scored bug event stores each model's class. When a later event shows a person (not
-//! bugflow's own Bugzilla account) setting the bug's type or moving its component, that
-//! choice is kept beside the last prediction as a harvested label (`bugflow data labels`).
+//! Every scored bug event stores each model's class and its probability, by the serving
+//! bundle and by the shadow bundle beside it (`bugflow models shadow`). When a later event
+//! shows a person (not bugflow's own Bugzilla account) deciding what a model predicts, that
+//! choice is kept beside the last predictions as a harvested label ([`truths`]): the live
+//! report and `bugflow models compare` measure the models on them, and `bugflow data
+//! labels` lists them.
 
+use crate::events::bmo::WebhookEvent;
 use crate::models::ModelKind;
-use crate::store::Store;
+use crate::store::{Predicted, Role, Store};
 
 /// The store key under which `bugflow run` keeps the bot's Bugzilla login (from whoami):
 /// its own changes are not harvested as labels.
 pub const BOT_LOGIN: &str = "bugzilla.login";
+
+/// The product spam is moved to.
+pub const INVALID_BUGS: &str = "Invalid Bugs";
 
 /// What one bug event teaches.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,12 +26,71 @@ pub struct Remember {
     pub by: String,
     /// When (the event's time).
     pub at: String,
-    /// The type the change set, if it set one.
-    pub bug_type: Option<String>,
-    /// The (conflated) component the bug is in now, if the change moved it.
-    pub component: Option<String>,
-    /// Each bug model's class on this event: (model, bundle version, class).
-    pub predictions: Vec<(ModelKind, String, String)>,
+    /// What the change says each model should have answered: (model, class).
+    pub truths: Vec<(ModelKind, String)>,
+    /// Each bug model's prediction on this event, serving and shadow.
+    pub predictions: Vec<Kept>,
+}
+
+/// One model's prediction on an event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kept {
+    pub model: ModelKind,
+    pub version: String,
+    pub role: Role,
+    pub class: String,
+    pub confidence: f64,
+}
+
+/// The labels a person's change sets, by bugbug's rules for each model:
+///
+/// | change | label |
+/// |---|---|
+/// | `type` set | `bugtype`: the type; `defect`: `bug` for a defect, else `nobug` |
+/// | product or component moved (not to Invalid Bugs) | `component`: the new one, conflated as the model's classes |
+/// | moved to Invalid Bugs, or resolved INVALID | `spam`: `spam` |
+/// | moved out of Invalid Bugs, or resolved FIXED | `spam`: `ham` |
+/// | `regression` keyword added / removed | `regression`: `regression` / `not-regression` |
+pub fn truths(webhook: &WebhookEvent) -> Vec<(ModelKind, String)> {
+    let (bug, event) = (&webhook.bug, &webhook.event);
+    let change = |field: &str| event.changes.iter().find(|c| c.field == field);
+    let mut truths = Vec::new();
+    let mut push = |model: &str, class: &str| {
+        if let Some(model) = ModelKind::parse(model) {
+            truths.push((model, class.to_owned()));
+        }
+    };
+    if let Some(c) = change("type")
+        && ["defect", "enhancement", "task"].contains(&c.added.as_str())
+    {
+        push("bugtype", &c.added);
+        push("defect", if c.added == "defect" { "bug" } else { "nobug" });
+    }
+    let moved = change("product").or(change("component"));
+    let to_invalid = change("product").is_some_and(|c| c.added == INVALID_BUGS);
+    let from_invalid = change("product").is_some_and(|c| c.removed == INVALID_BUGS);
+    if moved.is_some() && bug.product.as_deref() != Some(INVALID_BUGS) {
+        let now = serde_json::json!({"product": bug.product, "component": bug.component});
+        if let Some(component) = crate::train::data::conflated_component(&now) {
+            push("component", &component);
+        }
+    }
+    match change("resolution").map(|c| c.added.as_str()) {
+        _ if to_invalid => push("spam", "spam"),
+        Some("INVALID") => push("spam", "spam"),
+        _ if from_invalid => push("spam", "ham"),
+        Some("FIXED") => push("spam", "ham"),
+        _ => {}
+    }
+    if let Some(c) = change("keywords") {
+        let has = |list: &str| list.split(',').any(|k| k.trim() == "regression");
+        if has(&c.added) {
+            push("regression", "regression");
+        } else if has(&c.removed) {
+            push("regression", "not-regression");
+        }
+    }
+    truths
 }
 
 impl Remember {
@@ -32,21 +98,25 @@ impl Remember {
     pub async fn apply(&self, store: &Store) -> anyhow::Result<()> {
         let ours = store.watermark(BOT_LOGIN).await?;
         if ours.as_deref() != Some(self.by.as_str()) {
-            let harvested = [
-                (ModelKind::BUGTYPE, &self.bug_type),
-                (ModelKind::COMPONENT, &self.component),
-            ];
-            for (model, truth) in harvested {
-                if let Some(truth) = truth {
-                    store
-                        .harvest(self.bug_id, model.name(), truth, &self.by, &self.at)
-                        .await?;
-                }
+            for (model, truth) in &self.truths {
+                store
+                    .harvest(self.bug_id, model.name(), truth, &self.by, &self.at)
+                    .await?;
             }
         }
-        for (model, version, class) in &self.predictions {
+        // One time for the event's predictions: serving and shadow pair up on it.
+        let at = chrono::Utc::now().to_rfc3339();
+        for kept in &self.predictions {
             store
-                .record_prediction(self.bug_id, model.name(), version, class)
+                .record_prediction(&Predicted {
+                    bug_id: self.bug_id,
+                    model: kept.model.name(),
+                    version: &kept.version,
+                    role: kept.role,
+                    class: &kept.class,
+                    confidence: kept.confidence,
+                    at: &at,
+                })
                 .await?;
         }
         Ok(())

@@ -62,9 +62,11 @@ pub enum Effect {
 #[derive(Debug)]
 pub enum Planned {
     /// Publish this result once `effects` are done; their records join its `actions`.
+    /// `shadow`, the shadow bundles' result, is published after it and has no effects.
     Publish {
         result: Box<ResultMessage>,
         effects: Vec<Effect>,
+        shadow: Option<Box<ResultMessage>>,
     },
     /// Nothing to publish (a private bug): do `effects`, then settle as `reason` says.
     Skip {
@@ -130,13 +132,14 @@ impl Effects {
             Planned::Publish {
                 mut result,
                 effects,
+                shadow,
             } => {
                 for effect in &effects {
                     if let Some(record) = self.apply_one(effect).await? {
                         result.actions.push(record);
                     }
                 }
-                Ok(vec![*result])
+                Ok(std::iter::once(*result).chain(shadow.map(|s| *s)).collect())
             }
             Planned::Skip { reason, effects } => {
                 for effect in &effects {

@@ -13,9 +13,13 @@ pub async fn page() -> impl IntoResponse {
     Html(PAGE)
 }
 
-/// The monitor's view, with the dead letters the store keeps (how many, the newest ten).
+/// The monitor's view, with the dead letters the store keeps (how many, the newest ten) and
+/// the live report (accuracy on harvested labels and drift, per model and week).
 pub async fn data(State(state): State<AppState>) -> impl IntoResponse {
     let mut snapshot = state.monitor.snapshot(&state.models);
+    if let Ok(live) = state.live.read() {
+        snapshot["live"] = serde_json::to_value(&*live).unwrap_or_default();
+    }
     if let Some(store) = &state.store
         && let (Ok(seen), Ok(recent)) = (
             store.dead_letter_count().await,

@@ -43,6 +43,8 @@ pub struct AppState {
     /// The models this process must have loaded to be ready.
     pub required_models: Vec<ModelKind>,
     pub monitor: Arc<crate::monitor::Monitor>,
+    /// The latest live report (`bugflow run` refreshes it every `live_refresh_seconds`).
+    pub live: crate::models::live::Shared,
 }
 
 impl AppState {
@@ -58,6 +60,7 @@ impl AppState {
             models: ModelSet::empty(),
             required_models: Vec::new(),
             monitor: crate::monitor::Monitor::new(),
+            live: Default::default(),
         }
     }
 }

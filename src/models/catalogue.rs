@@ -57,6 +57,9 @@ pub struct Spec {
     /// Rules of the metrics gate.
     #[serde(default)]
     pub gate: GateSpec,
+    /// How live traffic judges it: the promotion margin on harvested labels, drift bounds.
+    #[serde(default)]
+    pub live: LiveSpec,
     /// Only these classes take part (empty: every class the rule gives).
     #[serde(default)]
     pub classes: Vec<String>,
@@ -251,6 +254,39 @@ impl Default for GateSpec {
         GateSpec {
             min_test_support: 10,
             max_ece_increase: 0.02,
+        }
+    }
+}
+
+/// How a model is judged on live traffic (`bugflow models compare`, the live report):
+/// against the labels people set after its predictions, and against its training data.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LiveSpec {
+    /// `promote` refuses a shadow whose live macro F1 is below the serving bundle's, on the
+    /// same labelled bugs, by more than this.
+    pub max_f1_drop: f64,
+    /// Below this many labelled bugs the comparison says it cannot judge, and
+    /// `models release` waits.
+    pub min_labels: usize,
+    /// Drift: a week whose predicted class shares differ from the test set's by more than
+    /// this (total variation distance, ½ Σ |live − test|) is marked.
+    pub max_class_shift: f64,
+    /// Drift: a week whose mean top-class probability differs from the test set's by more
+    /// than this is marked.
+    pub max_confidence_shift: f64,
+    /// A week with fewer predictions than this is not judged for drift.
+    pub min_predictions: usize,
+}
+
+impl Default for LiveSpec {
+    fn default() -> Self {
+        LiveSpec {
+            max_f1_drop: 0.02,
+            min_labels: 30,
+            max_class_shift: 0.15,
+            max_confidence_shift: 0.10,
+            min_predictions: 50,
         }
     }
 }

@@ -6,11 +6,14 @@
 //! * [`bundle`] — a trained model on disk: `manifest.json` + `weights.json`;
 //! * [`registry`] — `models/<model>/<version>/`, the promotion history, promote and
 //!   rollback, and the [`ModelSet`](registry::ModelSet) the consumers read from, which picks
-//!   up a promoted or rolled-back bundle while the service runs.
+//!   up a promoted or rolled-back bundle while the service runs, and each model's shadow;
+//! * [`live`] — the models on live traffic: accuracy by the labels people set, drift from
+//!   the training data, a shadow against the serving bundle.
 
 pub mod bundle;
 pub mod catalogue;
 pub mod linear;
+pub mod live;
 pub mod registry;
 
 use std::fmt;

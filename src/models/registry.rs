@@ -1,13 +1,17 @@
 //! The model registry: which bundle of each model serves, and its history.
 //!
 //! ```text
-//! models/<model>/history.json   {"current": "<version>", "promoted": [...], "events": [...]}
+//! models/<model>/history.json   {"current": "<version>", "shadow": "<version>", "promoted": [...], "events": [...]}
 //! models/<model>/<version>/     bundles
 //! ```
 //!
 //! `promoted` is the stack of versions that served, oldest first: a rollback pops the current
-//! one and serves the one before it. Every train, promotion, refusal and rollback is an
-//! event with its time and macro F1, so the history is never rewritten, only appended to.
+//! one and serves the one before it. `shadow` is a candidate that scores live traffic beside
+//! the serving bundle (`bugflow models shadow`): its predictions are stored and published on
+//! their own routing key, never written to Bugzilla nor answered on the API, until
+//! `bugflow models compare` shows it is not worse and it is promoted. Every train,
+//! promotion, refusal, shadow and rollback is an event with its time and macro F1, so the
+//! history is never rewritten, only appended to.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,6 +28,12 @@ use crate::train::gate::{self, Verdict};
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct History {
     pub current: Option<String>,
+    /// The candidate scoring live traffic beside `current`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<String>,
+    /// The time the shadow started (`bugflow models release --after-days`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_since: Option<DateTime<Utc>>,
     /// Versions that served, oldest first; the last is `current`.
     pub promoted: Vec<String>,
     pub events: Vec<HistoryEntry>,
@@ -32,7 +42,7 @@ pub struct History {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     pub at: DateTime<Utc>,
-    /// `trained`, `promoted`, `refused`, `rolled_back`.
+    /// `trained`, `promoted`, `refused`, `rolled_back`, `shadowed`, `shadow_stopped`.
     pub action: String,
     pub version: String,
     pub macro_f1: Option<f64>,
@@ -171,6 +181,10 @@ impl Registry {
             return Ok(verdict);
         }
         history.current = Some(version.to_owned());
+        if history.shadow.as_deref() == Some(version) {
+            history.shadow = None;
+            history.shadow_since = None;
+        }
         history.promoted.retain(|v| v != version);
         history.promoted.push(version.to_owned());
         history.events.push(HistoryEntry {
@@ -188,8 +202,55 @@ impl Registry {
         Ok(verdict)
     }
 
-    /// Serves the bundle that served before the current one.
-    pub fn rollback(&self, model: ModelKind) -> anyhow::Result<String> {
+    /// Makes `version` score live traffic beside the serving bundle. It must be a trained
+    /// bundle of this model that does not serve already; a shadow running before is
+    /// replaced (both recorded).
+    pub fn shadow(&self, model: ModelKind, version: &str) -> anyhow::Result<()> {
+        let bundle = self
+            .bundle(model, version)
+            .map_err(|e| anyhow::anyhow!("no bundle {model}/{version}: {e}"))?;
+        if let Some(why) = &bundle.manifest.untrained {
+            anyhow::bail!("{model}/{version} is untrained ({why}): it has nothing to shadow");
+        }
+        let mut history = self.history(model)?;
+        if history.current.as_deref() == Some(version) {
+            anyhow::bail!("{model}/{version} is the serving bundle: shadow another version");
+        }
+        let note = match history.shadow.replace(version.to_owned()) {
+            Some(before) if before != version => format!("replaces shadow {before}"),
+            _ => String::new(),
+        };
+        history.shadow_since = Some(Utc::now());
+        history.events.push(HistoryEntry {
+            at: Utc::now(),
+            action: "shadowed".into(),
+            version: version.into(),
+            macro_f1: Some(bundle.manifest.macro_f1()),
+            note,
+        });
+        self.save(model, &history)
+    }
+
+    /// Stops the shadow, if one runs; returns its version.
+    pub fn stop_shadow(&self, model: ModelKind, why: &str) -> anyhow::Result<Option<String>> {
+        let mut history = self.history(model)?;
+        let Some(version) = history.shadow.take() else {
+            return Ok(None);
+        };
+        history.shadow_since = None;
+        history.events.push(HistoryEntry {
+            at: Utc::now(),
+            action: "shadow_stopped".into(),
+            version: version.clone(),
+            macro_f1: None,
+            note: why.to_owned(),
+        });
+        self.save(model, &history)?;
+        Ok(Some(version))
+    }
+
+    /// Serves the bundle that served before the current one; `why` is recorded.
+    pub fn rollback(&self, model: ModelKind, why: &str) -> anyhow::Result<String> {
         let mut history = self.history(model)?;
         if history.promoted.len() < 2 {
             anyhow::bail!(
@@ -205,7 +266,11 @@ impl Registry {
             action: "rolled_back".into(),
             version: to.clone(),
             macro_f1: None,
-            note: format!("from {from}"),
+            note: if why.is_empty() {
+                format!("from {from}")
+            } else {
+                format!("from {from}: {why}")
+            },
         });
         self.save(model, &history)?;
         Ok(to)
@@ -221,19 +286,44 @@ impl Registry {
 }
 
 /// The serving bundles, shared by every consumer, swapped in place when the registry's
-/// `current` changes.
+/// `current` changes; beside them each model's shadow bundle, if it has one.
 #[derive(Debug)]
 pub struct ModelSet {
     registry: Registry,
     loaded: RwLock<BTreeMap<ModelKind, Arc<Bundle>>>,
+    shadows: RwLock<BTreeMap<ModelKind, Arc<Bundle>>>,
+    /// Versions that serve whatever the registry says (a replay through other bundles).
+    pinned: BTreeMap<ModelKind, String>,
+}
+
+/// Which of a model's bundles a slot of the set holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Serving,
+    Shadow,
 }
 
 impl ModelSet {
-    /// Loads the current bundle of every model that has one.
+    /// Loads the current bundle of every model that has one, and its shadow.
     pub fn load(registry: Registry) -> anyhow::Result<Arc<ModelSet>> {
+        Self::load_pinned(registry, BTreeMap::new())
+    }
+
+    /// [`ModelSet::load`], with `pinned` versions serving instead of the registry's current
+    /// ones (`bugflow replay --bundle MODEL=VERSION`). A pinned version that cannot be read
+    /// is an error; a pinned set loads no shadows.
+    pub fn load_pinned(
+        registry: Registry,
+        pinned: BTreeMap<ModelKind, String>,
+    ) -> anyhow::Result<Arc<ModelSet>> {
+        for (model, version) in &pinned {
+            registry.bundle(*model, version)?;
+        }
         let set = Arc::new(ModelSet {
             registry,
             loaded: RwLock::new(BTreeMap::new()),
+            shadows: RwLock::new(BTreeMap::new()),
+            pinned,
         });
         // A bundle refused at start leaves its model unloaded (`/readyz` names it); the
         // others serve.
@@ -249,6 +339,8 @@ impl ModelSet {
         Arc::new(ModelSet {
             registry: Registry::new(PathBuf::from("/nonexistent")),
             loaded: RwLock::new(BTreeMap::new()),
+            shadows: RwLock::new(BTreeMap::new()),
+            pinned: BTreeMap::new(),
         })
     }
 
@@ -258,6 +350,14 @@ impl ModelSet {
 
     pub fn get(&self, model: ModelKind) -> Option<Arc<Bundle>> {
         self.loaded.read().ok().and_then(|m| m.get(&model).cloned())
+    }
+
+    /// The model's shadow bundle, if one runs.
+    pub fn shadow(&self, model: ModelKind) -> Option<Arc<Bundle>> {
+        self.shadows
+            .read()
+            .ok()
+            .and_then(|m| m.get(&model).cloned())
     }
 
     /// Versions now serving.
@@ -272,10 +372,17 @@ impl ModelSet {
             .unwrap_or_default()
     }
 
-    /// Re-reads each model's `current`; loads and swaps in what changed. Returns the models
-    /// that changed. A bundle that cannot be read or is malformed is refused: the one that
-    /// served goes on serving, and the refusal is logged and counted
-    /// (`bugflow_model_load_failures_total`); the error names every refusal.
+    fn slot(&self, slot: Slot) -> &RwLock<BTreeMap<ModelKind, Arc<Bundle>>> {
+        match slot {
+            Slot::Serving => &self.loaded,
+            Slot::Shadow => &self.shadows,
+        }
+    }
+
+    /// Re-reads each model's `current` and `shadow`; loads and swaps in what changed.
+    /// Returns the models whose serving bundle changed. A bundle that cannot be read or is
+    /// malformed is refused: the one that served goes on serving, and the refusal is logged
+    /// and counted (`bugflow_model_load_failures_total`); the error names every refusal.
     ///
     /// Files are read without the lock; it is held only to swap a bundle in, so
     /// predictions never wait for disk.
@@ -283,50 +390,69 @@ impl ModelSet {
         let mut changed = Vec::new();
         let mut refused = Vec::new();
         for model in ModelKind::all() {
-            let wanted = self.registry.history(model).map(|h| h.current);
-            let wanted = match wanted {
-                Ok(wanted) => wanted,
+            let history = match self.registry.history(model) {
+                Ok(history) => history,
                 Err(e) => {
                     refused.push(format!("{model}: {e}"));
                     continue;
                 }
             };
-            let serving = self.get(model).map(|b| b.manifest.version.clone());
-            if wanted == serving {
-                continue;
-            }
-            let bundle = match &wanted {
-                Some(version) => match self.registry.bundle(model, version) {
-                    Ok(bundle) => Some(Arc::new(bundle)),
-                    Err(e) => {
-                        metrics::counter!("bugflow_model_load_failures_total", "model" => model.name())
-                            .increment(1);
-                        tracing::error!(model = %model, version = %version, error = %e, serving = ?serving, "refused a model bundle; still serving the loaded one");
-                        refused.push(format!("{model}/{version}: {e}"));
-                        continue;
-                    }
-                },
-                None => None,
+            let (serving, shadow) = match self.pinned.get(&model) {
+                Some(version) => (Some(version.clone()), None),
+                None if !self.pinned.is_empty() => (history.current, None),
+                None => (history.current, history.shadow),
             };
-            let mut loaded = self
-                .loaded
-                .write()
-                .map_err(|_| anyhow::anyhow!("model set lock poisoned"))?;
-            match bundle {
-                Some(bundle) => {
-                    tracing::info!(model = %model, version = %bundle.manifest.version, "serving model bundle");
-                    loaded.insert(model, bundle);
-                }
-                None => {
-                    loaded.remove(&model);
-                }
+            match self.swap(model, Slot::Serving, serving) {
+                Ok(true) => changed.push(model),
+                Ok(false) => {}
+                Err(e) => refused.push(e),
             }
-            changed.push(model);
+            if let Err(e) = self.swap(model, Slot::Shadow, shadow) {
+                refused.push(e);
+            }
         }
         if !refused.is_empty() {
             anyhow::bail!("refused: {}", refused.join("; "));
         }
         Ok(changed)
+    }
+
+    /// Puts bundle `wanted` of `model` in `slot` (none: empties it); true when it changed.
+    fn swap(&self, model: ModelKind, slot: Slot, wanted: Option<String>) -> Result<bool, String> {
+        let held = self
+            .slot(slot)
+            .read()
+            .ok()
+            .and_then(|m| m.get(&model).map(|b| b.manifest.version.clone()));
+        if wanted == held {
+            return Ok(false);
+        }
+        let bundle = match &wanted {
+            Some(version) => match self.registry.bundle(model, version) {
+                Ok(bundle) => Some(Arc::new(bundle)),
+                Err(e) => {
+                    metrics::counter!("bugflow_model_load_failures_total", "model" => model.name())
+                        .increment(1);
+                    tracing::error!(model = %model, version = %version, slot = ?slot, error = %e, held = ?held, "refused a model bundle; keeping the loaded one");
+                    return Err(format!("{model}/{version}: {e}"));
+                }
+            },
+            None => None,
+        };
+        let mut loaded = self
+            .slot(slot)
+            .write()
+            .map_err(|_| "model set lock poisoned".to_owned())?;
+        match bundle {
+            Some(bundle) => {
+                tracing::info!(model = %model, version = %bundle.manifest.version, slot = ?slot, "model bundle loaded");
+                loaded.insert(model, bundle);
+            }
+            None => {
+                loaded.remove(&model);
+            }
+        }
+        Ok(true)
     }
 
     /// Refreshes every `every` until `shutdown`: a promotion or rollback reaches a running

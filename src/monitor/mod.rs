@@ -49,6 +49,9 @@ struct View {
 struct Throughput {
     results: u64,
     duplicates: u64,
+    /// Results of shadow bundles (`<consumer>.shadow.<subject>`): counted, not shown as
+    /// decisions.
+    shadow: u64,
     window: VecDeque<Instant>,
     last: Option<DateTime<Utc>>,
 }
@@ -77,6 +80,10 @@ impl Monitor {
         let now = Instant::now();
         let mut view = self.view();
         let t = view.consumers.entry(consumer.clone()).or_default();
+        if result.kind == crate::pipeline::SHADOW_KIND {
+            t.shadow += 1;
+            return;
+        }
         t.results += 1;
         if result.possible_duplicate {
             t.duplicates += 1;
@@ -108,6 +115,7 @@ impl Monitor {
                     "consumer": name,
                     "results": t.results,
                     "possible_duplicates": t.duplicates,
+                    "shadow_results": t.shadow,
                     "per_minute": recent,
                     "last": t.last,
                     "queue": view.depths.get(name),

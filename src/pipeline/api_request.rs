@@ -92,6 +92,7 @@ impl Pipeline {
                 model,
                 version: bundle.manifest.version.clone(),
             })],
+            shadow: Vec::new(),
             effects,
         })
     }
@@ -128,6 +129,7 @@ impl Pipeline {
             identity: key.clone(),
             data,
             models: vec![scored],
+            shadow: Vec::new(),
             effects: vec![answer(key, given, None)],
         })
     }

@@ -1,16 +1,22 @@
 //! The bug event flow: a BMO webhook event → the full bug (Bugzilla REST) → every bug model
-//! → the effects: remember the predictions, warm the API's cache, let the writer decide.
+//! (and each shadow bundle beside it) → the effects: remember the predictions and the labels
+//! a person set, warm the API's cache, let the writer decide. Shadow scores go to a result
+//! of their own (`<consumer>.shadow.<bug>`) and nowhere else: not to the writer, not to the
+//! API's cache.
 
 use serde_json::{Value, json};
 
 use super::api_request::cache_key_of_bug;
 use super::{Finding, Pipeline, filter};
+use crate::effects::memory::{Kept, truths};
 use crate::effects::{Effect, Planned, Remember};
 use crate::error::{Stage, StageError};
 use crate::events::bmo::WebhookEvent;
 use crate::features::bug;
 use crate::message::Message;
+use crate::models::linear::Terms;
 use crate::score::Score;
+use crate::store::Role;
 
 impl Pipeline {
     /// The finding of one bug event; `None` when the full bug is private.
@@ -39,8 +45,10 @@ impl Pipeline {
         if filter::is_private(&rest) {
             return Ok(None);
         }
-        let models = self.score_features(&bug::extract_all(&rest));
-        let mut effects = vec![Effect::Remember(remember(webhook, &models))];
+        let terms = Terms::of(&bug::extract_all(&rest));
+        let models = self.score_all(&terms);
+        let shadow = self.score_shadows(&terms);
+        let mut effects = vec![Effect::Remember(remember(webhook, &models, &shadow))];
         // The full bug was read: its answers are what the API would compute, so the stream
         // keeps the API's cache warm.
         if self.bugzilla.is_some() {
@@ -57,6 +65,7 @@ impl Pipeline {
             identity,
             data: event_data(webhook),
             models,
+            shadow,
             effects,
         }))
     }
@@ -113,36 +122,34 @@ fn event_data(webhook: &WebhookEvent) -> Value {
     })
 }
 
-/// The predictions to keep, and the type or component a person set in this change.
-fn remember(webhook: &WebhookEvent, models: &[Score]) -> Remember {
-    let (bug, event) = (&webhook.bug, &webhook.event);
-    let changed = |field: &str| event.changes.iter().any(|c| c.field == field);
-    let component = (changed("component") || changed("product"))
-        .then(|| {
-            crate::train::data::conflated_component(
-                &json!({"product": bug.product, "component": bug.component}),
-            )
-        })
-        .flatten();
+/// The predictions to keep (serving and shadow), and the labels a person set in this change.
+fn remember(webhook: &WebhookEvent, models: &[Score], shadow: &[Score]) -> Remember {
+    let kept = |scores: &[Score], role: Role| -> Vec<Kept> {
+        scores
+            .iter()
+            .filter_map(Score::as_bug)
+            .map(|s| Kept {
+                model: s.model,
+                version: s.version.clone(),
+                role,
+                class: s.class.clone(),
+                confidence: s.prob.get(s.index).copied().unwrap_or(0.0),
+            })
+            .collect()
+    };
+    let mut predictions = kept(models, Role::Serving);
+    predictions.extend(kept(shadow, Role::Shadow));
     Remember {
-        bug_id: bug.id,
-        by: event
+        bug_id: webhook.bug.id,
+        by: webhook
+            .event
             .user
             .as_ref()
             .map(|u| u.login.clone())
             .unwrap_or_default(),
-        at: event.time.clone(),
-        bug_type: event
-            .changes
-            .iter()
-            .find(|c| c.field == "type")
-            .map(|c| c.added.clone()),
-        component,
-        predictions: models
-            .iter()
-            .filter_map(Score::as_bug)
-            .map(|s| (s.model, s.version.clone(), s.class.clone()))
-            .collect(),
+        at: webhook.event.time.clone(),
+        truths: truths(webhook),
+        predictions,
     }
 }
 

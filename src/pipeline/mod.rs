@@ -46,6 +46,9 @@ use crate::store::Store;
 pub use crate::effects::memory::BOT_LOGIN;
 pub use api_request::{cache_key_of_bug, cache_key_of_push};
 
+/// The kind of a shadow bundle's result: its routing key is `<consumer>.shadow.<subject>`.
+pub const SHADOW_KIND: &str = "shadow";
+
 /// At most this many commits (or bugs) are listed in a result, so that results stay under
 /// Pulse's advised 8 KiB.
 pub const MAX_LISTED: usize = 40;
@@ -77,6 +80,9 @@ pub struct Finding {
     pub identity: String,
     pub data: Value,
     pub models: Vec<Score>,
+    /// The shadow bundles' scores (`bugflow models shadow`): published as a result of their
+    /// own, on `<consumer>.shadow.<subject>`, and used for nothing else.
+    pub shadow: Vec<Score>,
     pub effects: Vec<Effect>,
 }
 
@@ -100,6 +106,12 @@ impl Pipeline {
     /// that reason (counted by the replay, never fetched).
     pub fn offline(mut self) -> Self {
         self.offline = true;
+        self
+    }
+
+    /// Score with `models` instead (a replay through other bundles).
+    pub fn with_models(mut self, models: Arc<ModelSet>) -> Self {
+        self.models = models;
         self
     }
 
@@ -176,9 +188,11 @@ impl Pipeline {
             Event::Request(request) => self.request(request).await?,
         };
         let effects = std::mem::take(&mut finding.effects);
+        let shadow = self.shadow_result(message, &finding);
         Ok(Planned::Publish {
             result: Box::new(self.result(message, finding)),
             effects,
+            shadow,
         })
     }
 
@@ -188,9 +202,30 @@ impl Pipeline {
         self.effects.apply(self.plan(message).await?).await
     }
 
+    /// The shadow bundles' result: the finding's data under kind `shadow`, so its routing
+    /// key is `<consumer>.shadow.<subject>`; none when no shadow scored.
+    fn shadow_result(&self, message: &Message, finding: &Finding) -> Option<Box<ResultMessage>> {
+        if finding.shadow.is_empty() {
+            return None;
+        }
+        let shadow = Finding {
+            subject: finding.subject.clone(),
+            event: finding.event.clone(),
+            identity: finding.identity.clone(),
+            data: finding.data.clone(),
+            models: finding.shadow.clone(),
+            shadow: Vec::new(),
+            effects: Vec::new(),
+        };
+        Some(Box::new(self.result_as(message, shadow, SHADOW_KIND)))
+    }
+
     fn result(&self, message: &Message, finding: Finding) -> ResultMessage {
+        self.result_as(message, finding, &self.spec.kind)
+    }
+
+    fn result_as(&self, message: &Message, finding: Finding, kind: &str) -> ResultMessage {
         let consumer = &self.spec.name;
-        let kind = &self.spec.kind;
         // Model versions are part of the id: the same input scored by another bundle is
         // another result (replays through a new model are told apart).
         let versions: Vec<&str> = finding.models.iter().filter_map(Score::version).collect();
@@ -217,7 +252,7 @@ impl Pipeline {
             ))
             .into_owned(),
             consumer: consumer.clone(),
-            kind: kind.clone(),
+            kind: kind.to_owned(),
             subject: finding.subject,
             input: InputRef {
                 exchange: message.exchange.clone(),

@@ -42,6 +42,7 @@ impl Pipeline {
             ),
             data,
             models,
+            shadow: Vec::new(),
             effects: Vec::new(),
         })
     }

@@ -18,44 +18,69 @@ impl Pipeline {
     }
 
     pub(super) fn score_features(&self, all: &Features) -> Vec<Score> {
-        let terms = Terms::of(all);
+        self.score_all(&Terms::of(all))
+    }
+
+    /// Every bug model of this consumer on a bug's terms.
+    pub(super) fn score_all(&self, terms: &Terms) -> Vec<Score> {
+        self.bug_models()
+            .map(|model| self.score_model(model, terms))
+            .collect()
+    }
+
+    /// The shadow bundles of this consumer's bug models on the same terms (only the models
+    /// that have one: `bugflow models shadow`).
+    pub(super) fn score_shadows(&self, terms: &Terms) -> Vec<Score> {
+        self.bug_models()
+            .filter_map(|model| {
+                let bundle = self.models.shadow(model)?;
+                Some(score_bundle(model, &bundle, terms))
+            })
+            .collect()
+    }
+
+    fn bug_models(&self) -> impl Iterator<Item = ModelKind> + '_ {
         self.spec
             .models
             .iter()
+            .copied()
             .filter(|m| m.input() == Input::Bug)
-            .map(|&model| self.score_model(model, &terms))
-            .collect()
     }
 
     /// One bug model on a bug's terms: its class, index, probabilities, labels and bundle
     /// version, or why it was not scored.
     pub(super) fn score_model(&self, model: ModelKind, terms: &Terms) -> Score {
-        let Some(bundle) = self.models.get(model) else {
-            return Score::not_scored(model, "no serving bundle");
-        };
-        if let Some(why) = &bundle.manifest.untrained {
-            return Score::not_scored(model, format!("untrained bundle: {why}"));
+        match self.models.get(model) {
+            Some(bundle) => score_bundle(model, &bundle, terms),
+            None => Score::not_scored(model, "no serving bundle"),
         }
-        let Some(fitted) = bundle.model("") else {
-            return Score::not_scored(model, "bundle has no model");
-        };
-        let p = score_terms(fitted, terms);
-        let writes = bundle.manifest.writer.as_ref().map(|w| match w.threshold {
-            Some(t) => Writes::AtOrAbove(t),
-            None => Writes::Never(w.reason.clone().unwrap_or_default()),
-        });
-        Score::Bug(BugScore {
-            class: p.class,
-            index: p.index,
-            labels: fitted.classes.clone(),
-            model,
-            // Full precision: bugbot fixes a bug's type when `prob[index] == 1.0`, which
-            // rounding would make true for any p ≥ 0.99995.
-            prob: p.probabilities,
-            version: bundle.manifest.version.clone(),
-            writes,
-        })
     }
+}
+
+/// One bundle of `model` on a bug's terms.
+fn score_bundle(model: ModelKind, bundle: &Bundle, terms: &Terms) -> Score {
+    if let Some(why) = &bundle.manifest.untrained {
+        return Score::not_scored(model, format!("untrained bundle: {why}"));
+    }
+    let Some(fitted) = bundle.model("") else {
+        return Score::not_scored(model, "bundle has no model");
+    };
+    let p = score_terms(fitted, terms);
+    let writes = bundle.manifest.writer.as_ref().map(|w| match w.threshold {
+        Some(t) => Writes::AtOrAbove(t),
+        None => Writes::Never(w.reason.clone().unwrap_or_default()),
+    });
+    Score::Bug(BugScore {
+        class: p.class,
+        index: p.index,
+        labels: fitted.classes.clone(),
+        model,
+        // Full precision: bugbot fixes a bug's type when `prob[index] == 1.0`, which
+        // rounding would make true for any p ≥ 0.99995.
+        prob: p.probabilities,
+        version: bundle.manifest.version.clone(),
+        writes,
+    })
 }
 
 /// A bug model on every term of a bug. Its exclusions need no filter: what a model may not

@@ -23,6 +23,7 @@ impl Pipeline {
             identity: format!("{}#{}", simple.id, simple.delta_ts),
             data: json!({"bug_id": simple.id, "delta_ts": simple.delta_ts, "event": "simple"}),
             models,
+            shadow: Vec::new(),
             effects: Vec::new(),
         }
     }

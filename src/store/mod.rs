@@ -9,7 +9,10 @@
 //! * `locks` — leases on a name (one writer per bug at a time), renewed while held;
 //! * `write_budget` — the writer's hourly cap, counted atomically;
 //! * `watermarks` — named values (the REST poller's `last_change_time`, the bot's login);
-//! * `predictions` and `labels` — what bugflow predicted, and what a human set afterwards;
+//! * `predictions` and `labels` — what bugflow predicted (by the serving bundle, and by a
+//!   shadow bundle beside it, with the top-class probability), and what a human set
+//!   afterwards beside the serving prediction; `shadow_labels` — the same label beside the
+//!   shadow's prediction (`bugflow models compare`, the live report);
 //! * `dead_letters` — each message that could not be processed, with why (bounded, pruned);
 //! * `api_results` and `api_jobs` — the prediction API's answers (with the bug's
 //!   `last_change_time` they were computed at) and the requests sent to the workers.
@@ -27,6 +30,7 @@ mod watermarks;
 pub use api_cache::ApiResult;
 pub use dead_letters::{DeadLetter, NewDeadLetter};
 pub use effects::{Claim, Effect, EffectState};
+pub use labels::{LiveLabel, Predicted, PredictionRow, Role};
 
 use backend::{Backend, Cell, Param};
 
@@ -51,6 +55,10 @@ const SCHEMA: &[&str] = &[
          bug_id BIGINT NOT NULL, model TEXT NOT NULL, predicted TEXT NOT NULL,
          version TEXT NOT NULL, truth TEXT NOT NULL, by TEXT NOT NULL, at TEXT NOT NULL,
          PRIMARY KEY (bug_id, model, truth, at))",
+    "CREATE TABLE IF NOT EXISTS shadow_labels (
+         bug_id BIGINT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL,
+         predicted TEXT NOT NULL, confidence TEXT, truth TEXT NOT NULL, at TEXT NOT NULL,
+         PRIMARY KEY (bug_id, model, version, truth, at))",
     "CREATE TABLE IF NOT EXISTS api_results (
          key TEXT PRIMARY KEY, result TEXT NOT NULL, change_time TEXT, updated_at TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS locks (
@@ -64,6 +72,21 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS api_jobs (key TEXT PRIMARY KEY, enqueued_at TEXT NOT NULL)",
 ];
 
+/// Columns added after a table was first shipped: added to a store that lacks them. (An
+/// `ADD COLUMN` of a column that is there fails, in both backends, with the error told
+/// apart by [`already_there`].) `confidence` is the top-class probability, kept as text so
+/// that both backends store every digit alike.
+const ADDED_COLUMNS: &[&str] = &[
+    "ALTER TABLE predictions ADD COLUMN role TEXT NOT NULL DEFAULT 'serving'",
+    "ALTER TABLE predictions ADD COLUMN confidence TEXT",
+    "ALTER TABLE labels ADD COLUMN confidence TEXT",
+];
+
+fn already_there(e: &anyhow::Error) -> bool {
+    let text = format!("{e:#}");
+    text.contains("duplicate column") || text.contains("already exists")
+}
+
 impl Store {
     /// Opens (creating) the store at `location`: a file path, or a `postgres://` URL.
     pub async fn open(location: &str) -> anyhow::Result<Store> {
@@ -72,6 +95,12 @@ impl Store {
         };
         for statement in SCHEMA {
             store.execute(statement, &[]).await?;
+        }
+        for statement in ADDED_COLUMNS {
+            match store.execute(statement, &[]).await {
+                Err(e) if !already_there(&e) => return Err(e),
+                _ => {}
+            }
         }
         Ok(store)
     }

@@ -75,18 +75,30 @@ pub struct Reliability {
 impl Reliability {
     /// Over 10 equal-width bins of the top-class probability.
     pub fn of(probabilities: &[Vec<f64>], truth: &[usize]) -> Reliability {
+        let judged: Vec<(f64, bool)> = probabilities
+            .iter()
+            .zip(truth)
+            .map(|(p, &y)| {
+                let top = argmax(p);
+                (p.get(top).copied().unwrap_or(0.0), top == y)
+            })
+            .collect();
+        Self::of_confidence(&judged)
+    }
+
+    /// [`Reliability::of`] from each prediction's top-class probability and whether it was
+    /// right (live predictions keep no more).
+    pub fn of_confidence(judged: &[(f64, bool)]) -> Reliability {
         let mut count = [0usize; 10];
         let mut confidence = [0.0f64; 10];
         let mut right = [0usize; 10];
-        for (p, &y) in probabilities.iter().zip(truth) {
-            let top = argmax(p);
-            let c = p.get(top).copied().unwrap_or(0.0);
+        for &(c, was_right) in judged {
             let bin = ((c * 10.0).floor() as usize).min(9);
             count[bin] += 1;
             confidence[bin] += c;
-            right[bin] += usize::from(top == y);
+            right[bin] += usize::from(was_right);
         }
-        let n = probabilities.len();
+        let n = judged.len();
         let mut ece = 0.0;
         let bins = (0..10)
             .map(|b| {

@@ -43,6 +43,10 @@ pub struct TrainOptions {
     pub test_fraction: Option<f64>,
     /// Promote even if the gate refuses (recorded in the manifest).
     pub force: bool,
+    /// A bundle the gate passes becomes the model's shadow (it scores live traffic beside
+    /// the serving one until `bugflow models release` or `promote`), not the serving bundle.
+    /// The first bundle of a model serves at once: there is nothing to shadow.
+    pub shadow: bool,
     pub progress: bool,
     /// Writes every labelled record used (key, id, part `train`/`test`, label, title, body)
     /// to this JSON Lines file: the exact split, for a side-by-side learner
@@ -57,6 +61,8 @@ pub struct TrainOutcome {
     pub dir: PathBuf,
     pub verdict: Verdict,
     pub promoted: bool,
+    /// It became the shadow (`--shadow`).
+    pub shadowed: bool,
 }
 
 /// How one training run splits its records: the options over the catalogue file's
@@ -615,13 +621,29 @@ fn bundle_and_gate(
             ),
         },
     )?;
-    let verdict = registry.promote(model, &version, options.force)?;
-    let promoted = verdict.pass || options.force;
+    let serving = registry.history(model)?.current;
+    let as_shadow = options.shadow && serving.is_some();
+    let verdict = if as_shadow && let Some(why) = &manifest.untrained {
+        Verdict {
+            pass: false,
+            reason: format!("untrained ({why}): nothing to shadow"),
+        }
+    } else if as_shadow {
+        let verdict = registry.judge(model, &manifest)?;
+        if verdict.pass || options.force {
+            registry.shadow(model, &version)?;
+        }
+        verdict
+    } else {
+        registry.promote(model, &version, options.force)?
+    };
+    let shadowed = as_shadow && manifest.untrained.is_none() && (verdict.pass || options.force);
+    let promoted = !as_shadow && (verdict.pass || options.force);
     manifest.forced = options.force && !verdict.pass;
     manifest.gate = Some(if verdict.pass {
         format!("passed: {}", verdict.reason)
     } else if options.force {
-        format!("refused, promoted with --force: {}", verdict.reason)
+        format!("refused, used with --force: {}", verdict.reason)
     } else {
         format!("refused: {}", verdict.reason)
     });
@@ -632,6 +654,7 @@ fn bundle_and_gate(
         dir,
         verdict,
         promoted,
+        shadowed,
     })
 }
 

@@ -338,3 +338,131 @@ async fn the_api_page_renders_the_openapi_document_in_a_browser() {
     stop.cancel();
     broker.cleanup().await;
 }
+
+/// Issue 16: the dashboard's live chart, from a store where people labelled bugtype's
+/// predictions over four weeks, and one week whose predictions are all `task` (drift).
+#[tokio::test]
+async fn the_dashboard_draws_live_accuracy_and_drift_in_a_browser() {
+    use bugflow::models::ModelKind;
+    use bugflow::models::live;
+    use bugflow::models::registry::Registry;
+    use bugflow::store::{Predicted, Role};
+
+    let broker = TestBroker::new().await;
+    let (store, _dir) = crate::common::temp_store().await;
+    let registry = Registry::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models"));
+    let serving = registry.current(ModelKind::BUGTYPE).unwrap().unwrap();
+    let version = serving.manifest.version.clone();
+    // Ordinary weeks predict the classes in the test set's shares, at its mean confidence:
+    // no drift. The week one week ago says `task` every time: drift.
+    let reference = live::reference(&serving.manifest);
+    let confidence = reference.mean_confidence.unwrap();
+    let class_at = |i: u64| -> String {
+        let q = (i as f64 + 0.5) / 60.0;
+        let mut sum = 0.0;
+        for (class, share) in &reference.class_share {
+            sum += share;
+            if q < sum {
+                return class.clone();
+            }
+        }
+        reference.class_share.keys().last().unwrap().clone()
+    };
+    let now = chrono::Utc::now();
+    let mut bug = 1_000_000u64;
+    for weeks_ago in (0..4i64).rev() {
+        let at = now - chrono::Duration::weeks(weeks_ago) - chrono::Duration::hours(1);
+        let drifted = weeks_ago == 1;
+        for i in 0..60u64 {
+            bug += 1;
+            let class = if drifted {
+                "task".to_owned()
+            } else {
+                class_at(i)
+            };
+            // People agree three times in four.
+            let truth = if i % 4 == 0 {
+                "enhancement".to_owned()
+            } else {
+                class.clone()
+            };
+            let predicted = Predicted {
+                bug_id: bug,
+                model: "bugtype",
+                version: &version,
+                role: Role::Serving,
+                class: &class,
+                confidence,
+                at: &at.to_rfc3339(),
+            };
+            store.record_prediction(&predicted).await.unwrap();
+            if i % 3 == 0 {
+                let labelled = (at + chrono::Duration::minutes(10)).format("%Y-%m-%dT%H:%M:%S");
+                store
+                    .harvest(
+                        bug,
+                        "bugtype",
+                        &truth,
+                        "triager@mozilla.com",
+                        &labelled.to_string(),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    let report = live::report(&store, &registry, live::WEEKS).await.unwrap();
+    let bugtype = report
+        .models
+        .iter()
+        .find(|m| m.model == ModelKind::BUGTYPE)
+        .unwrap();
+    assert_eq!(bugtype.weeks.len(), 4, "{bugtype:?}");
+    assert!(bugtype.weeks.iter().all(|w| w.scores.labels == 20));
+    let drifted: Vec<&str> = bugtype
+        .drift
+        .iter()
+        .filter(|d| !d.warnings.is_empty())
+        .map(|d| d.week.as_str())
+        .collect();
+    assert_eq!(
+        drifted,
+        vec![bugtype.drift[2].week.as_str()],
+        "{:?}",
+        bugtype.drift
+    );
+
+    let mut state = AppState::new(
+        broker.config.clone(),
+        Publisher::new(broker.config.clone()).with_attempts(1),
+    );
+    state.store = Some(store.clone());
+    state.live = Arc::new(std::sync::RwLock::new(report.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(async move { serve(listener, state, token).await });
+
+    let dom = dump_dom(&format!("{base}/")).await;
+    assert!(
+        dom.contains(r#"data-model="bugtype" data-weeks="4""#),
+        "no bugtype chart of four weeks: {dom}"
+    );
+    assert_eq!(dom.matches(r#"data-series="macro_f1""#).count(), 4, "{dom}");
+    assert_eq!(dom.matches(r#"data-series="ece""#).count(), 4, "{dom}");
+    assert_eq!(
+        dom.matches(r#"class="drift""#).count(),
+        1,
+        "one drift mark: {dom}"
+    );
+    assert!(
+        dom.contains(&format!(r#"class="drift" data-week="{}""#, drifted[0])),
+        "{dom}"
+    );
+    assert!(dom.contains("drifting") || !bugtype.drifting, "{dom}");
+    screenshot(&format!("{base}/"), "live.png").await;
+
+    stop.cancel();
+    broker.cleanup().await;
+}

@@ -17,6 +17,7 @@ fn options(out: &Path, seed: u64) -> TrainOptions {
         seed,
         test_fraction: None,
         force: true,
+        shadow: false,
         progress: false,
         export: None,
     }
@@ -82,7 +83,7 @@ async fn a_running_consumer_switches_bundles_on_promote_and_rollback() {
         "the newest bundle serves"
     );
 
-    registry.rollback(ModelKind::BUGTYPE).unwrap();
+    registry.rollback(ModelKind::BUGTYPE, "test").unwrap();
     let set = models.clone();
     broker
         .eventually(

@@ -537,3 +537,47 @@ pub fn real_components() -> std::collections::BTreeSet<String> {
     }
     real
 }
+
+/// A models folder holding the shipped bundles of `models` (history and manifests copied,
+/// weights linked): a test may train, shadow and promote in it without touching `models/`.
+pub fn linked_models(models: &[&str]) -> tempfile::TempDir {
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let root = tempfile::tempdir().unwrap();
+    for model in models {
+        let from = shipped.join(model);
+        let into = root.path().join(model);
+        std::fs::create_dir_all(&into).unwrap();
+        std::fs::copy(from.join("history.json"), into.join("history.json")).unwrap();
+        for bundle in std::fs::read_dir(&from).unwrap().flatten() {
+            if !bundle.path().join("manifest.json").exists() {
+                continue;
+            }
+            let to = into.join(bundle.file_name());
+            std::fs::create_dir_all(&to).unwrap();
+            std::fs::copy(
+                bundle.path().join("manifest.json"),
+                to.join("manifest.json"),
+            )
+            .unwrap();
+            std::os::unix::fs::symlink(bundle.path().join("weights.json"), to.join("weights.json"))
+                .unwrap();
+        }
+    }
+    root
+}
+
+/// The newest `n` bugs (by id) of the 8,000 Firefox bugs of 2022: both shipped bug models
+/// held them out of training (the newest 20% by id are their test part).
+pub fn newest_firefox_bugs(n: usize) -> Vec<serde_json::Value> {
+    use std::io::BufRead;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/data/bugzilla/firefox-open-bugs-2022.jsonl.zst");
+    let mut bugs: Vec<serde_json::Value> = bugflow::train::data::open(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    bugs.sort_by_key(|b| std::cmp::Reverse(b["id"].as_u64().unwrap()));
+    bugs.truncate(n);
+    bugs
+}
