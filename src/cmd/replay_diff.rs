@@ -7,7 +7,8 @@
 //! changed, per (serving class → other class) pair, keeps a few examples, and compares what
 //! the Bugzilla writer's rules would have changed on each bug under either bundle (the
 //! rules of `effects::rules` with the consumer's `[sinks.bugzilla]` thresholds and the
-//! bug's history; the hourly budget and the bug-age guard are not applied).
+//! bug's history; the hourly budget and the bug-age guard are not applied). Lines go to the
+//! consumers whose bindings accept them; `--consumer` keeps one of those.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

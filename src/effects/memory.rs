@@ -122,3 +122,83 @@ impl Remember {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(product: &str, changes: serde_json::Value) -> WebhookEvent {
+        serde_json::from_value(serde_json::json!({
+            "bug": {"id": 7, "product": product, "component": "DOM: Events", "is_private": false},
+            "event": {"action": "modify", "routing_key": "bug.modify", "target": "bug",
+                      "time": "2026-11-30T10:00:00", "changes": changes},
+        }))
+        .unwrap()
+    }
+
+    fn names(truths: Vec<(ModelKind, String)>) -> Vec<(String, String)> {
+        truths
+            .into_iter()
+            .map(|(m, c)| (m.name().to_owned(), c))
+            .collect()
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(m, c)| ((*m).to_owned(), (*c).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn each_change_a_person_makes_labels_the_models_it_decides() {
+        let typed = event(
+            "Core",
+            serde_json::json!([{"field": "type", "removed": "defect", "added": "task"}]),
+        );
+        assert_eq!(
+            names(truths(&typed)),
+            pairs(&[("bugtype", "task"), ("defect", "nobug")])
+        );
+        let moved = event(
+            "Core",
+            serde_json::json!([{"field": "product", "removed": "Firefox", "added": "Core"}]),
+        );
+        assert_eq!(names(truths(&moved)), pairs(&[("component", "Core::DOM")]));
+        let spam = event(
+            INVALID_BUGS,
+            serde_json::json!([{"field": "product", "removed": "Firefox", "added": INVALID_BUGS}]),
+        );
+        assert_eq!(names(truths(&spam)), pairs(&[("spam", "spam")]));
+        let invalid = event(
+            "Core",
+            serde_json::json!([{"field": "resolution", "removed": "", "added": "INVALID"}]),
+        );
+        assert_eq!(names(truths(&invalid)), pairs(&[("spam", "spam")]));
+        let fixed = event(
+            "Core",
+            serde_json::json!([{"field": "resolution", "removed": "", "added": "FIXED"}]),
+        );
+        assert_eq!(names(truths(&fixed)), pairs(&[("spam", "ham")]));
+        let regressed = event(
+            "Core",
+            serde_json::json!([{"field": "keywords", "removed": "", "added": "perf, regression"}]),
+        );
+        assert_eq!(
+            names(truths(&regressed)),
+            pairs(&[("regression", "regression")])
+        );
+        let cleared = event(
+            "Core",
+            serde_json::json!([{"field": "keywords", "removed": "regression", "added": ""}]),
+        );
+        assert_eq!(
+            names(truths(&cleared)),
+            pairs(&[("regression", "not-regression")])
+        );
+        let priority = event(
+            "Core",
+            serde_json::json!([{"field": "priority", "removed": "P3", "added": "P1"}]),
+        );
+        assert!(truths(&priority).is_empty());
+    }
+}
