@@ -845,7 +845,8 @@ fn macro_f1_by_hand(pairs: &[(String, String)]) -> f64 {
     f1s.iter().sum::<f64>() / f1s.len() as f64
 }
 
-/// Issue 16, must-show: a shadow bundle (bugtype trained on the 2022 Firefox bugs alone)
+/// Issue 16, must-show: a shadow bundle (bugtype trained on the oldest 40% of the 2022
+/// Firefox bugs alone, forced past the gate)
 /// scores a stream beside the serving one; a fake BMO shows people setting the type of 40
 /// real bugs (and moving every third one out of General). `models compare`'s agreement,
 /// accuracy and macro F1 are the counts made here from the published results; the shadow's
@@ -872,7 +873,7 @@ async fn a_shadow_bundle_is_compared_on_the_types_people_set() {
             out: root.path().to_owned(),
             split: None,
             seed: 42,
-            test_fraction: None,
+            test_fraction: Some(0.6),
             force: true,
             shadow: true,
             progress: false,
@@ -1126,11 +1127,16 @@ async fn a_shadow_bundle_is_compared_on_the_types_people_set() {
         events
     );
 
-    // Promotion follows the live verdict; forcing past it is recorded.
+    // Promotion needs the live verdict and the metrics gate; forcing past them is recorded.
+    // (Here the shadow is better on live labels than the serving bundle, but trained on 40%
+    // of the data it is worse on its held-out split: the gate refuses it.)
+    let gate = registry
+        .judge(ModelKind::BUGTYPE, &trained.manifest)
+        .unwrap();
     let promoted =
         bugflow::cmd::models::promote(&registry, &store, ModelKind::BUGTYPE, &shadow, false).await;
     let history = registry.history(ModelKind::BUGTYPE).unwrap();
-    if c.verdict.pass {
+    if c.verdict.pass && gate.pass {
         promoted.unwrap();
         assert_eq!(history.current.as_deref(), Some(shadow.as_str()));
     } else {
@@ -1143,12 +1149,14 @@ async fn a_shadow_bundle_is_compared_on_the_types_people_set() {
             .unwrap();
         let history = registry.history(ModelKind::BUGTYPE).unwrap();
         assert_eq!(history.current.as_deref(), Some(shadow.as_str()));
-        assert!(
-            history
-                .events
-                .iter()
-                .any(|e| e.action == "forced_past_live")
-        );
+        if !c.verdict.pass {
+            assert!(
+                history
+                    .events
+                    .iter()
+                    .any(|e| e.action == "forced_past_live")
+            );
+        }
     }
     let history = registry.history(ModelKind::BUGTYPE).unwrap();
     assert_eq!(history.shadow, None, "the promoted shadow is no longer one");
@@ -1156,4 +1164,124 @@ async fn a_shadow_bundle_is_compared_on_the_types_people_set() {
         "{}",
         serde_json::to_string_pretty(&serde_json::to_value(&c).unwrap()).unwrap()
     );
+}
+
+/// Issue 16: `promote` of a shadow that people's labels find worse than the serving bundle
+/// is refused (and recorded); `--force` promotes it and records that it was forced; with
+/// too few labels the comparison says it cannot judge; a rollback records its reason.
+#[tokio::test]
+async fn promote_refuses_a_shadow_that_is_worse_on_live_labels_unless_forced() {
+    use bugflow::models::live;
+    use bugflow::models::registry::Registry;
+    use bugflow::store::{Predicted, Role};
+    let root = common::linked_models(&["bugtype"]);
+    let registry = Registry::new(root.path());
+    let serving = registry
+        .history(ModelKind::BUGTYPE)
+        .unwrap()
+        .current
+        .unwrap();
+    // A second bundle: the serving one under another version.
+    let from = registry.bundle_dir(ModelKind::BUGTYPE, &serving);
+    let to = registry.bundle_dir(ModelKind::BUGTYPE, "candidate");
+    std::fs::create_dir_all(&to).unwrap();
+    let mut manifest: Value =
+        serde_json::from_slice(&std::fs::read(from.join("manifest.json")).unwrap()).unwrap();
+    manifest["version"] = "candidate".into();
+    std::fs::write(to.join("manifest.json"), manifest.to_string()).unwrap();
+    std::fs::copy(from.join("weights.json"), to.join("weights.json")).unwrap();
+    assert!(
+        registry.shadow(ModelKind::BUGTYPE, &serving).is_err(),
+        "the serving bundle cannot shadow itself"
+    );
+    registry.shadow(ModelKind::BUGTYPE, "candidate").unwrap();
+
+    let (store, _dir) = common::temp_store().await;
+    let c = live::compare(&store, &registry, ModelKind::BUGTYPE)
+        .await
+        .unwrap();
+    assert!(
+        !c.verdict.pass && c.verdict.reason.contains("cannot judge"),
+        "{c:?}"
+    );
+
+    // People set 40 types: the serving bundle had each right, the shadow each wrong.
+    for bug in 1..=40u64 {
+        let at = format!("2026-11-30T10:00:{:02}+00:00", bug % 60);
+        for (role, version, class) in [
+            (Role::Serving, serving.as_str(), "defect"),
+            (Role::Shadow, "candidate", "task"),
+        ] {
+            let p = Predicted {
+                bug_id: bug,
+                model: "bugtype",
+                version,
+                role,
+                class,
+                confidence: 0.8,
+                at: &at,
+            };
+            store.record_prediction(&p).await.unwrap();
+        }
+        store
+            .harvest(
+                bug,
+                "bugtype",
+                "defect",
+                "triager@mozilla.com",
+                "2026-11-30T11:00:00",
+            )
+            .await
+            .unwrap();
+    }
+    let c = live::compare(&store, &registry, ModelKind::BUGTYPE)
+        .await
+        .unwrap();
+    assert_eq!((c.events, c.agreeing, c.labelled), (40, 0, 40));
+    assert_eq!(
+        (c.serving_accuracy.value, c.shadow_accuracy.value),
+        (1.0, 0.0)
+    );
+    assert!(
+        !c.verdict.pass && c.verdict.reason.contains("< serving"),
+        "{c:?}"
+    );
+
+    let refused =
+        bugflow::cmd::models::promote(&registry, &store, ModelKind::BUGTYPE, "candidate", false)
+            .await;
+    let e = refused.unwrap_err().to_string();
+    assert!(e.contains("live macro F1") && e.contains("--force"), "{e}");
+    let history = registry.history(ModelKind::BUGTYPE).unwrap();
+    assert_eq!(history.current.as_deref(), Some(serving.as_str()));
+    assert_eq!(
+        history.shadow.as_deref(),
+        Some("candidate"),
+        "it keeps shadowing"
+    );
+    let last = history.events.last().unwrap();
+    assert_eq!(last.action, "refused");
+    assert!(last.note.starts_with("live comparison"), "{last:?}");
+
+    bugflow::cmd::models::promote(&registry, &store, ModelKind::BUGTYPE, "candidate", true)
+        .await
+        .unwrap();
+    let history = registry.history(ModelKind::BUGTYPE).unwrap();
+    assert_eq!(
+        (history.current.as_deref(), history.shadow.as_deref()),
+        (Some("candidate"), None)
+    );
+    assert!(
+        history
+            .events
+            .iter()
+            .any(|e| e.action == "forced_past_live" && e.note.contains("live macro F1"))
+    );
+
+    bugflow::cmd::models::rollback(&registry, ModelKind::BUGTYPE, "live F1 fell").unwrap();
+    let history = registry.history(ModelKind::BUGTYPE).unwrap();
+    assert_eq!(history.current.as_deref(), Some(serving.as_str()));
+    let last = history.events.last().unwrap();
+    assert_eq!(last.action, "rolled_back");
+    assert!(last.note.contains("live F1 fell"), "{last:?}");
 }

@@ -29,6 +29,9 @@ use crate::score::Score;
 /// How many examples each model's diff keeps.
 const EXAMPLES: usize = 5;
 
+/// How many class pairs it prints (the most frequent).
+const PAIRS: usize = 12;
+
 /// What one model's other bundle changed.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct ModelDiff {
@@ -196,8 +199,14 @@ impl Diff {
                 "{model}: {} → {}: {} of {} decisions change ({share:.1}%)",
                 d.from, d.to, d.changed, d.scored
             );
-            for ((a, b), n) in &d.pairs {
+            let mut pairs: Vec<(&(String, String), &u64)> = d.pairs.iter().collect();
+            pairs.sort_by(|x, y| y.1.cmp(x.1).then(x.0.cmp(y.0)));
+            for ((a, b), n) in pairs.iter().take(PAIRS) {
                 println!("  {n:>6}  {a} → {b}");
+            }
+            if pairs.len() > PAIRS {
+                let rest: u64 = pairs[PAIRS..].iter().map(|(_, n)| **n).sum();
+                println!("  {rest:>6}  in {} other class pairs", pairs.len() - PAIRS);
             }
             for e in &d.examples {
                 println!("    e.g. {e}");
