@@ -49,29 +49,7 @@ enum Command {
         http_only: bool,
     },
     /// Run an archive (JSON Lines) through the consumers' pipelines.
-    Replay {
-        /// Archive files.
-        #[arg(long = "from", required = true, num_args = 1..)]
-        files: Vec<PathBuf>,
-        /// Send every line to this consumer instead of matching bindings.
-        #[arg(long)]
-        consumer: Option<String>,
-        /// Write results as JSON Lines here (`-` for stdout).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Publish the archived messages back to their exchanges on the broker instead.
-        #[arg(long)]
-        publish: bool,
-        /// Never touch the network: json-pushes answers and full bugs come from the archive
-        /// (`bugflow record --enrich`); a message without them is counted, not fetched.
-        #[arg(long, conflicts_with = "publish")]
-        offline: bool,
-        /// MODEL=VERSION (repeatable): plan every message with these bundles as well as
-        /// the serving ones, and print which decisions change (per class pair, examples)
-        /// and what the writer would have done differently.
-        #[arg(long = "bundle", value_parser = cmd::replay_diff::parse_bundle, conflicts_with_all = ["publish", "out"])]
-        bundles: Vec<(bugflow::models::ModelKind, String)>,
-    },
+    Replay(ReplayArgs),
     /// Tap exchanges into an archive.
     Record {
         /// EXCHANGE=KEY[,KEY…] (repeatable); without `=KEY`, every key.
@@ -125,6 +103,32 @@ enum Command {
     },
     /// Print the consumers as configured (after {user}/{env} are resolved).
     Consumers,
+}
+
+/// `bugflow replay`'s arguments.
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// Archive files.
+    #[arg(long = "from", required = true, num_args = 1..)]
+    files: Vec<PathBuf>,
+    /// Send every line to this consumer instead of matching bindings.
+    #[arg(long)]
+    consumer: Option<String>,
+    /// Write results as JSON Lines here (`-` for stdout).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Publish the archived messages back to their exchanges on the broker instead.
+    #[arg(long)]
+    publish: bool,
+    /// Never touch the network: json-pushes answers and full bugs come from the archive
+    /// (`bugflow record --enrich`); a message without them is counted, not fetched.
+    #[arg(long, conflicts_with = "publish")]
+    offline: bool,
+    /// MODEL=VERSION (repeatable): plan every message with these bundles as well as
+    /// the serving ones, and print which decisions change (per class pair, examples)
+    /// and what the writer would have done differently.
+    #[arg(long = "bundle", value_parser = cmd::replay_diff::parse_bundle, conflicts_with_all = ["publish", "out"])]
+    bundles: Vec<(bugflow::models::ModelKind, String)>,
 }
 
 /// `bugflow train`'s arguments.
@@ -315,34 +319,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             cmd::run::run(config, options).await
         }
-        Command::Replay {
-            files,
-            consumer,
-            offline,
-            bundles,
-            ..
-        } if !bundles.is_empty() => {
-            cmd::replay_diff::command(config, &files, consumer.as_deref(), offline, &bundles).await
-        }
-        Command::Replay {
-            files,
-            consumer,
-            out,
-            publish,
-            offline,
-            bundles: _,
-        } => {
-            use std::io::IsTerminal;
-            let options = cmd::replay::ReplayOptions {
-                files,
-                consumer,
-                out,
-                publish,
-                offline,
-                progress: std::io::stderr().is_terminal(),
-            };
-            cmd::replay::command(config, options).await
-        }
+        Command::Replay(args) => replay(config, args).await,
         Command::Record {
             bindings,
             out,
@@ -396,6 +373,31 @@ async fn dead_letters(config: Config, action: DeadLettersAction) -> anyhow::Resu
                 .map(|_| ())
         }
     }
+}
+
+/// In-process, through other bundles (`--bundle`: the diff), or published back.
+async fn replay(config: Config, args: ReplayArgs) -> anyhow::Result<()> {
+    if !args.bundles.is_empty() {
+        let consumer = args.consumer.as_deref();
+        return cmd::replay_diff::command(
+            config,
+            &args.files,
+            consumer,
+            args.offline,
+            &args.bundles,
+        )
+        .await;
+    }
+    use std::io::IsTerminal;
+    let options = cmd::replay::ReplayOptions {
+        files: args.files,
+        consumer: args.consumer,
+        out: args.out,
+        publish: args.publish,
+        offline: args.offline,
+        progress: std::io::stderr().is_terminal(),
+    };
+    cmd::replay::command(config, options).await
 }
 
 async fn train(config: &Config, args: TrainArgs) -> anyhow::Result<()> {

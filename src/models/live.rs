@@ -581,42 +581,12 @@ pub async fn compare_versions(
         shadow_macro_f1,
         macro_f1_difference,
     ] = paired(&a, &b, &classes);
-    let verdict = if a.len() < bounds.min_labels {
-        Verdict {
-            pass: false,
-            reason: format!(
-                "cannot judge {shadow} on live labels: {} labelled bugs, [live] min_labels is {}",
-                a.len(),
-                bounds.min_labels
-            ),
-        }
-    } else if macro_f1_difference.value < -bounds.max_f1_drop {
-        Verdict {
-            pass: false,
-            reason: format!(
-                "live macro F1 {:.3} < serving {:.3} − {} on {} labelled bugs (difference {:+.3}, 95% {:+.3}…{:+.3})",
-                shadow_macro_f1.value,
-                serving_macro_f1.value,
-                bounds.max_f1_drop,
-                a.len(),
-                macro_f1_difference.value,
-                macro_f1_difference.low,
-                macro_f1_difference.high
-            ),
-        }
-    } else {
-        Verdict {
-            pass: true,
-            reason: format!(
-                "live macro F1 {:.3} vs serving {:.3} on {} labelled bugs (difference {:+.3}, within −{})",
-                shadow_macro_f1.value,
-                serving_macro_f1.value,
-                a.len(),
-                macro_f1_difference.value,
-                bounds.max_f1_drop
-            ),
-        }
-    };
+    let verdict = verdict(
+        shadow,
+        a.len(),
+        &bounds,
+        (&serving_macro_f1, &shadow_macro_f1, &macro_f1_difference),
+    );
     Ok(Comparison {
         model,
         serving: serving.to_owned(),
@@ -632,6 +602,42 @@ pub async fn compare_versions(
         disagreements,
         verdict,
     })
+}
+
+/// The live verdict on a shadow: enough labels, and not worse by more than the margin.
+fn verdict(
+    shadow: &str,
+    labelled: usize,
+    bounds: &LiveSpec,
+    (serving, candidate, difference): (&Estimate, &Estimate, &Estimate),
+) -> Verdict {
+    if labelled < bounds.min_labels {
+        return Verdict {
+            pass: false,
+            reason: format!(
+                "cannot judge {shadow} on live labels: {labelled} labelled bugs, [live] min_labels is {}",
+                bounds.min_labels
+            ),
+        };
+    }
+    let pass = difference.value >= -bounds.max_f1_drop;
+    let reason = if pass {
+        format!(
+            "live macro F1 {:.3} vs serving {:.3} on {labelled} labelled bugs (difference {:+.3}, within −{})",
+            candidate.value, serving.value, difference.value, bounds.max_f1_drop
+        )
+    } else {
+        format!(
+            "live macro F1 {:.3} < serving {:.3} − {} on {labelled} labelled bugs (difference {:+.3}, 95% {:+.3}…{:+.3})",
+            candidate.value,
+            serving.value,
+            bounds.max_f1_drop,
+            difference.value,
+            difference.low,
+            difference.high
+        )
+    };
+    Verdict { pass, reason }
 }
 
 #[cfg(test)]

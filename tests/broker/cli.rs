@@ -151,3 +151,65 @@ fn version_names_the_code_and_the_serving_bundles() {
     let out = bugflow().arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("models: none"));
 }
+
+/// Issue 16: `replay --bundle MODEL=VERSION` plans the demo stream with an earlier bugtype
+/// and component bundle beside the serving ones and prints what changes.
+#[test]
+fn a_replay_through_other_bundles_prints_which_decisions_change() {
+    let history = |model: &str| -> serde_json::Value {
+        let path = format!("{}/models/{model}/history.json", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let mut args = vec![
+        "replay".to_owned(),
+        "--from".into(),
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/demo-stream.jsonl"
+        )
+        .into(),
+        "--consumer".into(),
+        "bug-triage".into(),
+    ];
+    let mut expected = Vec::new();
+    for model in ["bugtype", "component"] {
+        let h = history(model);
+        let promoted = h["promoted"].as_array().unwrap();
+        let earlier = promoted[promoted.len() - 2].as_str().unwrap();
+        args.push("--bundle".into());
+        args.push(format!("{model}={earlier}"));
+        expected.push(format!(
+            "{model}: {} → {earlier}: ",
+            h["current"].as_str().unwrap()
+        ));
+    }
+    // From the checkout: the shipped models in models/.
+    let here = env!("CARGO_MANIFEST_DIR");
+    let out = bugflow().current_dir(here).args(&args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("replay diff: 16 messages read, 4 planned by both"),
+        "{stdout}"
+    );
+    for line in &expected {
+        assert!(stdout.contains(line), "{line}: {stdout}");
+    }
+    assert!(stdout.contains("decisions change"), "{stdout}");
+    assert!(
+        stdout.contains("writer (its rules and thresholds"),
+        "{stdout}"
+    );
+    // An unknown version is refused before anything runs.
+    let out = bugflow()
+        .current_dir(here)
+        .args(["replay", "--from", &args[2], "--bundle", "bugtype=nope"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+}
