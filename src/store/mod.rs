@@ -51,10 +51,12 @@ const SCHEMA: &[&str] = &[
          bug_id BIGINT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL,
          class TEXT NOT NULL, at TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS predictions_by_bug ON predictions (bug_id, model, at)",
+    "CREATE INDEX IF NOT EXISTS predictions_by_model ON predictions (model, at)",
     "CREATE TABLE IF NOT EXISTS labels (
          bug_id BIGINT NOT NULL, model TEXT NOT NULL, predicted TEXT NOT NULL,
          version TEXT NOT NULL, truth TEXT NOT NULL, by TEXT NOT NULL, at TEXT NOT NULL,
          PRIMARY KEY (bug_id, model, truth, at))",
+    "CREATE INDEX IF NOT EXISTS labels_by_model ON labels (model, at)",
     "CREATE TABLE IF NOT EXISTS shadow_labels (
          bug_id BIGINT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL,
          predicted TEXT NOT NULL, confidence TEXT, truth TEXT NOT NULL, at TEXT NOT NULL,

@@ -35,7 +35,7 @@ fn bugtype_version(result: &serde_json::Value) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_running_consumer_switches_bundles_on_promote_and_rollback() {
+async fn a_running_consumer_switches_bundles_on_promote_rollback_and_shadow() {
     let dir = tempfile::tempdir().unwrap();
     // bugtype, made to learn from the 58 fixture bugs.
     crate::common::fixture_model("bugtype", "bugtype");
@@ -105,6 +105,61 @@ async fn a_running_consumer_switches_bundles_on_promote_and_rollback() {
         first,
         "the rolled-back bundle serves, no restart"
     );
+
+    // Issue 16: the other bundle shadows it. The running consumer loads it, scores each bug
+    // with both, and publishes the shadow's result on its own routing key.
+    registry.shadow(ModelKind::BUGTYPE, &second).unwrap();
+    let set = models.clone();
+    broker
+        .eventually(
+            Duration::from_secs(10),
+            "the shadow reaches the running consumer",
+            || {
+                set.shadow(ModelKind::BUGTYPE)
+                    .map(|b| b.manifest.version.clone())
+                    == Some(second.clone())
+            },
+        )
+        .await;
+    broker
+        .publish(
+            &exchange,
+            "bug.modify:priority",
+            &event("2026-11-28T10:10:00"),
+        )
+        .await;
+    let mut got = broker.take(&results, 2, Duration::from_secs(20)).await;
+    got.sort_by(|a, b| a.routing_key.cmp(&b.routing_key));
+    let keys: Vec<&str> = got.iter().map(|g| g.routing_key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["bug-triage.bug.1629704", "bug-triage.shadow.1629704"]
+    );
+    assert_eq!(bugtype_version(&got[0].json()), first, "the serving result");
+    let shadow = got[1].json();
+    assert_eq!(bugtype_version(&shadow), second, "the shadow's result");
+    assert_eq!(shadow["kind"], "shadow");
+    assert_eq!(shadow["actions"], serde_json::json!([]));
+
+    // Stopped, it is gone from the next event.
+    registry.stop_shadow(ModelKind::BUGTYPE, "test").unwrap();
+    let set = models.clone();
+    broker
+        .eventually(Duration::from_secs(10), "the shadow stops", || {
+            set.shadow(ModelKind::BUGTYPE).is_none()
+        })
+        .await;
+    broker
+        .publish(
+            &exchange,
+            "bug.modify:priority",
+            &event("2026-11-28T10:15:00"),
+        )
+        .await;
+    let got = broker.take(&results, 1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].routing_key, "bug-triage.bug.1629704");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(broker.ready(&results).await, 0, "no shadow result");
 
     stop_watch.cancel();
     running.stop().await;
