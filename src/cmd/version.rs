@@ -44,6 +44,13 @@ pub fn report(config_file: Option<&Path>) -> String {
             Err(e) => format!("unreadable: {e}"),
         };
         let _ = writeln!(out, "  {:<12} {line}", model.name());
+        if let Ok(Some(shadow)) = registry.history(model).map(|h| h.shadow) {
+            let _ = writeln!(
+                out,
+                "  {:<12} shadow: {shadow} (scores beside it, never written)",
+                ""
+            );
+        }
     }
     out
 }

@@ -431,6 +431,25 @@ async fn the_dashboard_draws_live_accuracy_and_drift_in_a_browser() {
         "{:?}",
         bugtype.drift
     );
+    // The same numbers, as Prometheus scrapes them.
+    let prometheus = bugflow::telemetry::prometheus().expect("a Prometheus recorder");
+    live::export(&report);
+    let scraped = prometheus.render();
+    let week = &bugtype.weeks[0];
+    let gauge = format!(
+        r#"bugflow_live_labels{{model="bugtype",week="{}"}} 20"#,
+        week.week
+    );
+    assert!(scraped.contains(&gauge), "{gauge} in {scraped}");
+    let shift = format!(
+        r#"bugflow_drift_class_shift{{model="bugtype",week="{}"}}"#,
+        drifted[0]
+    );
+    assert!(scraped.contains(&shift), "{shift} in {scraped}");
+    assert!(
+        scraped.contains(r#"bugflow_drift_warning{model="bugtype"}"#),
+        "{scraped}"
+    );
 
     let mut state = AppState::new(
         broker.config.clone(),
