@@ -813,6 +813,15 @@ fn triaged(bug: &Value, initial: &str, moved: bool, at: &str) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap()
 }
 
+/// The type a reporter filed `bug` with: one its triager then changes.
+fn reporters_type(bug: &Value) -> &'static str {
+    if bug["type"] == "defect" {
+        "enhancement"
+    } else {
+        "defect"
+    }
+}
+
 /// The class of `model` among a result's scores.
 fn class_of(result: &bugflow::result::ResultMessage, model: &str) -> String {
     result
@@ -896,11 +905,7 @@ async fn a_shadow_bundle_is_compared_on_the_types_people_set() {
     let mut answers = Vec::new();
     for (i, bug) in bugs.iter().enumerate() {
         let id = bug["id"].as_u64().unwrap();
-        let initial = if bug["type"] == "defect" {
-            "enhancement"
-        } else {
-            "defect"
-        };
+        let initial = reporters_type(bug);
         let moved = i % 3 == 0;
         let mut before = bug.clone();
         before["type"] = initial.into();
@@ -952,11 +957,7 @@ async fn a_shadow_bundle_is_compared_on_the_types_people_set() {
     let mut archive = String::new();
     for (i, bug) in bugs.iter().enumerate() {
         let id = bug["id"].as_u64().unwrap();
-        let initial = if bug["type"] == "defect" {
-            "enhancement"
-        } else {
-            "defect"
-        };
+        let initial = reporters_type(bug);
         let mut filed: Value = serde_json::from_slice(&triaged(bug, initial, false, "")).unwrap();
         filed["bug"]["type"] = initial.into();
         filed["event"] = json!({"action": "create", "routing_key": "bug.create", "target": "bug",
@@ -1069,11 +1070,10 @@ async fn a_shadow_bundle_is_compared_on_the_types_people_set() {
         ModelSet::load(registry.clone()).unwrap(),
     )
     .offline();
-    let pinned = ModelSet::load_pinned(
-        registry.clone(),
-        [(ModelKind::BUGTYPE, shadow.clone())].into(),
-    )
-    .unwrap();
+    let pinned = base
+        .models()
+        .with_pinned([(ModelKind::BUGTYPE, shadow.clone())].into())
+        .unwrap();
     let other = base.clone().with_models(pinned);
     let diff = bugflow::cmd::replay_diff::diff(&[base], &[other], &[file.path().to_owned()], None)
         .await

@@ -61,34 +61,47 @@ pub async fn promote(
     force: bool,
 ) -> anyhow::Result<()> {
     let history = registry.history(model)?;
-    if history.shadow.as_deref() == Some(version)
-        && let Some(serving) = history.current.as_deref()
-    {
-        let live = live::compare_versions(store, registry, model, serving, version).await?;
-        print_comparison(&live);
-        if !live.verdict.pass {
-            let action = if force { "forced_past_live" } else { "refused" };
-            registry.record(
-                model,
-                HistoryEntry {
-                    at: Utc::now(),
-                    action: action.into(),
-                    version: version.into(),
-                    macro_f1: Some(live.shadow_macro_f1.value),
-                    note: format!("live comparison: {}", live.verdict.reason),
-                },
-            )?;
-            if !force {
-                anyhow::bail!(
-                    "{model}: refused {version}: {} (use --force to override; recorded)",
-                    live.verdict.reason
-                );
-            }
-            println!(
-                "{model}: forced past the live comparison ({})",
+    let live = match history.current.as_deref() {
+        Some(serving) if history.shadow.as_deref() == Some(version) => {
+            let live = live::compare_versions(store, registry, model, serving, version).await?;
+            print_comparison(&live);
+            Some(live)
+        }
+        _ => None,
+    };
+    promote_judged(registry, model, version, force, live.as_ref())
+}
+
+/// [`promote`], with the shadow's live comparison already made (`None`: not the shadow).
+fn promote_judged(
+    registry: &Registry,
+    model: ModelKind,
+    version: &str,
+    force: bool,
+    live: Option<&live::Comparison>,
+) -> anyhow::Result<()> {
+    if let Some(live) = live.filter(|l| !l.verdict.pass) {
+        let action = if force { "forced_past_live" } else { "refused" };
+        registry.record(
+            model,
+            HistoryEntry {
+                at: Utc::now(),
+                action: action.into(),
+                version: version.into(),
+                macro_f1: Some(live.shadow_macro_f1.value),
+                note: format!("live comparison: {}", live.verdict.reason),
+            },
+        )?;
+        if !force {
+            anyhow::bail!(
+                "{model}: refused {version}: {} (use --force to override; recorded)",
                 live.verdict.reason
             );
         }
+        println!(
+            "{model}: forced past the live comparison ({})",
+            live.verdict.reason
+        );
     }
     let verdict = registry.promote(model, version, force)?;
     if verdict.pass {
@@ -174,7 +187,7 @@ pub async fn release(
         println!("{model}: {}: waiting for labels", live.verdict.reason);
         return Ok(());
     }
-    promote(registry, store, model, &shadow, false).await
+    promote_judged(registry, model, &shadow, false, Some(&live))
 }
 
 fn interval(e: &live::Estimate) -> String {

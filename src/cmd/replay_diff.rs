@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::effects::{Effect, Planned, rules};
 use crate::message::Message;
 use crate::models::ModelKind;
-use crate::models::registry::{ModelSet, Registry};
+use crate::models::registry::ModelSet;
 use crate::pipeline::Pipeline;
 use crate::score::Score;
 
@@ -245,7 +245,7 @@ pub async fn diff(
                 continue;
             }
             diff.read += 1;
-            let message = match ArchiveLine::parse(&line) {
+            let mut message = match ArchiveLine::parse(&line) {
                 Ok(m) => m,
                 Err(e) => {
                     *diff
@@ -262,6 +262,18 @@ pub async fn diff(
                     && b.spec().accepts(&message.exchange, &message.routing_key);
                 if !routed {
                     continue;
+                }
+                // Fetched once, for both plans (an offline pipeline fetches nothing).
+                if message.enrichment.is_none() {
+                    match b.enrichment(&message).await {
+                        Ok(e) if !e.is_empty() => message.enrichment = Some(Arc::new(e)),
+                        Ok(_) => {}
+                        Err(e) => {
+                            let short: String = e.reason.chars().take(80).collect();
+                            *diff.not_planned.entry(short).or_default() += 1;
+                            continue;
+                        }
+                    }
                 }
                 match (outcome(b, &message).await, outcome(o, &message).await) {
                     (Ok(x), Ok(y)) => {
@@ -290,7 +302,11 @@ pub async fn command(
     let config = Arc::new(config);
     let base = super::replay::configured_pipelines(config.clone())?;
     let pinned: BTreeMap<ModelKind, String> = bundles.iter().cloned().collect();
-    let other_models = ModelSet::load_pinned(Registry::new(&config.models_dir), pinned)?;
+    let serving = base
+        .first()
+        .map(|p| p.models().clone())
+        .unwrap_or_else(ModelSet::empty);
+    let other_models = serving.with_pinned(pinned)?;
     let offline_if = |p: Pipeline| if offline { p.offline() } else { p };
     let other: Vec<Pipeline> = base
         .iter()

@@ -118,12 +118,15 @@ impl Bundle {
         Ok(())
     }
 
+    /// The manifest of the bundle in `dir`, without its weights.
+    pub fn read_manifest(dir: &Path) -> anyhow::Result<Manifest> {
+        let path = dir.join("manifest.json");
+        let bytes = std::fs::read(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
     pub fn read(dir: &Path) -> anyhow::Result<Bundle> {
-        let manifest: Manifest = serde_json::from_slice(
-            &std::fs::read(dir.join("manifest.json"))
-                .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("manifest.json").display()))?,
-        )
-        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("manifest.json").display()))?;
+        let manifest = Bundle::read_manifest(dir)?;
         let mut weights: Weights = serde_json::from_slice(
             &std::fs::read(dir.join("weights.json"))
                 .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("weights.json").display()))?,

@@ -316,10 +316,10 @@ pub async fn report(
     let since_week = week_of(&since).unwrap_or_default();
     let mut models = Vec::new();
     for model in ModelKind::bug_models() {
-        let Some(bundle) = registry.current(model)? else {
+        let Some(version) = registry.history(model)?.current else {
             continue;
         };
-        let manifest = &bundle.manifest;
+        let manifest = &registry.manifest(model, &version)?;
         if manifest.untrained.is_some() {
             continue;
         }
@@ -553,7 +553,7 @@ pub async fn compare_versions(
     serving: &str,
     shadow: &str,
 ) -> anyhow::Result<Comparison> {
-    let classes = registry.bundle(model, serving)?.manifest.labels;
+    let classes = registry.manifest(model, serving)?.labels;
     let bounds = model.spec().map(|s| s.live.clone()).unwrap_or_default();
     let pairs = store.agreement(model.name(), shadow).await?;
     let mut disagreements: BTreeMap<String, usize> = BTreeMap::new();

@@ -96,6 +96,20 @@ impl Registry {
         Bundle::read_as(&self.checked_bundle_dir(model, version)?, model, version)
     }
 
+    /// The manifest of bundle `version` of `model`, weights unread (the live report and the
+    /// comparison need its classes and test metrics, not a 25 MB weights file).
+    pub fn manifest(&self, model: ModelKind, version: &str) -> anyhow::Result<Manifest> {
+        let manifest = Bundle::read_manifest(&self.checked_bundle_dir(model, version)?)?;
+        if manifest.model != model || manifest.version != version {
+            anyhow::bail!(
+                "{model}/{version}: its manifest says {}/{}",
+                manifest.model,
+                manifest.version
+            );
+        }
+        Ok(manifest)
+    }
+
     pub fn history(&self, model: ModelKind) -> anyhow::Result<History> {
         let path = self.model_dir(model).join("history.json");
         match std::fs::read(&path) {
@@ -306,24 +320,11 @@ enum Slot {
 impl ModelSet {
     /// Loads the current bundle of every model that has one, and its shadow.
     pub fn load(registry: Registry) -> anyhow::Result<Arc<ModelSet>> {
-        Self::load_pinned(registry, BTreeMap::new())
-    }
-
-    /// [`ModelSet::load`], with `pinned` versions serving instead of the registry's current
-    /// ones (`bugflow replay --bundle MODEL=VERSION`). A pinned version that cannot be read
-    /// is an error; a pinned set loads no shadows.
-    pub fn load_pinned(
-        registry: Registry,
-        pinned: BTreeMap<ModelKind, String>,
-    ) -> anyhow::Result<Arc<ModelSet>> {
-        for (model, version) in &pinned {
-            registry.bundle(*model, version)?;
-        }
         let set = Arc::new(ModelSet {
             registry,
             loaded: RwLock::new(BTreeMap::new()),
             shadows: RwLock::new(BTreeMap::new()),
-            pinned,
+            pinned: BTreeMap::new(),
         });
         // A bundle refused at start leaves its model unloaded (`/readyz` names it); the
         // others serve.
@@ -332,6 +333,26 @@ impl ModelSet {
         }
         release_freed_memory();
         Ok(set)
+    }
+
+    /// This set's serving bundles with `pinned` versions in place of theirs
+    /// (`bugflow replay --bundle MODEL=VERSION`): only the pinned bundles are read, the
+    /// others are shared. A pinned version that cannot be read is an error; the set has no
+    /// shadows, and a refresh keeps the pinned versions.
+    pub fn with_pinned(
+        &self,
+        pinned: BTreeMap<ModelKind, String>,
+    ) -> anyhow::Result<Arc<ModelSet>> {
+        let mut loaded = self.loaded.read().map(|m| m.clone()).unwrap_or_default();
+        for (model, version) in &pinned {
+            loaded.insert(*model, Arc::new(self.registry.bundle(*model, version)?));
+        }
+        Ok(Arc::new(ModelSet {
+            registry: self.registry.clone(),
+            loaded: RwLock::new(loaded),
+            shadows: RwLock::new(BTreeMap::new()),
+            pinned,
+        }))
     }
 
     /// An empty set (no models: results carry no predictions).

@@ -10,12 +10,15 @@ use crate::message::{Enrichment, Message};
 use crate::models::ModelKind;
 
 impl Pipeline {
-    /// Fetches what this consumer's flow would fetch for `message`. Messages that need
-    /// nothing (a legacy bug change, a private bug, a push without commit-risk) get an
+    /// Fetches what this consumer's flow would fetch for `message` (nothing when the
+    /// pipeline is offline). Messages that need nothing (a legacy bug change, a private bug, a push without commit-risk) get an
     /// empty enrichment; a skip or a fetch failure is the flow's own error.
     pub async fn enrichment(&self, message: &Message) -> Result<Enrichment, StageError> {
         filter::body_size(message.body.len(), self.max_body)?;
         let mut enrichment = Enrichment::default();
+        if self.offline {
+            return Ok(enrichment);
+        }
         match events::decode(self.spec.input, message)? {
             Event::HgPush(event) => {
                 let (_, entry) = filter::push(&self.spec, &event)?;

@@ -109,6 +109,11 @@ impl Pipeline {
         self
     }
 
+    /// The bundles this pipeline scores with.
+    pub fn models(&self) -> &Arc<ModelSet> {
+        &self.models
+    }
+
     /// Score with `models` instead (a replay through other bundles).
     pub fn with_models(mut self, models: Arc<ModelSet>) -> Self {
         self.models = models;
