@@ -31,7 +31,6 @@ static CRASH: LazyLock<Regex> = LazyLock::new(|| {
     re(r"(?i)\b(?:bp-)?[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
 });
 static QUOTED: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^\s*>.*$"));
-static TOKEN: LazyLock<Regex> = LazyLock::new(|| re(r"\b\w\w+\b"));
 
 /// bugbug's synonyms: each variant becomes the first word.
 const SYNONYMS: &[(&str, &[&str])] = &[
@@ -95,9 +94,55 @@ pub fn tokenize(text: &str) -> Vec<String> {
     tokens(&text.to_lowercase()).map(str::to_owned).collect()
 }
 
-/// The tokens of an already lower-cased text, borrowed from it.
+/// The tokens of an already lower-cased text, borrowed from it: sklearn's `\b\w\w+\b`,
+/// that is every maximal run of two or more word characters (Unicode's, as the regex
+/// crate's `\w`). Scanned by hand: a regex finds each match forwards and then again
+/// backwards for its start, and bug comments are long.
 pub fn tokens(lower: &str) -> impl Iterator<Item = &str> {
-    TOKEN.find_iter(lower).map(|m| m.as_str())
+    WordRuns { text: lower, at: 0 }
+}
+
+struct WordRuns<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+/// The length in bytes of the character at the start of `rest` when it is a word
+/// character (ASCII decided by the byte alone).
+fn word_char(rest: &str) -> Option<usize> {
+    let byte = *rest.as_bytes().first()?;
+    if byte.is_ascii() {
+        return (byte.is_ascii_alphanumeric() || byte == b'_').then_some(1);
+    }
+    let c = rest.chars().next()?;
+    regex_syntax::is_word_character(c).then(|| c.len_utf8())
+}
+
+impl<'a> Iterator for WordRuns<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let text = self.text;
+        while self.at < text.len() {
+            let start = self.at;
+            let mut chars = 0usize;
+            while let Some(len) = text.get(self.at..).and_then(word_char) {
+                self.at += len;
+                chars += 1;
+            }
+            if chars >= 2 {
+                return text.get(start..self.at);
+            }
+            if chars == 0 {
+                // Not a word character: step over it.
+                self.at += text
+                    .get(self.at..)
+                    .and_then(|rest| rest.chars().next())
+                    .map_or(1, char::len_utf8);
+            }
+        }
+        None
+    }
 }
 
 /// Whitespace-separated words (bugbug's `NumWordsTitle` / `NumWordsComments`).
@@ -124,6 +169,26 @@ mod tests {
         assert!(cleaned.contains("__FILE_REFERENCE__"), "{cleaned}");
         assert!(cleaned.contains("str: uaf"), "{cleaned}");
         assert!(!cleaned.contains("quoted reply"), "{cleaned}");
+    }
+
+    /// The scan finds what `\b\w\w+\b` finds, on ASCII, accents, scripts without case,
+    /// marks, digits of other scripts, emoji and punctuation.
+    #[test]
+    fn tokens_are_the_regex_matches() {
+        let token = re(r"\b\w\w+\b");
+        let texts = [
+            "a crash in foo_bar, x 42! élan vital — naïve café",
+            "страница не загружается; ページが読み込まれない 页面 x",
+            "e\u{301}t\u{301}e\u{301} ٣٤٥ a١ ½ 2² ⅷ x‿y a\u{200d}b",
+            "🔥 fire🔥fire __ _ a _a_ x-y x.y 0x1f http://a.b/c?d=e",
+            "",
+            "  \n\t\u{a0}ok",
+        ];
+        for text in texts {
+            let lower = text.to_lowercase();
+            let expected: Vec<&str> = token.find_iter(&lower).map(|m| m.as_str()).collect();
+            assert_eq!(tokens(&lower).collect::<Vec<_>>(), expected, "{text:?}");
+        }
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! of thousands of words and n-grams a model knows. linfa's learners take dense matrices
 //! (1,200 documents × 100,000 columns of `f64` would be a gigabyte), so the text models are
 //! fitted by [`Learner::Sparse`]: the same objective linfa-logistic minimises (softmax
-//! cross-entropy with an L2 penalty) and the same optimiser (argmin's L-BFGS with a
-//! Moré–Thuente line search), over a compressed sparse row matrix, with balanced class
+//! cross-entropy with an L2 penalty) with L-BFGS ([`lbfgs`](super::lbfgs), in place), over
+//! a compressed sparse row matrix, with balanced class
 //! weights instead of repeated rows, and the penalty `C` chosen on a held-out slice of the
 //! training part. [`Learner::Linfa`] keeps linfa-logistic's dense fit for models with a small
 //! vocabulary (commit-risk).
@@ -15,14 +15,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use argmin::core::{CostFunction, Executor, Gradient};
-use argmin::solver::linesearch::MoreThuenteLineSearch;
-use argmin::solver::quasinewton::LBFGS;
 use linfa::prelude::*;
 use linfa_logistic::MultiLogisticRegression;
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
+use super::columns::{Column, ColumnIndex};
+use super::lbfgs;
 use crate::features::{Features, GROUPS, Group, feature_hash};
 
 /// How to train (a catalogue file's `[learner]`).
@@ -49,7 +48,7 @@ pub struct TrainParams {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Learner {
-    /// Sparse rows, argmin's L-BFGS (see the module documentation).
+    /// Sparse rows, L-BFGS in place (see the module documentation).
     Sparse,
     /// linfa-logistic's `MultiLogisticRegression` on a dense matrix of the kept columns.
     Linfa,
@@ -103,25 +102,15 @@ pub struct LinearModel {
     #[serde(default = "one")]
     pub temperature: f32,
     #[serde(skip)]
-    index: Index,
+    index: ColumnIndex,
+    /// Bit `g` is set when some column is of group `g`: a term of any other group cannot
+    /// have a column, so it is not looked up (a title-only model skips a bug's comments).
+    #[serde(skip)]
+    groups_present: u8,
 }
 
 fn one() -> f32 {
     1.0
-}
-
-/// Feature hash → column. foldhash (hashbrown's own hasher) rather than std's SipHash: the
-/// keys are hashes already, and no one chooses them to attack a table.
-///
-/// Each entry holds what scoring a term needs besides its weights — its column, group and
-/// idf — so that a term costs one probe of this table and one read of its weight row.
-type Index = HashMap<u64, Column, foldhash::fast::FixedState>;
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Column {
-    col: u32,
-    idf: f32,
-    group: Group,
 }
 
 /// A document's features hashed once: `(hash, group, summed value)`, sorted by hash. Training
@@ -171,19 +160,11 @@ impl LinearModel {
         self.groups.shrink_to_fit();
         self.idf.shrink_to_fit();
         self.weights.shrink_to_fit();
-        self.index = self
-            .vocab
+        self.index = ColumnIndex::new(&self.vocab, &self.idf, &self.groups);
+        self.groups_present = self
+            .groups
             .iter()
-            .enumerate()
-            .map(|(i, h)| {
-                let column = Column {
-                    col: i as u32,
-                    idf: self.idf.get(i).copied().unwrap_or(1.0),
-                    group: self.groups.get(i).copied().unwrap_or(Group::Data),
-                };
-                (*h, column)
-            })
-            .collect();
+            .fold(0u8, |mask, g| mask | (1 << g.index()));
     }
 
     /// Are the parts of a deserialised model the sizes each other says? A bundle whose
@@ -232,8 +213,11 @@ impl LinearModel {
         let mut norms = [0.0f64; GROUPS];
         let mut row: Vec<(u32, f64)> = Vec::with_capacity(terms.0.len().min(self.vocab.len()));
         let mut groups: Vec<Group> = Vec::with_capacity(row.capacity());
-        for (h, _, v) in &terms.0 {
-            let Some(&Column { col, idf, group: g }) = self.index.get(h) else {
+        for (h, term_group, v) in &terms.0 {
+            if self.groups_present & (1 << term_group.index()) == 0 {
+                continue;
+            }
+            let Some(Column { col, idf, group: g }) = self.index.get(*h) else {
                 continue;
             };
             let value = if g.is_text() {
@@ -246,15 +230,7 @@ impl LinearModel {
             row.push((col, value));
             groups.push(g);
         }
-        let mut scale = [1.0f64; GROUPS];
-        for (g, weight) in &self.group_weights {
-            scale[usize::from(g.index())] = *weight;
-        }
-        for (i, norm) in norms.iter().enumerate() {
-            if *norm > 0.0 {
-                scale[i] /= norm.sqrt();
-            }
-        }
+        let scale = self.group_scales(&norms);
         for ((_, v), g) in row.iter_mut().zip(&groups) {
             if g.is_text() {
                 *v *= scale[usize::from(g.index())];
@@ -271,16 +247,76 @@ impl LinearModel {
 
     /// [`scores`](Self::scores) of a hashed document: a sparse dot product with the
     /// `columns × classes` weight matrix.
+    ///
+    /// One pass over the terms, with no row built: a group's L2 norm is known only at the
+    /// end, but the dot product is linear, so each text group's products are summed apart
+    /// and scaled once: `score = b + Σ_g scale_g · Σ_{t ∈ g} value_t · w_t`.
     pub fn scores_terms(&self, terms: &Terms) -> Vec<f64> {
         let k = self.classes.len();
+        let mut partial = vec![0.0f64; GROUPS * k];
+        let mut norms = [0.0f64; GROUPS];
+        let present = self.groups_present;
+        let readable = terms
+            .0
+            .iter()
+            .filter(|(_, g, _)| present & (1 << g.index()) != 0);
+        // The weighted hits first; then their weight rows, read ahead (independent loads,
+        // as the index's slots are), then summed from cache.
+        let mut hits: Vec<(usize, usize, f64)> = Vec::with_capacity(terms.0.len().min(256));
+        self.index.lookup_all(
+            readable,
+            |(h, _, _)| *h,
+            |(_, _, v), column| {
+                let Column { col, idf, group: g } = column;
+                let gi = usize::from(g.index());
+                let value = if g.is_text() {
+                    let value = (1.0 + v.ln()) * f64::from(idf);
+                    norms[gi] += value * value;
+                    value
+                } else {
+                    *v
+                };
+                hits.push((col as usize * k, gi, value));
+            },
+        );
+        let touched = hits
+            .iter()
+            .fold(0.0f32, |acc, (base, _, _)| acc + self.weights[*base]);
+        std::hint::black_box(touched);
+        for (base, gi, value) in hits {
+            let sums = &mut partial[gi * k..(gi + 1) * k];
+            for (sum, w) in sums.iter_mut().zip(&self.weights[base..base + k]) {
+                *sum += value * f64::from(*w);
+            }
+        }
+        let scale = self.group_scales(&norms);
         let mut scores: Vec<f64> = self.intercept.iter().map(|b| f64::from(*b)).collect();
-        for (col, value) in self.vectorize_terms(terms) {
-            let base = col as usize * k;
-            for (score, w) in scores.iter_mut().zip(&self.weights[base..base + k]) {
-                *score += value * f64::from(*w);
+        for (g, sums) in partial.chunks_exact(k).enumerate() {
+            let factor = if g == usize::from(Group::Data.index()) {
+                1.0
+            } else {
+                scale[g]
+            };
+            for (score, sum) in scores.iter_mut().zip(sums) {
+                *score += factor * sum;
             }
         }
         scores
+    }
+
+    /// Each text group's factor: its weight over its L2 norm (a group without terms keeps
+    /// its weight; nothing is multiplied by it).
+    fn group_scales(&self, norms: &[f64; GROUPS]) -> [f64; GROUPS] {
+        let mut scale = [1.0f64; GROUPS];
+        for (g, weight) in &self.group_weights {
+            scale[usize::from(g.index())] = *weight;
+        }
+        for (i, norm) in norms.iter().enumerate() {
+            if *norm > 0.0 {
+                scale[i] /= norm.sqrt();
+            }
+        }
+        scale
     }
 
     /// Class probabilities for one hashed document (calibrated).
@@ -319,16 +355,18 @@ impl LinearModel {
     ) -> Result<LinearModel, TrainError> {
         let c = params.c.first().copied().unwrap_or(1.0);
         let terms: Vec<Terms> = docs.iter().map(Terms::of).collect();
-        Self::fit_c(&terms, labels, classes, params, c)
+        Self::fit_c(&terms, labels, classes, params, c, 1)
     }
 
-    /// Fits with the inverse penalty `c`.
+    /// Fits with the inverse penalty `c`, each loss and gradient computed on `threads`
+    /// threads (the rows split between them).
     pub fn fit_c(
         docs: &[Terms],
         labels: &[usize],
         classes: &[String],
         params: &TrainParams,
         c: f64,
+        threads: usize,
     ) -> Result<LinearModel, TrainError> {
         if docs.len() != labels.len() || docs.is_empty() {
             return Err(TrainError("no training documents".into()));
@@ -352,20 +390,20 @@ impl LinearModel {
         let rows: Vec<Vec<(u32, f64)>> = docs.iter().map(|d| model.vectorize_terms(d)).collect();
         let order = balance(labels, k, params);
         match params.learner {
-            Learner::Sparse => model.fit_sparse(&rows, labels, &order, params, c)?,
+            Learner::Sparse => model.fit_sparse(&rows, labels, &order, params, (c, threads))?,
             Learner::Linfa => model.fit_linfa(&rows, labels, &order, params, c)?,
         }
         Ok(model)
     }
 
-    /// argmin's L-BFGS over the sparse rows (see the module documentation).
+    /// L-BFGS over the sparse rows (see the module documentation).
     fn fit_sparse(
         &mut self,
         rows: &[Vec<(u32, f64)>],
         labels: &[usize],
         order: &[usize],
         params: &TrainParams,
-        c: f64,
+        (c, threads): (f64, usize),
     ) -> Result<(), TrainError> {
         let k = self.classes.len();
         let n_features = self.vocab.len();
@@ -377,21 +415,19 @@ impl LinearModel {
             k,
             n_features,
             inverse_c: 1.0 / c,
-            last: std::sync::Mutex::new(None),
         };
-        let solver = LBFGS::new(MoreThuenteLineSearch::new(), 10)
-            .with_tolerance_grad(1e-5)
-            .and_then(|s| s.with_tolerance_cost(1e-9))
-            .map_err(|e| TrainError(e.to_string()))?;
-        let start = Array1::<f64>::zeros(n_features * k + k);
-        let result = Executor::new(problem, solver)
-            .configure(|state| state.param(start).max_iters(params.max_iterations))
-            .run()
-            .map_err(|e| TrainError(e.to_string()))?;
-        let best = result
-            .state
-            .best_param
-            .ok_or_else(|| TrainError("the optimiser returned no parameters".into()))?;
+        let options = lbfgs::Options {
+            memory: 10,
+            max_iterations: params.max_iterations,
+            tolerance_grad: 1e-5,
+            tolerance_cost: 1e-9,
+        };
+        let start = vec![0.0; n_features * k + k];
+        let mut spare = vec![Vec::new(); threads.max(1) - 1];
+        let (best, loss) = lbfgs::minimize(|p, g| problem.eval(p, g, &mut spare), start, options);
+        if !loss.is_finite() {
+            return Err(TrainError(format!("the loss diverged ({loss}) at C = {c}")));
+        }
         self.weights = best
             .iter()
             .take(n_features * k)
@@ -489,7 +525,8 @@ impl LinearModel {
             weights: Vec::new(),
             intercept: Vec::new(),
             temperature: 1.0,
-            index: Index::default(),
+            index: ColumnIndex::default(),
+            groups_present: 0,
         }
     }
 }
@@ -601,23 +638,66 @@ struct Softmax<'a> {
     k: usize,
     n_features: usize,
     inverse_c: f64,
-    /// The last point evaluated, with its loss and gradient: L-BFGS and its line search
-    /// ask for the cost and the gradient of the same point, and one pass gives both.
-    last: std::sync::Mutex<Option<Evaluated>>,
 }
 
-/// A point, its loss and its gradient.
-type Evaluated = (Array1<f64>, f64, Array1<f64>);
-
 impl Softmax<'_> {
-    /// The loss, and its gradient into `grad` when given.
-    fn eval(&self, p: &Array1<f64>, mut grad: Option<&mut Array1<f64>>) -> f64 {
+    /// The loss at `params`, and its gradient into `g`. With `spare` gradients, the rows
+    /// are split between `1 + spare.len()` threads, each summing into its own.
+    fn eval(&self, params: &[f64], g: &mut [f64], spare: &mut [Vec<f64>]) -> f64 {
+        let nw = self.n_features * self.k;
+        let w = &params[..nw.min(params.len())];
+        let chunk = self.rows.len().div_ceil(spare.len() + 1).max(1);
+        let mut loss = if spare.is_empty() {
+            self.eval_rows(0..self.rows.len(), params, g)
+        } else {
+            std::thread::scope(|scope| {
+                let others: Vec<_> = spare
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(t, buffer)| {
+                        let from = ((t + 1) * chunk).min(self.rows.len());
+                        let to = (from + chunk).min(self.rows.len());
+                        scope.spawn(move || {
+                            buffer.resize(params.len(), 0.0);
+                            self.eval_rows(from..to, params, buffer)
+                        })
+                    })
+                    .collect();
+                let mine = self.eval_rows(0..chunk.min(self.rows.len()), params, g);
+                others
+                    .into_iter()
+                    .map(|t| t.join().unwrap_or(f64::NAN))
+                    .sum::<f64>()
+                    + mine
+            })
+        };
+        for buffer in spare.iter() {
+            for (gi, bi) in g.iter_mut().zip(buffer) {
+                *gi += bi;
+            }
+        }
+        let mut penalty = 0.0;
+        for v in w {
+            penalty += v * v;
+        }
+        for (gi, wi) in g.iter_mut().zip(w) {
+            *gi += self.inverse_c * wi;
+        }
+        loss += 0.5 * self.inverse_c * penalty;
+        loss
+    }
+
+    /// The data loss of the rows `range`, and its gradient into `g` (overwritten).
+    fn eval_rows(&self, range: std::ops::Range<usize>, params: &[f64], g: &mut [f64]) -> f64 {
         let (k, nw) = (self.k, self.n_features * self.k);
-        let params = p.as_slice().unwrap_or_default();
+        g.fill(0.0);
         let (w, b) = params.split_at(nw.min(params.len()));
         let mut loss = 0.0;
         let mut z = vec![0.0; k];
-        for ((row, &y), &sw) in self.rows.iter().zip(&self.labels).zip(&self.weights) {
+        let rows = self.rows[range.clone()].iter();
+        let labels = &self.labels[range.clone()];
+        let weights = &self.weights[range];
+        for ((row, &y), &sw) in rows.zip(labels).zip(weights) {
             z.copy_from_slice(&b[..k]);
             for &(col, x) in row.iter() {
                 let base = col as usize * k;
@@ -628,64 +708,19 @@ impl Softmax<'_> {
             let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let sum: f64 = z.iter().map(|v| (v - max).exp()).sum();
             loss += sw * (max + sum.ln() - z[y]);
-            if let Some(g) = grad.as_deref_mut() {
-                let g = g.as_slice_mut().unwrap_or_default();
+            for j in 0..k {
+                let d = sw * ((z[j] - max).exp() / sum - f64::from(u8::from(j == y)));
+                z[j] = d;
+                g[nw + j] += d;
+            }
+            for &(col, x) in row.iter() {
+                let base = col as usize * k;
                 for j in 0..k {
-                    let d = sw * ((z[j] - max).exp() / sum - f64::from(u8::from(j == y)));
-                    z[j] = d;
-                    g[nw + j] += d;
-                }
-                for &(col, x) in row.iter() {
-                    let base = col as usize * k;
-                    for j in 0..k {
-                        g[base + j] += x * z[j];
-                    }
+                    g[base + j] += x * z[j];
                 }
             }
         }
-        let mut penalty = 0.0;
-        for v in w {
-            penalty += v * v;
-        }
-        if let Some(g) = grad {
-            let g = g.as_slice_mut().unwrap_or_default();
-            for (gi, wi) in g.iter_mut().zip(w) {
-                *gi += self.inverse_c * wi;
-            }
-        }
-        loss + 0.5 * self.inverse_c * penalty
-    }
-}
-
-impl Softmax<'_> {
-    /// Loss and gradient at `p`, from the cache when `p` was the last point.
-    fn both(&self, p: &Array1<f64>) -> (f64, Array1<f64>) {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, loss, grad)) = last.as_ref()
-            && at == p
-        {
-            return (*loss, grad.clone());
-        }
-        let mut grad = Array1::<f64>::zeros(p.len());
-        let loss = self.eval(p, Some(&mut grad));
-        *last = Some((p.clone(), loss, grad.clone()));
-        (loss, grad)
-    }
-}
-
-impl CostFunction for Softmax<'_> {
-    type Param = Array1<f64>;
-    type Output = f64;
-    fn cost(&self, p: &Self::Param) -> Result<f64, argmin::core::Error> {
-        Ok(self.both(p).0)
-    }
-}
-
-impl Gradient for Softmax<'_> {
-    type Param = Array1<f64>;
-    type Gradient = Array1<f64>;
-    fn gradient(&self, p: &Self::Param) -> Result<Self::Gradient, argmin::core::Error> {
-        Ok(self.both(p).1)
+        loss
     }
 }
 
@@ -716,8 +751,10 @@ pub fn select_c(
     } else {
         params.c.clone()
     };
+    // The values of C are fitted side by side; cores left over split each fit's rows.
+    let threads_each = (cores() / grid.len()).max(1);
     let score = |c: &f64| -> Result<(LinearModel, Vec<Vec<f64>>), TrainError> {
-        let model = LinearModel::fit_c(fit.0, fit.1, classes, params, *c)?;
+        let model = LinearModel::fit_c(fit.0, fit.1, classes, params, *c, threads_each)?;
         let scores = held.0.iter().map(|d| model.scores_terms(d)).collect();
         Ok((model, scores))
     };
@@ -745,14 +782,15 @@ pub fn select_c(
     Ok(best)
 }
 
+/// The machine's cores (1 when it cannot tell).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// `f` over `items`, on as many threads as the machine has cores (results in order);
 /// `None` if a thread panicked.
 fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Option<Vec<R>> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(items.len())
-        .max(1);
+    let threads = cores().min(items.len()).max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let mut out: Vec<(usize, R)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
@@ -848,6 +886,59 @@ mod tests {
         assert_eq!(p.class, "bug");
         assert!((p.probabilities.iter().sum::<f64>() - 1.0).abs() < 1e-9);
         assert_eq!(model.predict(&doc("add option")).class, "feature");
+    }
+
+    /// The one-pass scores are the dot product of the weighted row, and a term of a group
+    /// the model has no column of changes nothing.
+    #[test]
+    fn scores_are_the_dot_product_of_the_weighted_row() {
+        let texts = [
+            ("crash when opening tab", "stack trace attached"),
+            ("browser crash on start", "it crashes every time"),
+            ("add a dark theme option", "would be nice to have"),
+            ("feature request new option", "please consider it"),
+        ];
+        let docs: Vec<Features> = texts
+            .iter()
+            .map(|(title, body)| {
+                let mut f = doc(title);
+                f.words(Group::Body, body);
+                f.char_ngrams(title, 200);
+                f.num("severity=S3", 1.0);
+                f
+            })
+            .collect();
+        let classes = vec!["bug".to_string(), "feature".to_string()];
+        let params = TrainParams {
+            min_df: 1,
+            ..TrainParams::default()
+        };
+        let model = LinearModel::fit(&docs, &[0, 0, 1, 1], &classes, &params).unwrap();
+        let mut probe = doc("crash on the new tab option");
+        probe.words(Group::Body, "stack trace would be nice");
+        probe.char_ngrams("crash on the new tab option", 200);
+        probe.num("severity=S3", 1.0);
+        let terms = Terms::of(&probe);
+        let mut reference: Vec<f64> = model.intercept.iter().map(|b| f64::from(*b)).collect();
+        for (col, value) in model.vectorize_terms(&terms) {
+            for (j, score) in reference.iter_mut().enumerate() {
+                *score += value * f64::from(model.weights[col as usize * 2 + j]);
+            }
+        }
+        let scores = model.scores_terms(&terms);
+        for (a, b) in scores.iter().zip(&reference) {
+            assert!((a - b).abs() < 1e-9, "{scores:?} against {reference:?}");
+        }
+        assert!(
+            scores
+                .iter()
+                .zip(&model.intercept)
+                .any(|(s, b)| (s - f64::from(*b)).abs() > 1e-6)
+        );
+
+        let mut with_comments = probe.clone();
+        with_comments.words(Group::Comments, "a comment group this model never saw");
+        assert_eq!(model.scores_terms(&Terms::of(&with_comments)), scores);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! * [`catalogue`] — one TOML file per model: what it reads, its label rule, features,
 //!   learner, split, calibration, gate and writer rule;
 //! * [`linear`] — the learner (linfa logistic regression, sparse inference);
+//! * [`columns`] — a model's feature hash → column table, laid out for scoring;
 //! * [`bundle`] — a trained model on disk: `manifest.json` + `weights.json`;
 //! * [`registry`] — `models/<model>/<version>/`, the promotion history, promote and
 //!   rollback, and the [`ModelSet`](registry::ModelSet) the consumers read from, which picks
@@ -12,6 +13,8 @@
 
 pub mod bundle;
 pub mod catalogue;
+pub mod columns;
+pub mod lbfgs;
 pub mod linear;
 pub mod live;
 pub mod registry;

@@ -1,0 +1,195 @@
+//! A model's column index: feature hash → column, idf and group, in one flat table.
+//!
+//! Scoring a bug probes this table once for each of its terms (about 1,150 for a bug with
+//! comments), and the table of a large model is megabytes: a probe is a cache miss more
+//! often than not, so what a term costs is memory latency, not arithmetic. The table is
+//! laid out for that:
+//!
+//! * open addressing with linear probing over 16-byte slots (the key, the column with its
+//!   group in the top bits, the idf): a hit is one cache line, a miss usually too (the run
+//!   ends at an empty slot);
+//! * the keys are hashes already, so a slot is the key's top bits after one multiply (no
+//!   hasher);
+//! * [`ColumnIndex::lookup_all`] first reads the slot of every term — independent loads
+//!   the processor overlaps, as a prefetch would — and then probes them, now from cache.
+//!   One term at a time, each probe's miss would wait for the last.
+
+use crate::features::Group;
+
+/// What scoring a term needs besides its weights.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Column {
+    pub col: u32,
+    pub idf: f32,
+    pub group: Group,
+}
+
+/// Hash 0 marks an empty slot; a feature whose hash is 0 is kept apart.
+const EMPTY: u64 = 0;
+/// Columns are below 2^28; the group sits above them.
+const GROUP_SHIFT: u32 = 28;
+const COLUMN_MASK: u32 = (1 << GROUP_SHIFT) - 1;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Slot {
+    key: u64,
+    col_and_group: u32,
+    idf: f32,
+}
+
+impl Slot {
+    fn column(self) -> Column {
+        Column {
+            col: self.col_and_group & COLUMN_MASK,
+            idf: self.idf,
+            group: group_of(self.col_and_group >> GROUP_SHIFT),
+        }
+    }
+}
+
+fn group_of(index: u32) -> Group {
+    match index {
+        0 => Group::Data,
+        1 => Group::Title,
+        2 => Group::Body,
+        3 => Group::Comments,
+        4 => Group::Chars,
+        5 => Group::Headings,
+        _ => Group::Files,
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ColumnIndex {
+    slots: Vec<Slot>,
+    /// `64 - log2(slots.len())`: a key's slot is its mixed top bits.
+    shift: u32,
+    zero: Option<Slot>,
+}
+
+impl ColumnIndex {
+    /// The index of a vocabulary: column `i` is `vocab[i]`, with `idf[i]` and `groups[i]`.
+    /// At most three quarters of the slots are used.
+    pub fn new(vocab: &[u64], idf: &[f32], groups: &[Group]) -> ColumnIndex {
+        let wanted = (vocab.len() * 4 / 3 + 1).next_power_of_two().max(16);
+        let mut index = ColumnIndex {
+            slots: vec![Slot::default(); wanted],
+            shift: 64 - wanted.trailing_zeros(),
+            zero: None,
+        };
+        for (i, &key) in vocab.iter().enumerate() {
+            let group = groups.get(i).copied().unwrap_or(Group::Data);
+            let slot = Slot {
+                key,
+                col_and_group: (i as u32 & COLUMN_MASK) | (u32::from(group.index()) << GROUP_SHIFT),
+                idf: idf.get(i).copied().unwrap_or(1.0),
+            };
+            if key == EMPTY {
+                index.zero = Some(slot);
+                continue;
+            }
+            let mut at = index.home(key);
+            while index.slots[at].key != EMPTY && index.slots[at].key != key {
+                at = (at + 1) & (index.slots.len() - 1);
+            }
+            index.slots[at] = slot;
+        }
+        index
+    }
+
+    fn home(&self, key: u64) -> usize {
+        (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
+    }
+
+    /// The column of one feature hash.
+    pub fn get(&self, key: u64) -> Option<Column> {
+        if key == EMPTY {
+            return self.zero.map(Slot::column);
+        }
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut at = self.home(key);
+        loop {
+            let slot = self.slots[at];
+            if slot.key == key {
+                return Some(slot.column());
+            }
+            if slot.key == EMPTY {
+                return None;
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// Calls `found` with each item whose key has a column, in order. The slots of all
+    /// items are read first (see the module documentation): the same answers as
+    /// [`get`](Self::get) on each, sooner.
+    pub fn lookup_all<'a, T: 'a>(
+        &self,
+        items: impl Iterator<Item = &'a T> + Clone,
+        key: impl Fn(&T) -> u64,
+        mut found: impl FnMut(&'a T, Column),
+    ) {
+        if self.slots.is_empty() {
+            return;
+        }
+        let touched = items
+            .clone()
+            .fold(0u64, |acc, item| acc ^ self.slots[self.home(key(item))].key);
+        std::hint::black_box(touched);
+        for item in items {
+            if let Some(column) = self.get(key(item)) {
+                found(item, column);
+            }
+        }
+    }
+
+    /// Bytes held by the table.
+    pub fn heap_bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Slot>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_finds_its_column_and_others_find_none() {
+        let mut state = 0x1234_5678_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut vocab: Vec<u64> = (0..5_000).map(|_| next()).collect();
+        vocab.push(0);
+        let groups: Vec<Group> = (0..vocab.len())
+            .map(|i| [Group::Data, Group::Title, Group::Chars, Group::Files][i % 4])
+            .collect();
+        let idf: Vec<f32> = (0..vocab.len()).map(|i| i as f32 / 7.0).collect();
+        let index = ColumnIndex::new(&vocab, &idf, &groups);
+        for (i, key) in vocab.iter().enumerate() {
+            let column = index.get(*key).expect("a vocabulary key");
+            assert_eq!(column.col as usize, i);
+            assert_eq!(column.group, groups[i]);
+            assert_eq!(column.idf, idf[i]);
+        }
+        let strangers: Vec<u64> = (0..5_000).map(|_| next()).collect();
+        assert!(strangers.iter().all(|k| index.get(*k).is_none()));
+
+        let mixed: Vec<u64> = vocab.iter().chain(&strangers).copied().step_by(3).collect();
+        let mut batched = Vec::new();
+        index.lookup_all(mixed.iter(), |k| *k, |k, c| batched.push((*k, c)));
+        let one_by_one: Vec<(u64, Column)> = mixed
+            .iter()
+            .filter_map(|k| index.get(*k).map(|c| (*k, c)))
+            .collect();
+        assert!(!one_by_one.is_empty() && one_by_one.len() < mixed.len());
+        assert_eq!(batched, one_by_one);
+        assert!(ColumnIndex::default().get(42).is_none());
+    }
+}
