@@ -81,8 +81,8 @@ pub fn minimize(
             None
         };
         let mut pair = reused.unwrap_or_else(|| Pair {
-            s: vec![0.0; n],
-            y: vec![0.0; n],
+            s: vec![0.0f32; n],
+            y: vec![0.0f32; n],
             rho: 0.0,
             yy: 0.0,
         });
@@ -103,10 +103,13 @@ pub fn minimize(
     (x, loss)
 }
 
-/// One remembered step: `s = x₊ − x`, `y = g₊ − g`, `rho = 1 / sᵀy`, and `yᵀy`.
+/// One remembered step: `s = x₊ − x`, `y = g₊ − g`, `rho = 1 / sᵀy`, and `yᵀy`. The
+/// vectors are kept in `f32`: they only shape the next direction (the point and the
+/// gradient stay `f64`), and the two-loop recursion reads all `2m` of them every
+/// iteration, so half the bytes is nearly half the time of that recursion.
 struct Pair {
-    s: Vec<f64>,
-    y: Vec<f64>,
+    s: Vec<f32>,
+    y: Vec<f32>,
     rho: f64,
     yy: f64,
 }
@@ -119,7 +122,7 @@ fn direction(pairs: &VecDeque<Pair>, g: &[f64], d: &mut [f64], alpha: &mut [f64]
     d.copy_from_slice(g);
     let held = pairs.len();
     if let Some(newest) = pairs.back() {
-        let mut next = dot(&newest.s, d);
+        let mut next = dot32(&newest.s, d);
         for i in (0..held).rev() {
             alpha[i] = pairs[i].rho * next;
             let coef = -alpha[i];
@@ -162,22 +165,40 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     lanes.iter().sum::<f64>() + tail
 }
 
+/// `aᵀb` for a remembered vector `a`.
+fn dot32(a: &[f32], b: &[f64]) -> f64 {
+    let mut lanes = [0.0f64; LANES];
+    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f64 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| f64::from(*x) * y)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for j in 0..LANES {
+            lanes[j] += f64::from(x[j]) * y[j];
+        }
+    }
+    lanes.iter().sum::<f64>() + tail
+}
+
 /// `d += coef · v`, then `dᵀw`, in one pass.
-fn axpy_dot(coef: f64, v: &[f64], d: &mut [f64], w: &[f64]) -> f64 {
+fn axpy_dot(coef: f64, v: &[f32], d: &mut [f64], w: &[f32]) -> f64 {
     let mut lanes = [0.0f64; LANES];
     let mut dc = d.chunks_exact_mut(LANES);
     let (vc, wc) = (v.chunks_exact(LANES), w.chunks_exact(LANES));
     let (v_tail, w_tail) = (vc.remainder(), wc.remainder());
     for ((dd, vv), ww) in (&mut dc).zip(vc).zip(wc) {
         for j in 0..LANES {
-            dd[j] += coef * vv[j];
-            lanes[j] += dd[j] * ww[j];
+            dd[j] += coef * f64::from(vv[j]);
+            lanes[j] += dd[j] * f64::from(ww[j]);
         }
     }
     let mut tail = 0.0;
     for ((di, vi), wi) in dc.into_remainder().iter_mut().zip(v_tail).zip(w_tail) {
-        *di += coef * vi;
-        tail += *di * wi;
+        *di += coef * f64::from(*vi);
+        tail += *di * f64::from(*wi);
     }
     lanes.iter().sum::<f64>() + tail
 }
@@ -188,15 +209,16 @@ fn differences(
     x: &[f64],
     g_new: &[f64],
     g: &[f64],
-    s: &mut [f64],
-    y: &mut [f64],
+    s: &mut [f32],
+    y: &mut [f32],
 ) -> (f64, f64) {
     let (mut sy, mut yy) = (0.0, 0.0);
     for i in 0..s.len() {
-        s[i] = x_new[i] - x[i];
-        y[i] = g_new[i] - g[i];
-        sy += s[i] * y[i];
-        yy += y[i] * y[i];
+        s[i] = (x_new[i] - x[i]) as f32;
+        y[i] = (g_new[i] - g[i]) as f32;
+        let (si, yi) = (f64::from(s[i]), f64::from(y[i]));
+        sy += si * yi;
+        yy += yi * yi;
     }
     (sy, yy)
 }

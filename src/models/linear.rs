@@ -941,6 +941,39 @@ mod tests {
         assert_eq!(model.scores_terms(&Terms::of(&with_comments)), scores);
     }
 
+    /// Splitting the rows between threads changes only the order of the sums.
+    #[test]
+    fn a_fit_on_two_threads_is_the_fit_on_one() {
+        let texts = [
+            "crash when opening tab",
+            "browser crash on start",
+            "crash in layout code",
+            "add a dark theme option",
+            "feature request new option",
+            "please add option to sync",
+            "hang when closing the last tab",
+        ];
+        let docs: Vec<Terms> = texts.iter().map(|t| Terms::of(&doc(t))).collect();
+        let labels = [0, 0, 0, 1, 1, 1, 0];
+        let classes = vec!["bug".to_string(), "feature".to_string()];
+        let params = TrainParams {
+            min_df: 1,
+            ..TrainParams::default()
+        };
+        let one = LinearModel::fit_c(&docs, &labels, &classes, &params, 4.0, 1).unwrap();
+        let two = LinearModel::fit_c(&docs, &labels, &classes, &params, 4.0, 2).unwrap();
+        assert_eq!(one.vocab, two.vocab);
+        let far = one
+            .weights
+            .iter()
+            .chain(&one.intercept)
+            .zip(two.weights.iter().chain(&two.intercept))
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(far < 1e-4, "weights differ by {far}");
+        assert!(one.weights.iter().any(|w| w.abs() > 0.01));
+    }
+
     #[test]
     fn a_class_without_examples_is_an_error() {
         let classes = vec!["a".to_string(), "b".to_string()];
