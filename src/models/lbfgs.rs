@@ -122,7 +122,7 @@ fn direction(pairs: &VecDeque<Pair>, g: &[f64], d: &mut [f64], alpha: &mut [f64]
     d.copy_from_slice(g);
     let held = pairs.len();
     if let Some(newest) = pairs.back() {
-        let mut next = dot32(&newest.s, d);
+        let mut next = dot(&newest.s, d);
         for i in (0..held).rev() {
             alpha[i] = pairs[i].rho * next;
             let coef = -alpha[i];
@@ -147,37 +147,20 @@ fn direction(pairs: &VecDeque<Pair>, g: &[f64], d: &mut [f64], alpha: &mut [f64]
 
 const LANES: usize = 8;
 
-/// `aᵀb`, summed in eight lanes (which the compiler vectorises; one running sum cannot be).
-fn dot(a: &[f64], b: &[f64]) -> f64 {
+/// `aᵀb`, summed in eight lanes (which the compiler vectorises; one running sum cannot be);
+/// `a` may be a remembered `f32` vector.
+fn dot<T: Copy + Into<f64>>(a: &[T], b: &[f64]) -> f64 {
     let mut lanes = [0.0f64; LANES];
     let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let tail: f64 = ac
         .remainder()
         .iter()
         .zip(bc.remainder())
-        .map(|(x, y)| x * y)
+        .map(|(x, y)| (*x).into() * y)
         .sum();
     for (x, y) in ac.zip(bc) {
         for j in 0..LANES {
-            lanes[j] += x[j] * y[j];
-        }
-    }
-    lanes.iter().sum::<f64>() + tail
-}
-
-/// `aᵀb` for a remembered vector `a`.
-fn dot32(a: &[f32], b: &[f64]) -> f64 {
-    let mut lanes = [0.0f64; LANES];
-    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f64 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| f64::from(*x) * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for j in 0..LANES {
-            lanes[j] += f64::from(x[j]) * y[j];
+            lanes[j] += x[j].into() * y[j];
         }
     }
     lanes.iter().sum::<f64>() + tail

@@ -862,19 +862,19 @@ mod tests {
         f
     }
 
+    /// Three bugs, then three feature requests.
+    const BUGS_THEN_FEATURES: [&str; 6] = [
+        "crash when opening tab",
+        "browser crash on start",
+        "crash in layout code",
+        "add a dark theme option",
+        "feature request new option",
+        "please add option to sync",
+    ];
+
     #[test]
     fn it_learns_separable_text_and_probabilities_sum_to_one() {
-        let docs: Vec<Features> = [
-            "crash when opening tab",
-            "browser crash on start",
-            "crash in layout code",
-            "add a dark theme option",
-            "feature request new option",
-            "please add option to sync",
-        ]
-        .iter()
-        .map(|t| doc(t))
-        .collect();
+        let docs: Vec<Features> = BUGS_THEN_FEATURES.iter().map(|t| doc(t)).collect();
         let labels = [0, 0, 0, 1, 1, 1];
         let classes = vec!["bug".to_string(), "feature".to_string()];
         let params = TrainParams {
@@ -944,16 +944,10 @@ mod tests {
     /// Splitting the rows between threads changes only the order of the sums.
     #[test]
     fn a_fit_on_two_threads_is_the_fit_on_one() {
-        let texts = [
-            "crash when opening tab",
-            "browser crash on start",
-            "crash in layout code",
-            "add a dark theme option",
-            "feature request new option",
-            "please add option to sync",
-            "hang when closing the last tab",
-        ];
-        let docs: Vec<Terms> = texts.iter().map(|t| Terms::of(&doc(t))).collect();
+        let texts = BUGS_THEN_FEATURES
+            .iter()
+            .chain(&["hang when closing the last tab"]);
+        let docs: Vec<Terms> = texts.map(|t| Terms::of(&doc(t))).collect();
         let labels = [0, 0, 0, 1, 1, 1, 0];
         let classes = vec!["bug".to_string(), "feature".to_string()];
         let params = TrainParams {
