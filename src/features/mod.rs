@@ -38,6 +38,17 @@ pub enum Group {
 pub const GROUPS: usize = Group::Files as usize + 1;
 
 impl Group {
+    /// Every group, in the order of [`index`](Self::index): `Group::ALL[g.index()] == g`.
+    pub const ALL: [Group; GROUPS] = [
+        Group::Data,
+        Group::Title,
+        Group::Body,
+        Group::Comments,
+        Group::Chars,
+        Group::Headings,
+        Group::Files,
+    ];
+
     /// Whether values are TF-IDF weighted and L2-normalised within the group.
     pub fn is_text(self) -> bool {
         !matches!(self, Group::Data)

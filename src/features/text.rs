@@ -14,23 +14,19 @@ fn re(pattern: &str) -> Regex {
     Regex::new(pattern).expect("a valid regex literal")
 }
 
-static CODE_URL: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"(?i)https?://(?:hg\.mozilla\.org|searchfox\.org|dxr\.mozilla\.org|github\.com/mozilla)\S*")
-});
-static URL: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)\b(?:https?|ftp)://\S+"));
-static FILEREF: LazyLock<Regex> =
-    LazyLock::new(|| re(r"\b\w+\.(?:py|json|js|jsm|mjs|jsx|html|css|c|cpp|h)\b"));
-static HEX: LazyLock<Regex> = LazyLock::new(|| re(r"\b0[xX][0-9a-fA-F]+\b"));
-static DLL: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)\b(?:[\w-]+)\.(?:dll|so|dylib)\b"));
+const CODE_URL: &str =
+    r"(?i)https?://(?:hg\.mozilla\.org|searchfox\.org|dxr\.mozilla\.org|github\.com/mozilla)\S*";
+const URL: &str = r"(?i)\b(?:https?|ftp)://\S+";
+const FILEREF: &str = r"\b\w+\.(?:py|json|js|jsm|mjs|jsx|html|css|c|cpp|h)\b";
+const HEX: &str = r"\b0[xX][0-9a-fA-F]+\b";
+const DLL: &str = r"(?i)\b(?:[\w-]+)\.(?:dll|so|dylib)\b";
 static FIREFOX_DLL: LazyLock<Regex> = LazyLock::new(|| {
     re(
         r"(?i)^(?:xul|mozglue|nss3|freebl3|softokn3|libxul|libmozglue|lgpllibs|firefox|plugin-container|mozavcodec|mozavutil)\.(?:dll|so|dylib)$",
     )
 });
-static CRASH: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"(?i)\b(?:bp-)?[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
-});
-static QUOTED: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^\s*>.*$"));
+const CRASH: &str = r"(?i)\b(?:bp-)?[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b";
+const QUOTED: &str = r"(?m)^\s*>.*$";
 
 /// bugbug's synonyms: each variant becomes the first word.
 const SYNONYMS: &[(&str, &[&str])] = &[
@@ -55,53 +51,55 @@ const SYNONYMS: &[(&str, &[&str])] = &[
     ("spec", &["spec", "specification"]),
 ];
 
-static SYNONYM_RES: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
-    SYNONYMS
-        .iter()
-        .map(|(to, from)| {
-            let alternatives: Vec<String> = from.iter().map(|f| regex::escape(f)).collect();
-            (re(&format!(r"(?i)\b(?:{})\b", alternatives.join("|"))), *to)
-        })
-        .collect()
-});
-
-/// What a match of [`ONE_PASS`] becomes, by the alternative that matched.
+/// What a cleanup puts in place of what it matched.
 #[derive(Clone, Copy)]
 enum Replace {
-    Quoted,
-    CodeUrl,
-    Url,
-    Crash,
-    Hex,
-    Dll,
-    FileRef,
-    Synonym(&'static str),
+    With(&'static str),
+    /// A DLL's name, unless it is one of Firefox's own (those are kept).
+    DllName,
+}
+
+impl Replace {
+    fn apply(self, matched: &str) -> &str {
+        match self {
+            Replace::With(to) => to,
+            Replace::DllName if FIREFOX_DLL.is_match(matched) => matched,
+            Replace::DllName => " __DLL_NAME__ ",
+        }
+    }
+}
+
+/// Every cleanup, in bugbug's order: a pattern and what replaces its matches.
+fn cleanups() -> Vec<(String, Replace)> {
+    let mut all: Vec<(String, Replace)> = [
+        (QUOTED, Replace::With(" ")),
+        (CODE_URL, Replace::With(" __CODE_REFERENCE_URL__ ")),
+        (URL, Replace::With(" __URL__ ")),
+        (CRASH, Replace::With(" __CRASH_STATS_LINK__ ")),
+        (HEX, Replace::With(" __HEX_NUMBER__ ")),
+        (DLL, Replace::DllName),
+        (FILEREF, Replace::With(" __FILE_REFERENCE__ ")),
+    ]
+    .into_iter()
+    .map(|(pattern, replace)| (pattern.to_owned(), replace))
+    .collect();
+    for (to, from) in SYNONYMS {
+        let alternatives: Vec<String> = from.iter().map(|f| regex::escape(f)).collect();
+        let pattern = format!(r"(?i)\b(?:{})\b", alternatives.join("|"));
+        all.push((pattern, Replace::With(to)));
+    }
+    all
 }
 
 /// Every cleanup in one regex, its alternatives in bugbug's order: a regex takes the first
 /// alternative that matches at the leftmost position, so where two cleanups could apply
 /// the earlier one wins, as it did when each was a pass of its own.
 static ONE_PASS: LazyLock<(Regex, Vec<Replace>)> = LazyLock::new(|| {
-    let mut alternatives: Vec<(String, Replace)> = vec![
-        (QUOTED.as_str().to_owned(), Replace::Quoted),
-        (CODE_URL.as_str().to_owned(), Replace::CodeUrl),
-        (URL.as_str().to_owned(), Replace::Url),
-        (CRASH.as_str().to_owned(), Replace::Crash),
-        (HEX.as_str().to_owned(), Replace::Hex),
-        (DLL.as_str().to_owned(), Replace::Dll),
-        (FILEREF.as_str().to_owned(), Replace::FileRef),
-    ];
-    for (pattern, to) in SYNONYM_RES.iter() {
-        alternatives.push((pattern.as_str().to_owned(), Replace::Synonym(to)));
-    }
-    let joined: Vec<String> = alternatives
-        .iter()
-        .map(|(pattern, _)| format!("({pattern})"))
-        .collect();
-    (
-        re(&joined.join("|")),
-        alternatives.into_iter().map(|(_, r)| r).collect(),
-    )
+    let (patterns, replaces): (Vec<String>, Vec<Replace>) = cleanups()
+        .into_iter()
+        .map(|(pattern, replace)| (format!("({pattern})"), replace))
+        .unzip();
+    (re(&patterns.join("|")), replaces)
 });
 
 /// Applies every cleanup, in bugbug's order, in one pass over the text (one scan, one new
@@ -117,17 +115,7 @@ pub fn cleanup(text: &str) -> String {
             continue;
         };
         out.push_str(&text[last..whole.start()]);
-        out.push_str(match replace {
-            Replace::Quoted => " ",
-            Replace::CodeUrl => " __CODE_REFERENCE_URL__ ",
-            Replace::Url => " __URL__ ",
-            Replace::Crash => " __CRASH_STATS_LINK__ ",
-            Replace::Hex => " __HEX_NUMBER__ ",
-            Replace::Dll if FIREFOX_DLL.is_match(whole.as_str()) => whole.as_str(),
-            Replace::Dll => " __DLL_NAME__ ",
-            Replace::FileRef => " __FILE_REFERENCE__ ",
-            Replace::Synonym(to) => to,
-        });
+        out.push_str(replace.apply(whole.as_str()));
         last = whole.end();
     }
     out.push_str(&text[last..]);
@@ -200,25 +188,14 @@ mod tests {
     use super::*;
 
     /// bugbug's cleanups as they were written: one regex pass after another.
-    fn cleanup_in_passes(text: &str) -> String {
-        let text = QUOTED.replace_all(text, " ");
-        let text = CODE_URL.replace_all(&text, " __CODE_REFERENCE_URL__ ");
-        let text = URL.replace_all(&text, " __URL__ ");
-        let text = CRASH.replace_all(&text, " __CRASH_STATS_LINK__ ");
-        let text = HEX.replace_all(&text, " __HEX_NUMBER__ ");
-        let text = DLL.replace_all(&text, |caps: &regex::Captures| {
-            let name = &caps[0];
-            if FIREFOX_DLL.is_match(name) {
-                name.to_owned()
-            } else {
-                " __DLL_NAME__ ".to_owned()
-            }
-        });
-        let mut text = FILEREF
-            .replace_all(&text, " __FILE_REFERENCE__ ")
-            .into_owned();
-        for (pattern, to) in SYNONYM_RES.iter() {
-            text = pattern.replace_all(&text, *to).into_owned();
+    fn cleanup_in_passes(passes: &[(Regex, Replace)], text: &str) -> String {
+        let mut text = text.to_owned();
+        for (pattern, replace) in passes {
+            text = pattern
+                .replace_all(&text, |caps: &regex::Captures| {
+                    replace.apply(&caps[0]).to_owned()
+                })
+                .into_owned();
         }
         text
     }
@@ -228,6 +205,10 @@ mod tests {
     #[test]
     fn one_pass_cleans_as_the_passes_did() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data");
+        let passes: Vec<(Regex, Replace)> = cleanups()
+            .into_iter()
+            .map(|(pattern, replace)| (re(&pattern), replace))
+            .collect();
         let mut texts = 0;
         for file in ["bugs.jsonl", "bugzilla/bugs-2009-2018-full.jsonl.zst"] {
             use std::io::BufRead;
@@ -241,7 +222,11 @@ mod tests {
                     .iter()
                     .filter_map(|c| c["text"].as_str().map(str::to_owned));
                 for text in summary.into_iter().chain(bodies) {
-                    assert_eq!(cleanup(&text), cleanup_in_passes(&text), "{text:?}");
+                    assert_eq!(
+                        cleanup(&text),
+                        cleanup_in_passes(&passes, &text),
+                        "{text:?}"
+                    );
                     texts += 1;
                 }
             }

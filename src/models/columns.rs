@@ -29,6 +29,8 @@ const EMPTY: u64 = 0;
 /// Columns are below 2^28; the group sits above them.
 const GROUP_SHIFT: u32 = 28;
 const COLUMN_MASK: u32 = (1 << GROUP_SHIFT) - 1;
+/// The most columns a table holds (a bundle with more is refused when it is read).
+pub const MAX_COLUMNS: usize = COLUMN_MASK as usize + 1;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct Slot {
@@ -48,15 +50,7 @@ impl Slot {
 }
 
 fn group_of(index: u32) -> Group {
-    match index {
-        0 => Group::Data,
-        1 => Group::Title,
-        2 => Group::Body,
-        3 => Group::Comments,
-        4 => Group::Chars,
-        5 => Group::Headings,
-        _ => Group::Files,
-    }
+    Group::ALL[index as usize % Group::ALL.len()]
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -65,20 +59,25 @@ pub struct ColumnIndex {
     /// `64 - log2(slots.len())`: a key's slot is its mixed top bits.
     shift: u32,
     zero: Option<Slot>,
+    /// Bit `g` is set when some column is of group `g`.
+    groups: u8,
 }
 
 impl ColumnIndex {
     /// The index of a vocabulary: column `i` is `vocab[i]`, with `idf[i]` and `groups[i]`.
-    /// At most three quarters of the slots are used.
+    /// At most three quarters of the slots are used. A vocabulary has at most
+    /// [`MAX_COLUMNS`] columns (`LinearModel::check`).
     pub fn new(vocab: &[u64], idf: &[f32], groups: &[Group]) -> ColumnIndex {
         let wanted = (vocab.len() * 4 / 3 + 1).next_power_of_two().max(16);
         let mut index = ColumnIndex {
             slots: vec![Slot::default(); wanted],
             shift: 64 - wanted.trailing_zeros(),
             zero: None,
+            groups: 0,
         };
         for (i, &key) in vocab.iter().enumerate() {
             let group = groups.get(i).copied().unwrap_or(Group::Data);
+            index.groups |= 1 << group.index();
             let slot = Slot {
                 key,
                 col_and_group: (i as u32 & COLUMN_MASK) | (u32::from(group.index()) << GROUP_SHIFT),
@@ -95,6 +94,12 @@ impl ColumnIndex {
             index.slots[at] = slot;
         }
         index
+    }
+
+    /// Whether some column is of `group`: a term of any other group cannot have one, so
+    /// it need not be looked up (a title-only model skips a bug's comments).
+    pub fn reads(&self, group: Group) -> bool {
+        self.groups & (1 << group.index()) != 0
     }
 
     fn home(&self, key: u64) -> usize {
@@ -145,11 +150,6 @@ impl ColumnIndex {
             }
         }
     }
-
-    /// Bytes held by the table.
-    pub fn heap_bytes(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<Slot>()
-    }
 }
 
 #[cfg(test)]
@@ -191,5 +191,9 @@ mod tests {
         assert!(!one_by_one.is_empty() && one_by_one.len() < mixed.len());
         assert_eq!(batched, one_by_one);
         assert!(ColumnIndex::default().get(42).is_none());
+        assert!(index.reads(Group::Files) && !index.reads(Group::Comments));
+        for g in Group::ALL {
+            assert_eq!(group_of(u32::from(g.index())), g);
+        }
     }
 }

@@ -42,7 +42,8 @@ pub fn minimize(
     let mut alpha = vec![0.0; m];
     let (mut d, mut x_new, mut g_new) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
     for _ in 0..options.max_iterations {
-        if dot(&g, &g).sqrt() < options.tolerance_grad {
+        let gradient_norm = dot(&g, &g).sqrt();
+        if gradient_norm < options.tolerance_grad {
             break;
         }
         let mut slope = direction(&pairs, &g, &mut d, &mut alpha);
@@ -53,7 +54,7 @@ pub fn minimize(
         }
         // Without curvature pairs the direction is the raw gradient: scale the first step.
         let mut step = if pairs.is_empty() {
-            1.0 / dot(&g, &g).sqrt().max(1.0)
+            1.0 / gradient_norm.max(1.0)
         } else {
             1.0
         };

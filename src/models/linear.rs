@@ -103,14 +103,22 @@ pub struct LinearModel {
     pub temperature: f32,
     #[serde(skip)]
     index: ColumnIndex,
-    /// Bit `g` is set when some column is of group `g`: a term of any other group cannot
-    /// have a column, so it is not looked up (a title-only model skips a bug's comments).
-    #[serde(skip)]
-    groups_present: u8,
 }
 
 fn one() -> f32 {
     1.0
+}
+
+/// A term's value in its column before its group is normalised: a text term's is its
+/// sublinear tf times its idf (and its square joins the group's norm), a structured
+/// feature's is its own.
+fn weighted(column: Column, count: f64, norms: &mut [f64; GROUPS]) -> f64 {
+    if !column.group.is_text() {
+        return count;
+    }
+    let value = (1.0 + count.ln()) * f64::from(column.idf);
+    norms[usize::from(column.group.index())] += value * value;
+    value
 }
 
 /// A document's features hashed once: `(hash, group, summed value)`, sorted by hash. Training
@@ -161,10 +169,6 @@ impl LinearModel {
         self.idf.shrink_to_fit();
         self.weights.shrink_to_fit();
         self.index = ColumnIndex::new(&self.vocab, &self.idf, &self.groups);
-        self.groups_present = self
-            .groups
-            .iter()
-            .fold(0u8, |mask, g| mask | (1 << g.index()));
     }
 
     /// Are the parts of a deserialised model the sizes each other says? A bundle whose
@@ -174,6 +178,12 @@ impl LinearModel {
         let (n, k) = (self.vocab.len(), self.classes.len());
         if k == 0 {
             return Err("no classes".into());
+        }
+        if n > super::columns::MAX_COLUMNS {
+            return Err(format!(
+                "{n} features; a model holds at most {}",
+                super::columns::MAX_COLUMNS
+            ));
         }
         for (what, len, want) in [
             ("groups", self.groups.len(), n),
@@ -214,19 +224,14 @@ impl LinearModel {
         let mut row: Vec<(u32, f64)> = Vec::with_capacity(terms.0.len().min(self.vocab.len()));
         let mut groups: Vec<Group> = Vec::with_capacity(row.capacity());
         for (h, term_group, v) in &terms.0 {
-            if self.groups_present & (1 << term_group.index()) == 0 {
+            if !self.index.reads(*term_group) {
                 continue;
             }
-            let Some(Column { col, idf, group: g }) = self.index.get(*h) else {
+            let Some(column) = self.index.get(*h) else {
                 continue;
             };
-            let value = if g.is_text() {
-                let value = (1.0 + v.ln()) * f64::from(idf);
-                norms[usize::from(g.index())] += value * value;
-                value
-            } else {
-                *v
-            };
+            let (col, g) = (column.col, column.group);
+            let value = weighted(column, *v, &mut norms);
             row.push((col, value));
             groups.push(g);
         }
@@ -255,11 +260,7 @@ impl LinearModel {
         let k = self.classes.len();
         let mut partial = vec![0.0f64; GROUPS * k];
         let mut norms = [0.0f64; GROUPS];
-        let present = self.groups_present;
-        let readable = terms
-            .0
-            .iter()
-            .filter(|(_, g, _)| present & (1 << g.index()) != 0);
+        let readable = terms.0.iter().filter(|(_, g, _)| self.index.reads(*g));
         // The weighted hits first; then their weight rows, read ahead (independent loads,
         // as the index's slots are), then summed from cache.
         let mut hits: Vec<(usize, usize, f64)> = Vec::with_capacity(terms.0.len().min(256));
@@ -267,16 +268,12 @@ impl LinearModel {
             readable,
             |(h, _, _)| *h,
             |(_, _, v), column| {
-                let Column { col, idf, group: g } = column;
-                let gi = usize::from(g.index());
-                let value = if g.is_text() {
-                    let value = (1.0 + v.ln()) * f64::from(idf);
-                    norms[gi] += value * value;
-                    value
-                } else {
-                    *v
-                };
-                hits.push((col as usize * k, gi, value));
+                let value = weighted(column, *v, &mut norms);
+                hits.push((
+                    column.col as usize * k,
+                    usize::from(column.group.index()),
+                    value,
+                ));
             },
         );
         let touched = hits
@@ -424,7 +421,23 @@ impl LinearModel {
         };
         let start = vec![0.0; n_features * k + k];
         let mut spare = vec![Vec::new(); threads.max(1) - 1];
-        let (best, loss) = lbfgs::minimize(|p, g| problem.eval(p, g, &mut spare), start, options);
+        let mut panicked = false;
+        let (best, loss) = lbfgs::minimize(
+            |p, g| {
+                problem.eval(p, g, &mut spare).unwrap_or_else(|| {
+                    panicked = true;
+                    f64::NAN
+                })
+            },
+            start,
+            options,
+        );
+        if panicked {
+            // The optimiser stopped at the point before: a model, but not the fitted one.
+            return Err(TrainError(format!(
+                "a thread computing the gradient panicked at C = {c}"
+            )));
+        }
         if !loss.is_finite() {
             return Err(TrainError(format!("the loss diverged ({loss}) at C = {c}")));
         }
@@ -526,7 +539,6 @@ impl LinearModel {
             intercept: Vec::new(),
             temperature: 1.0,
             index: ColumnIndex::default(),
-            groups_present: 0,
         }
     }
 }
@@ -642,8 +654,9 @@ struct Softmax<'a> {
 
 impl Softmax<'_> {
     /// The loss at `params`, and its gradient into `g`. With `spare` gradients, the rows
-    /// are split between `1 + spare.len()` threads, each summing into its own.
-    fn eval(&self, params: &[f64], g: &mut [f64], spare: &mut [Vec<f64>]) -> f64 {
+    /// are split between `1 + spare.len()` threads, each summing into its own; `None` if
+    /// one of them panicked.
+    fn eval(&self, params: &[f64], g: &mut [f64], spare: &mut [Vec<f64>]) -> Option<f64> {
         let nw = self.n_features * self.k;
         let w = &params[..nw.min(params.len())];
         let chunk = self.rows.len().div_ceil(spare.len() + 1).max(1);
@@ -666,10 +679,10 @@ impl Softmax<'_> {
                 let mine = self.eval_rows(0..chunk.min(self.rows.len()), params, g);
                 others
                     .into_iter()
-                    .map(|t| t.join().unwrap_or(f64::NAN))
-                    .sum::<f64>()
-                    + mine
-            })
+                    .map(|t| t.join().ok())
+                    .sum::<Option<f64>>()
+                    .map(|theirs| theirs + mine)
+            })?
         };
         for buffer in spare.iter() {
             for (gi, bi) in g.iter_mut().zip(buffer) {
@@ -684,7 +697,7 @@ impl Softmax<'_> {
             *gi += self.inverse_c * wi;
         }
         loss += 0.5 * self.inverse_c * penalty;
-        loss
+        Some(loss)
     }
 
     /// The data loss of the rows `range`, and its gradient into `g` (overwritten).
