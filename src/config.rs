@@ -76,6 +76,11 @@ pub struct AmqpConfig {
     pub declare_exchanges: bool,
     /// Seconds between heartbeats.
     pub heartbeat: u16,
+    /// The largest AMQP frame asked of the broker (bytes; the broker may offer less, and a
+    /// body larger than a frame is sent as several). lapin keeps 32 frames of buffer each
+    /// way per connection: at RabbitMQ's 128 KiB that is 8 MiB a connection, at 16 KiB
+    /// 1 MiB. A `frame_max` in the URL wins.
+    pub frame_max: u32,
     /// Attempts of the retry policy for publishing a result before the message is requeued.
     pub publish_attempts: usize,
     /// A message body larger than this is dead-lettered as too large, unread.
@@ -235,6 +240,7 @@ impl Default for AmqpConfig {
             url: Secret::new("amqp://guest:guest@127.0.0.1:5672/%2f"),
             declare_exchanges: true,
             heartbeat: 60,
+            frame_max: 16 * 1024,
             publish_attempts: 5,
             max_body_bytes: 1024 * 1024,
             retry_attempts: 5,
@@ -494,6 +500,15 @@ impl Config {
                 "`?ssl=1` does not turn TLS on here: use the amqps:// scheme".into(),
             ));
         }
+        if self.amqp.frame_max < 4096 {
+            return Err(err(
+                "amqp.frame_max",
+                format!(
+                    "{} bytes: AMQP frames are at least 4096 bytes",
+                    self.amqp.frame_max
+                ),
+            ));
+        }
         for (field, name) in [
             ("exchanges.results", &self.exchanges.results),
             ("exchanges.dead_letter", &self.exchanges.dead_letter),
@@ -640,6 +655,15 @@ mod tests {
         assert_eq!(e.field, "amqp.url");
         assert!(e.problem.contains("empty vhost"));
         assert!(!e.to_string().contains("secretpw"));
+    }
+
+    #[test]
+    fn a_frame_smaller_than_amqp_allows_is_refused() {
+        let mut config = Config::default();
+        config.amqp.frame_max = 1024;
+        assert_eq!(config.validate(None).unwrap_err().field, "amqp.frame_max");
+        config.amqp.frame_max = 4096;
+        assert!(config.validate(None).is_ok());
     }
 
     #[test]

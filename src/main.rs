@@ -179,6 +179,20 @@ enum BenchWhat {
         #[arg(long, default_value = "pushes")]
         consumer: String,
     },
+    /// Started by `bench pipeline`: drains a bench deployment's preloaded queue through the
+    /// pipeline alone and prints this process's resident memory (`rss LOADED PEAK`).
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        consumer: String,
+        /// The bench deployment's user (its queues and exchanges are named after it).
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        prefetch: u16,
+        #[arg(long)]
+        messages: u64,
+    },
     /// In-process replay msg/s per consumer (no broker, no network).
     Replay {
         #[arg(long, default_value_t = 20_000)]
@@ -338,7 +352,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cmd::record::command(Arc::new(config), options).await
         }
         Command::Demo => cmd::demo::command(&config).await,
-        Command::Bench { what } => bench(&config, what).await,
+        Command::Bench { what } => bench(&config, cli.config.clone(), what).await,
         Command::Train(args) => train(&config, args).await,
         Command::Evaluate {
             model,
@@ -416,7 +430,11 @@ async fn train(config: &Config, args: TrainArgs) -> anyhow::Result<()> {
     cmd::train::command(model, options).await
 }
 
-async fn bench(config: &Config, what: BenchWhat) -> anyhow::Result<()> {
+async fn bench(
+    config: &Config,
+    config_path: Option<PathBuf>,
+    what: BenchWhat,
+) -> anyhow::Result<()> {
     match what {
         BenchWhat::Pipeline {
             messages,
@@ -429,9 +447,25 @@ async fn bench(config: &Config, what: BenchWhat) -> anyhow::Result<()> {
                 prefetch,
                 rounds,
                 consumer,
+                config_path,
             };
             cmd::bench::bench(config, &options).await?.print(&options);
             Ok(())
+        }
+        BenchWhat::Serve {
+            consumer,
+            user,
+            prefetch,
+            messages,
+        } => {
+            let options = cmd::bench::BenchOptions {
+                messages,
+                prefetch,
+                rounds: 1,
+                consumer,
+                config_path,
+            };
+            cmd::bench::serve_command(config, &options, &user).await
         }
         BenchWhat::Replay { messages } => cmd::bench::replay_command(config, messages).await,
         BenchWhat::Models {

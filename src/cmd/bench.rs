@@ -11,7 +11,8 @@
 //!
 //! Rounds alternate the order of the variants, and the report compares medians, so that a
 //! noisy machine hurts both alike. A third row measures the in-process pipeline alone (the
-//! speed of `bugflow replay`).
+//! speed of `bugflow replay`). Last, a child process (`bench serve`) drains one more queue
+//! with the pipeline alone, as a service would, and reports its resident memory.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,6 +46,8 @@ pub struct BenchOptions {
     /// fetched) or `bug-triage` (BMO webhook events through every serving bug model,
     /// without Bugzilla enrichment or writes).
     pub consumer: String,
+    /// The config file the bench was started with, passed on to its `bench serve` child.
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -68,10 +71,19 @@ pub struct BenchReport {
     pub pipeline_median: f64,
     pub ratio: f64,
     pub in_process_per_second: f64,
-    /// Resident memory of the bench process before the runs and its peak while the
-    /// pipeline ran (MiB).
-    pub rss_before_mib: f64,
-    pub rss_peak_mib: f64,
+    /// The memory of the consuming process: a child that runs only the pipeline, as
+    /// `bugflow run` would (see [`Memory`]).
+    pub memory: Memory,
+}
+
+/// Resident memory (MiB) of a process that runs only the pipeline, measured apart from the
+/// bench's own work (preloading 20,000 messages and relaying them cost the bench process
+/// ~30 MiB a service never spends): with every serving model loaded, before the first
+/// message, and at most while it drains the preloaded queue.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Memory {
+    pub loaded_mib: f64,
+    pub peak_mib: f64,
 }
 
 /// An hg push (v2 `changegroup.1`) with a distinct push id.
@@ -182,25 +194,45 @@ impl Deployment {
         options: &BenchOptions,
         models: Arc<ModelSet>,
     ) -> anyhow::Result<Deployment> {
-        let mut config = base.clone();
-        config.user = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        config.amqp.declare_exchanges = true;
-        let input = format!("exchange/{}/bench-input", config.user);
-        let spec = pipeline_bench_spec(&config, &options.consumer, &input, options.prefetch)?;
-        let results_queue = format!("queue/{}/bench-results", config.user);
-        let connection = connect(&config, "bench-setup").await?;
+        let user = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let deployment = Deployment::named(base, options, &user, models)?;
+        let (config, spec) = (&deployment.config, &deployment.spec);
+        let connection = connect(config, "bench-setup").await?;
         let channel = connection.create_channel().await?;
-        declare_consumer(&connection, &channel, &config, &spec).await?;
-        declare_own_exchange(&channel, &input).await?;
-        declare_bound_queue(&channel, &results_queue, &config.results_exchange(), "#").await?;
-        preload(&channel, &input, &options.consumer, options.messages).await?;
+        declare_consumer(&connection, &channel, config, spec).await?;
+        declare_own_exchange(&channel, &deployment.input).await?;
+        let results = config.results_exchange();
+        declare_bound_queue(&channel, &deployment.results_queue, &results, "#").await?;
+        preload(
+            &channel,
+            &deployment.input,
+            &options.consumer,
+            options.messages,
+        )
+        .await?;
         let _ = connection.close(200, "setup done".into()).await;
+        Ok(deployment)
+    }
+
+    /// The deployment of bench user `user`, declaring nothing: what [`create`](Self::create)
+    /// declares, and what a `bench serve` child attaches to.
+    fn named(
+        base: &Config,
+        options: &BenchOptions,
+        user: &str,
+        models: Arc<ModelSet>,
+    ) -> anyhow::Result<Deployment> {
+        let mut config = base.clone();
+        config.user = user.to_owned();
+        config.amqp.declare_exchanges = true;
+        let input = format!("exchange/{user}/bench-input");
+        let spec = pipeline_bench_spec(&config, &options.consumer, &input, options.prefetch)?;
         Ok(Deployment {
+            results_queue: format!("queue/{user}/bench-results"),
             config: Arc::new(config),
             spec,
             models,
             input,
-            results_queue,
         })
     }
 
@@ -393,14 +425,8 @@ fn sample_rss(peak: Arc<std::sync::Mutex<f64>>) -> tokio::task::JoinHandle<()> {
 }
 
 pub async fn bench(base: &Config, options: &BenchOptions) -> anyhow::Result<BenchReport> {
-    let models = if options.consumer == "pushes" {
-        ModelSet::empty()
-    } else {
-        crate::app::load_models(base)?
-    };
+    let models = models_of(base, &options.consumer)?;
     let mut samples = Vec::new();
-    let rss_before = rss_mib().unwrap_or(0.0);
-    let peak = Arc::new(std::sync::Mutex::new(rss_before));
     for round in 1..=options.rounds {
         let order = if round % 2 == 1 {
             [Variant::Relay, Variant::Pipeline]
@@ -410,15 +436,10 @@ pub async fn bench(base: &Config, options: &BenchOptions) -> anyhow::Result<Benc
         for variant in order {
             let deployment = Deployment::create(base, options, models.clone()).await?;
             let started = Instant::now();
-            // RSS under load: sampled while the pipeline runs.
-            let sampler = (variant == Variant::Pipeline).then(|| sample_rss(peak.clone()));
             let outcome = match variant {
                 Variant::Relay => relay(&deployment, options.messages).await,
                 Variant::Pipeline => pipeline(&deployment, options.messages).await,
             };
-            if let Some(sampler) = sampler {
-                sampler.abort();
-            }
             let seconds = started.elapsed().as_secs_f64();
             deployment.destroy().await?;
             outcome?;
@@ -458,9 +479,77 @@ pub async fn bench(base: &Config, options: &BenchOptions) -> anyhow::Result<Benc
         )
         .await?,
         samples,
-        rss_before_mib: rss_before,
-        rss_peak_mib: *peak.lock().unwrap_or_else(|e| e.into_inner()),
+        memory: memory_of_a_consumer(base, options).await?,
     })
+}
+
+/// The models the bench's consumer scores with: none for pushes (scoring one would fetch
+/// json-pushes), every serving bundle otherwise.
+fn models_of(config: &Config, consumer: &str) -> anyhow::Result<Arc<ModelSet>> {
+    if consumer == "pushes" {
+        Ok(ModelSet::empty())
+    } else {
+        crate::app::load_models(config)
+    }
+}
+
+/// Preloads a queue here, then drains it in a child `bugflow bench serve` (which runs
+/// only the pipeline, as a service would) and reads the child's resident memory.
+async fn memory_of_a_consumer(base: &Config, options: &BenchOptions) -> anyhow::Result<Memory> {
+    let deployment = Deployment::create(base, options, ModelSet::empty()).await?;
+    let mut child = tokio::process::Command::new(std::env::current_exe()?);
+    child
+        .args(["bench", "serve", "--consumer", &options.consumer])
+        .args(["--user", &deployment.config.user])
+        .args(["--prefetch", &options.prefetch.to_string()])
+        .args(["--messages", &options.messages.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if let Some(path) = &options.config_path {
+        child.env("BUGFLOW_CONFIG", path);
+    }
+    let output = child.output().await;
+    deployment.destroy().await?;
+    let output = output?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(
+        output.status.success(),
+        "bench serve failed ({}): {stdout}",
+        output.status
+    );
+    parse_memory(&stdout)
+        .ok_or_else(|| anyhow::anyhow!("bench serve printed no memory line: {stdout}"))
+}
+
+/// The `rss LOADED PEAK` line [`serve_command`] prints.
+fn parse_memory(stdout: &str) -> Option<Memory> {
+    let line = stdout.lines().find(|l| l.starts_with("rss "))?;
+    let mut numbers = line.split_whitespace().skip(1).map(str::parse::<f64>);
+    Some(Memory {
+        loaded_mib: numbers.next()?.ok()?,
+        peak_mib: numbers.next()?.ok()?,
+    })
+}
+
+/// `bugflow bench serve` (started by `bench pipeline`): loads the serving models, drains the
+/// preloaded queue of bench user `user` through the pipeline, and prints its resident memory
+/// after loading and its peak while draining, sampled every 20 ms, as `rss LOADED PEAK`.
+pub async fn serve_command(
+    base: &Config,
+    options: &BenchOptions,
+    user: &str,
+) -> anyhow::Result<()> {
+    let models = models_of(base, &options.consumer)?;
+    let deployment = Deployment::named(base, options, user, models)?;
+    let loaded = rss_mib().unwrap_or(0.0);
+    let peak = Arc::new(std::sync::Mutex::new(loaded));
+    let sampler = sample_rss(peak.clone());
+    let outcome = pipeline(&deployment, options.messages).await;
+    sampler.abort();
+    outcome?;
+    let peak = *peak.lock().unwrap_or_else(|e| e.into_inner());
+    println!("rss {loaded:.1} {peak:.1}");
+    Ok(())
 }
 
 impl BenchReport {
@@ -493,9 +582,18 @@ impl BenchReport {
         }
         println!();
         println!(
-            "RSS of the bench process: {:.0} MiB before, {:.0} MiB at most while the pipeline ran \
-             (prefetch {} unacked messages in flight)",
-            self.rss_before_mib, self.rss_peak_mib, options.prefetch
+            "RSS of a process running only the {} consumer: {:.1} MiB with its models loaded, \
+             {:.1} MiB at most while it drained {} messages (prefetch {}); target ≤ 64 MiB: {}",
+            options.consumer,
+            self.memory.loaded_mib,
+            self.memory.peak_mib,
+            options.messages,
+            options.prefetch,
+            if self.memory.peak_mib <= 64.0 {
+                "PASS"
+            } else {
+                "FAIL"
+            }
         );
         println!(
             "ratio pipeline / relay = {:.3} (target ≥ 0.8): {}",

@@ -127,20 +127,12 @@ impl Bundle {
 
     pub fn read(dir: &Path) -> anyhow::Result<Bundle> {
         let manifest = Bundle::read_manifest(dir)?;
-        let mut weights: Weights = serde_json::from_slice(
+        // A model is checked as it is read (`LinearModel`'s `TryFrom<Stored>`).
+        let weights: Weights = serde_json::from_slice(
             &std::fs::read(dir.join("weights.json"))
                 .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("weights.json").display()))?,
         )
         .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("weights.json").display()))?;
-        for (key, model) in weights.models.iter_mut() {
-            model.check().map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: model {key:?} is malformed: {e}",
-                    dir.join("weights.json").display()
-                )
-            })?;
-            model.prepare();
-        }
         Ok(Bundle {
             dir: dir.to_path_buf(),
             manifest,

@@ -61,6 +61,9 @@ pub struct ColumnIndex {
     zero: Option<Slot>,
     /// Bit `g` is set when some column is of group `g`.
     groups: u8,
+    /// How many distinct hashes the table holds (a vocabulary that repeats one has fewer
+    /// than its length).
+    len: usize,
 }
 
 impl ColumnIndex {
@@ -74,6 +77,7 @@ impl ColumnIndex {
             shift: 64 - wanted.trailing_zeros(),
             zero: None,
             groups: 0,
+            len: 0,
         };
         for (i, &key) in vocab.iter().enumerate() {
             let group = groups.get(i).copied().unwrap_or(Group::Data);
@@ -84,6 +88,7 @@ impl ColumnIndex {
                 idf: idf.get(i).copied().unwrap_or(1.0),
             };
             if key == EMPTY {
+                index.len += usize::from(index.zero.is_none());
                 index.zero = Some(slot);
                 continue;
             }
@@ -91,9 +96,32 @@ impl ColumnIndex {
             while index.slots[at].key != EMPTY && index.slots[at].key != key {
                 at = (at + 1) & (index.slots.len() - 1);
             }
+            index.len += usize::from(index.slots[at].key == EMPTY);
             index.slots[at] = slot;
         }
         index
+    }
+
+    /// How many columns the table holds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Every `(hash, column)`, in column order: the vocabulary the table was made of.
+    pub fn columns(&self) -> Vec<(u64, Column)> {
+        let mut all: Vec<(u64, Column)> = self
+            .slots
+            .iter()
+            .filter(|s| s.key != EMPTY)
+            .chain(&self.zero)
+            .map(|s| (s.key, s.column()))
+            .collect();
+        all.sort_unstable_by_key(|(_, c)| c.col);
+        all
     }
 
     /// Whether some column is of `group`: a term of any other group cannot have one, so
@@ -191,6 +219,12 @@ mod tests {
         assert!(!one_by_one.is_empty() && one_by_one.len() < mixed.len());
         assert_eq!(batched, one_by_one);
         assert!(ColumnIndex::default().get(42).is_none());
+        assert_eq!(index.len(), vocab.len());
+        let columns = index.columns();
+        assert_eq!(columns.iter().map(|(k, _)| *k).collect::<Vec<_>>(), vocab);
+        for (i, (_, c)) in columns.iter().enumerate() {
+            assert_eq!((c.col as usize, c.idf, c.group), (i, idf[i], groups[i]));
+        }
         assert!(index.reads(Group::Files) && !index.reads(Group::Comments));
         for g in Group::ALL {
             assert_eq!(group_of(u32::from(g.index())), g);

@@ -84,25 +84,118 @@ impl Default for TrainParams {
     }
 }
 
-/// A fitted model. Serialised into a bundle's `weights.json`.
+/// A fitted model. Serialised into a bundle's `weights.json` as a [`Stored`] model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "Stored", into = "Stored")]
 pub struct LinearModel {
     pub classes: Vec<String>,
     pub group_weights: BTreeMap<Group, f64>,
-    /// Feature hashes, in column order.
-    pub vocab: Vec<u64>,
-    /// Group of each column.
-    pub groups: Vec<Group>,
-    /// Inverse document frequency of each column (1 for structured features).
-    pub idf: Vec<f32>,
-    /// `vocab.len() × classes.len()`, row-major.
+    /// The vocabulary: feature hash → column, idf and group. Held only here (a served
+    /// model's hashes, groups and idf in arrays as well would be 6 MiB more).
+    columns: ColumnIndex,
+    /// `columns × classes`, row-major.
     pub weights: Vec<f32>,
     pub intercept: Vec<f32>,
     /// The calibrated temperature: probabilities are `softmax(scores / temperature)`.
-    #[serde(default = "one")]
     pub temperature: f32,
-    #[serde(skip)]
-    index: ColumnIndex,
+}
+
+/// A model as `weights.json` holds it: the vocabulary as arrays in column order.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    classes: Vec<String>,
+    group_weights: BTreeMap<Group, f64>,
+    /// Feature hashes, in column order.
+    vocab: Vec<u64>,
+    /// Group of each column.
+    groups: Vec<Group>,
+    /// Inverse document frequency of each column (1 for structured features).
+    idf: Vec<f32>,
+    /// `vocab.len() × classes.len()`, row-major.
+    weights: Vec<f32>,
+    intercept: Vec<f32>,
+    #[serde(default = "one")]
+    temperature: f32,
+}
+
+impl Stored {
+    /// Are the parts the sizes each other says? A bundle whose weights do not match its
+    /// vocabulary would index out of bounds on the first prediction; it is refused when it
+    /// is read instead.
+    fn check(&self) -> Result<(), String> {
+        let (n, k) = (self.vocab.len(), self.classes.len());
+        if k == 0 {
+            return Err("no classes".into());
+        }
+        if n > super::columns::MAX_COLUMNS {
+            return Err(format!(
+                "{n} features; a model holds at most {}",
+                super::columns::MAX_COLUMNS
+            ));
+        }
+        for (what, len, want) in [
+            ("groups", self.groups.len(), n),
+            ("idf", self.idf.len(), n),
+            ("weights", self.weights.len(), n.saturating_mul(k)),
+            ("intercept", self.intercept.len(), k),
+        ] {
+            if len != want {
+                return Err(format!(
+                    "{what} has {len} values; {n} features × {k} classes need {want}"
+                ));
+            }
+        }
+        let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
+        if !finite(&self.weights) || !finite(&self.intercept) || !finite(&self.idf) {
+            return Err("weights, intercepts or idf hold NaN or infinity".into());
+        }
+        Ok(())
+    }
+}
+
+impl TryFrom<Stored> for LinearModel {
+    type Error = String;
+
+    fn try_from(stored: Stored) -> Result<LinearModel, String> {
+        stored
+            .check()
+            .map_err(|e| format!("a malformed model: {e}"))?;
+        let columns = ColumnIndex::new(&stored.vocab, &stored.idf, &stored.groups);
+        if columns.len() != stored.vocab.len() {
+            return Err(format!(
+                "a malformed model: its {} features repeat a hash ({} distinct)",
+                stored.vocab.len(),
+                columns.len()
+            ));
+        }
+        let mut weights = stored.weights;
+        // The slack a deserialiser's growing vector leaves.
+        weights.shrink_to_fit();
+        Ok(LinearModel {
+            columns,
+            classes: stored.classes,
+            group_weights: stored.group_weights,
+            weights,
+            intercept: stored.intercept,
+            temperature: stored.temperature,
+        })
+    }
+}
+
+impl From<LinearModel> for Stored {
+    fn from(model: LinearModel) -> Stored {
+        let columns = model.columns.columns();
+        Stored {
+            vocab: columns.iter().map(|(h, _)| *h).collect(),
+            groups: columns.iter().map(|(_, c)| c.group).collect(),
+            idf: columns.iter().map(|(_, c)| c.idf).collect(),
+            classes: model.classes,
+            group_weights: model.group_weights,
+            weights: model.weights,
+            intercept: model.intercept,
+            temperature: model.temperature,
+        }
+    }
 }
 
 fn one() -> f32 {
@@ -161,51 +254,8 @@ pub struct Prediction {
 pub struct TrainError(pub String);
 
 impl LinearModel {
-    /// Rebuilds the hash → column index after deserialising (and gives back the slack a
-    /// deserialiser's growing vectors leave).
-    pub fn prepare(&mut self) {
-        self.vocab.shrink_to_fit();
-        self.groups.shrink_to_fit();
-        self.idf.shrink_to_fit();
-        self.weights.shrink_to_fit();
-        self.index = ColumnIndex::new(&self.vocab, &self.idf, &self.groups);
-    }
-
-    /// Are the parts of a deserialised model the sizes each other says? A bundle whose
-    /// weights do not match its vocabulary would index out of bounds on the first
-    /// prediction; it is refused when it is read instead.
-    pub fn check(&self) -> Result<(), String> {
-        let (n, k) = (self.vocab.len(), self.classes.len());
-        if k == 0 {
-            return Err("no classes".into());
-        }
-        if n > super::columns::MAX_COLUMNS {
-            return Err(format!(
-                "{n} features; a model holds at most {}",
-                super::columns::MAX_COLUMNS
-            ));
-        }
-        for (what, len, want) in [
-            ("groups", self.groups.len(), n),
-            ("idf", self.idf.len(), n),
-            ("weights", self.weights.len(), n.saturating_mul(k)),
-            ("intercept", self.intercept.len(), k),
-        ] {
-            if len != want {
-                return Err(format!(
-                    "{what} has {len} values; {n} features × {k} classes need {want}"
-                ));
-            }
-        }
-        let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
-        if !finite(&self.weights) || !finite(&self.intercept) || !finite(&self.idf) {
-            return Err("weights, intercepts or idf hold NaN or infinity".into());
-        }
-        Ok(())
-    }
-
     pub fn n_features(&self) -> usize {
-        self.vocab.len()
+        self.columns.len()
     }
 
     /// The weighted sparse row of a document: `(column, value)`, sorted by column.
@@ -221,13 +271,13 @@ impl LinearModel {
     /// left out when it was trained, so it has no column.
     pub fn vectorize_terms(&self, terms: &Terms) -> Vec<(u32, f64)> {
         let mut norms = [0.0f64; GROUPS];
-        let mut row: Vec<(u32, f64)> = Vec::with_capacity(terms.0.len().min(self.vocab.len()));
+        let mut row: Vec<(u32, f64)> = Vec::with_capacity(terms.0.len().min(self.n_features()));
         let mut groups: Vec<Group> = Vec::with_capacity(row.capacity());
         for (h, term_group, v) in &terms.0 {
-            if !self.index.reads(*term_group) {
+            if !self.columns.reads(*term_group) {
                 continue;
             }
-            let Some(column) = self.index.get(*h) else {
+            let Some(column) = self.columns.get(*h) else {
                 continue;
             };
             let (col, g) = (column.col, column.group);
@@ -260,11 +310,11 @@ impl LinearModel {
         let k = self.classes.len();
         let mut partial = vec![0.0f64; GROUPS * k];
         let mut norms = [0.0f64; GROUPS];
-        let readable = terms.0.iter().filter(|(_, g, _)| self.index.reads(*g));
+        let readable = terms.0.iter().filter(|(_, g, _)| self.columns.reads(*g));
         // The weighted hits first; then their weight rows, read ahead (independent loads,
         // as the index's slots are), then summed from cache.
         let mut hits: Vec<(usize, usize, f64)> = Vec::with_capacity(terms.0.len().min(256));
-        self.index.lookup_all(
+        self.columns.lookup_all(
             readable,
             |(h, _, _)| *h,
             |(_, _, v), column| {
@@ -383,7 +433,6 @@ impl LinearModel {
             return Err(TrainError(format!("C must be positive, not {c}")));
         }
         let mut model = Self::vocabulary(docs, classes, params);
-        model.prepare();
         let rows: Vec<Vec<(u32, f64)>> = docs.iter().map(|d| model.vectorize_terms(d)).collect();
         let order = balance(labels, k, params);
         match params.learner {
@@ -403,7 +452,7 @@ impl LinearModel {
         (c, threads): (f64, usize),
     ) -> Result<(), TrainError> {
         let k = self.classes.len();
-        let n_features = self.vocab.len();
+        let n_features = self.n_features();
         let weights = sample_weights(labels, order, k, params.balance);
         let problem = Softmax {
             rows: order.iter().map(|&i| rows[i].as_slice()).collect(),
@@ -470,7 +519,7 @@ impl LinearModel {
         } else {
             order.to_vec()
         };
-        let cols = self.vocab.len().max(1);
+        let cols = self.n_features().max(1);
         let mut x = Array2::<f64>::zeros((order.len(), cols));
         let mut y = Array1::<usize>::zeros(order.len());
         for (r, &i) in order.iter().enumerate() {
@@ -487,11 +536,11 @@ impl LinearModel {
         // linfa orders its classes by value: map each back to ours.
         let theirs: Vec<usize> = fitted.classes().to_vec();
         let (w, b) = (fitted.params(), fitted.intercept());
-        self.weights = vec![0.0; self.vocab.len() * k];
+        self.weights = vec![0.0; self.n_features() * k];
         self.intercept = vec![0.0; k];
         for (j, class) in theirs.iter().enumerate() {
             self.intercept[*class] = b[j] as f32;
-            for col in 0..self.vocab.len() {
+            for col in 0..self.n_features() {
                 self.weights[col * k + class] = w[[col, j]] as f32;
             }
         }
@@ -520,25 +569,25 @@ impl LinearModel {
         }
         kept.sort_unstable_by_key(|(h, _, _)| *h);
         let n_docs = docs.len() as f64;
+        let vocab: Vec<u64> = kept.iter().map(|(h, _, _)| *h).collect();
+        let groups: Vec<Group> = kept.iter().map(|(_, _, g)| *g).collect();
+        let idf: Vec<f32> = kept
+            .iter()
+            .map(|(_, n, g)| {
+                if g.is_text() {
+                    (((1.0 + n_docs) / (1.0 + f64::from(*n))).ln() + 1.0) as f32
+                } else {
+                    1.0
+                }
+            })
+            .collect();
         LinearModel {
             classes: classes.to_vec(),
             group_weights: params.group_weights.clone(),
-            vocab: kept.iter().map(|(h, _, _)| *h).collect(),
-            groups: kept.iter().map(|(_, _, g)| *g).collect(),
-            idf: kept
-                .iter()
-                .map(|(_, n, g)| {
-                    if g.is_text() {
-                        (((1.0 + n_docs) / (1.0 + f64::from(*n))).ln() + 1.0) as f32
-                    } else {
-                        1.0
-                    }
-                })
-                .collect(),
+            columns: ColumnIndex::new(&vocab, &idf, &groups),
             weights: Vec::new(),
             intercept: Vec::new(),
             temperature: 1.0,
-            index: ColumnIndex::default(),
         }
     }
 }
@@ -969,7 +1018,7 @@ mod tests {
         };
         let one = LinearModel::fit_c(&docs, &labels, &classes, &params, 4.0, 1).unwrap();
         let two = LinearModel::fit_c(&docs, &labels, &classes, &params, 4.0, 2).unwrap();
-        assert_eq!(one.vocab, two.vocab);
+        assert_eq!(one.columns, two.columns);
         let far = one
             .weights
             .iter()
@@ -979,6 +1028,32 @@ mod tests {
             .fold(0.0f32, f32::max);
         assert!(far < 1e-4, "weights differ by {far}");
         assert!(one.weights.iter().any(|w| w.abs() > 0.01));
+    }
+
+    /// `weights.json` holds the vocabulary as arrays; the model holds it once, in its table.
+    #[test]
+    fn a_model_reads_back_as_it_was_written_and_a_repeated_hash_is_refused() {
+        let docs: Vec<Terms> = BUGS_THEN_FEATURES
+            .iter()
+            .map(|t| Terms::of(&doc(t)))
+            .collect();
+        let classes = vec!["bug".to_string(), "feature".to_string()];
+        let params = TrainParams {
+            min_df: 1,
+            ..TrainParams::default()
+        };
+        let model =
+            LinearModel::fit_c(&docs, &[0, 0, 0, 1, 1, 1], &classes, &params, 4.0, 1).unwrap();
+        let text = serde_json::to_string(&model).unwrap();
+        let back: LinearModel = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, model);
+        assert_eq!(back.scores_terms(&docs[0]), model.scores_terms(&docs[0]));
+
+        let mut stored: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let first = stored["vocab"][0].clone();
+        stored["vocab"][1] = first;
+        let e = serde_json::from_value::<LinearModel>(stored).unwrap_err();
+        assert!(e.to_string().contains("repeat a hash"), "{e}");
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub async fn connect(config: &Config, purpose: &str) -> anyhow::Result<Connectio
     if uri.query.heartbeat.is_none() {
         uri.query.heartbeat = Some(config.amqp.heartbeat);
     }
+    if uri.query.frame_max.is_none() {
+        uri.query.frame_max = Some(config.amqp.frame_max);
+    }
     if uri.query.connection_timeout.is_none() {
         uri.query.connection_timeout = Some(CONNECT_TIMEOUT.as_millis() as u64);
     }

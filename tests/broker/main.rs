@@ -10,6 +10,7 @@ mod cli;
 mod cors;
 mod dashboard;
 mod dead_letter;
+mod frames;
 mod long_names;
 mod model_switch;
 mod oversized;
