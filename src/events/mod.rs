@@ -8,7 +8,8 @@ pub mod hgpush;
 pub mod request;
 pub mod simple;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{Stage, StageError};
 use crate::message::Message;
@@ -55,17 +56,174 @@ pub fn decode(kind: InputKind, message: &Message) -> Result<Event, StageError> {
 /// Tells the webhook shape (`{bug, event}`) from the simple one (`{id, delta_ts}`) by its keys,
 /// so that one consumer can bind both exchanges.
 fn decode_bug_event(body: &[u8]) -> Result<Event, StageError> {
-    let probe: serde_json::Value = serde_json::from_slice(body)
+    let shape: Shape = serde_json::from_slice(body)
         .map_err(|e| StageError::invalid(Stage::Decode, format!("bug event: not JSON: {e}")))?;
-    if probe.get("bug").is_some() && probe.get("event").is_some() {
+    if shape.bug && shape.event {
         bmo::decode(body).map(|e| Event::Webhook(Box::new(e)))
-    } else if probe.get("id").is_some() || probe.get("payload").and_then(|p| p.get("id")).is_some()
-    {
+    } else if shape.id || shape.payload_id {
         simple::decode(body).map(Event::SimpleBug)
     } else {
         Err(StageError::invalid(
             Stage::Decode,
             "bug event: neither a BMO webhook body {bug, event} nor a simple {id, delta_ts}",
         ))
+    }
+}
+
+/// Which of the keys that tell a bug event's shape its top level has (`payload.id`: a
+/// simple event in a Pulse envelope). Read without building a tree of the values, since a
+/// webhook's `bug` is most of its bytes and the typed decoder reads them next.
+#[derive(Debug, Default)]
+struct Shape {
+    bug: bool,
+    event: bool,
+    id: bool,
+    payload_id: bool,
+}
+
+/// Whether a value is an object with an `id` key.
+#[derive(Debug, Default)]
+struct HasId(bool);
+
+/// A value learnt from an object's keys; any JSON that is not an object has none of them
+/// (`Default`).
+trait FromKeys: Default {
+    /// Reads the value of `key` from `map` (exactly once).
+    fn key<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error>;
+}
+
+impl FromKeys for Shape {
+    fn key<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+        if key == "payload" {
+            self.payload_id = map.next_value::<HasId>()?.0;
+            return Ok(());
+        }
+        map.next_value::<IgnoredAny>()?;
+        match key {
+            "bug" => self.bug = true,
+            "event" => self.event = true,
+            "id" => self.id = true,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl FromKeys for HasId {
+    fn key<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+        map.next_value::<IgnoredAny>()?;
+        self.0 |= key == "id";
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for Shape {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Shape, D::Error> {
+        d.deserialize_any(Keys(std::marker::PhantomData))
+    }
+}
+
+impl<'de> Deserialize<'de> for HasId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<HasId, D::Error> {
+        d.deserialize_any(Keys(std::marker::PhantomData))
+    }
+}
+
+/// Visits any JSON value into a [`FromKeys`] `T`.
+struct Keys<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: FromKeys> Visitor<'de> for Keys<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
+        let mut value = T::default();
+        while let Some(key) = map.next_key::<String>()? {
+            value.key(&key, &mut map)?;
+        }
+        Ok(value)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<T, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(T::default())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<T, E> {
+        Ok(T::default())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<T, E> {
+        Ok(T::default())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<T, E> {
+        Ok(T::default())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<T, E> {
+        Ok(T::default())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<T, E> {
+        Ok(T::default())
+    }
+
+    fn visit_unit<E>(self) -> Result<T, E> {
+        Ok(T::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape as it was read before: the whole body parsed into a tree first.
+    fn shape_from_a_tree(body: &str) -> Option<(bool, bool, bool, bool)> {
+        let probe: serde_json::Value = serde_json::from_str(body).ok()?;
+        Some((
+            probe.get("bug").is_some(),
+            probe.get("event").is_some(),
+            probe.get("id").is_some(),
+            probe.get("payload").and_then(|p| p.get("id")).is_some(),
+        ))
+    }
+
+    #[test]
+    fn the_shape_read_from_keys_is_the_shape_read_from_a_tree() {
+        let bodies = [
+            include_str!("../../tests/fixtures/pulse/bmo_webhook_public_bug_modify_example.json"),
+            include_str!("../../tests/fixtures/pulse/bmo_webhook_comment_create_example.json"),
+            include_str!("../../tests/fixtures/pulse/bmo_rest_get_bug_35_response.json"),
+            r#"{"id": 5, "delta_ts": "2026-01-01T00:00:00Z"}"#,
+            r#"{"payload": {"id": 5}, "_meta": {}}"#,
+            r#"{"payload": {"ids": [5]}}"#,
+            r#"{"payload": 5}"#,
+            r#"{"payload": [{"id": 1}]}"#,
+            r#"{"bug": null, "event": null}"#,
+            r#"{"bug": {"event": 1}}"#,
+            r#"{"b\u0075g": 1, "event": 2}"#,
+            r#"{"id": 1, "id": 2}"#,
+            r#"[{"bug": 1, "event": 2}]"#,
+            "{}",
+            "[]",
+            "null",
+            "3.5",
+            "-7",
+            "\"bug\"",
+            "true",
+            "{\"bug\": 1,",
+            "not json",
+            "",
+        ];
+        for body in bodies {
+            let keys = serde_json::from_str::<Shape>(body)
+                .ok()
+                .map(|s| (s.bug, s.event, s.id, s.payload_id));
+            assert_eq!(keys, shape_from_a_tree(body), "{body:.80}");
+        }
     }
 }
