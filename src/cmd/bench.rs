@@ -503,8 +503,7 @@ async fn memory_of_a_consumer(base: &Config, options: &BenchOptions) -> anyhow::
         .args(["--user", &deployment.config.user])
         .args(["--prefetch", &options.prefetch.to_string()])
         .args(["--messages", &options.messages.to_string()])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+        .stdin(std::process::Stdio::null());
     if let Some(path) = &options.config_path {
         child.env("BUGFLOW_CONFIG", path);
     }
@@ -512,11 +511,16 @@ async fn memory_of_a_consumer(base: &Config, options: &BenchOptions) -> anyhow::
     deployment.destroy().await?;
     let output = output?;
     let stdout = String::from_utf8_lossy(&output.stdout);
-    anyhow::ensure!(
-        output.status.success(),
-        "bench serve failed ({}): {stdout}",
-        output.status
-    );
+    if !output.status.success() {
+        // Its log (URLs in it are redacted), last lines first to read.
+        let log = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = log.lines().rev().take(5).collect();
+        anyhow::bail!(
+            "bench serve failed ({}); the end of its log, last line first:\n{}",
+            output.status,
+            tail.join("\n")
+        );
+    }
     parse_memory(&stdout)
         .ok_or_else(|| anyhow::anyhow!("bench serve printed no memory line: {stdout}"))
 }
