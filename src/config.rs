@@ -454,26 +454,10 @@ impl Config {
         Ok(())
     }
 
-    fn validate(&self, file: Option<&Path>) -> Result<(), ConfigError> {
-        let file = file
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "defaults and BUGFLOW_* environment".into());
-        let err = |field: &str, problem: String| ConfigError {
-            file: file.clone(),
-            field: field.into(),
-            problem,
-        };
-        self.check_store()
-            .map_err(|problem| err("store", problem))?;
-        if !is_pulse_name(&self.user) {
-            return Err(err(
-                "user",
-                format!(
-                    "{:?} is not a Pulse user name ([a-zA-Z][a-zA-Z0-9._-]*)",
-                    self.user
-                ),
-            ));
-        }
+    /// The `[amqp]` values a broker would refuse or misread: the URL's scheme, vhost and
+    /// kombu-style `?ssl`, and a frame below AMQP's minimum. The URL is quoted redacted.
+    fn check_amqp(&self) -> Result<(), (&'static str, String)> {
+        let err = |field: &'static str, problem: String| (field, problem);
         let url = url::Url::parse(self.amqp.url.expose()).map_err(|e| {
             err(
                 "amqp.url",
@@ -509,6 +493,31 @@ impl Config {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    fn validate(&self, file: Option<&Path>) -> Result<(), ConfigError> {
+        let file = file
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "defaults and BUGFLOW_* environment".into());
+        let err = |field: &str, problem: String| ConfigError {
+            file: file.clone(),
+            field: field.into(),
+            problem,
+        };
+        self.check_store()
+            .map_err(|problem| err("store", problem))?;
+        if !is_pulse_name(&self.user) {
+            return Err(err(
+                "user",
+                format!(
+                    "{:?} is not a Pulse user name ([a-zA-Z][a-zA-Z0-9._-]*)",
+                    self.user
+                ),
+            ));
+        }
+        self.check_amqp()
+            .map_err(|(field, problem)| err(field, problem))?;
         for (field, name) in [
             ("exchanges.results", &self.exchanges.results),
             ("exchanges.dead_letter", &self.exchanges.dead_letter),

@@ -545,7 +545,9 @@ pub async fn serve_command(
 ) -> anyhow::Result<()> {
     let models = models_of(base, &options.consumer)?;
     let deployment = Deployment::named(base, options, user, models)?;
-    let loaded = rss_mib().unwrap_or(0.0);
+    let loaded = rss_mib().ok_or_else(|| {
+        anyhow::anyhow!("no resident memory to report: it is read from /proc/self/status (Linux)")
+    })?;
     let peak = Arc::new(std::sync::Mutex::new(loaded));
     let sampler = sample_rss(peak.clone());
     let outcome = pipeline(&deployment, options.messages).await;
