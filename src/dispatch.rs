@@ -81,12 +81,26 @@ pub async fn dispatch(
     stats: &Arc<Stats>,
     message: &Message,
 ) -> Settle {
-    let consumer = pipeline.name().to_owned();
-    stats.count(&consumer, Counted::Received);
+    let processed = process(pipeline, stats, message).await;
+    deliver(pipeline, sinks, stats, message, processed).await
+}
+
+/// What the pipeline and its effects made of one message, not yet delivered: the first
+/// half of [`dispatch`]. A replay runs this half of many messages on every core, then
+/// delivers each in order ([`crate::cmd::replay`]).
+pub struct Processed {
+    results: Result<Vec<crate::result::ResultMessage>, StageError>,
+    started: Instant,
+}
+
+/// The pipeline's plan and effects on `message` (reads and effects only, no sink).
+pub async fn process(pipeline: &Pipeline, stats: &Arc<Stats>, message: &Message) -> Processed {
+    let consumer = pipeline.name();
+    stats.count(consumer, Counted::Received);
     let started = Instant::now();
     // A panic while processing one message (a bug of ours, met by some input) dead-letters
     // that message with the reason; the consumer goes on with the next.
-    let processed = AssertUnwindSafe(plan_and_apply(pipeline, &consumer, message))
+    let results = AssertUnwindSafe(plan_and_apply(pipeline, consumer, message))
         .catch_unwind()
         .await
         .unwrap_or_else(|panic| {
@@ -97,8 +111,21 @@ pub async fn dispatch(
                 format!("processing panicked: {what}"),
             ))
         });
+    Processed { results, started }
+}
 
-    let settle = match processed {
+/// The second half of [`dispatch`]: what [`process`] made of `message` to the sinks, and how
+/// to settle the message.
+pub async fn deliver(
+    pipeline: &Pipeline,
+    sinks: &Sinks,
+    stats: &Arc<Stats>,
+    message: &Message,
+    processed: Processed,
+) -> Settle {
+    let consumer = pipeline.name().to_owned();
+    let Processed { results, started } = processed;
+    let settle = match results {
         Ok(results) => {
             let publish_started = Instant::now();
             let mut failure = None;

@@ -609,6 +609,27 @@ impl BenchReport {
     }
 }
 
+/// `messages` through `pipeline` as `bugflow replay` runs an archive (batches processed on
+/// every core, delivered in order), results counted; the clock starts once the messages
+/// are made.
+async fn replay_in_memory(
+    pipeline: &Pipeline,
+    messages: Vec<Message>,
+) -> anyhow::Result<crate::cmd::replay::Summary> {
+    use crate::cmd::replay::{BATCH, run_batch};
+    let pipelines = Arc::new(vec![pipeline.clone()]);
+    let (sinks, stats) = (Default::default(), Default::default());
+    let mut summary = crate::cmd::replay::Summary::default();
+    let started = Instant::now();
+    let mut messages = messages.into_iter().peekable();
+    while messages.peek().is_some() {
+        let batch = messages.by_ref().take(BATCH).map(|m| (0, m)).collect();
+        run_batch(&pipelines, &sinks, &stats, batch, &mut summary).await?;
+    }
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
 /// `bugflow bench replay`: in-process replay msg/s of each shipped stream, with the serving
 /// models: pushes scored by commit-risk from stored json-pushes answers (`--offline`), and
 /// BMO webhook events through every bug model (without Bugzilla enrichment).
@@ -656,16 +677,13 @@ pub async fn replay_command(config: &Config, n: u64) -> anyhow::Result<()> {
             Message::new("bench", "bug.modify", webhook_body(i))
         }),
     ] {
-        let messages: Vec<Message> = (0..n).map(make).collect();
-        let started = Instant::now();
-        let mut results = 0usize;
-        for m in &messages {
-            results += pipeline.process(m).await?.len();
-        }
-        let seconds = started.elapsed().as_secs_f64();
+        let summary = replay_in_memory(pipeline, (0..n).map(make).collect()).await?;
+        let seconds = summary.elapsed.as_secs_f64();
         anyhow::ensure!(
-            results as u64 == n,
-            "{what}: {results} results for {n} messages"
+            summary.results == n,
+            "{what}: {} results for {n} messages ({:?})",
+            summary.results,
+            summary.reasons
         );
         println!(
             "| {what} | {:.0} | {:.1} |",

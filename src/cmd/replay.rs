@@ -16,7 +16,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::archive::ArchiveLine;
 use crate::config::Config;
-use crate::dispatch::{Done, Settle, Sinks, Stats, dispatch};
+use crate::dispatch::{Done, Processed, Settle, Sinks, Stats, deliver, process};
+use crate::message::Message;
 use crate::pipeline::Pipeline;
 use crate::pulse::publish::{Outgoing, Publisher};
 use crate::pulse::source::json_to_headers;
@@ -132,9 +133,16 @@ fn chosen(all: &[Pipeline], options: &ReplayOptions) -> anyhow::Result<Vec<Pipel
         .collect())
 }
 
+/// How many messages a replay reads before it processes them: enough that every core gets a
+/// long slice, few enough that a replay's memory stays small.
+pub const BATCH: usize = 4096;
+
+/// One message of a batch and the pipeline (its index) it goes through.
+pub type Work = (usize, Message);
+
 /// Replays in-process through `pipelines` (or the one named by `--consumer`).
 pub async fn replay(all: &[Pipeline], options: &ReplayOptions) -> anyhow::Result<Summary> {
-    let pipelines = chosen(all, options)?;
+    let pipelines = Arc::new(chosen(all, options)?);
     let forced = options.consumer.is_some();
     let sinks = Sinks {
         jsonl: match &options.out {
@@ -147,6 +155,7 @@ pub async fn replay(all: &[Pipeline], options: &ReplayOptions) -> anyhow::Result
     let mut summary = Summary::default();
     let bar = progress_bar(&options.files, options.progress);
     let started = Instant::now();
+    let mut batch: Vec<Work> = Vec::with_capacity(BATCH);
     for file in &options.files {
         let reader = tokio::fs::File::open(file)
             .await
@@ -171,31 +180,115 @@ pub async fn replay(all: &[Pipeline], options: &ReplayOptions) -> anyhow::Result
                     continue;
                 }
             };
-            let targets = pipelines
-                .iter()
-                .filter(|p| forced || p.spec().accepts(&message.exchange, &message.routing_key));
-            let mut routed = false;
-            for pipeline in targets {
-                routed = true;
-                let settle = dispatch(pipeline, &sinks, &stats, &message).await;
-                summary.settled(settle);
-            }
-            if !routed {
-                summary.unrouted += 1;
-                let why = format!(
-                    "no consumer binds {} {}",
-                    message.exchange, message.routing_key
-                );
-                summary.note("unrouted", &why);
+            route(&pipelines, forced, message, &mut batch, &mut summary);
+            if batch.len() >= BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                run_batch(&pipelines, &sinks, &stats, full, &mut summary).await?;
             }
         }
     }
+    run_batch(&pipelines, &sinks, &stats, batch, &mut summary).await?;
     if let Some(jsonl) = &sinks.jsonl {
         jsonl.flush().await?;
     }
     bar.finish_and_clear();
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// Adds `message` to `batch` once for each pipeline whose bindings match it (every one of
+/// them when the consumer was forced), or counts it unrouted.
+fn route(
+    pipelines: &[Pipeline],
+    forced: bool,
+    message: Message,
+    batch: &mut Vec<Work>,
+    summary: &mut Summary,
+) {
+    let targets: Vec<usize> = (0..pipelines.len())
+        .filter(|&i| {
+            forced
+                || pipelines[i]
+                    .spec()
+                    .accepts(&message.exchange, &message.routing_key)
+        })
+        .collect();
+    let Some((&last, others)) = targets.split_last() else {
+        summary.unrouted += 1;
+        let why = format!(
+            "no consumer binds {} {}",
+            message.exchange, message.routing_key
+        );
+        summary.note("unrouted", &why);
+        return;
+    };
+    for &i in others {
+        batch.push((i, message.clone()));
+    }
+    batch.push((last, message));
+}
+
+/// Processes `batch` on every core, then delivers each message's results in the batch's
+/// order and counts how it settled.
+///
+/// Each core takes one contiguous slice of the batch as one task: a message is never handed
+/// from thread to thread on its own, and results leave in the order they were read. Nothing
+/// a pipeline does depends on the messages before it (a replay has no store), so the
+/// results are those of one message after the other.
+pub async fn run_batch(
+    pipelines: &Arc<Vec<Pipeline>>,
+    sinks: &Sinks,
+    stats: &Arc<Stats>,
+    batch: Vec<Work>,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    for ((i, message), processed) in process_batch(pipelines, stats, batch).await? {
+        let settle = deliver(&pipelines[i], sinks, stats, &message, processed).await;
+        summary.settled(settle);
+    }
+    Ok(())
+}
+
+/// The [`process`] half of [`run_batch`]: one task per core, each over a contiguous slice
+/// (a small batch stays on this task).
+async fn process_batch(
+    pipelines: &Arc<Vec<Pipeline>>,
+    stats: &Arc<Stats>,
+    mut batch: Vec<Work>,
+) -> anyhow::Result<Vec<(Work, Processed)>> {
+    /// Below this many messages a slice is not worth a task.
+    const MIN_SLICE: usize = 64;
+    let workers = crate::models::linear::cores()
+        .min(batch.len() / MIN_SLICE)
+        .max(1);
+    let per = batch.len().div_ceil(workers);
+    let mut slices = Vec::with_capacity(workers);
+    while batch.len() > per {
+        let rest = batch.split_off(per);
+        slices.push(std::mem::replace(&mut batch, rest));
+    }
+    slices.push(batch);
+    let slice_of = |slice: Vec<Work>, pipelines: Arc<Vec<Pipeline>>, stats: Arc<Stats>| async move {
+        let mut out = Vec::with_capacity(slice.len());
+        for (i, message) in slice {
+            let processed = process(&pipelines[i], &stats, &message).await;
+            out.push(((i, message), processed));
+        }
+        out
+    };
+    let mut slices = slices.into_iter();
+    let first = slices.next().unwrap_or_default();
+    let tasks: Vec<_> = slices
+        .map(|slice| tokio::spawn(slice_of(slice, pipelines.clone(), stats.clone())))
+        .collect();
+    let mut all = slice_of(first, pipelines.clone(), stats.clone()).await;
+    for task in tasks {
+        all.extend(
+            task.await
+                .map_err(|e| anyhow::anyhow!("a replay worker failed: {e}"))?,
+        );
+    }
+    Ok(all)
 }
 
 /// A bar over the archives' bytes on stderr; hidden when not asked for.

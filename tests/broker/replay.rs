@@ -54,7 +54,9 @@ fn write_archive(path: &std::path::Path) {
     }
 }
 
-#[tokio::test]
+// Two workers: a replay processes each batch on every core and must still write its
+// results in the archive's order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_10000_message_archive_replays_with_a_correct_summary() {
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("stream.jsonl");
@@ -83,6 +85,18 @@ async fn a_10000_message_archive_replays_with_a_correct_summary() {
     );
 
     let lines = std::fs::read_to_string(&out).unwrap();
+    let pushes: Vec<u64> = lines
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["data"]["push_id"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        pushes.windows(2).all(|w| w[0] < w[1]),
+        "results leave in the order the archive holds them"
+    );
     let ids: BTreeSet<String> = lines
         .lines()
         .map(|l| {
