@@ -154,15 +154,12 @@ impl Features {
             padded.push(' ');
             padded.extend(word.chars());
             padded.push(' ');
-            for n in 2..=5usize {
-                if padded.len() < n {
-                    break;
-                }
-                for window in padded.windows(n) {
-                    let mut hash = Fnv::new(Group::Chars);
-                    for c in window {
-                        hash = hash.char(*c);
-                    }
+            // The n-grams starting at one character are prefixes of each other, and so
+            // are their hashes: each is the one before it fed one more character.
+            for start in 0..padded.len() {
+                let mut hash = Fnv::new(Group::Chars).char(padded[start]);
+                for &c in padded.iter().skip(start + 1).take(4) {
+                    hash = hash.char(c);
                     self.tokens.push((hash.finish(), Group::Chars));
                 }
             }
