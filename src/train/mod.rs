@@ -513,15 +513,9 @@ fn fit_calibrated(
     // Without `refit`, the model that scored the held-out slice is the one shipped, so that
     // the calibrator fits the very model it corrects (bugbug's component model, 80/20).
     let mut fitted = if model.spec().is_none_or(|s| s.refit) {
-        LinearModel::fit_c(
-            &train.terms,
-            &train.labels,
-            classes,
-            params,
-            c,
-            linear::cores(),
-        )
-        .map_err(failed)?
+        scored
+            .refit(&train.terms, &train.labels, params, c, linear::cores())
+            .map_err(failed)?
     } else {
         scored
     };
