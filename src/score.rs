@@ -34,7 +34,7 @@ pub struct BugScore {
     pub class: String,
     /// The index of `class` in `labels` and `prob`.
     pub index: usize,
-    pub labels: Vec<String>,
+    pub labels: std::sync::Arc<[String]>,
     pub model: ModelKind,
     /// One probability per label, rounded to 4 decimals.
     pub prob: Vec<f64>,
@@ -225,7 +225,7 @@ mod tests {
         let s = BugScore {
             class: "spam".into(),
             index: 1,
-            labels: vec!["ham".into(), "spam".into()],
+            labels: vec!["ham".into(), "spam".into()].into(),
             model: ModelKind::SPAM,
             prob: vec![0.1, 0.9],
             version: "v1".into(),
@@ -243,7 +243,7 @@ mod tests {
         let s = BugScore {
             class: "bug".into(),
             index: 0,
-            labels: vec!["bug".into(), "nobug".into()],
+            labels: vec!["bug".into(), "nobug".into()].into(),
             model: ModelKind::parse("defect").unwrap(),
             prob: vec![0.7, 0.3],
             version: "v1".into(),
@@ -264,7 +264,8 @@ mod tests {
                 "Core::DOM".into(),
                 "Core::Layout".into(),
                 "Firefox::Sync".into(),
-            ],
+            ]
+            .into(),
             model: ModelKind::COMPONENT,
             prob: vec![0.6, 0.3, 0.1],
             version: "v1".into(),
@@ -284,7 +285,7 @@ mod tests {
         );
         let bugtype = BugScore {
             model: ModelKind::BUGTYPE,
-            labels: vec!["defect".into(), "enhancement".into(), "task".into()],
+            labels: vec!["defect".into(), "enhancement".into(), "task".into()].into(),
             class: "task".into(),
             index: 2,
             prob: vec![0.1, 0.1, 0.8],

@@ -213,7 +213,7 @@ mod tests {
         Score::Bug(BugScore {
             class: class.into(),
             index: 0,
-            labels: vec![class.into()],
+            labels: vec![class.into()].into(),
             model,
             prob: vec![p],
             version: "v1".into(),

@@ -20,7 +20,7 @@ use linfa_logistic::MultiLogisticRegression;
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
-use super::columns::{Column, ColumnIndex};
+use super::columns::{AHEAD, Column, ColumnIndex, prefetch};
 use super::lbfgs;
 use crate::features::{Features, GROUPS, Group, feature_hash};
 
@@ -93,7 +93,8 @@ impl Default for TrainParams {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "Stored", into = "Stored")]
 pub struct LinearModel {
-    pub classes: Vec<String>,
+    /// Shared: every score of this model names them (`BugScore::labels`) without a copy.
+    pub classes: std::sync::Arc<[String]>,
     pub group_weights: BTreeMap<Group, f64>,
     /// The vocabulary: feature hash → column, idf and group. Held only here (a served
     /// model's hashes, groups and idf in arrays as well would be 6 MiB more).
@@ -178,7 +179,7 @@ impl TryFrom<Stored> for LinearModel {
         weights.shrink_to_fit();
         Ok(LinearModel {
             columns,
-            classes: stored.classes,
+            classes: stored.classes.into(),
             group_weights: stored.group_weights,
             weights,
             intercept: stored.intercept,
@@ -194,7 +195,7 @@ impl From<LinearModel> for Stored {
             vocab: columns.iter().map(|(h, _)| *h).collect(),
             groups: columns.iter().map(|(_, c)| c.group).collect(),
             idf: columns.iter().map(|(_, c)| c.idf).collect(),
-            classes: model.classes,
+            classes: model.classes.to_vec(),
             group_weights: model.group_weights,
             weights: model.weights,
             intercept: model.intercept,
@@ -336,8 +337,8 @@ impl LinearModel {
         let mut partial = vec![0.0f64; GROUPS * k];
         let mut norms = [0.0f64; GROUPS];
         let readable = terms.0.iter().filter(|(_, g, _)| self.columns.reads(*g));
-        // The weighted hits first; then their weight rows, read ahead (independent loads,
-        // as the index's slots are), then summed from cache.
+        // The weighted hits first; then their weight rows asked for ahead (as the index's
+        // slots are), then summed, by then from cache.
         let mut hits: Vec<(usize, usize, f64)> = Vec::with_capacity(terms.0.len().min(256));
         self.columns.lookup_all(
             readable,
@@ -351,11 +352,17 @@ impl LinearModel {
                 ));
             },
         );
-        let touched = hits
-            .iter()
-            .fold(0.0f32, |acc, (base, _, _)| acc + self.weights[*base]);
-        std::hint::black_box(touched);
-        for (base, gi, value) in hits {
+        // A row of many classes spans several cache lines: ask for each.
+        let ask = |base: usize| {
+            for at in (0..k).step_by(16).chain(std::iter::once(k - 1)) {
+                prefetch(&self.weights[base + at]);
+            }
+        };
+        hits.iter().take(AHEAD).for_each(|(base, _, _)| ask(*base));
+        for (i, &(base, gi, value)) in hits.iter().enumerate() {
+            if let Some((next, _, _)) = hits.get(i + AHEAD) {
+                ask(*next);
+            }
             let sums = &mut partial[gi * k..(gi + 1) * k];
             for (sum, w) in sums.iter_mut().zip(&self.weights[base..base + k]) {
                 *sum += value * f64::from(*w);
@@ -673,7 +680,7 @@ impl LinearModel {
             })
             .collect();
         LinearModel {
-            classes: classes.to_vec(),
+            classes: classes.into(),
             group_weights: params.group_weights.clone(),
             columns: ColumnIndex::new(&vocab, &idf, &groups),
             weights: Vec::new(),

@@ -352,7 +352,7 @@ impl Fitted {
     fn add(&mut self, key: &str, one: FitOne) {
         self.n_train += one.n_train;
         self.n_test += one.n_test;
-        for c in &one.model.classes {
+        for c in one.model.classes.iter() {
             if !self.classes.contains(c) {
                 self.classes.push(c.clone());
             }
