@@ -91,15 +91,16 @@ fn cleanups() -> Vec<(String, Replace)> {
     all
 }
 
-/// Every cleanup in one regex, its alternatives in bugbug's order: a regex takes the first
-/// alternative that matches at the leftmost position, so where two cleanups could apply
-/// the earlier one wins, as it did when each was a pass of its own.
-static ONE_PASS: LazyLock<(Regex, Vec<Replace>)> = LazyLock::new(|| {
-    let (patterns, replaces): (Vec<String>, Vec<Replace>) = cleanups()
-        .into_iter()
-        .map(|(pattern, replace)| (format!("({pattern})"), replace))
-        .unzip();
-    (re(&patterns.join("|")), replaces)
+/// Every cleanup in one multi-pattern regex, in bugbug's order. Its matches are
+/// leftmost-first with the patterns ranked as an alternation's alternatives, so where two
+/// cleanups could apply the earlier one wins, as it did when each was a pass of its own;
+/// and each match says which pattern it is, so no capture groups are resolved (a capture
+/// search ran a second, slower engine over every match).
+static ONE_PASS: LazyLock<(regex_automata::meta::Regex, Vec<Replace>)> = LazyLock::new(|| {
+    let (patterns, replaces): (Vec<String>, Vec<Replace>) = cleanups().into_iter().unzip();
+    let regex = regex_automata::meta::Regex::new_many(&patterns)
+        .expect("the cleanup patterns are valid regex literals");
+    (regex, replaces)
 });
 
 /// Applies every cleanup, in bugbug's order, in one pass over the text (one scan, one new
@@ -108,15 +109,13 @@ pub fn cleanup(text: &str) -> String {
     let (pattern, replaces) = &*ONE_PASS;
     let mut out = String::with_capacity(text.len() + 16);
     let mut last = 0;
-    for caps in pattern.captures_iter(text) {
-        let Some(whole) = caps.get(0) else { continue };
-        let which = (1..caps.len()).find(|i| caps.get(*i).is_some());
-        let Some(replace) = which.and_then(|i| replaces.get(i - 1)) else {
+    for found in pattern.find_iter(text) {
+        let Some(replace) = replaces.get(found.pattern().as_usize()) else {
             continue;
         };
-        out.push_str(&text[last..whole.start()]);
-        out.push_str(replace.apply(whole.as_str()));
-        last = whole.end();
+        out.push_str(&text[last..found.start()]);
+        out.push_str(replace.apply(&text[found.range()]));
+        last = found.end();
     }
     out.push_str(&text[last..]);
     out
@@ -180,12 +179,44 @@ impl<'a> Iterator for WordRuns<'a> {
 
 /// Whitespace-separated words (bugbug's `NumWordsTitle` / `NumWordsComments`).
 pub fn word_count(text: &str) -> usize {
-    text.split_whitespace().count()
+    if !text.is_ascii() {
+        return text.split_whitespace().count();
+    }
+    // ASCII: byte by byte, with the same white space as `char::is_whitespace` (tab, line
+    // feed, vertical tab, form feed, carriage return, space).
+    let mut words = 0;
+    let mut in_word = false;
+    for &byte in text.as_bytes() {
+        let space = matches!(byte, b'\t'..=b'\r' | b' ');
+        words += usize::from(!space && !in_word);
+        in_word = !space;
+    }
+    words
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words_are_counted_as_split_whitespace_counts_them() {
+        for text in [
+            "",
+            "   ",
+            "one",
+            " two  words ",
+            "tab\tline\nfeed\x0bvt\x0cff\rcr",
+            "\x1c is no space",
+            "non-ASCII: café\u{a0}crème\u{2003}brûlée",
+            "a\r\n\r\nb",
+        ] {
+            assert_eq!(
+                word_count(text),
+                text.split_whitespace().count(),
+                "{text:?}"
+            );
+        }
+    }
 
     /// bugbug's cleanups as they were written: one regex pass after another.
     fn cleanup_in_passes(passes: &[(Regex, Replace)], text: &str) -> String {
