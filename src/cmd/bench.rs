@@ -616,15 +616,19 @@ async fn replay_in_memory(
     pipeline: &Pipeline,
     messages: Vec<Message>,
 ) -> anyhow::Result<crate::cmd::replay::Summary> {
-    use crate::cmd::replay::{BATCH, run_batch};
+    use crate::cmd::replay::{BATCH, Item, run_batch};
     let pipelines = Arc::new(vec![pipeline.clone()]);
     let (sinks, stats) = (Default::default(), Default::default());
     let mut summary = crate::cmd::replay::Summary::default();
     let started = Instant::now();
     let mut messages = messages.into_iter().peekable();
     while messages.peek().is_some() {
-        let batch = messages.by_ref().take(BATCH).map(|m| (0, m)).collect();
-        run_batch(&pipelines, &sinks, &stats, batch, &mut summary).await?;
+        let batch = messages
+            .by_ref()
+            .take(BATCH)
+            .map(|m| Item::Routed(0, m))
+            .collect();
+        run_batch(&pipelines, false, &sinks, &stats, batch, &mut summary).await?;
     }
     summary.elapsed = started.elapsed();
     Ok(summary)

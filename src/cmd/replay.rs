@@ -133,12 +133,26 @@ fn chosen(all: &[Pipeline], options: &ReplayOptions) -> anyhow::Result<Vec<Pipel
         .collect())
 }
 
-/// How many messages a replay reads before it processes them: enough that every core gets a
+/// How many lines a replay reads before it processes them: enough that every core gets a
 /// long slice, few enough that a replay's memory stays small.
 pub const BATCH: usize = 4096;
 
-/// One message of a batch and the pipeline (its index) it goes through.
-pub type Work = (usize, Message);
+/// One entry of a batch: an archive line not yet parsed (its number, for reasons), or a
+/// message already routed to a pipeline (by index).
+pub enum Item {
+    Line(u64, String),
+    Routed(usize, Message),
+}
+
+/// What the workers made of one [`Item`], to be counted and delivered in order.
+enum Outcome {
+    /// The line is not an archived message: why.
+    Unreadable(String),
+    /// No consumer binds it: why.
+    Unrouted(String),
+    /// Each pipeline it went through, with what that pipeline made of it.
+    Processed(Message, Vec<(usize, Processed)>),
+}
 
 /// Replays in-process through `pipelines` (or the one named by `--consumer`).
 pub async fn replay(all: &[Pipeline], options: &ReplayOptions) -> anyhow::Result<Summary> {
@@ -155,7 +169,7 @@ pub async fn replay(all: &[Pipeline], options: &ReplayOptions) -> anyhow::Result
     let mut summary = Summary::default();
     let bar = progress_bar(&options.files, options.progress);
     let started = Instant::now();
-    let mut batch: Vec<Work> = Vec::with_capacity(BATCH);
+    let mut batch: Vec<Item> = Vec::with_capacity(BATCH);
     for file in &options.files {
         let reader = tokio::fs::File::open(file)
             .await
@@ -172,22 +186,14 @@ pub async fn replay(all: &[Pipeline], options: &ReplayOptions) -> anyhow::Result
                 continue;
             }
             summary.read += 1;
-            let message = match ArchiveLine::parse(&line) {
-                Ok(m) => m,
-                Err(e) => {
-                    summary.dead_lettered += 1;
-                    summary.note("dead-lettered", &format!("line {number}: {e}"));
-                    continue;
-                }
-            };
-            route(&pipelines, forced, message, &mut batch, &mut summary);
+            batch.push(Item::Line(number, line));
             if batch.len() >= BATCH {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                run_batch(&pipelines, &sinks, &stats, full, &mut summary).await?;
+                run_batch(&pipelines, forced, &sinks, &stats, full, &mut summary).await?;
             }
         }
     }
-    run_batch(&pipelines, &sinks, &stats, batch, &mut summary).await?;
+    run_batch(&pipelines, forced, &sinks, &stats, batch, &mut summary).await?;
     if let Some(jsonl) = &sinks.jsonl {
         jsonl.flush().await?;
     }
@@ -196,40 +202,8 @@ pub async fn replay(all: &[Pipeline], options: &ReplayOptions) -> anyhow::Result
     Ok(summary)
 }
 
-/// Adds `message` to `batch` once for each pipeline whose bindings match it (every one of
-/// them when the consumer was forced), or counts it unrouted.
-fn route(
-    pipelines: &[Pipeline],
-    forced: bool,
-    message: Message,
-    batch: &mut Vec<Work>,
-    summary: &mut Summary,
-) {
-    let targets: Vec<usize> = (0..pipelines.len())
-        .filter(|&i| {
-            forced
-                || pipelines[i]
-                    .spec()
-                    .accepts(&message.exchange, &message.routing_key)
-        })
-        .collect();
-    let Some((&last, others)) = targets.split_last() else {
-        summary.unrouted += 1;
-        let why = format!(
-            "no consumer binds {} {}",
-            message.exchange, message.routing_key
-        );
-        summary.note("unrouted", &why);
-        return;
-    };
-    for &i in others {
-        batch.push((i, message.clone()));
-    }
-    batch.push((last, message));
-}
-
-/// Processes `batch` on every core, then delivers each message's results in the batch's
-/// order and counts how it settled.
+/// Parses, routes and processes `batch` on every core, then delivers each message's results
+/// in the batch's order and counts how each settled.
 ///
 /// Each core takes one contiguous slice of the batch as one task: a message is never handed
 /// from thread to thread on its own, and results leave in the order they were read. Nothing
@@ -237,25 +211,41 @@ fn route(
 /// results are those of one message after the other.
 pub async fn run_batch(
     pipelines: &Arc<Vec<Pipeline>>,
+    forced: bool,
     sinks: &Sinks,
     stats: &Arc<Stats>,
-    batch: Vec<Work>,
+    batch: Vec<Item>,
     summary: &mut Summary,
 ) -> anyhow::Result<()> {
-    for ((i, message), processed) in process_batch(pipelines, stats, batch).await? {
-        let settle = deliver(&pipelines[i], sinks, stats, &message, processed).await;
-        summary.settled(settle);
+    for outcome in process_batch(pipelines, forced, stats, batch).await? {
+        match outcome {
+            Outcome::Unreadable(why) => {
+                summary.dead_lettered += 1;
+                summary.note("dead-lettered", &why);
+            }
+            Outcome::Unrouted(why) => {
+                summary.unrouted += 1;
+                summary.note("unrouted", &why);
+            }
+            Outcome::Processed(message, each) => {
+                for (i, processed) in each {
+                    let settle = deliver(&pipelines[i], sinks, stats, &message, processed).await;
+                    summary.settled(settle);
+                }
+            }
+        }
     }
     Ok(())
 }
 
-/// The [`process`] half of [`run_batch`]: one task per core, each over a contiguous slice
-/// (a small batch stays on this task).
+/// The first half of [`run_batch`]: one task per core, each over a contiguous slice (a
+/// small batch stays on this task).
 async fn process_batch(
     pipelines: &Arc<Vec<Pipeline>>,
+    forced: bool,
     stats: &Arc<Stats>,
-    mut batch: Vec<Work>,
-) -> anyhow::Result<Vec<(Work, Processed)>> {
+    mut batch: Vec<Item>,
+) -> anyhow::Result<Vec<Outcome>> {
     /// Below this many messages a slice is not worth a task.
     const MIN_SLICE: usize = 64;
     let workers = crate::models::linear::cores()
@@ -268,11 +258,10 @@ async fn process_batch(
         slices.push(std::mem::replace(&mut batch, rest));
     }
     slices.push(batch);
-    let slice_of = |slice: Vec<Work>, pipelines: Arc<Vec<Pipeline>>, stats: Arc<Stats>| async move {
+    let slice_of = |slice: Vec<Item>, pipelines: Arc<Vec<Pipeline>>, stats: Arc<Stats>| async move {
         let mut out = Vec::with_capacity(slice.len());
-        for (i, message) in slice {
-            let processed = process(&pipelines[i], &stats, &message).await;
-            out.push(((i, message), processed));
+        for item in slice {
+            out.push(outcome(&pipelines, forced, &stats, item).await);
         }
         out
     };
@@ -289,6 +278,40 @@ async fn process_batch(
         );
     }
     Ok(all)
+}
+
+/// One item through [`ArchiveLine::parse`] (a line), then through each pipeline whose
+/// bindings match it (every one of them when the consumer was forced).
+async fn outcome(pipelines: &[Pipeline], forced: bool, stats: &Arc<Stats>, item: Item) -> Outcome {
+    let (message, targets) = match item {
+        Item::Routed(i, message) => (message, vec![i]),
+        Item::Line(number, line) => {
+            let message = match ArchiveLine::parse(&line) {
+                Ok(m) => m,
+                Err(e) => return Outcome::Unreadable(format!("line {number}: {e}")),
+            };
+            let targets: Vec<usize> = (0..pipelines.len())
+                .filter(|&i| {
+                    forced
+                        || pipelines[i]
+                            .spec()
+                            .accepts(&message.exchange, &message.routing_key)
+                })
+                .collect();
+            if targets.is_empty() {
+                return Outcome::Unrouted(format!(
+                    "no consumer binds {} {}",
+                    message.exchange, message.routing_key
+                ));
+            }
+            (message, targets)
+        }
+    };
+    let mut each = Vec::with_capacity(targets.len());
+    for i in targets {
+        each.push((i, process(&pipelines[i], stats, &message).await));
+    }
+    Outcome::Processed(message, each)
 }
 
 /// A bar over the archives' bytes on stderr; hidden when not asked for.
