@@ -129,7 +129,74 @@ impl WebhookBug {
     /// that the bug feature extractors read webhook events and REST bugs alike. A webhook
     /// carries no history and at most the one comment it is about.
     pub fn to_rest(&self) -> serde_json::Value {
-        let comments: Vec<serde_json::Value> = match &self.comment {
+        use serde_json::Value;
+        // Built value by value: `json!` would serialise each field again, copying every
+        // string twice.
+        let text = |v: &Option<String>| Value::String(v.clone().unwrap_or_default());
+        let or_null = |v: &Option<String>| v.clone().map_or(Value::Null, Value::String);
+        let object = |pairs: Vec<(&str, Value)>| {
+            Value::Object(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+        };
+        let comment = |body: &Option<String>, count: Value| {
+            object(vec![("text", text(body)), ("count", count)])
+        };
+        let comments = match &self.comment {
+            Some(c) if c.number == Some(0) => vec![comment(&c.body, Value::from(0))],
+            Some(c) => vec![
+                comment(&None, Value::from(0)),
+                comment(&c.body, c.number.map_or(Value::Null, Value::from)),
+            ],
+            None => Vec::new(),
+        };
+        let attachments = self
+            .attachment
+            .iter()
+            .map(|a| {
+                object(vec![
+                    ("id", Value::from(a.id)),
+                    ("content_type", or_null(&a.content_type)),
+                    ("is_patch", Value::Bool(a.is_patch)),
+                    ("is_obsolete", Value::Bool(a.is_obsolete)),
+                ])
+            })
+            .collect();
+        object(vec![
+            ("id", Value::from(self.id)),
+            ("summary", text(&self.summary)),
+            ("product", text(&self.product)),
+            ("component", text(&self.component)),
+            ("type", text(&self.bug_type)),
+            ("status", text(&self.status)),
+            ("resolution", text(&self.resolution)),
+            ("severity", text(&self.severity)),
+            ("priority", text(&self.priority)),
+            (
+                "keywords",
+                Value::Array(self.keywords.iter().cloned().map(Value::String).collect()),
+            ),
+            ("whiteboard", text(&self.whiteboard)),
+            (
+                "creator_detail",
+                object(vec![("email", text(&self.creator))]),
+            ),
+            ("creation_time", or_null(&self.creation_time)),
+            ("last_change_time", or_null(&self.last_change_time)),
+            ("platform", text(&self.platform)),
+            ("op_sys", text(&self.operating_system)),
+            ("url", text(&self.url)),
+            ("comments", Value::Array(comments)),
+            ("attachments", Value::Array(attachments)),
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `to_rest` as it was written with `json!`: the shape the feature extractors read.
+    fn rest_by_json(bug: &WebhookBug) -> serde_json::Value {
+        let comments: Vec<serde_json::Value> = match &bug.comment {
             Some(c) if c.number == Some(0) => {
                 vec![serde_json::json!({"text": c.body.clone().unwrap_or_default(), "count": 0})]
             }
@@ -139,7 +206,7 @@ impl WebhookBug {
             ],
             None => Vec::new(),
         };
-        let attachments: Vec<serde_json::Value> = self
+        let attachments: Vec<serde_json::Value> = bug
             .attachment
             .iter()
             .map(|a| {
@@ -147,26 +214,48 @@ impl WebhookBug {
                                    "is_obsolete": a.is_obsolete})
             })
             .collect();
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
         serde_json::json!({
-            "id": self.id,
-            "summary": self.summary.clone().unwrap_or_default(),
-            "product": self.product.clone().unwrap_or_default(),
-            "component": self.component.clone().unwrap_or_default(),
-            "type": self.bug_type.clone().unwrap_or_default(),
-            "status": self.status.clone().unwrap_or_default(),
-            "resolution": self.resolution.clone().unwrap_or_default(),
-            "severity": self.severity.clone().unwrap_or_default(),
-            "priority": self.priority.clone().unwrap_or_default(),
-            "keywords": self.keywords,
-            "whiteboard": self.whiteboard.clone().unwrap_or_default(),
-            "creator_detail": {"email": self.creator.clone().unwrap_or_default()},
-            "creation_time": self.creation_time,
-            "last_change_time": self.last_change_time,
-            "platform": self.platform.clone().unwrap_or_default(),
-            "op_sys": self.operating_system.clone().unwrap_or_default(),
-            "url": self.url.clone().unwrap_or_default(),
-            "comments": comments,
-            "attachments": attachments,
+            "id": bug.id, "summary": text(&bug.summary), "product": text(&bug.product),
+            "component": text(&bug.component), "type": text(&bug.bug_type),
+            "status": text(&bug.status), "resolution": text(&bug.resolution),
+            "severity": text(&bug.severity), "priority": text(&bug.priority),
+            "keywords": bug.keywords, "whiteboard": text(&bug.whiteboard),
+            "creator_detail": {"email": text(&bug.creator)},
+            "creation_time": bug.creation_time, "last_change_time": bug.last_change_time,
+            "platform": text(&bug.platform), "op_sys": text(&bug.operating_system),
+            "url": text(&bug.url), "comments": comments, "attachments": attachments,
         })
+    }
+
+    #[test]
+    fn a_webhook_bug_reads_as_the_rest_shape_it_always_had() {
+        let sample =
+            include_bytes!("../../tests/fixtures/pulse/bmo_webhook_public_bug_modify_example.json");
+        let bug = decode(sample).expect("the sample decodes").bug;
+        let mut first = bug.clone();
+        if let Some(c) = first.comment.as_mut() {
+            c.number = Some(0);
+        }
+        let mut bare = bug.clone();
+        bare.comment = None;
+        bare.summary = None;
+        bare.creation_time = None;
+        bare.attachment = Some(WebhookAttachment {
+            id: 7,
+            content_type: Some("text/x-phabricator-request".into()),
+            description: None,
+            file_name: None,
+            is_patch: true,
+            is_obsolete: false,
+            is_private: false,
+        });
+        let mut unnumbered = bug.clone();
+        if let Some(c) = unnumbered.comment.as_mut() {
+            c.number = None;
+        }
+        for b in [bug, first, bare, unnumbered] {
+            assert_eq!(b.to_rest(), rest_by_json(&b));
+        }
     }
 }
