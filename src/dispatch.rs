@@ -19,8 +19,10 @@
 //! |                            | after `retry_attempts` tries                           | dead-letter  |
 //! | halt (API key revoked)     | the consumer stops taking messages                     | requeue      |
 //!
-//! The same [`dispatch`] serves `bugflow run` (sinks on the broker) and `bugflow replay`
-//! (sinks in-process), so a replay exercises exactly the decisions of the live service.
+//! The same decisions serve `bugflow run` (sinks on the broker, [`dispatch`]) and `bugflow
+//! replay` (sinks in-process), so a replay exercises exactly those of the live service; a
+//! replay calls the two halves of [`dispatch`] apart ([`process`] on every core, then
+//! [`deliver`] in the archive's order).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;

@@ -10,9 +10,10 @@
 //!   ends at an empty slot);
 //! * the keys are hashes already, so a slot is the key's top bits after one multiply (no
 //!   hasher);
-//! * [`ColumnIndex::lookup_all`] first asks for the slot of every term ([`prefetch`]: a
-//!   hint, nothing waits for it), and then probes them, by then from cache. One term at a
-//!   time, each probe's miss would wait for the last.
+//! * [`ColumnIndex::lookup_all`] asks for the slot of the term [`AHEAD`] terms after the
+//!   one it probes ([`prefetch`]: a hint, nothing waits for it), so that each probe finds
+//!   its slot in cache, and the misses overlap. One term at a time, each probe's miss would
+//!   wait for the last.
 
 use crate::features::Group;
 
