@@ -372,8 +372,8 @@ async fn pipeline(deployment: &Deployment, n: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The consumer's pipeline alone, in-process, on one thread (as the consumer runs it), each result
-/// serialised as it would be published.
+/// The consumer's pipeline alone, in-process, on one thread (as the consumer runs it),
+/// each result serialised as it would be published.
 pub async fn in_process_rate(consumer: &str, models: Arc<ModelSet>, n: u64) -> anyhow::Result<f64> {
     let config = Config::default();
     let spec = pipeline_bench_spec(&config, consumer, "bench", 200)?;

@@ -156,8 +156,8 @@ impl Features {
             padded.push(' ');
             // The n-grams starting at one character are prefixes of each other, and so
             // are their hashes: each is the one before it fed one more character.
-            for start in 0..padded.len() {
-                let mut hash = Fnv::new(Group::Chars).char(padded[start]);
+            for (start, &first) in padded.iter().enumerate() {
+                let mut hash = Fnv::new(Group::Chars).char(first);
                 for &c in padded.iter().skip(start + 1).take(4) {
                     hash = hash.char(c);
                     self.tokens.push((hash.finish(), Group::Chars));

@@ -132,7 +132,7 @@ impl ColumnIndex {
     }
 
     fn home(&self, key: u64) -> usize {
-        (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
+        home(key, self.shift)
     }
 
     /// The column of one feature hash.
@@ -182,6 +182,13 @@ impl ColumnIndex {
             }
         }
     }
+}
+
+/// The first slot of `key` in an open-addressed table of `2^(64 - shift)` slots: the top bits
+/// of the key after one multiply (keys are hashes already; the multiply spreads hashes that
+/// differ only in their low bits).
+pub fn home(key: u64, shift: u32) -> usize {
+    (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> shift) as usize
 }
 
 /// How many items ahead of the one probed [`ColumnIndex::lookup_all`] asks for: about as

@@ -20,7 +20,7 @@ use linfa_logistic::MultiLogisticRegression;
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
-use super::columns::{AHEAD, Column, ColumnIndex, prefetch};
+use super::columns::{self, AHEAD, Column, ColumnIndex, prefetch};
 use super::lbfgs;
 use crate::features::{Features, GROUPS, Group, feature_hash};
 
@@ -245,7 +245,7 @@ impl Terms {
             .map(|f| (feature_hash(f.group, &f.name), f.group, f.value))
             .chain(features.tokens.iter().map(|(h, g)| (*h, *g, 1.0)));
         for (h, g, v) in all {
-            let mut at = (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> shift) as usize;
+            let mut at = columns::home(h, shift);
             loop {
                 match table[at] {
                     NONE => {
@@ -942,9 +942,11 @@ pub fn select_c(
     Ok(best)
 }
 
-/// The machine's cores (1 when it cannot tell).
+/// The machine's cores (1 when it cannot tell), asked once: on Linux the answer reads the
+/// cgroup's files, and a replay asks for every batch.
 pub fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// `f` over `items`, on as many threads as the machine has cores (results in order);
