@@ -232,8 +232,15 @@ impl Default for SplitSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Calibration {
-    /// Temperature scaling fitted on out-of-fold predictions of the training part.
+    /// Temperature scaling, then the top-label map ([`TopLabelMap`]), both fitted on the
+    /// training part's held-out slice (the map only when the slice has
+    /// [`MIN_TOP_LABEL_RECORDS`] records; below that, the temperature alone).
+    ///
+    /// [`TopLabelMap`]: super::calibrator::TopLabelMap
+    /// [`MIN_TOP_LABEL_RECORDS`]: crate::train::calibration::MIN_TOP_LABEL_RECORDS
     #[default]
+    Isotonic,
+    /// Temperature scaling alone, fitted on the training part's held-out slice.
     Temperature,
     /// None (the learner's own probabilities).
     None,

@@ -11,7 +11,8 @@
 //! vocabulary (commit-risk).
 //!
 //! Inference never builds a dense row: it looks each feature's hash up in the vocabulary and
-//! adds its weights, then divides by the calibrated temperature.
+//! adds its weights, then divides by the calibrated temperature; a model with a
+//! [`TopLabelMap`] maps its top class's probability last.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -20,6 +21,7 @@ use linfa_logistic::MultiLogisticRegression;
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
+use super::calibrator::TopLabelMap;
 use super::columns::{self, AHEAD, Column, ColumnIndex, prefetch};
 use super::lbfgs;
 use crate::features::{Features, GROUPS, Group, feature_hash};
@@ -104,6 +106,8 @@ pub struct LinearModel {
     pub intercept: Vec<f32>,
     /// The calibrated temperature: probabilities are `softmax(scores / temperature)`.
     pub temperature: f32,
+    /// Applied after the temperature, when the training fitted one.
+    pub top_label: Option<TopLabelMap>,
 }
 
 /// A model as `weights.json` holds it: the vocabulary as arrays in column order.
@@ -122,6 +126,8 @@ struct Stored {
     intercept: Vec<f32>,
     #[serde(default = "one")]
     temperature: f32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    top_label: Option<TopLabelMap>,
 }
 
 impl Stored {
@@ -155,6 +161,9 @@ impl Stored {
         if !finite(&self.weights) || !finite(&self.intercept) || !finite(&self.idf) {
             return Err("weights, intercepts or idf hold NaN or infinity".into());
         }
+        if let Some(map) = &self.top_label {
+            map.check()?;
+        }
         Ok(())
     }
 }
@@ -184,6 +193,7 @@ impl TryFrom<Stored> for LinearModel {
             weights,
             intercept: stored.intercept,
             temperature: stored.temperature,
+            top_label: stored.top_label,
         })
     }
 }
@@ -200,6 +210,7 @@ impl From<LinearModel> for Stored {
             weights: model.weights,
             intercept: model.intercept,
             temperature: model.temperature,
+            top_label: model.top_label,
         }
     }
 }
@@ -400,18 +411,22 @@ impl LinearModel {
 
     /// Class probabilities for one hashed document (calibrated).
     pub fn predict_terms(&self, terms: &Terms) -> Prediction {
-        self.prediction(&softmax(
-            &self.scores_terms(terms),
-            f64::from(self.temperature),
-        ))
+        self.prediction(&self.probabilities(&self.scores_terms(terms)))
     }
 
     /// Class probabilities for one document (calibrated).
     pub fn predict(&self, features: &Features) -> Prediction {
-        self.prediction(&softmax(
-            &self.scores(features),
-            f64::from(self.temperature),
-        ))
+        self.prediction(&self.probabilities(&self.scores(features)))
+    }
+
+    /// Calibrated probabilities of `scores` (logits): the temperature, then the top-label
+    /// map if the model has one.
+    pub fn probabilities(&self, scores: &[f64]) -> Vec<f64> {
+        let mut p = softmax(scores, f64::from(self.temperature));
+        if let Some(map) = &self.top_label {
+            map.apply(&mut p);
+        }
+        p
     }
 
     /// The prediction of given probabilities.
@@ -686,6 +701,7 @@ impl LinearModel {
             weights: Vec::new(),
             intercept: Vec::new(),
             temperature: 1.0,
+            top_label: None,
         }
     }
 }

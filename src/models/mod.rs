@@ -3,6 +3,7 @@
 //! * [`catalogue`] — one TOML file per model: what it reads, its label rule, features,
 //!   learner, split, calibration, gate and writer rule;
 //! * [`linear`] — the learner (linfa logistic regression, sparse inference);
+//! * [`calibrator`] — the top-label map that follows the temperature;
 //! * [`columns`] — a model's feature hash → column table, laid out for scoring;
 //! * [`bundle`] — a trained model on disk: `manifest.json` + `weights.json`;
 //! * [`registry`] — `models/<model>/<version>/`, the promotion history, promote and
@@ -12,6 +13,7 @@
 //!   the training data, a shadow against the serving bundle.
 
 pub mod bundle;
+pub mod calibrator;
 pub mod catalogue;
 pub mod columns;
 pub mod lbfgs;

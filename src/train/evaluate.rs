@@ -55,6 +55,7 @@ pub fn evaluate(bundle: &Bundle, files: &[PathBuf]) -> anyhow::Result<Evaluation
     let mut per_key = BTreeMap::new();
     let mut unknown = 0;
     let mut scored: Option<(Vec<Vec<f64>>, Vec<usize>)> = None;
+    let mut every = Vec::new();
     for (key, samples) in &groups {
         let Some(fitted) = bundle.model(key) else {
             unknown += samples.len();
@@ -80,6 +81,7 @@ pub fn evaluate(bundle: &Bundle, files: &[PathBuf]) -> anyhow::Result<Evaluation
         let idx: Vec<usize> = (0..known.len()).collect();
         let (metrics, probabilities, truth) =
             measure(fitted, &known, &labels, &idx, &labels, calibrate);
+        every.extend(probabilities.iter().cloned());
         if groups.len() == 1 {
             scored = Some((probabilities, truth));
         }
@@ -92,8 +94,10 @@ pub fn evaluate(bundle: &Bundle, files: &[PathBuf]) -> anyhow::Result<Evaluation
         (Some((p, t)), Some(fitted)) => operating_points(bundle, &fitted.classes, p, t),
         _ => Vec::new(),
     };
+    let mut metrics = super::combine(&per_key);
+    super::pooled_noise(&mut metrics, every.iter());
     Ok(Evaluation {
-        metrics: super::combine(&per_key),
+        metrics,
         per_key,
         unknown,
         writer,

@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::calibration::Reliability;
+use super::calibration::{EceNoise, MIN_TOP_LABEL_RECORDS, Reliability};
+use crate::models::catalogue::Calibration;
+use crate::models::linear::LinearModel;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassScores {
@@ -40,6 +42,24 @@ pub struct CalibrationReport {
     pub temperature: f64,
     pub before: Reliability,
     pub after: Reliability,
+    /// What `after.ece` would be, by chance alone, if the calibrated probabilities were
+    /// exactly right (older manifests have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise: Option<EceNoise>,
+}
+
+impl CalibrationReport {
+    /// How `model` was calibrated, in words: the method asked for and what was fitted.
+    pub fn method_of(asked: Calibration, model: &LinearModel) -> String {
+        match (asked, &model.top_label) {
+            (Calibration::None, _) => "none".into(),
+            (_, Some(map)) => format!("temperature + top-label isotonic, {} knots", map.x.len()),
+            (Calibration::Isotonic, None) => format!(
+                "temperature; no top-label map (under {MIN_TOP_LABEL_RECORDS} held-out records, or it did not lower the ECE on halves of them)"
+            ),
+            (Calibration::Temperature, None) => "temperature".into(),
+        }
+    }
 }
 
 impl Metrics {
@@ -165,6 +185,12 @@ impl Metrics {
                 "  ECE (10 bins) {:.3} before calibration, {:.3} after ({}, T = {:.2})\n",
                 c.before.ece, c.after.ece, c.method, c.temperature
             ));
+            if let Some(noise) = c.noise {
+                out.push_str(&format!(
+                    "  ECE a perfectly calibrated model would show on these {} records: {:.3} (95 % of draws ≤ {:.3})\n",
+                    c.after.n, noise.mean, noise.p95
+                ));
+            }
         }
         out.push_str("  confusion (rows: truth, columns: predicted)\n");
         for (c, row) in self.classes.iter().zip(&self.confusion) {

@@ -116,11 +116,13 @@ pub fn train(model: ModelKind, options: &TrainOptions) -> anyhow::Result<TrainOu
         return untrained(model, &why, &files, plan, options);
     }
     let fitted = fit_groups(model, &groups, plan, options)?;
+    let mut metrics = combine(&fitted.per_key);
+    pooled_noise(&mut metrics, fitted.test.values().flat_map(|(p, _)| p));
     let manifest = Manifest {
         chosen_c: fitted.chosen_c.clone(),
         labels: fitted.classes.clone(),
         conflated_components_mapping: conflation_mapping(model, &fitted.classes),
-        metrics: combine(&fitted.per_key),
+        metrics,
         writer: writer_threshold(spec, &fitted),
         per_repository: if fitted.per_key.len() > 1 {
             fitted.per_key
@@ -519,8 +521,16 @@ fn fit_calibrated(
     } else {
         scored
     };
-    if model.spec().map(|s| s.calibration).unwrap_or_default() == Calibration::Temperature {
+    let calibrate = model.spec().map(|s| s.calibration).unwrap_or_default();
+    if calibrate == Calibration::Temperature {
         fitted.temperature = calibration::fit_temperature(&held_scores, &held_labels) as f32;
+    } else if calibrate == Calibration::Isotonic {
+        let (t, map) = calibration::fit_calibrator(&held_scores, &held_labels);
+        fitted.temperature = t as f32;
+        match map {
+            Ok(map) => fitted.top_label = Some(map),
+            Err(why) => tracing::info!(%model, why, "temperature alone, no top-label map"),
+        }
     }
     Ok(Calibrated {
         model: fitted,
@@ -552,20 +562,15 @@ fn measure(
         .map(|&i| fitted.scores(&samples[i].features))
         .collect();
     let raw: Vec<Vec<f64>> = scores.iter().map(|s| softmax(s, 1.0)).collect();
-    let probabilities: Vec<Vec<f64>> = scores
-        .iter()
-        .map(|s| softmax(s, f64::from(fitted.temperature)))
-        .collect();
+    let probabilities: Vec<Vec<f64>> = scores.iter().map(|s| fitted.probabilities(s)).collect();
     let predicted: Vec<usize> = probabilities.iter().map(|p| argmax(p)).collect();
     let mut metrics = Metrics::compute(&fitted.classes, &truth, &predicted);
     metrics.calibration = Some(CalibrationReport {
-        method: match calibrate {
-            Calibration::Temperature => "temperature".into(),
-            Calibration::None => "none".into(),
-        },
+        method: CalibrationReport::method_of(calibrate, fitted),
         temperature: f64::from(fitted.temperature),
         before: Reliability::of(&raw, &truth),
         after: Reliability::of(&probabilities, &truth),
+        noise: Some(Reliability::noise(&probabilities)),
     });
     if fitted.classes.len() == 2 {
         let count = |c: usize| train_labels.iter().filter(|l| **l == c).count();
@@ -728,5 +733,19 @@ fn pooled_calibration<'a>(metrics: impl Iterator<Item = &'a Metrics>) -> Option<
         temperature: reports.iter().map(|r| r.temperature).sum::<f64>() / reports.len() as f64,
         before: pool(|r| &r.before),
         after: pool(|r| &r.after),
+        // The noise needs every probability, which the reports do not keep: see
+        // [`pooled_noise`].
+        noise: None,
     })
+}
+
+/// Several sub-models measured together: their pooled calibration's noise, from every
+/// calibrated test probability (one sub-model's report already has its own).
+fn pooled_noise<'a>(metrics: &mut Metrics, probabilities: impl Iterator<Item = &'a Vec<f64>>) {
+    if let Some(c) = metrics.calibration.as_mut()
+        && c.noise.is_none()
+    {
+        let all: Vec<Vec<f64>> = probabilities.cloned().collect();
+        c.noise = Some(Reliability::noise(&all));
+    }
 }

@@ -149,8 +149,18 @@ fn reliability(area: &Area<'_>, c: &CalibrationReport) -> anyhow::Result<()> {
     let mut chart = ChartBuilder::on(area)
         .caption(
             format!(
-                "reliability: ECE {:.3} raw → {:.3} calibrated (T = {:.2})",
-                c.before.ece, c.after.ece, c.temperature
+                "reliability: ECE {:.3} raw → {:.3} calibrated (T = {:.2}{}){}",
+                c.before.ece,
+                c.after.ece,
+                c.temperature,
+                if c.method.contains("top-label") {
+                    ", top-label map"
+                } else {
+                    ""
+                },
+                c.noise
+                    .map(|n| format!("; by chance alone {:.3}", n.mean))
+                    .unwrap_or_default()
             ),
             ("sans-serif", 14),
         )
