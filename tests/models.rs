@@ -445,8 +445,21 @@ fn evaluate_scores_partial_and_full_records_and_the_writer_thresholds() {
     let e = bugflow::train::evaluate(&bundle, std::slice::from_ref(&partial)).unwrap();
     // Count by hand with the bundle's own predictions.
     let fitted = bundle.model("").unwrap();
-    let (mut right, mut scored, mut at_threshold, mut right_at_threshold) = (0, 0, 0, 0);
-    let threshold = bundle.manifest.writer.as_ref().unwrap().threshold.unwrap();
+    let (mut right, mut scored) = (0, 0);
+    // The writer's operating points: its floor always; the bundle's threshold when test
+    // precision reached the rule's target (otherwise that point covers nothing).
+    let floor = ModelKind::BUGTYPE
+        .spec()
+        .unwrap()
+        .writer
+        .as_ref()
+        .unwrap()
+        .floor;
+    let recorded = bundle.manifest.writer.as_ref().unwrap().threshold;
+    let mut points = [
+        (floor, 0usize, 0usize),
+        (recorded.unwrap_or(f64::INFINITY), 0, 0),
+    ];
     for line in newest {
         let bug: serde_json::Value = serde_json::from_str(line).unwrap();
         let Some(class) = fitted
@@ -459,9 +472,11 @@ fn evaluate_scores_partial_and_full_records_and_the_writer_thresholds() {
         let p = fitted.predict(&ModelKind::BUGTYPE.exclude().apply(&bug::extract_all(&bug)));
         scored += 1;
         right += usize::from(p.index == class);
-        if p.probabilities[p.index] >= threshold {
-            at_threshold += 1;
-            right_at_threshold += usize::from(p.index == class);
+        for (threshold, at, right_at) in &mut points {
+            if p.probabilities[p.index] >= *threshold {
+                *at += 1;
+                *right_at += usize::from(p.index == class);
+            }
         }
     }
     assert_eq!(e.metrics.samples, scored);
@@ -470,13 +485,18 @@ fn evaluate_scores_partial_and_full_records_and_the_writer_thresholds() {
     let calibration = e.metrics.calibration.as_ref().unwrap();
     assert_eq!(calibration.after.n, scored);
     assert!(calibration.after.ece > 0.0 && calibration.after.ece < 0.5);
-    let bundle_point = e.writer.iter().find(|p| p.name == "bundle").unwrap();
-    assert_eq!(bundle_point.support, at_threshold);
-    if at_threshold > 0 {
-        let precision = right_at_threshold as f64 / at_threshold as f64;
-        assert!((bundle_point.precision.unwrap() - precision).abs() < 1e-9);
+    for (name, (_, at, right_at)) in ["floor", "bundle"].into_iter().zip(points) {
+        let point = e.writer.iter().find(|p| p.name == name).unwrap();
+        assert_eq!(point.support, at, "{name}");
+        if at > 0 {
+            let precision = right_at as f64 / at as f64;
+            assert!(
+                (point.precision.unwrap() - precision).abs() < 1e-9,
+                "{name}"
+            );
+        }
     }
-    assert!(e.writer.iter().any(|p| p.name == "floor"));
+    assert!(points[0].1 > 0, "some bugs reach the floor: {points:?}");
     let report = e.table();
     assert!(
         report.contains("ECE") && report.contains("coverage"),
