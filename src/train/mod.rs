@@ -528,7 +528,10 @@ fn fit_calibrated(
         let (t, map) = calibration::fit_calibrator(&held_scores, &held_labels);
         fitted.temperature = t as f32;
         match map {
-            Ok(map) => fitted.top_label = Some(map),
+            Ok(map) => {
+                tracing::info!(%model, knots = map.x.len(), "temperature and a top-label map");
+                fitted.top_label = Some(map);
+            }
             Err(why) => tracing::info!(%model, why, "temperature alone, no top-label map"),
         }
     }
