@@ -34,6 +34,9 @@ pub struct Metrics {
     pub calibration: Option<CalibrationReport>,
 }
 
+/// How a method with a top-label map begins.
+const WITH_MAP: &str = "temperature + top-label isotonic";
+
 /// How well the probabilities match the outcomes, on test.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CalibrationReport {
@@ -49,11 +52,16 @@ pub struct CalibrationReport {
 }
 
 impl CalibrationReport {
+    /// Was a top-label map fitted (see [`method_of`](Self::method_of))?
+    pub fn has_top_label(&self) -> bool {
+        self.method.starts_with(WITH_MAP)
+    }
+
     /// How `model` was calibrated, in words: the method asked for and what was fitted.
     pub fn method_of(asked: Calibration, model: &LinearModel) -> String {
         match (asked, &model.top_label) {
             (Calibration::None, _) => "none".into(),
-            (_, Some(map)) => format!("temperature + top-label isotonic, {} knots", map.x.len()),
+            (_, Some(map)) => format!("{WITH_MAP}, {} knots", map.x.len()),
             (Calibration::Isotonic, None) => format!(
                 "temperature; no top-label map (under {MIN_TOP_LABEL_RECORDS} held-out records, or it did not lower the ECE on halves of them)"
             ),

@@ -147,23 +147,7 @@ fn per_class(area: &Area<'_>, metrics: &Metrics, names: &[String]) -> anyhow::Re
 /// the raw and the calibrated probabilities; the diagonal is perfect calibration.
 fn reliability(area: &Area<'_>, c: &CalibrationReport) -> anyhow::Result<()> {
     let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!(
-                "reliability: ECE {:.3} raw → {:.3} calibrated (T = {:.2}{}){}",
-                c.before.ece,
-                c.after.ece,
-                c.temperature,
-                if c.method.contains("top-label") {
-                    ", top-label map"
-                } else {
-                    ""
-                },
-                c.noise
-                    .map(|n| format!("; by chance alone {:.3}", n.mean))
-                    .unwrap_or_default()
-            ),
-            ("sans-serif", 14),
-        )
+        .caption(caption(c), ("sans-serif", 14))
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(40)
@@ -204,6 +188,71 @@ fn reliability(area: &Area<'_>, c: &CalibrationReport) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The reliability diagram's title: the ECE before and after, the calibrator, and the ECE
+/// a perfectly calibrated model would show on as many test records.
+fn caption(c: &CalibrationReport) -> String {
+    format!(
+        "reliability: ECE {:.3} raw → {:.3} calibrated (T = {:.2}{}){}",
+        c.before.ece,
+        c.after.ece,
+        c.temperature,
+        if c.has_top_label() {
+            ", top-label map"
+        } else {
+            ""
+        },
+        c.noise
+            .map(|n| format!("; by chance alone {:.3}", n.mean))
+            .unwrap_or_default()
+    )
+}
+
 fn plot_error<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow::anyhow!("drawing the SVG report: {e}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::catalogue::Calibration;
+    use crate::models::linear::LinearModel;
+    use crate::train::calibration::Reliability;
+
+    #[test]
+    fn the_caption_names_a_top_label_map_only_when_there_is_one() {
+        let probabilities = vec![vec![0.9, 0.1], vec![0.3, 0.7]];
+        let reliability = Reliability::of(&probabilities, &[0, 1]);
+        let model = LinearModel::fit(
+            &[
+                crate::features::issue::extract("crash", ""),
+                crate::features::issue::extract("feature", ""),
+            ],
+            &[0, 1],
+            &["a".to_string(), "b".to_string()],
+            &Default::default(),
+        )
+        .unwrap();
+        let report = |method: String| CalibrationReport {
+            method,
+            temperature: 1.0,
+            before: reliability.clone(),
+            after: reliability.clone(),
+            noise: None,
+        };
+        // The method of a model without a map says "no top-label map": no map in the title.
+        let without = report(CalibrationReport::method_of(Calibration::Isotonic, &model));
+        assert!(without.method.contains("top-label"), "{}", without.method);
+        assert!(!caption(&without).contains("map"), "{}", caption(&without));
+        let mut mapped = model.clone();
+        mapped.top_label = Some(crate::models::calibrator::TopLabelMap {
+            x: vec![0.5, 0.9],
+            y: vec![0.5, 0.8],
+        });
+        let with = report(CalibrationReport::method_of(Calibration::Isotonic, &mapped));
+        assert!(
+            caption(&with).contains("top-label map"),
+            "{}",
+            caption(&with)
+        );
+    }
 }
