@@ -62,6 +62,7 @@ impl CalibrationReport {
         match (asked, &model.top_label) {
             (Calibration::None, _) => "none".into(),
             (_, Some(map)) => format!("{WITH_MAP}, {} knots", map.x.len()),
+            // Training says which (`train::fit_one`); a bundle read back does not know.
             (Calibration::Isotonic, None) => format!(
                 "temperature; no top-label map (under {MIN_TOP_LABEL_RECORDS} held-out records, or it did not lower the ECE on halves of them)"
             ),

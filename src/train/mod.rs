@@ -417,6 +417,7 @@ fn fit_one(
         model: fitted,
         c,
         tried,
+        no_map,
     } = fit_calibrated(model, &train, &classes, plan, params)?;
     let calibrate = model.spec().map(|s| s.calibration).unwrap_or_default();
     let mut per_key = BTreeMap::new();
@@ -427,8 +428,11 @@ fn fit_one(
             .copied()
             .filter(|&i| samples[i].key == key)
             .collect();
-        let (metrics, probabilities, truth) =
+        let (mut metrics, probabilities, truth) =
             measure(&fitted, samples, &labels, &idx, &train.labels, calibrate);
+        if let (Some(why), Some(report)) = (&no_map, metrics.calibration.as_mut()) {
+            report.method = format!("temperature; no top-label map: {why}");
+        }
         per_key.insert(key.to_owned(), metrics);
         test.insert(key.to_owned(), (probabilities, truth));
     }
@@ -522,6 +526,7 @@ fn fit_calibrated(
         scored
     };
     let calibrate = model.spec().map(|s| s.calibration).unwrap_or_default();
+    let mut no_map = None;
     if calibrate == Calibration::Temperature {
         fitted.temperature = calibration::fit_temperature(&held_scores, &held_labels) as f32;
     } else if calibrate == Calibration::Isotonic {
@@ -532,21 +537,24 @@ fn fit_calibrated(
                 tracing::info!(%model, knots = map.x.len(), "temperature and a top-label map");
                 fitted.top_label = Some(map);
             }
-            Err(why) => tracing::info!(%model, why, "temperature alone, no top-label map"),
+            Err(why) => no_map = Some(why),
         }
     }
     Ok(Calibrated {
         model: fitted,
         c,
         tried,
+        no_map,
     })
 }
 
-/// What [`fit_calibrated`] ships: the model, the C chosen, each C tried with its macro F1.
+/// What [`fit_calibrated`] ships: the model, the C chosen, each C tried with its macro F1,
+/// and why it has no top-label map when the catalogue asked for one.
 struct Calibrated {
     model: LinearModel,
     c: f64,
     tried: Vec<(f64, f64)>,
+    no_map: Option<String>,
 }
 
 /// Metrics of `fitted` on the records `idx`, with its calibration before and after, and
