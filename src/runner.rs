@@ -41,7 +41,8 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Runner {
     config: Arc<Config>,
     pipeline: Arc<Pipeline>,
-    sinks: Sinks,
+    /// Shared: a runner is cloned for every delivery, and the sinks hold exchange names.
+    sinks: Arc<Sinks>,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
     /// Where retried messages come back from (resolved once, not per message).
@@ -68,7 +69,7 @@ impl Runner {
             retry_exchange: config.retry_exchange().into(),
             config,
             pipeline,
-            sinks,
+            sinks: Arc::new(sinks),
             stats: Arc::new(Stats::default()),
             shutdown,
         }

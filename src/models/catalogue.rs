@@ -233,11 +233,11 @@ impl Default for SplitSpec {
 #[serde(rename_all = "snake_case")]
 pub enum Calibration {
     /// Temperature scaling, then the top-label map ([`TopLabelMap`]), both fitted on the
-    /// training part's held-out slice (the map only when the slice has
-    /// [`MIN_TOP_LABEL_RECORDS`] records; below that, the temperature alone).
+    /// training part's held-out slice; the map only where it earns its place there
+    /// ([`fit_calibrator`]), else the temperature alone.
     ///
     /// [`TopLabelMap`]: super::calibrator::TopLabelMap
-    /// [`MIN_TOP_LABEL_RECORDS`]: crate::train::calibration::MIN_TOP_LABEL_RECORDS
+    /// [`fit_calibrator`]: crate::train::calibration::fit_calibrator
     #[default]
     Isotonic,
     /// Temperature scaling alone, fitted on the training part's held-out slice.

@@ -730,10 +730,7 @@ fn balance(labels: &[usize], k: usize, params: &TrainParams) -> Vec<usize> {
             let keep = ((others as f64 * ratio).ceil() as usize).min(by_class[largest].len());
             let mut rng = SplitMix(params.seed);
             let mut pool = by_class[largest].clone();
-            for i in (1..pool.len()).rev() {
-                let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-                pool.swap(i, j);
-            }
+            rng.shuffle(&mut pool);
             pool.truncate(keep);
             pool.sort_unstable();
             let mut order: Vec<usize> = by_class
@@ -1027,6 +1024,23 @@ impl SplitMix {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
+    }
+
+    /// A whole number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+
+    /// A number in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Shuffles `items` in place (Fisher–Yates).
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i + 1));
+        }
     }
 }
 

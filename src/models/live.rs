@@ -30,6 +30,7 @@ use serde::Serialize;
 use super::ModelKind;
 use super::bundle::Manifest;
 use super::catalogue::LiveSpec;
+use super::linear::SplitMix;
 use super::registry::Registry;
 use crate::store::{LiveLabel, PredictionRow, Role, Store};
 use crate::train::calibration::Reliability;
@@ -465,20 +466,8 @@ impl Comparison {
     }
 }
 
-/// A tiny seeded generator for the bootstrap (SplitMix64).
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) % n.max(1) as u64) as usize
-    }
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+/// The value at quantile `q` of `sorted` (nearest rank).
+pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::models::calibrator::TopLabelMap;
 use crate::models::linear::{SplitMix, argmax, softmax};
+use crate::models::live::percentile;
 
 /// Log loss of `scores` (logits) against `truth` at temperature `t`.
 fn log_loss(scores: &[Vec<f64>], truth: &[usize], t: f64) -> f64 {
@@ -88,56 +89,43 @@ pub fn fit_top_label(probabilities: &[Vec<f64>], truth: &[usize]) -> Option<TopL
 /// [`HALVINGS`] times), a temperature, and a temperature and a map, are fitted on each half
 /// and measured on the other, and the map stays when its mean ECE there is lower.
 pub fn fit_calibrator(scores: &[Vec<f64>], truth: &[usize]) -> (f64, Result<TopLabelMap, String>) {
-    let t = fit_temperature(scores, truth);
     let n = scores.len();
     if n < MIN_TOP_LABEL_RECORDS {
-        return (
-            t,
-            Err(format!(
-                "{n} held-out records, under the {MIN_TOP_LABEL_RECORDS} a top-label map needs"
-            )),
+        let why = format!(
+            "{n} held-out records, under the {MIN_TOP_LABEL_RECORDS} a top-label map needs"
         );
+        return (fit_temperature(scores, truth), Err(why));
     }
     // Halves drawn at random (seeded) and drawn again HALVINGS times: one cut of a few
     // hundred records decides by luck (on the component model's slice one cut gave the
     // map 27 % less error, another 7 %).
     let mut rng = SplitMix(0xca1_1b4a7e);
+    let part = |idx: &[usize]| -> (Vec<Vec<f64>>, Vec<usize>) {
+        idx.iter().map(|&i| (scores[i].clone(), truth[i])).unzip()
+    };
     let (mut with_t, mut with_map) = (0.0, 0.0);
     for _ in 0..HALVINGS {
         let mut order: Vec<usize> = (0..n).collect();
-        for i in (1..n).rev() {
-            order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
-        }
+        rng.shuffle(&mut order);
         let (first, second) = order.split_at(n / 2);
         for (fit, measure) in [(first, second), (second, first)] {
-            let part = |idx: &[usize]| -> (Vec<Vec<f64>>, Vec<usize>) {
-                idx.iter().map(|&i| (scores[i].clone(), truth[i])).unzip()
-            };
             let ((fit_s, fit_y), (test_s, test_y)) = (part(fit), part(measure));
-            let tf = fit_temperature(&fit_s, &fit_y);
-            let tempered =
-                |s: &[Vec<f64>]| -> Vec<Vec<f64>> { s.iter().map(|v| softmax(v, tf)).collect() };
-            let measured = tempered(&test_s);
-            with_t += Reliability::of(&measured, &test_y).ece;
-            let Some(map) =
-                fit_top_label_over(&tempered(&fit_s), &fit_y, MIN_TOP_LABEL_RECORDS / 2)
-            else {
-                return (t, Err("a half of the held-out slice fits no map".into()));
+            let (t, map) = fit_both(&fit_s, &fit_y, MIN_TOP_LABEL_RECORDS / 2);
+            let Some(map) = map else {
+                return (
+                    fit_temperature(scores, truth),
+                    Err("a half of the held-out slice fits no map".into()),
+                );
             };
-            let mapped: Vec<Vec<f64>> = measured
-                .into_iter()
-                .map(|mut p| {
-                    map.apply(&mut p);
-                    p
-                })
-                .collect();
-            with_map += Reliability::of(&mapped, &test_y).ece;
+            let mut measured: Vec<Vec<f64>> = test_s.iter().map(|s| softmax(s, t)).collect();
+            with_t += Reliability::of(&measured, &test_y).ece;
+            measured.iter_mut().for_each(|p| map.apply(p));
+            with_map += Reliability::of(&measured, &test_y).ece;
         }
     }
-    let (with_t, with_map) = (
-        with_t / (2 * HALVINGS) as f64,
-        with_map / (2 * HALVINGS) as f64,
-    );
+    let cuts = (2 * HALVINGS) as f64;
+    let (with_t, with_map) = (with_t / cuts, with_map / cuts);
+    let (t, map) = fit_both(scores, truth, MIN_TOP_LABEL_RECORDS);
     if with_map >= with_t {
         return (
             t,
@@ -151,11 +139,18 @@ pub fn fit_calibrator(scores: &[Vec<f64>], truth: &[usize]) -> (f64, Result<TopL
         temperature = with_t,
         "a top-label map: its mean ECE on halves of the held-out slice, against the temperature's"
     );
+    (
+        t,
+        map.ok_or_else(|| "the held-out slice fits no map".to_owned()),
+    )
+}
+
+/// A temperature fitted on `(scores, truth)`, and a top-label map fitted on the tempered
+/// probabilities when there are at least `min` of them.
+fn fit_both(scores: &[Vec<f64>], truth: &[usize], min: usize) -> (f64, Option<TopLabelMap>) {
+    let t = fit_temperature(scores, truth);
     let tempered: Vec<Vec<f64>> = scores.iter().map(|s| softmax(s, t)).collect();
-    match fit_top_label(&tempered, truth) {
-        Some(map) => (t, Ok(map)),
-        None => (t, Err("the held-out slice fits no map".into())),
-    }
+    (t, fit_top_label_over(&tempered, truth, min))
 }
 
 fn fit_top_label_over(
@@ -170,8 +165,8 @@ fn fit_top_label_over(
         .iter()
         .zip(truth)
         .map(|(p, &y)| {
-            let top = argmax(p);
-            (p[top], f64::from(u8::from(top == y)))
+            let (class, confidence) = top(p);
+            (confidence, f64::from(u8::from(class == y)))
         })
         .collect();
     points.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -242,8 +237,8 @@ impl Reliability {
             .iter()
             .zip(truth)
             .map(|(p, &y)| {
-                let top = argmax(p);
-                (p.get(top).copied().unwrap_or(0.0), top == y)
+                let (class, confidence) = top(p);
+                (confidence, class == y)
             })
             .collect();
         Self::of_confidence(&judged)
@@ -299,29 +294,32 @@ pub const NOISE_DRAWS: usize = 400;
 impl Reliability {
     /// The ECE noise of `probabilities`' top-class confidences (see [`EceNoise`]).
     pub fn noise(probabilities: &[Vec<f64>]) -> EceNoise {
-        let confidence: Vec<f64> = probabilities
-            .iter()
-            .map(|p| p.get(argmax(p)).copied().unwrap_or(0.0))
-            .collect();
+        let confidence: Vec<f64> = probabilities.iter().map(|p| top(p).1).collect();
+        Self::noise_of_confidence(&confidence)
+    }
+
+    /// [`Reliability::noise`] from each prediction's top-class probability.
+    pub fn noise_of_confidence(confidence: &[f64]) -> EceNoise {
         let mut rng = SplitMix(0x5eed_ece0);
         let mut draws: Vec<f64> = (0..NOISE_DRAWS)
             .map(|_| {
-                let judged: Vec<(f64, bool)> = confidence
-                    .iter()
-                    .map(|&c| {
-                        let draw = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-                        (c, draw < c)
-                    })
-                    .collect();
+                let judged: Vec<(f64, bool)> =
+                    confidence.iter().map(|&c| (c, rng.unit() < c)).collect();
                 Reliability::of_confidence(&judged).ece
             })
             .collect();
         draws.sort_by(f64::total_cmp);
         EceNoise {
             mean: draws.iter().sum::<f64>() / draws.len() as f64,
-            p95: draws[(draws.len() * 95 / 100).min(draws.len() - 1)],
+            p95: percentile(&draws, 0.95),
         }
     }
+}
+
+/// The top class of `p` and its probability (0 for no classes).
+pub fn top(p: &[f64]) -> (usize, f64) {
+    let top = argmax(p);
+    (top, p.get(top).copied().unwrap_or(0.0))
 }
 
 /// A writer's operating point, measured on test.
@@ -489,12 +487,11 @@ mod tests {
         // Already calibrated: each prediction right with exactly its probability. The
         // temperature is all it needs; a map would fit noise.
         let mut rng = SplitMix(7);
-        let mut uniform = || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
         let (mut calibrated, mut outcomes) = (Vec::new(), Vec::new());
         for _ in 0..1000 {
-            let c = 0.4 + 0.55 * uniform();
+            let c = 0.4 + 0.55 * rng.unit();
             calibrated.push(vec![c, (1.0 - c) / 2.0, (1.0 - c) / 2.0]);
-            outcomes.push(if uniform() < c { 0 } else { 1 });
+            outcomes.push(if rng.unit() < c { 0 } else { 1 });
         }
         let (t, refused) = fit_calibrator(&logits(&calibrated), &outcomes);
         assert!(refused.is_err(), "{refused:?}");

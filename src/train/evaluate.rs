@@ -81,9 +81,10 @@ pub fn evaluate(bundle: &Bundle, files: &[PathBuf]) -> anyhow::Result<Evaluation
         let idx: Vec<usize> = (0..known.len()).collect();
         let (metrics, probabilities, truth) =
             measure(fitted, &known, &labels, &idx, &labels, calibrate);
-        every.extend(probabilities.iter().cloned());
         if groups.len() == 1 {
             scored = Some((probabilities, truth));
+        } else {
+            every.extend(probabilities);
         }
         per_key.insert(key.clone(), metrics);
     }
@@ -95,6 +96,7 @@ pub fn evaluate(bundle: &Bundle, files: &[PathBuf]) -> anyhow::Result<Evaluation
         _ => Vec::new(),
     };
     let mut metrics = super::combine(&per_key);
+    // One group's report has its noise already (pooled_noise leaves it).
     super::pooled_noise(&mut metrics, every.iter());
     Ok(Evaluation {
         metrics,

@@ -57,15 +57,20 @@ impl CalibrationReport {
         self.method.starts_with(WITH_MAP)
     }
 
+    /// A model calibrated by its temperature alone, though a map was asked for, and why.
+    pub fn without_map(why: &str) -> String {
+        format!("temperature; no top-label map: {why}")
+    }
+
     /// How `model` was calibrated, in words: the method asked for and what was fitted.
     pub fn method_of(asked: Calibration, model: &LinearModel) -> String {
         match (asked, &model.top_label) {
             (Calibration::None, _) => "none".into(),
             (_, Some(map)) => format!("{WITH_MAP}, {} knots", map.x.len()),
             // Training says which (`train::fit_one`); a bundle read back does not know.
-            (Calibration::Isotonic, None) => format!(
-                "temperature; no top-label map (under {MIN_TOP_LABEL_RECORDS} held-out records, or it did not lower the ECE on halves of them)"
-            ),
+            (Calibration::Isotonic, None) => Self::without_map(&format!(
+                "under {MIN_TOP_LABEL_RECORDS} held-out records, or it did not lower the ECE on halves of them"
+            )),
             (Calibration::Temperature, None) => "temperature".into(),
         }
     }

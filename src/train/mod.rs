@@ -431,7 +431,7 @@ fn fit_one(
         let (mut metrics, probabilities, truth) =
             measure(&fitted, samples, &labels, &idx, &train.labels, calibrate);
         if let (Some(why), Some(report)) = (&no_map, metrics.calibration.as_mut()) {
-            report.method = format!("temperature; no top-label map: {why}");
+            report.method = CalibrationReport::without_map(why);
         }
         per_key.insert(key.to_owned(), metrics);
         test.insert(key.to_owned(), (probabilities, truth));
@@ -756,7 +756,7 @@ fn pooled_noise<'a>(metrics: &mut Metrics, probabilities: impl Iterator<Item = &
     if let Some(c) = metrics.calibration.as_mut()
         && c.noise.is_none()
     {
-        let all: Vec<Vec<f64>> = probabilities.cloned().collect();
-        c.noise = Some(Reliability::noise(&all));
+        let confidence: Vec<f64> = probabilities.map(|p| calibration::top(p).1).collect();
+        c.noise = Some(Reliability::noise_of_confidence(&confidence));
     }
 }

@@ -57,10 +57,7 @@ pub fn split(
                 if strategy == Strategy::StratifiedTime {
                     by_date(&mut members);
                 } else {
-                    for i in (1..members.len()).rev() {
-                        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-                        members.swap(i, j);
-                    }
+                    rng.shuffle(&mut members);
                 }
                 // A class with a single record cannot be both learned and tested: train on it.
                 let n_test = if members.len() < 2 {
