@@ -36,7 +36,7 @@ pub struct BugScore {
     pub index: usize,
     pub labels: std::sync::Arc<[String]>,
     pub model: ModelKind,
-    /// One probability per label, rounded to 4 decimals.
+    /// One probability per label, at full precision (bugbot compares `prob[index] == 1.0`).
     pub prob: Vec<f64>,
     pub version: String,
     /// The bundle's writer threshold: the lowest probability at which its test precision met
