@@ -18,13 +18,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// mimalloc's `mi_option_purge_delay` (option 15; the crate names no constant for it).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Pages freed under load go back to the kernel after 100 ms rather than mimalloc's default
-/// 1,000: with 200 messages in flight, freed and refilled, a second's worth of freed pages
-/// stayed resident. `bench pipeline --consumer bug-triage`, the consumer's RSS loaded / at
-/// its peak: 45.6–45.8 / 61.3–66.1 MiB at 1,000 ms (six runs), 41.1–41.6 / 56.4–56.8 at
-/// 100 ms (three). `bench replay` then runs at about the same rate (pushes 62–68k msg/s at
-/// 1,000 ms, 63–67k at 100; BMO 54.5k, 50–53k); 10 ms cost a tenth of it (57–62k, 46–49k).
-/// `MIMALLOC_PURGE_DELAY` is read first and then overridden here.
+/// In a process that runs consumers (`run`, and `bench pipeline` / `bench serve`, which
+/// measure them), pages freed under load go back to the kernel after 100 ms rather than
+/// mimalloc's default 1,000: with 200 messages in flight, freed and refilled, a second's
+/// worth of freed pages stayed resident. `bench pipeline --consumer bug-triage`, the
+/// consumer's RSS loaded / at its peak: 45.6–45.8 / 61.3–66.1 MiB at 1,000 ms (six runs),
+/// 41.1–41.6 / 56.4–56.8 at 100 ms (three), the ratio to the relay unchanged within noise.
+/// Replays and training keep the default: a replay on every core frees faster than it
+/// settles, and purging sooner cost it a fifth (`bench replay`, BMO events, 49–54k → 39–44k
+/// msg/s, two runs each, alternated).
 fn purge_freed_pages_sooner() {
     // SAFETY: sets one of the allocator's options; mimalloc reads it at each purge.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 100) };
@@ -310,7 +312,6 @@ enum DeadLettersAction {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    purge_freed_pages_sooner();
     bugflow::init_tls();
     bugflow::telemetry::init_logging();
     let cli = Cli::parse();
@@ -340,6 +341,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             no_http,
             http_only,
         } => {
+            purge_freed_pages_sooner();
             bugflow::telemetry::prometheus();
             let http = !no_http;
             let options = cmd::run::RunOptions {
@@ -458,6 +460,7 @@ async fn bench(
             rounds,
             consumer,
         } => {
+            purge_freed_pages_sooner();
             let options = cmd::bench::BenchOptions {
                 messages,
                 prefetch,
@@ -474,6 +477,7 @@ async fn bench(
             prefetch,
             messages,
         } => {
+            purge_freed_pages_sooner();
             let options = cmd::bench::BenchOptions {
                 messages,
                 prefetch,
