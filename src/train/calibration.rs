@@ -89,12 +89,12 @@ pub fn fit_top_label(probabilities: &[Vec<f64>], truth: &[usize]) -> Option<TopL
 /// [`HALVINGS`] times), a temperature, and a temperature and a map, are fitted on each half
 /// and measured on the other, and the map stays when its mean ECE there is lower.
 pub fn fit_calibrator(scores: &[Vec<f64>], truth: &[usize]) -> (f64, Result<TopLabelMap, String>) {
+    let temperature_alone = |why: String| (fit_temperature(scores, truth), Err(why));
     let n = scores.len();
     if n < MIN_TOP_LABEL_RECORDS {
-        let why = format!(
+        return temperature_alone(format!(
             "{n} held-out records, under the {MIN_TOP_LABEL_RECORDS} a top-label map needs"
-        );
-        return (fit_temperature(scores, truth), Err(why));
+        ));
     }
     // Halves drawn at random (seeded) and drawn again HALVINGS times: one cut of a few
     // hundred records decides by luck (on the component model's slice one cut gave the
@@ -112,10 +112,7 @@ pub fn fit_calibrator(scores: &[Vec<f64>], truth: &[usize]) -> (f64, Result<TopL
             let ((fit_s, fit_y), (test_s, test_y)) = (part(fit), part(measure));
             let (t, map) = fit_both(&fit_s, &fit_y, MIN_TOP_LABEL_RECORDS / 2);
             let Some(map) = map else {
-                return (
-                    fit_temperature(scores, truth),
-                    Err("a half of the held-out slice fits no map".into()),
-                );
+                return temperature_alone("a half of the held-out slice fits no map".into());
             };
             let mut measured: Vec<Vec<f64>> = test_s.iter().map(|s| softmax(s, t)).collect();
             with_t += Reliability::of(&measured, &test_y).ece;
@@ -125,15 +122,12 @@ pub fn fit_calibrator(scores: &[Vec<f64>], truth: &[usize]) -> (f64, Result<TopL
     }
     let cuts = (2 * HALVINGS) as f64;
     let (with_t, with_map) = (with_t / cuts, with_map / cuts);
-    let (t, map) = fit_both(scores, truth, MIN_TOP_LABEL_RECORDS);
     if with_map >= with_t {
-        return (
-            t,
-            Err(format!(
-                "on halves of the held-out slice a map gave ECE {with_map:.3}, the temperature alone {with_t:.3}"
-            )),
-        );
+        return temperature_alone(format!(
+            "on halves of the held-out slice a map gave ECE {with_map:.3}, the temperature alone {with_t:.3}"
+        ));
     }
+    let (t, map) = fit_both(scores, truth, MIN_TOP_LABEL_RECORDS);
     tracing::info!(
         map = with_map,
         temperature = with_t,
