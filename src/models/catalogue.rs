@@ -54,6 +54,13 @@ pub struct Spec {
     /// model than the one it was fitted on). `false` ships the model the slice scored.
     #[serde(default = "yes")]
     pub refit: bool,
+    /// Fit the calibrator on out-of-fold predictions of the whole training part, cut into
+    /// this many folds the way the test part was cut (by time for a time split), rather than
+    /// on the held-out slice alone (0). Five folds give the calibrator five times the
+    /// records, for five more fits: regression's temperature came from 91 held-out records
+    /// and over-claimed on test (ECE 0.089); from 457 out-of-fold ones, 0.043.
+    #[serde(default)]
+    pub calibration_folds: usize,
     /// Rules of the metrics gate.
     #[serde(default)]
     pub gate: GateSpec,

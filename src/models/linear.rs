@@ -964,7 +964,10 @@ pub fn cores() -> usize {
 
 /// `f` over `items`, on as many threads as the machine has cores (results in order);
 /// `None` if a thread panicked.
-fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Option<Vec<R>> {
+pub(crate) fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> R + Sync,
+) -> Option<Vec<R>> {
     let threads = cores().min(items.len()).max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let mut out: Vec<(usize, R)> = std::thread::scope(|scope| {

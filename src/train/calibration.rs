@@ -112,7 +112,7 @@ pub fn fit_calibrator(scores: &[Vec<f64>], truth: &[usize]) -> (f64, Result<TopL
             let ((fit_s, fit_y), (test_s, test_y)) = (part(fit), part(measure));
             let (t, map) = fit_both(&fit_s, &fit_y, MIN_TOP_LABEL_RECORDS / 2);
             let Some(map) = map else {
-                return temperature_alone("a half of the held-out slice fits no map".into());
+                return temperature_alone("a half of the held-out predictions fits no map".into());
             };
             let mut measured: Vec<Vec<f64>> = test_s.iter().map(|s| softmax(s, t)).collect();
             with_t += Reliability::of(&measured, &test_y).ece;
@@ -124,7 +124,7 @@ pub fn fit_calibrator(scores: &[Vec<f64>], truth: &[usize]) -> (f64, Result<TopL
     let (with_t, with_map) = (with_t / cuts, with_map / cuts);
     if with_map >= with_t {
         return temperature_alone(format!(
-            "on halves of the held-out slice a map gave ECE {with_map:.3}, the temperature alone {with_t:.3}"
+            "on halves of the held-out predictions a map gave ECE {with_map:.3}, the temperature alone {with_t:.3}"
         ));
     }
     let (t, map) = fit_both(scores, truth, MIN_TOP_LABEL_RECORDS);

@@ -418,6 +418,7 @@ fn fit_one(
         c,
         tried,
         no_map,
+        fitted_on,
     } = fit_calibrated(model, &train, &classes, plan, params)?;
     let calibrate = model.spec().map(|s| s.calibration).unwrap_or_default();
     let mut per_key = BTreeMap::new();
@@ -432,6 +433,9 @@ fn fit_one(
             measure(&fitted, samples, &labels, &idx, &train.labels, calibrate);
         if let (Some(why), Some(report)) = (&no_map, metrics.calibration.as_mut()) {
             report.method = CalibrationReport::without_map(why);
+        }
+        if let (Some(on), Some(report)) = (&fitted_on, metrics.calibration.as_mut()) {
+            report.method = format!("{} (fitted on {on})", report.method);
         }
         per_key.insert(key.to_owned(), metrics);
         test.insert(key.to_owned(), (probabilities, truth));
@@ -526,6 +530,19 @@ fn fit_calibrated(
         scored
     };
     let calibrate = model.spec().map(|s| s.calibration).unwrap_or_default();
+    let folds = model.spec().map_or(0, |s| s.calibration_folds);
+    let cross_fitted = folds > 1 && calibrate != Calibration::None;
+    let (held_scores, held_labels) = if cross_fitted {
+        out_of_fold(train, classes, plan, params, c, folds).map_err(failed)?
+    } else {
+        (held_scores, held_labels)
+    };
+    let fitted_on = cross_fitted.then(|| {
+        format!(
+            "{} out-of-fold predictions, {folds} folds",
+            held_labels.len()
+        )
+    });
     let mut no_map = None;
     if calibrate == Calibration::Temperature {
         fitted.temperature = calibration::fit_temperature(&held_scores, &held_labels) as f32;
@@ -545,7 +562,50 @@ fn fit_calibrated(
         c,
         tried,
         no_map,
+        fitted_on,
     })
+}
+
+/// Every training record scored by a model (with `c`) fitted on the other `k - 1` folds
+/// ([`split::folds`], cut as the test part was): what the calibrator fits when the
+/// catalogue asks for `calibration_folds`. The folds are fitted side by side.
+fn out_of_fold(
+    train: &Part,
+    classes: &[String],
+    plan: Plan,
+    params: &TrainParams,
+    c: f64,
+    k: usize,
+) -> Result<(Vec<Vec<f64>>, Vec<usize>), linear::TrainError> {
+    let fold = split::folds(
+        plan.strategy,
+        &train.strata,
+        &train.dates,
+        k,
+        plan.seed.wrapping_add(2),
+    );
+    let each: Vec<usize> = (0..k).collect();
+    let threads = (linear::cores() / k).max(1);
+    let scored = linear::parallel_map(&each, |&f| {
+        let (docs, labels): (Vec<Terms>, Vec<usize>) = (0..fold.len())
+            .filter(|&p| fold[p] != f)
+            .map(|p| (train.terms[p].clone(), train.labels[p]))
+            .unzip();
+        let model = LinearModel::fit_c(&docs, &labels, classes, params, c, threads)?;
+        Ok((0..fold.len())
+            .filter(|&p| fold[p] == f)
+            .map(|p| (model.scores_terms(&train.terms[p]), train.labels[p]))
+            .collect::<Vec<_>>())
+    })
+    .ok_or_else(|| linear::TrainError("a training thread panicked".into()))?;
+    let mut out = (Vec::new(), Vec::new());
+    for fold in scored {
+        for (scores, label) in fold? {
+            out.0.push(scores);
+            out.1.push(label);
+        }
+    }
+    Ok(out)
 }
 
 /// What [`fit_calibrated`] ships: the model, the C chosen, each C tried with its macro F1,
@@ -555,6 +615,8 @@ struct Calibrated {
     c: f64,
     tried: Vec<(f64, f64)>,
     no_map: Option<String>,
+    /// What the calibrator was fitted on, when not the held-out slice.
+    fitted_on: Option<String>,
 }
 
 /// Metrics of `fitted` on the records `idx`, with its calibration before and after, and

@@ -76,6 +76,45 @@ pub fn split(
     (train, test)
 }
 
+/// Assigns each record one of `k` folds, cut the way [`split`] cuts: for
+/// [`Strategy::Time`] `k` consecutive blocks in time; for [`Strategy::StratifiedTime`] each
+/// class's records in `k` consecutive blocks in time; for [`Strategy::Stratified`] each
+/// class's records shuffled (seeded) and dealt out in `k` blocks. Every fold holds about
+/// `1/k` of each class.
+pub fn folds(
+    strategy: Strategy,
+    labels: &[usize],
+    dates: &[i64],
+    k: usize,
+    seed: u64,
+) -> Vec<usize> {
+    let k = k.max(1);
+    let mut fold = vec![0; labels.len()];
+    let mut order: Vec<usize> = (0..labels.len()).collect();
+    order.sort_by_key(|&i| (dates[i], i));
+    let mut deal = |members: &[usize]| {
+        for (j, &i) in members.iter().enumerate() {
+            fold[i] = j * k / members.len();
+        }
+    };
+    if strategy == Strategy::Time {
+        deal(&order);
+        return fold;
+    }
+    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for i in order {
+        groups.entry(labels[i]).or_default().push(i);
+    }
+    let mut rng = SplitMix(seed);
+    for (_, mut members) in groups {
+        if strategy == Strategy::Stratified {
+            rng.shuffle(&mut members);
+        }
+        deal(&members);
+    }
+    fold
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +133,42 @@ mod tests {
             assert_eq!(a.len() + b.len(), 100);
             assert!(a.iter().all(|i| !b.contains(i)));
         }
+        let (_, test) = split(Strategy::Time, &labels, &dates, 0.2, 7);
+        assert!(test.iter().all(|&i| i < 20));
+    }
+
+    #[test]
+    fn folds_hold_each_class_evenly_and_follow_time_where_the_split_does() {
+        let labels: Vec<usize> = (0..100).map(|i| usize::from(i % 4 == 0)).collect();
+        let dates: Vec<i64> = (0..100).map(|i| 1000 - i as i64).collect();
+        for s in [
+            Strategy::Time,
+            Strategy::StratifiedTime,
+            Strategy::Stratified,
+        ] {
+            let fold = folds(s, &labels, &dates, 5, 7);
+            assert_eq!(fold, folds(s, &labels, &dates, 5, 7), "{s:?}");
+            for f in 0..5 {
+                let members: Vec<usize> = (0..100).filter(|&i| fold[i] == f).collect();
+                assert_eq!(members.len(), 20, "{s:?}");
+                if s != Strategy::Time {
+                    let positive = members.iter().filter(|&&i| labels[i] == 1).count();
+                    assert_eq!(positive, 5, "{s:?}");
+                }
+            }
+        }
+        // By time, the oldest records (highest index here) are fold 0, the newest fold 4.
+        let fold = folds(Strategy::StratifiedTime, &labels, &dates, 5, 7);
+        assert!((0..20).all(|i| fold[99 - i] == 0 && fold[i] == 4));
+        // At random, a fold is not a block.
+        let fold = folds(Strategy::Stratified, &labels, &dates, 5, 7);
+        assert!((0..20).any(|i| fold[i] != 4));
+    }
+
+    #[test]
+    fn the_time_split_tests_the_newest() {
+        let labels: Vec<usize> = (0..100).map(|i| i % 3).collect();
+        let dates: Vec<i64> = (0..100).map(|i| 1000 - i as i64).collect();
         let (_, test) = split(Strategy::Time, &labels, &dates, 0.2, 7);
         // The newest records (lowest index here) are tested.
         assert!(test.iter().all(|&i| i < 20));
