@@ -105,27 +105,36 @@ pub fn push_body(i: u64) -> Vec<u8> {
     .expect("a JSON literal serializes")
 }
 
-/// A BMO webhook event (the real `bug.modify` sample) about bug `i`, with the summary of
-/// one of the fixture bugs, so that the models read varied text.
+/// A BMO webhook event (the real `bug.modify` sample) about bug `i`, with the summary and
+/// the description (comment 0, as a `bug.create` carries it) of one of the fixture bugs, so
+/// that the models read varied text, and every bug model answers (one that learned from
+/// descriptions is not scored on an event without one).
 pub fn webhook_body(i: u64) -> Vec<u8> {
-    static SAMPLE: std::sync::LazyLock<(serde_json::Value, Vec<String>)> =
+    static SAMPLE: std::sync::LazyLock<(serde_json::Value, Vec<(String, String)>)> =
         std::sync::LazyLock::new(|| {
             let event = serde_json::from_str(include_str!(
                 "../../tests/fixtures/pulse/bmo_webhook_public_bug_modify_example.json"
             ))
             .expect("the bundled webhook sample is JSON");
-            let summaries = include_str!("../../tests/fixtures/data/bugs.jsonl")
+            let texts = include_str!("../../tests/fixtures/data/bugs.jsonl")
                 .lines()
                 .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .filter_map(|b| b["summary"].as_str().map(str::to_owned))
+                .filter_map(|b| {
+                    let summary = b["summary"].as_str()?.to_owned();
+                    let description = b["comments"][0]["text"].as_str().unwrap_or_default();
+                    Some((summary, description.to_owned()))
+                })
                 .collect();
-            (event, summaries)
+            (event, texts)
         });
-    let (event, summaries) = &*SAMPLE;
+    let (event, texts) = &*SAMPLE;
     let mut event = event.clone();
     event["bug"]["id"] = serde_json::json!(1_000_000 + i);
-    if !summaries.is_empty() {
-        event["bug"]["summary"] = serde_json::json!(summaries[i as usize % summaries.len()]);
+    if !texts.is_empty() {
+        let (summary, description) = &texts[i as usize % texts.len()];
+        event["bug"]["summary"] = serde_json::json!(summary);
+        event["bug"]["comment"]["number"] = serde_json::json!(0);
+        event["bug"]["comment"]["body"] = serde_json::json!(description);
     }
     serde_json::to_vec(&event).expect("a JSON value serializes")
 }

@@ -125,9 +125,18 @@ pub fn decode(body: &[u8]) -> Result<WebhookEvent, StageError> {
 }
 
 impl WebhookBug {
+    /// Does the event carry the bug's description (comment 0: a `bug.create`, or the
+    /// `comment.create` of the description)? Other events carry at most a later comment.
+    pub fn has_description(&self) -> bool {
+        self.comment.as_ref().is_some_and(|c| c.number == Some(0))
+    }
+
     /// The bug in Bugzilla REST's shape (`op_sys`, `creator_detail.email`, `comments`), so
     /// that the bug feature extractors read webhook events and REST bugs alike. A webhook
     /// carries no history and at most the one comment it is about.
+    ///
+    /// A model that learned from descriptions cannot be read on it unless it carries the
+    /// description itself ([`has_description`](Self::has_description)).
     pub fn to_rest(&self) -> serde_json::Value {
         use serde_json::Value;
         // Built value by value: `json!` would serialise each field again, copying every

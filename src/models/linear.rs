@@ -295,6 +295,11 @@ impl LinearModel {
         self.columns.len()
     }
 
+    /// Whether some column is of `group` (a title-only model reads no `Body`).
+    pub fn reads(&self, group: Group) -> bool {
+        self.columns.reads(group)
+    }
+
     /// The weighted sparse row of a document: `(column, value)`, sorted by column.
     pub fn vectorize(&self, features: &Features) -> Vec<(u32, f64)> {
         self.vectorize_terms(&Terms::of(features))

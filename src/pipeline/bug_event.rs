@@ -7,6 +7,7 @@
 use serde_json::{Value, json};
 
 use super::api_request::cache_key_of_bug;
+use super::scoring::Record;
 use super::{Finding, Pipeline, filter};
 use crate::effects::memory::{Kept, truths};
 use crate::effects::{Effect, Planned, Remember};
@@ -31,23 +32,24 @@ impl Pipeline {
         // when it is configured (a 404 or 401 is a skip with its reason, a 5xx or 429 a
         // retry); without either, what the event carries.
         let stored = message.enrichment.as_ref().and_then(|e| e.bug.clone());
-        let rest = match (stored, &self.bugzilla) {
-            (Some(full), _) => full,
+        let (rest, record) = match (stored, &self.bugzilla) {
+            (Some(full), _) => (full, Record::Full),
             (None, Some(_)) if self.offline => {
                 return Err(StageError::skip(
                     Stage::Enrich,
                     format!("offline: no stored full bug for bug {}", bug.id),
                 ));
             }
-            (None, Some(client)) => client.bug(bug.id).await?,
-            (None, None) => bug.to_rest(),
+            (None, Some(client)) => (client.bug(bug.id).await?, Record::Full),
+            (None, None) if bug.has_description() => (bug.to_rest(), Record::Full),
+            (None, None) => (bug.to_rest(), Record::WithoutDescription),
         };
         if filter::is_private(&rest) {
             return Ok(None);
         }
         let terms = Terms::of(&bug::extract_all(&rest));
-        let models = self.score_all(&terms);
-        let shadow = self.score_shadows(&terms);
+        let models = self.score_all(&terms, record);
+        let shadow = self.score_shadows(&terms, record);
         let mut effects = vec![Effect::Remember(remember(webhook, &models, &shadow))];
         // The full bug was read: its answers are what the API would compute, so the stream
         // keeps the API's cache warm.
