@@ -547,18 +547,8 @@ fn every_bug_model_scores_the_same_on_all_terms_as_with_its_exclusions() {
 #[test]
 fn bug_scores_carry_full_precision_probabilities() {
     use bugflow::models::linear::Terms;
-    let config = bugflow::config::Config::default();
-    let (name, text) = bugflow::consumer::BUILTIN
-        .iter()
-        .find(|(n, _)| *n == "bug-triage")
-        .unwrap();
-    let spec = bugflow::consumer::ConsumerSpec::parse(name, name, text, &config).unwrap();
-    let models = ModelSet::load(Registry::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/models"
-    )))
-    .unwrap();
-    let pipeline = bugflow::pipeline::Pipeline::new(spec, models.clone());
+    let models = common::shipped_models();
+    let pipeline = bugflow::pipeline::Pipeline::new(bug_triage(), models.clone());
     let mut unrounded = 0;
     for b in bugs().iter().take(10) {
         let terms = Terms::of(&bug::extract_all(b));
@@ -610,14 +600,7 @@ fn bug_models_trained_on_two_record_shapes_answer_either_shape_alike() {
         .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
         .collect();
     let models = common::shipped_models();
-    let config = bugflow::config::Config::default();
-    let text = bugflow::consumer::BUILTIN
-        .iter()
-        .find(|(n, _)| *n == "bug-triage")
-        .unwrap()
-        .1;
-    let mut spec =
-        bugflow::consumer::ConsumerSpec::parse("bug-triage", "bug-triage", text, &config).unwrap();
+    let mut spec = bug_triage();
     spec.models = ["bugtype", "component", "defect"]
         .iter()
         .map(|m| ModelKind::parse(m).unwrap())
@@ -672,18 +655,7 @@ fn bug_models_trained_on_two_record_shapes_answer_either_shape_alike() {
 #[tokio::test]
 async fn a_model_that_reads_descriptions_is_not_scored_on_an_event_without_one() {
     use bugflow::score::Score;
-    let config = bugflow::config::Config::default();
-    let (name, text) = bugflow::consumer::BUILTIN
-        .iter()
-        .find(|(n, _)| *n == "bug-triage")
-        .unwrap();
-    let spec = bugflow::consumer::ConsumerSpec::parse(name, name, text, &config).unwrap();
-    let models = ModelSet::load(Registry::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/models"
-    )))
-    .unwrap();
-    let pipeline = bugflow::pipeline::Pipeline::new(spec, models);
+    let pipeline = bugflow::pipeline::Pipeline::new(bug_triage(), common::shipped_models());
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/pulse/bmo_webhook_attachment_create_example.json");
     let event: serde_json::Value =
@@ -741,4 +713,14 @@ async fn a_model_that_reads_descriptions_is_not_scored_on_an_event_without_one()
         regression(&scores(&described).await),
         Score::Bug(_)
     ));
+}
+
+/// The shipped bug-triage consumer, as its built-in file describes it.
+fn bug_triage() -> bugflow::consumer::ConsumerSpec {
+    let config = bugflow::config::Config::default();
+    let (name, text) = bugflow::consumer::BUILTIN
+        .iter()
+        .find(|(n, _)| *n == "bug-triage")
+        .unwrap();
+    bugflow::consumer::ConsumerSpec::parse(name, name, text, &config).unwrap()
 }

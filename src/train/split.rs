@@ -48,17 +48,7 @@ pub fn split(
             test.extend_from_slice(&order[cut..]);
         }
         Strategy::StratifiedTime | Strategy::Stratified => {
-            let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-            for i in order {
-                groups.entry(labels[i]).or_default().push(i);
-            }
-            let mut rng = SplitMix(seed);
-            for (_, mut members) in groups {
-                if strategy == Strategy::StratifiedTime {
-                    by_date(&mut members);
-                } else {
-                    rng.shuffle(&mut members);
-                }
+            for members in per_class(strategy, labels, dates, seed) {
                 // A class with a single record cannot be both learned and tested: train on it.
                 let n_test = if members.len() < 2 {
                     0
@@ -101,18 +91,32 @@ pub fn folds(
         deal(&order);
         return fold;
     }
-    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for i in order {
-        groups.entry(labels[i]).or_default().push(i);
-    }
-    let mut rng = SplitMix(seed);
-    for (_, mut members) in groups {
-        if strategy == Strategy::Stratified {
-            rng.shuffle(&mut members);
-        }
+    for members in per_class(strategy, labels, dates, seed) {
         deal(&members);
     }
     fold
+}
+
+/// Each class's records (classes in index order): by date for
+/// [`Strategy::StratifiedTime`], shuffled (one seeded generator, class after class) for
+/// [`Strategy::Stratified`].
+fn per_class(strategy: Strategy, labels: &[usize], dates: &[i64], seed: u64) -> Vec<Vec<usize>> {
+    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for i in 0..labels.len() {
+        groups.entry(labels[i]).or_default().push(i);
+    }
+    let mut rng = SplitMix(seed);
+    groups
+        .into_values()
+        .map(|mut members| {
+            if strategy == Strategy::Stratified {
+                rng.shuffle(&mut members);
+            } else {
+                members.sort_by_key(|&i| (dates[i], i));
+            }
+            members
+        })
+        .collect()
 }
 
 #[cfg(test)]
