@@ -102,8 +102,8 @@ pub fn folds(
 /// [`Strategy::Stratified`].
 fn per_class(strategy: Strategy, labels: &[usize], dates: &[i64], seed: u64) -> Vec<Vec<usize>> {
     let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for i in 0..labels.len() {
-        groups.entry(labels[i]).or_default().push(i);
+    for (i, &label) in labels.iter().enumerate() {
+        groups.entry(label).or_default().push(i);
     }
     let mut rng = SplitMix(seed);
     groups
