@@ -531,18 +531,15 @@ fn fit_calibrated(
     };
     let calibrate = model.spec().map(|s| s.calibration).unwrap_or_default();
     let folds = model.spec().map_or(0, |s| s.calibration_folds);
-    let cross_fitted = folds > 1 && calibrate != Calibration::None;
-    let (held_scores, held_labels) = if cross_fitted {
+    let cross_fitted = if folds > 1 && calibrate != Calibration::None {
         out_of_fold(train, classes, plan, params, c, folds).map_err(failed)?
     } else {
-        (held_scores, held_labels)
+        None
     };
-    let fitted_on = cross_fitted.then(|| {
-        format!(
-            "{} out-of-fold predictions, {folds} folds",
-            held_labels.len()
-        )
-    });
+    let fitted_on = cross_fitted
+        .as_ref()
+        .map(|(_, labels)| format!("{} out-of-fold predictions, {folds} folds", labels.len()));
+    let (held_scores, held_labels) = cross_fitted.unwrap_or((held_scores, held_labels));
     let mut no_map = None;
     if calibrate == Calibration::Temperature {
         fitted.temperature = calibration::fit_temperature(&held_scores, &held_labels) as f32;
@@ -566,9 +563,14 @@ fn fit_calibrated(
     })
 }
 
+/// Scores (logits) of records, with their true classes.
+type Scored = (Vec<Vec<f64>>, Vec<usize>);
+
 /// Every training record scored by a model (with `c`) fitted on the other `k - 1` folds
 /// ([`split::folds`], cut as the test part was): what the calibrator fits when the
-/// catalogue asks for `calibration_folds`. The folds are fitted side by side.
+/// catalogue asks for `calibration_folds`. The folds are fitted side by side. `None` (with
+/// a warning; the held-out slice calibrates) when some fold's complement lacks a class,
+/// which no fit can learn.
 fn out_of_fold(
     train: &Part,
     classes: &[String],
@@ -576,7 +578,7 @@ fn out_of_fold(
     params: &TrainParams,
     c: f64,
     k: usize,
-) -> Result<(Vec<Vec<f64>>, Vec<usize>), linear::TrainError> {
+) -> Result<Option<Scored>, linear::TrainError> {
     let fold = split::folds(
         plan.strategy,
         &train.strata,
@@ -584,6 +586,14 @@ fn out_of_fold(
         k,
         plan.seed.wrapping_add(2),
     );
+    if let Some(class) = fold_without_class(&fold, &train.labels, k, classes.len()) {
+        tracing::warn!(
+            class = %classes[class],
+            folds = k,
+            "a fold holds every training record of a class: the calibrator fits the held-out slice instead"
+        );
+        return Ok(None);
+    }
     let each: Vec<usize> = (0..k).collect();
     let threads = (linear::cores() / k).max(1);
     let scored = linear::parallel_map(&each, |&f| {
@@ -605,7 +615,20 @@ fn out_of_fold(
             out.1.push(label);
         }
     }
-    Ok(out)
+    Ok(Some(out))
+}
+
+/// A class all of whose records lie in one fold (fitting without that fold, no record of
+/// it is left), if any.
+fn fold_without_class(fold: &[usize], labels: &[usize], k: usize, classes: usize) -> Option<usize> {
+    let mut per_fold = vec![vec![0usize; classes]; k];
+    for (&f, &label) in fold.iter().zip(labels) {
+        per_fold[f][label] += 1;
+    }
+    (0..classes).find(|&class| {
+        let total: usize = per_fold.iter().map(|counts| counts[class]).sum();
+        per_fold.iter().any(|counts| counts[class] == total)
+    })
 }
 
 /// What [`fit_calibrated`] ships: the model, the C chosen, each C tried with its macro F1,
@@ -820,5 +843,20 @@ fn pooled_noise<'a>(metrics: &mut Metrics, probabilities: impl Iterator<Item = &
     {
         let confidence: Vec<f64> = probabilities.map(|p| calibration::top(p).1).collect();
         c.noise = Some(Reliability::noise_of_confidence(&confidence));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_class_held_by_one_fold_alone_is_found() {
+        // Classes 0 and 1 spread over three folds; class 2's two records both in fold 1.
+        let fold = [0, 1, 2, 0, 1, 2, 1, 1];
+        let labels = [0, 0, 0, 1, 1, 1, 2, 2];
+        assert_eq!(fold_without_class(&fold, &labels, 3, 3), Some(2));
+        let spread = [0, 1, 2, 0, 1, 2, 0, 1];
+        assert_eq!(fold_without_class(&spread, &labels, 3, 3), None);
     }
 }
