@@ -14,6 +14,7 @@
 //! adds its weights, then divides by the calibrated temperature; a model with a
 //! [`TopLabelMap`] maps its top class's probability last.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 
 use linfa::prelude::*;
@@ -459,8 +460,8 @@ impl LinearModel {
 
     /// Fits with the inverse penalty `c`, each loss and gradient computed on `threads`
     /// threads (the rows split between them).
-    pub fn fit_c(
-        docs: &[Terms],
+    pub fn fit_c<D: Borrow<Terms>>(
+        docs: &[D],
         labels: &[usize],
         classes: &[String],
         params: &TrainParams,
@@ -495,8 +496,8 @@ impl LinearModel {
         )
     }
 
-    fn fit_from(
-        docs: &[Terms],
+    fn fit_from<D: Borrow<Terms>>(
+        docs: &[D],
         labels: &[usize],
         classes: &[String],
         params: &TrainParams,
@@ -521,7 +522,10 @@ impl LinearModel {
             return Err(TrainError(format!("C must be positive, not {c}")));
         }
         let mut model = Self::vocabulary(docs, classes, params);
-        let rows: Vec<Vec<(u32, f64)>> = docs.iter().map(|d| model.vectorize_terms(d)).collect();
+        let rows: Vec<Vec<(u32, f64)>> = docs
+            .iter()
+            .map(|d| model.vectorize_terms(d.borrow()))
+            .collect();
         let order = balance(labels, k, params);
         match params.learner {
             Learner::Sparse => {
@@ -667,11 +671,15 @@ impl LinearModel {
 
     /// An unfitted model over the vocabulary of `docs`: text features seen in at least
     /// `min_df` documents, the most frequent `max_features` of them, with their idf.
-    fn vocabulary(docs: &[Terms], classes: &[String], params: &TrainParams) -> LinearModel {
+    fn vocabulary<D: Borrow<Terms>>(
+        docs: &[D],
+        classes: &[String],
+        params: &TrainParams,
+    ) -> LinearModel {
         let mut df: HashMap<u64, (u32, Group)> = HashMap::new();
         for doc in docs {
             // Terms are unique per document.
-            for (h, g, _) in &doc.0 {
+            for (h, g, _) in &doc.borrow().0 {
                 df.entry(*h).or_insert((0, *g)).0 += 1;
             }
         }
@@ -917,9 +925,9 @@ pub struct Selection {
 /// Chooses `c` among `params.c`: each is fitted on `fit` and scored on `held` (the training
 /// part's newest slice for a model split by time, so that C and the calibrator are chosen
 /// on data as new to the model as its test data will be). The fits run on every core.
-pub fn select_c(
-    fit: (&[Terms], &[usize]),
-    held: (&[Terms], &[usize]),
+pub fn select_c<D: Borrow<Terms> + Sync>(
+    fit: (&[D], &[usize]),
+    held: (&[D], &[usize]),
     classes: &[String],
     params: &TrainParams,
 ) -> Result<Selection, TrainError> {
@@ -933,7 +941,11 @@ pub fn select_c(
     let threads_each = (cores() / grid.len()).max(1);
     let score = |c: &f64| -> Result<(LinearModel, Vec<Vec<f64>>), TrainError> {
         let model = LinearModel::fit_c(fit.0, fit.1, classes, params, *c, threads_each)?;
-        let scores = held.0.iter().map(|d| model.scores_terms(d)).collect();
+        let scores = held
+            .0
+            .iter()
+            .map(|d| model.scores_terms(d.borrow()))
+            .collect();
         Ok((model, scores))
     };
     let results = parallel_map(&grid, score)

@@ -80,11 +80,14 @@ pub const NO_DESCRIPTION: &str = "it learned from bug descriptions and this even
 /// what it would say there is a guess its training data never saw made (on the demo's
 /// webhook test bug, regression said not-regression at 0.95 on an `attachment.create`).
 fn score_record(model: ModelKind, bundle: &Bundle, terms: &Terms, record: Record) -> Score {
-    let reads_descriptions = bundle.manifest.untrained.is_none()
-        && bundle
-            .model("")
-            .is_some_and(|m| m.reads(Group::Body) || m.reads(Group::Comments));
-    if record == Record::WithoutDescription && reads_descriptions {
+    // A full record (nearly every message once Bugzilla is configured) asks nothing more.
+    let reads_descriptions = || {
+        bundle.manifest.untrained.is_none()
+            && bundle
+                .model("")
+                .is_some_and(|m| m.reads(Group::Body) || m.reads(Group::Comments))
+    };
+    if record == Record::WithoutDescription && reads_descriptions() {
         return Score::not_scored(model, NO_DESCRIPTION);
     }
     score_bundle(model, bundle, terms)

@@ -499,9 +499,9 @@ fn fit_calibrated(
         CALIBRATION_FRACTION,
         plan.seed.wrapping_add(1),
     );
-    let part = |pos: &[usize]| -> (Vec<Terms>, Vec<usize>) {
+    let part = |pos: &[usize]| -> (Vec<&Terms>, Vec<usize>) {
         pos.iter()
-            .map(|&p| (train.terms[p].clone(), train.labels[p]))
+            .map(|&p| (&train.terms[p], train.labels[p]))
             .unzip()
     };
     let ((fit_docs, fit_labels), (held_docs, held_labels)) = (part(&fit_pos), part(&held_pos));
@@ -532,14 +532,22 @@ fn fit_calibrated(
     let calibrate = model.spec().map(|s| s.calibration).unwrap_or_default();
     let folds = model.spec().map_or(0, |s| s.calibration_folds);
     let cross_fitted = if folds > 1 && calibrate != Calibration::None {
-        out_of_fold(train, classes, plan, params, c, folds).map_err(failed)?
+        Some(out_of_fold(train, classes, plan, params, c, folds).map_err(failed)?)
     } else {
         None
     };
-    let fitted_on = cross_fitted
-        .as_ref()
-        .map(|(_, labels)| format!("{} out-of-fold predictions, {folds} folds", labels.len()));
-    let (held_scores, held_labels) = cross_fitted.unwrap_or((held_scores, held_labels));
+    let (held_scores, held_labels, fitted_on) = match cross_fitted {
+        Some(Ok((scores, labels))) => {
+            let on = format!("{} out-of-fold predictions, {folds} folds", labels.len());
+            (scores, labels, Some(on))
+        }
+        Some(Err(why)) => (
+            held_scores,
+            held_labels,
+            Some(format!("the held-out slice: {why}")),
+        ),
+        None => (held_scores, held_labels, None),
+    };
     let mut no_map = None;
     if calibrate == Calibration::Temperature {
         fitted.temperature = calibration::fit_temperature(&held_scores, &held_labels) as f32;
@@ -568,9 +576,9 @@ type Scored = (Vec<Vec<f64>>, Vec<usize>);
 
 /// Every training record scored by a model (with `c`) fitted on the other `k - 1` folds
 /// ([`split::folds`], cut as the test part was): what the calibrator fits when the
-/// catalogue asks for `calibration_folds`. The folds are fitted side by side. `None` (with
-/// a warning; the held-out slice calibrates) when some fold's complement lacks a class,
-/// which no fit can learn.
+/// catalogue asks for `calibration_folds`. The folds are fitted side by side. When some
+/// fold holds every training record of a class (no fit without it could learn the class),
+/// why, with a warning: the held-out slice calibrates instead, and the manifest says so.
 fn out_of_fold(
     train: &Part,
     classes: &[String],
@@ -578,7 +586,7 @@ fn out_of_fold(
     params: &TrainParams,
     c: f64,
     k: usize,
-) -> Result<Option<Scored>, linear::TrainError> {
+) -> Result<Result<Scored, String>, linear::TrainError> {
     let fold = split::folds(
         plan.strategy,
         &train.strata,
@@ -587,19 +595,19 @@ fn out_of_fold(
         plan.seed.wrapping_add(2),
     );
     if let Some(class) = fold_without_class(&fold, &train.labels, k, classes.len()) {
-        tracing::warn!(
-            class = %classes[class],
-            folds = k,
-            "a fold holds every training record of a class: the calibrator fits the held-out slice instead"
+        let why = format!(
+            "one of {k} folds holds every training record of class {:?}",
+            classes[class]
         );
-        return Ok(None);
+        tracing::warn!(%why, "the calibrator fits the held-out slice instead");
+        return Ok(Err(why));
     }
     let each: Vec<usize> = (0..k).collect();
     let threads = (linear::cores() / k).max(1);
     let scored = linear::parallel_map(&each, |&f| {
-        let (docs, labels): (Vec<Terms>, Vec<usize>) = (0..fold.len())
+        let (docs, labels): (Vec<&Terms>, Vec<usize>) = (0..fold.len())
             .filter(|&p| fold[p] != f)
-            .map(|p| (train.terms[p].clone(), train.labels[p]))
+            .map(|p| (&train.terms[p], train.labels[p]))
             .unzip();
         let model = LinearModel::fit_c(&docs, &labels, classes, params, c, threads)?;
         Ok((0..fold.len())
@@ -615,7 +623,7 @@ fn out_of_fold(
             out.1.push(label);
         }
     }
-    Ok(Some(out))
+    Ok(Ok(out))
 }
 
 /// A class all of whose records lie in one fold (fitting without that fold, no record of
@@ -638,7 +646,7 @@ struct Calibrated {
     c: f64,
     tried: Vec<(f64, f64)>,
     no_map: Option<String>,
-    /// What the calibrator was fitted on, when not the held-out slice.
+    /// What the calibrator was fitted on, when the catalogue asked for folds.
     fitted_on: Option<String>,
 }
 

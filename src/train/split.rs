@@ -80,19 +80,17 @@ pub fn folds(
 ) -> Vec<usize> {
     let k = k.max(1);
     let mut fold = vec![0; labels.len()];
-    let mut order: Vec<usize> = (0..labels.len()).collect();
-    order.sort_by_key(|&i| (dates[i], i));
-    let mut deal = |members: &[usize]| {
+    let groups = if strategy == Strategy::Time {
+        let mut order: Vec<usize> = (0..labels.len()).collect();
+        order.sort_by_key(|&i| (dates[i], i));
+        vec![order]
+    } else {
+        per_class(strategy, labels, dates, seed)
+    };
+    for members in groups {
         for (j, &i) in members.iter().enumerate() {
             fold[i] = j * k / members.len();
         }
-    };
-    if strategy == Strategy::Time {
-        deal(&order);
-        return fold;
-    }
-    for members in per_class(strategy, labels, dates, seed) {
-        deal(&members);
     }
     fold
 }
