@@ -96,17 +96,57 @@ fn cleanups() -> Vec<(String, Replace)> {
 /// cleanups could apply the earlier one wins, as it did when each was a pass of its own;
 /// and each match says which pattern it is, so no capture groups are resolved (a capture
 /// search ran a second, slower engine over every match).
-static ONE_PASS: LazyLock<(regex_automata::meta::Regex, Vec<Replace>)> = LazyLock::new(|| {
+struct OnePass {
+    /// The patterns as bugbug wrote them: `\b` is a Unicode word boundary.
+    unicode: regex_automata::meta::Regex,
+    /// The same with every `\b` an ASCII one, `(?-u:\b)`. The two differ only beside a
+    /// word character outside ASCII (`é`, `ж`, `中`), so on a text without one they find
+    /// the same matches; and this one the fast engine searches to the end, where the
+    /// Unicode boundary makes it give up at the first byte outside ASCII (a curly quote,
+    /// a dash) and hand the search to an engine many times slower.
+    ascii: regex_automata::meta::Regex,
+    replaces: Vec<Replace>,
+}
+
+static ONE_PASS: LazyLock<OnePass> = LazyLock::new(|| {
     let (patterns, replaces): (Vec<String>, Vec<Replace>) = cleanups().into_iter().unzip();
-    let regex = regex_automata::meta::Regex::new_many(&patterns)
-        .expect("the cleanup patterns are valid regex literals");
-    (regex, replaces)
+    let ascii: Vec<String> = patterns
+        .iter()
+        .map(|p| p.replace(r"\b", r"(?-u:\b)"))
+        .collect();
+    let build = |patterns: &[String]| {
+        regex_automata::meta::Regex::new_many(patterns)
+            .expect("the cleanup patterns are valid regex literals")
+    };
+    OnePass {
+        unicode: build(&patterns),
+        ascii: build(&ascii),
+        replaces,
+    }
 });
+
+/// Whether some character of `text` is a word character outside ASCII: only then can a
+/// Unicode word boundary fall where an ASCII one does not.
+fn has_non_ascii_word(text: &str) -> bool {
+    !text.is_ascii()
+        && text
+            .chars()
+            .any(|c| !c.is_ascii() && regex_syntax::is_word_character(c))
+}
 
 /// Applies every cleanup, in bugbug's order, in one pass over the text (one scan, one new
 /// string; a text with nothing to clean is copied once).
 pub fn cleanup(text: &str) -> String {
-    let (pattern, replaces) = &*ONE_PASS;
+    let OnePass {
+        unicode,
+        ascii,
+        replaces,
+    } = &*ONE_PASS;
+    let pattern = if has_non_ascii_word(text) {
+        unicode
+    } else {
+        ascii
+    };
     let mut out = String::with_capacity(text.len() + 16);
     let mut last = 0;
     for found in pattern.find_iter(text) {
@@ -263,6 +303,29 @@ mod tests {
             }
         }
         assert!(texts > 10_000, "{texts} texts");
+    }
+
+    /// Where a word character outside ASCII touches a match, the Unicode word boundary
+    /// decides (the ASCII one would clean `é0x1F` and `spécification`'s `ification`).
+    #[test]
+    fn a_word_character_outside_ascii_keeps_unicode_boundaries() {
+        let passes: Vec<(Regex, Replace)> = cleanups()
+            .into_iter()
+            .map(|(pattern, replace)| (re(&pattern), replace))
+            .collect();
+        for text in [
+            "é0x1F and 0x1F",
+            "0x1Fé main.cpp",
+            "émain.cpp main.cppé “main.cpp”",
+            "spécification — a spec",
+            "safe modeé, safe mode",
+            "ж foo.dll жfoo.dll foo.dllж",
+            "“quoted” 0xAB — no word outside ASCII",
+            "page 中https://example.com/x",
+        ] {
+            assert_eq!(cleanup(text), cleanup_in_passes(&passes, text), "{text:?}");
+        }
+        assert!(has_non_ascii_word("é0x1F") && !has_non_ascii_word("“0x1F” — ½"));
     }
 
     #[test]
