@@ -129,15 +129,16 @@ impl Features {
     /// Words and word bigrams of `text` into `group` (a bigram is `"first second"`).
     pub fn words(&mut self, group: Group, text: &str) {
         let lower = text.to_lowercase();
-        let mut previous: Option<&str> = None;
+        // A bigram's hash goes on from its first word's: the first word is not read twice.
+        let mut previous: Option<Fnv> = None;
         for word in text::tokens(&lower) {
-            self.tokens
-                .push((Fnv::new(group).str(word).finish(), group));
+            let hash = Fnv::new(group).str(word);
+            self.tokens.push((hash.finish(), group));
             if let Some(first) = previous {
-                let pair = Fnv::new(group).str(first).byte(b' ').str(word).finish();
+                let pair = first.byte(b' ').str(word).finish();
                 self.tokens.push((pair, group));
             }
-            previous = Some(word);
+            previous = Some(hash);
         }
     }
 
@@ -198,4 +199,35 @@ impl Fnv {
 /// FNV-1a, 64-bit, over the group and the name: the key a model stores for a feature.
 pub fn feature_hash(group: Group, name: &str) -> u64 {
     Fnv::new(group).str(name).finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A text's tokens are the hashes of their names: each word, and each pair of
+    /// neighbours as `"first second"` (the names a bundle's vocabulary was hashed from).
+    #[test]
+    fn words_and_pairs_hash_as_their_names() {
+        let mut f = Features::new();
+        f.words(Group::Title, "Crash in the Über-menu, crash!");
+        let names = [
+            "crash",
+            "in",
+            "crash in",
+            "the",
+            "in the",
+            "über",
+            "the über",
+            "menu",
+            "über menu",
+            "crash",
+            "menu crash",
+        ];
+        let expected: Vec<(u64, Group)> = names
+            .iter()
+            .map(|n| (feature_hash(Group::Title, n), Group::Title))
+            .collect();
+        assert_eq!(f.tokens, expected);
+    }
 }
