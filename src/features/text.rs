@@ -189,10 +189,14 @@ struct WordRuns<'a> {
 fn word_char(rest: &str) -> Option<usize> {
     let byte = *rest.as_bytes().first()?;
     if byte.is_ascii() {
-        return (byte.is_ascii_alphanumeric() || byte == b'_').then_some(1);
+        return is_ascii_word(byte).then_some(1);
     }
     let c = rest.chars().next()?;
     regex_syntax::is_word_character(c).then(|| c.len_utf8())
+}
+
+fn is_ascii_word(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || byte == b'_'
 }
 
 impl<'a> Iterator for WordRuns<'a> {
@@ -200,12 +204,27 @@ impl<'a> Iterator for WordRuns<'a> {
 
     fn next(&mut self) -> Option<&'a str> {
         let text = self.text;
+        let bytes = text.as_bytes();
         while self.at < text.len() {
             let start = self.at;
             let mut chars = 0usize;
-            while let Some(len) = text.get(self.at..).and_then(word_char) {
-                self.at += len;
-                chars += 1;
+            loop {
+                // ASCII word bytes by the byte (most of a bug's text), the rest by the
+                // character; `at` only ever steps over whole characters.
+                while bytes.get(self.at).copied().is_some_and(is_ascii_word) {
+                    self.at += 1;
+                    chars += 1;
+                }
+                if bytes.get(self.at).is_none_or(u8::is_ascii) {
+                    break;
+                }
+                match text.get(self.at..).and_then(word_char) {
+                    Some(len) => {
+                        self.at += len;
+                        chars += 1;
+                    }
+                    None => break,
+                }
             }
             if chars >= 2 {
                 return text.get(start..self.at);
@@ -367,6 +386,19 @@ mod tests {
             let lower = text.to_lowercase();
             let expected: Vec<&str> = token.find_iter(&lower).map(|m| m.as_str()).collect();
             assert_eq!(tokens(&lower).collect::<Vec<_>>(), expected, "{text:?}");
+        }
+        // And on every comment of the 58 fixture bugs.
+        use std::io::BufRead;
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data");
+        let reader = crate::train::data::open(&root.join("bugs.jsonl")).expect("a fixture");
+        for line in reader.lines() {
+            let bug: serde_json::Value =
+                serde_json::from_str(&line.expect("a line")).expect("a bug");
+            for comment in bug["comments"].as_array().into_iter().flatten() {
+                let lower = comment["text"].as_str().unwrap_or("").to_lowercase();
+                let expected: Vec<&str> = token.find_iter(&lower).map(|m| m.as_str()).collect();
+                assert_eq!(tokens(&lower).collect::<Vec<_>>(), expected);
+            }
         }
     }
 
