@@ -271,6 +271,10 @@ mod tests {
             "\x1c is no space",
             "non-ASCII: café\u{a0}crème\u{2003}brûlée",
             "a\r\n\r\nb",
+            "a",
+            " a",
+            "a ",
+            "\n",
         ] {
             assert_eq!(
                 word_count(text),
@@ -278,6 +282,34 @@ mod tests {
                 "{text:?}"
             );
         }
+        // And every summary and comment of the 58 fixture bugs.
+        for text in fixture_texts("bugs.jsonl") {
+            assert_eq!(word_count(&text), text.split_whitespace().count());
+        }
+    }
+
+    /// The summary and every comment of each bug of a fixture file.
+    fn fixture_texts(file: &str) -> Vec<String> {
+        use std::io::BufRead;
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data");
+        let reader = crate::train::data::open(&root.join(file)).expect("a fixture");
+        let mut texts = Vec::new();
+        for line in reader.lines() {
+            let bug: serde_json::Value =
+                serde_json::from_str(&line.expect("a line")).expect("a bug");
+            texts.extend(bug["summary"].as_str().map(str::to_owned));
+            let comments = bug["comments"].as_array().into_iter().flatten();
+            texts.extend(comments.filter_map(|c| c["text"].as_str().map(str::to_owned)));
+        }
+        texts
+    }
+
+    /// Each cleanup as a regex of its own, in bugbug's order.
+    fn passes() -> Vec<(Regex, Replace)> {
+        cleanups()
+            .into_iter()
+            .map(|(pattern, replace)| (re(&pattern), replace))
+            .collect()
     }
 
     /// bugbug's cleanups as they were written: one regex pass after another.
@@ -297,31 +329,16 @@ mod tests {
     /// fixture bugs and of the 1,014 full BMO bugs.
     #[test]
     fn one_pass_cleans_as_the_passes_did() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data");
-        let passes: Vec<(Regex, Replace)> = cleanups()
-            .into_iter()
-            .map(|(pattern, replace)| (re(&pattern), replace))
-            .collect();
+        let passes = passes();
         let mut texts = 0;
         for file in ["bugs.jsonl", "bugzilla/bugs-2009-2018-full.jsonl.zst"] {
-            use std::io::BufRead;
-            let reader = crate::train::data::open(&root.join(file)).expect("a fixture");
-            for line in reader.lines() {
-                let bug: serde_json::Value =
-                    serde_json::from_str(&line.expect("a line")).expect("a bug");
-                let summary = bug["summary"].as_str().map(str::to_owned);
-                let comments = bug["comments"].as_array().cloned().unwrap_or_default();
-                let bodies = comments
-                    .iter()
-                    .filter_map(|c| c["text"].as_str().map(str::to_owned));
-                for text in summary.into_iter().chain(bodies) {
-                    assert_eq!(
-                        cleanup(&text),
-                        cleanup_in_passes(&passes, &text),
-                        "{text:?}"
-                    );
-                    texts += 1;
-                }
+            for text in fixture_texts(file) {
+                assert_eq!(
+                    cleanup(&text),
+                    cleanup_in_passes(&passes, &text),
+                    "{text:?}"
+                );
+                texts += 1;
             }
         }
         assert!(texts > 10_000, "{texts} texts");
@@ -331,10 +348,7 @@ mod tests {
     /// decides (the ASCII one would clean `é0x1F` and `spécification`'s `ification`).
     #[test]
     fn a_word_character_outside_ascii_keeps_unicode_boundaries() {
-        let passes: Vec<(Regex, Replace)> = cleanups()
-            .into_iter()
-            .map(|(pattern, replace)| (re(&pattern), replace))
-            .collect();
+        let passes = passes();
         for text in [
             "é0x1F and 0x1F",
             "0x1Fé main.cpp",
@@ -385,18 +399,11 @@ mod tests {
             let expected: Vec<&str> = token.find_iter(&lower).map(|m| m.as_str()).collect();
             assert_eq!(tokens(&lower).collect::<Vec<_>>(), expected, "{text:?}");
         }
-        // And on every comment of the 58 fixture bugs.
-        use std::io::BufRead;
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data");
-        let reader = crate::train::data::open(&root.join("bugs.jsonl")).expect("a fixture");
-        for line in reader.lines() {
-            let bug: serde_json::Value =
-                serde_json::from_str(&line.expect("a line")).expect("a bug");
-            for comment in bug["comments"].as_array().into_iter().flatten() {
-                let lower = comment["text"].as_str().unwrap_or("").to_lowercase();
-                let expected: Vec<&str> = token.find_iter(&lower).map(|m| m.as_str()).collect();
-                assert_eq!(tokens(&lower).collect::<Vec<_>>(), expected);
-            }
+        // And on every summary and comment of the 58 fixture bugs.
+        for text in fixture_texts("bugs.jsonl") {
+            let lower = text.to_lowercase();
+            let expected: Vec<&str> = token.find_iter(&lower).map(|m| m.as_str()).collect();
+            assert_eq!(tokens(&lower).collect::<Vec<_>>(), expected);
         }
     }
 
