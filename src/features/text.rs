@@ -131,10 +131,7 @@ static ONE_PASS: LazyLock<OnePass> = LazyLock::new(|| {
 /// Whether some character of `text` is a word character outside ASCII: only then can a
 /// Unicode word boundary fall where an ASCII one does not.
 fn has_non_ascii_word(text: &str) -> bool {
-    !text.is_ascii()
-        && text
-            .chars()
-            .any(|c| !c.is_ascii() && regex_syntax::is_word_character(c))
+    !text.is_ascii() && text.chars().any(is_non_ascii_word)
 }
 
 /// Applies every cleanup, in bugbug's order, in one pass over the text (one scan, one new
@@ -182,19 +179,13 @@ struct WordRuns<'a> {
     at: usize,
 }
 
-/// The length in bytes of the character at the start of `rest` when it is a word
-/// character (ASCII decided by the byte alone).
-fn word_char(rest: &str) -> Option<usize> {
-    let byte = *rest.as_bytes().first()?;
-    if byte.is_ascii() {
-        return is_ascii_word(byte).then_some(1);
-    }
-    let c = rest.chars().next()?;
-    regex_syntax::is_word_character(c).then(|| c.len_utf8())
-}
-
 fn is_ascii_word(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || byte == b'_'
+}
+
+/// A word character outside ASCII (`é`, `ж`, `中`; regex's Unicode `\w`).
+fn is_non_ascii_word(c: char) -> bool {
+    !c.is_ascii() && regex_syntax::is_word_character(c)
 }
 
 impl<'a> Iterator for WordRuns<'a> {
@@ -213,15 +204,18 @@ impl<'a> Iterator for WordRuns<'a> {
                     self.at += 1;
                     chars += 1;
                 }
-                if bytes.get(self.at).is_none_or(u8::is_ascii) {
-                    break;
-                }
-                match text.get(self.at..).and_then(word_char) {
-                    Some(len) => {
-                        self.at += len;
+                // The run goes on only through a word character outside ASCII (an ASCII
+                // byte here ends it, without decoding a character).
+                let outside_ascii = bytes.get(self.at).is_some_and(|b| !b.is_ascii());
+                let next = outside_ascii
+                    .then(|| text.get(self.at..)?.chars().next())
+                    .flatten();
+                match next {
+                    Some(c) if is_non_ascii_word(c) => {
+                        self.at += c.len_utf8();
                         chars += 1;
                     }
-                    None => break,
+                    _ => break,
                 }
             }
             if chars >= 2 {

@@ -24,10 +24,7 @@ impl Pipeline {
     /// Every bug model of this consumer on a bug's terms.
     pub(super) fn score_all(&self, terms: &Terms, record: Record) -> Vec<Score> {
         self.bug_models()
-            .map(|model| match self.models.get(model) {
-                Some(bundle) => score_record(model, &bundle, terms, record),
-                None => Score::not_scored(model, "no serving bundle"),
-            })
+            .map(|model| self.score_model_on(model, terms, record))
             .collect()
     }
 
@@ -53,8 +50,13 @@ impl Pipeline {
     /// One bug model on a bug's terms: its class, index, probabilities, labels and bundle
     /// version, or why it was not scored.
     pub(super) fn score_model(&self, model: ModelKind, terms: &Terms) -> Score {
+        self.score_model_on(model, terms, Record::Full)
+    }
+
+    /// One bug model's serving bundle on a record ([`score_record`]).
+    fn score_model_on(&self, model: ModelKind, terms: &Terms, record: Record) -> Score {
         match self.models.get(model) {
-            Some(bundle) => score_bundle(model, &bundle, terms),
+            Some(bundle) => score_record(model, &bundle, terms, record),
             None => Score::not_scored(model, "no serving bundle"),
         }
     }

@@ -530,38 +530,14 @@ fn fit_calibrated(
         scored
     };
     let calibrate = model.spec().map(|s| s.calibration).unwrap_or_default();
-    let folds = model.spec().map_or(0, |s| s.calibration_folds);
-    let cross_fitted = if folds > 1 && calibrate != Calibration::None {
-        Some(out_of_fold(train, classes, plan, params, c, folds).map_err(failed)?)
+    let (records, fitted_on) = if calibrate == Calibration::None {
+        ((held_scores, held_labels), None)
     } else {
-        None
+        let folds = model.spec().map_or(0, |s| s.calibration_folds);
+        let held = (held_scores, held_labels);
+        calibration_records(train, classes, plan, params, c, folds, held).map_err(failed)?
     };
-    let (held_scores, held_labels, fitted_on) = match cross_fitted {
-        Some(Ok((scores, labels))) => {
-            let on = format!("{} out-of-fold predictions, {folds} folds", labels.len());
-            (scores, labels, Some(on))
-        }
-        Some(Err(why)) => (
-            held_scores,
-            held_labels,
-            Some(format!("the held-out slice: {why}")),
-        ),
-        None => (held_scores, held_labels, None),
-    };
-    let mut no_map = None;
-    if calibrate == Calibration::Temperature {
-        fitted.temperature = calibration::fit_temperature(&held_scores, &held_labels) as f32;
-    } else if calibrate == Calibration::Isotonic {
-        let (t, map) = calibration::fit_calibrator(&held_scores, &held_labels);
-        fitted.temperature = t as f32;
-        match map {
-            Ok(map) => {
-                tracing::info!(%model, knots = map.x.len(), "temperature and a top-label map");
-                fitted.top_label = Some(map);
-            }
-            Err(why) => no_map = Some(why),
-        }
-    }
+    let no_map = apply_calibration(model, &mut fitted, calibrate, &records);
     Ok(Calibrated {
         model: fitted,
         c,
@@ -569,6 +545,59 @@ fn fit_calibrated(
         no_map,
         fitted_on,
     })
+}
+
+/// What the calibrator fits: the held-out slice's scores (`held`), or with `folds` > 1
+/// every training record's out-of-fold scores; with what they are when the catalogue asked
+/// for folds (the manifest's method says it).
+fn calibration_records(
+    train: &Part,
+    classes: &[String],
+    plan: Plan,
+    params: &TrainParams,
+    c: f64,
+    folds: usize,
+    held: Scored,
+) -> Result<(Scored, Option<String>), linear::TrainError> {
+    if folds <= 1 {
+        return Ok((held, None));
+    }
+    Ok(match out_of_fold(train, classes, plan, params, c, folds)? {
+        Ok(scored) => {
+            let on = format!("{} out-of-fold predictions, {folds} folds", scored.1.len());
+            (scored, Some(on))
+        }
+        Err(why) => (held, Some(format!("the held-out slice: {why}"))),
+    })
+}
+
+/// Fits `calibrate`'s calibrator on `records` into `fitted`: a temperature, and for
+/// isotonic a top-label map where it earns its place; why no map was kept, if it was not.
+fn apply_calibration(
+    model: ModelKind,
+    fitted: &mut LinearModel,
+    calibrate: Calibration,
+    (scores, labels): &Scored,
+) -> Option<String> {
+    match calibrate {
+        Calibration::None => None,
+        Calibration::Temperature => {
+            fitted.temperature = calibration::fit_temperature(scores, labels) as f32;
+            None
+        }
+        Calibration::Isotonic => {
+            let (t, map) = calibration::fit_calibrator(scores, labels);
+            fitted.temperature = t as f32;
+            match map {
+                Ok(map) => {
+                    tracing::info!(%model, knots = map.x.len(), "temperature and a top-label map");
+                    fitted.top_label = Some(map);
+                    None
+                }
+                Err(why) => Some(why),
+            }
+        }
+    }
 }
 
 /// Scores (logits) of records, with their true classes.
