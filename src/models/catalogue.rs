@@ -240,8 +240,8 @@ impl Default for SplitSpec {
 #[serde(rename_all = "snake_case")]
 pub enum Calibration {
     /// Temperature scaling, then the top-label map ([`TopLabelMap`]), both fitted on the
-    /// training part's held-out slice; the map only where it earns its place there
-    /// ([`fit_calibrator`]), else the temperature alone.
+    /// training part's held-out slice; each only where it earns its place there
+    /// ([`fit_calibrator`]): else the temperature alone, or the model's own probabilities.
     ///
     /// [`TopLabelMap`]: super::calibrator::TopLabelMap
     /// [`fit_calibrator`]: crate::train::calibration::fit_calibrator

@@ -6,6 +6,9 @@
 //! * [`fit_top_label`] — after the temperature, isotonic regression of "the top class was
 //!   right" on the top class's probability ([`TopLabelMap`]): it corrects a model that is
 //!   overconfident at the top and underconfident below, which no single `T` can.
+//! * [`fit_calibrator`] — keeps each of them only where it does better than what it
+//!   corrects on held-out records it was not fitted on: a model already calibrated keeps
+//!   its own probabilities, rather than a temperature fitted to the slice's noise.
 //! * [`Reliability`] — the expected calibration error (ECE) over 10 equal-width bins of the
 //!   top-class confidence, with each bin's confidence and accuracy (the reliability diagram),
 //!   and [`Reliability::noise`]: the ECE a perfectly calibrated model would still show on
@@ -83,19 +86,76 @@ pub fn fit_top_label(probabilities: &[Vec<f64>], truth: &[usize]) -> Option<TopL
     fit_top_label_over(probabilities, truth, MIN_TOP_LABEL_RECORDS)
 }
 
-/// The temperature and top-label map for held-out `scores` (logits) and their classes, or
-/// the temperature alone with the reason the map was not kept. A map is kept only where it
-/// earns its place on records it did not see: the slice is cut in two at random (seeded,
-/// [`HALVINGS`] times), a temperature, and a temperature and a map, are fitted on each half
-/// and measured on the other, and the map stays when its mean ECE there is lower.
-pub fn fit_calibrator(scores: &[Vec<f64>], truth: &[usize]) -> (f64, Result<TopLabelMap, String>) {
-    let temperature_alone = |why: String| (fit_temperature(scores, truth), Err(why));
+/// What [`fit_calibrator`] fitted, and why no more.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Calibrator {
+    /// The model's own probabilities: on halves of the held-out predictions, neither a
+    /// temperature nor a map fitted on one half did better on the other (why, in words).
+    Identity(String),
+    /// A temperature alone; why no top-label map.
+    Temperature(f64, String),
+    /// A temperature, then a top-label map.
+    WithMap(f64, TopLabelMap),
+}
+
+/// The calibrator for held-out `scores` (logits) and their classes. Each part of it is
+/// kept only where it earns its place on records it did not see: the slice is cut in two
+/// at random (seeded, [`HALVINGS`] times); a temperature, and a temperature and a map (from
+/// [`MIN_TOP_LABEL_RECORDS`] records), are fitted on each half and measured on the other,
+/// beside the model's own probabilities. A temperature stays when its mean ECE there is
+/// lower than the model's own; a map when its mean ECE is lower than the temperature's.
+pub fn fit_calibrator(scores: &[Vec<f64>], truth: &[usize]) -> Calibrator {
     let n = scores.len();
-    if n < MIN_TOP_LABEL_RECORDS {
-        return temperature_alone(format!(
-            "{n} held-out records, under the {MIN_TOP_LABEL_RECORDS} a top-label map needs"
+    let halves = on_halves(scores, truth, n >= MIN_TOP_LABEL_RECORDS);
+    let best_fitted = halves.map.unwrap_or(f64::INFINITY).min(halves.temperature);
+    if halves.own <= best_fitted {
+        return Calibrator::Identity(format!(
+            "on halves of the {n} held-out predictions the model's own probabilities gave ECE \
+             {:.3}, a temperature fitted on the other half {:.3}",
+            halves.own, halves.temperature
         ));
     }
+    let temperature_alone =
+        |why: String| Calibrator::Temperature(fit_temperature(scores, truth), why);
+    let Some(with_map) = halves.map else {
+        return temperature_alone(halves.no_map.unwrap_or_default());
+    };
+    if with_map >= halves.temperature {
+        return temperature_alone(format!(
+            "on halves of the held-out predictions a map gave ECE {with_map:.3}, the temperature alone {:.3}",
+            halves.temperature
+        ));
+    }
+    tracing::info!(
+        map = with_map,
+        temperature = halves.temperature,
+        own = halves.own,
+        "a top-label map: its mean ECE on halves of the held-out slice, against the temperature's"
+    );
+    match fit_both(scores, truth, MIN_TOP_LABEL_RECORDS) {
+        (t, Some(map)) => Calibrator::WithMap(t, map),
+        (_, None) => temperature_alone("the held-out slice fits no map".to_owned()),
+    }
+}
+
+/// Mean ECEs on halves of the held-out predictions, each measured on the half its
+/// calibrator was not fitted on.
+struct Halves {
+    /// The model's own probabilities.
+    own: f64,
+    temperature: f64,
+    /// A temperature and a map; `None` when not tried or a half fits none (`no_map` says).
+    map: Option<f64>,
+    no_map: Option<String>,
+}
+
+/// [`Halves`] of `scores`: [`HALVINGS`] random cuts (seeded), each measured both ways;
+/// maps only when `maps`.
+fn on_halves(scores: &[Vec<f64>], truth: &[usize], maps: bool) -> Halves {
+    let n = scores.len();
+    let mut no_map = (!maps).then(|| {
+        format!("{n} held-out records, under the {MIN_TOP_LABEL_RECORDS} a top-label map needs")
+    });
     // Halves drawn at random (seeded) and drawn again HALVINGS times: one cut of a few
     // hundred records decides by luck (on the component model's slice one cut gave the
     // map 27 % less error, another 7 %).
@@ -103,40 +163,41 @@ pub fn fit_calibrator(scores: &[Vec<f64>], truth: &[usize]) -> (f64, Result<TopL
     let part = |idx: &[usize]| -> (Vec<Vec<f64>>, Vec<usize>) {
         idx.iter().map(|&i| (scores[i].clone(), truth[i])).unzip()
     };
-    let (mut with_t, mut with_map) = (0.0, 0.0);
+    let (mut own, mut with_t, mut with_map) = (0.0, 0.0, 0.0);
     for _ in 0..HALVINGS {
         let mut order: Vec<usize> = (0..n).collect();
         rng.shuffle(&mut order);
         let (first, second) = order.split_at(n / 2);
         for (fit, measure) in [(first, second), (second, first)] {
             let ((fit_s, fit_y), (test_s, test_y)) = (part(fit), part(measure));
-            let (t, map) = fit_both(&fit_s, &fit_y, MIN_TOP_LABEL_RECORDS / 2);
-            let Some(map) = map else {
-                return temperature_alone("a half of the held-out predictions fits no map".into());
+            let raw: Vec<Vec<f64>> = test_s.iter().map(|s| softmax(s, 1.0)).collect();
+            own += Reliability::of(&raw, &test_y).ece;
+            let (t, map) = if no_map.is_none() {
+                fit_both(&fit_s, &fit_y, MIN_TOP_LABEL_RECORDS / 2)
+            } else {
+                (fit_temperature(&fit_s, &fit_y), None)
             };
             let mut measured: Vec<Vec<f64>> = test_s.iter().map(|s| softmax(s, t)).collect();
             with_t += Reliability::of(&measured, &test_y).ece;
-            measured.iter_mut().for_each(|p| map.apply(p));
-            with_map += Reliability::of(&measured, &test_y).ece;
+            match map {
+                Some(map) => {
+                    measured.iter_mut().for_each(|p| map.apply(p));
+                    with_map += Reliability::of(&measured, &test_y).ece;
+                }
+                None if no_map.is_none() => {
+                    no_map = Some("a half of the held-out predictions fits no map".into());
+                }
+                None => {}
+            }
         }
     }
     let cuts = (2 * HALVINGS) as f64;
-    let (with_t, with_map) = (with_t / cuts, with_map / cuts);
-    if with_map >= with_t {
-        return temperature_alone(format!(
-            "on halves of the held-out predictions a map gave ECE {with_map:.3}, the temperature alone {with_t:.3}"
-        ));
+    Halves {
+        own: own / cuts,
+        temperature: with_t / cuts,
+        map: no_map.is_none().then_some(with_map / cuts),
+        no_map,
     }
-    let (t, map) = fit_both(scores, truth, MIN_TOP_LABEL_RECORDS);
-    tracing::info!(
-        map = with_map,
-        temperature = with_t,
-        "a top-label map: its mean ECE on halves of the held-out slice, against the temperature's"
-    );
-    (
-        t,
-        map.ok_or_else(|| "the held-out slice fits no map".to_owned()),
-    )
 }
 
 /// A temperature fitted on `(scores, truth)`, and a top-label map fitted on the tempered
@@ -468,30 +529,71 @@ mod tests {
         assert!(fit_top_label(&tempered[..100], &truth[..100]).is_none());
     }
 
-    #[test]
-    fn the_map_is_kept_only_where_halves_of_the_slice_show_it_helps() {
-        let logits = |p: &[Vec<f64>]| -> Vec<Vec<f64>> {
-            p.iter()
-                .map(|p| p.iter().map(|v| v.ln()).collect())
-                .collect()
-        };
-        let (probabilities, truth) = two_faced(1000);
-        let (_, kept) = fit_calibrator(&logits(&probabilities), &truth);
-        assert!(kept.is_ok(), "{kept:?}");
-        // Already calibrated: each prediction right with exactly its probability. The
-        // temperature is all it needs; a map would fit noise.
-        let mut rng = SplitMix(7);
-        let (mut calibrated, mut outcomes) = (Vec::new(), Vec::new());
-        for _ in 0..1000 {
+    fn logits(p: &[Vec<f64>]) -> Vec<Vec<f64>> {
+        p.iter()
+            .map(|p| p.iter().map(|v| v.ln()).collect())
+            .collect()
+    }
+
+    /// `n` predictions, each right with exactly the probability it gives its top class.
+    fn calibrated(n: usize, seed: u64) -> (Vec<Vec<f64>>, Vec<usize>) {
+        let mut rng = SplitMix(seed);
+        let (mut probabilities, mut outcomes) = (Vec::new(), Vec::new());
+        for _ in 0..n {
             let c = 0.4 + 0.55 * rng.unit();
-            calibrated.push(vec![c, (1.0 - c) / 2.0, (1.0 - c) / 2.0]);
+            probabilities.push(vec![c, (1.0 - c) / 2.0, (1.0 - c) / 2.0]);
             outcomes.push(if rng.unit() < c { 0 } else { 1 });
         }
-        let (t, refused) = fit_calibrator(&logits(&calibrated), &outcomes);
-        assert!(refused.is_err(), "{refused:?}");
-        assert!((t - 1.0).abs() < 0.2, "{t}");
-        let (_, too_few) = fit_calibrator(&logits(&probabilities[..150]), &truth[..150]);
-        assert!(too_few.unwrap_err().contains("150 held-out records"));
+        (probabilities, outcomes)
+    }
+
+    #[test]
+    fn the_map_is_kept_only_where_halves_of_the_slice_show_it_helps() {
+        let (probabilities, truth) = two_faced(1000);
+        let kept = fit_calibrator(&logits(&probabilities), &truth);
+        assert!(matches!(kept, Calibrator::WithMap(..)), "{kept:?}");
+        // Cooled, but never mapped, with too few records for a map.
+        match fit_calibrator(&logits(&probabilities[..150]), &truth[..150]) {
+            Calibrator::Temperature(t, why) => {
+                assert!(t > 1.0, "{t}");
+                assert!(why.contains("150 held-out records"), "{why}");
+            }
+            other => panic!("150 records: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_temperature_is_kept_only_where_halves_of_the_slice_show_it_helps() {
+        // Scores that say 0.98 where 70 % are right: cooled.
+        let scores: Vec<Vec<f64>> = (0..300)
+            .map(|i| vec![4.0 + f64::from(i % 7) / 7.0, 0.0])
+            .collect();
+        let truth: Vec<usize> = (0..300).map(|i| usize::from(i % 10 >= 7)).collect();
+        let cooled = fit_calibrator(&scores, &truth);
+        assert!(
+            matches!(cooled, Calibrator::Temperature(t, _) if t > 1.5),
+            "{cooled:?}"
+        );
+        // Already calibrated: a temperature fitted on a few hundred records moves them by
+        // its own noise. On some seeds a temperature (or a map) helps on halves by luck; on
+        // most it does not (7 of these 10), and no temperature is far from 1.
+        let mut identity = 0;
+        for seed in 0..10 {
+            let (probabilities, outcomes) = calibrated(300, seed);
+            match fit_calibrator(&logits(&probabilities), &outcomes) {
+                Calibrator::Identity(why) => {
+                    assert!(why.contains("model's own probabilities"), "{why}");
+                    identity += 1;
+                }
+                Calibrator::Temperature(t, _) | Calibrator::WithMap(t, _) => {
+                    assert!((t - 1.0).abs() < 0.2, "seed {seed}: {t}")
+                }
+            }
+        }
+        assert!(
+            identity >= 6,
+            "{identity} of 10 calibrated slices kept their own probabilities"
+        );
     }
 
     #[test]

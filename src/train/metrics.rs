@@ -62,6 +62,11 @@ impl CalibrationReport {
         format!("temperature; no top-label map: {why}")
     }
 
+    /// A model left with its own probabilities, though a calibrator was asked for, and why.
+    pub fn neither(why: &str) -> String {
+        format!("none; neither a temperature nor a top-label map: {why}")
+    }
+
     /// How `model` was calibrated, in words: the method asked for and what was fitted.
     pub fn method_of(asked: Calibration, model: &LinearModel) -> String {
         match (asked, &model.top_label) {

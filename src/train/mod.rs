@@ -22,7 +22,7 @@ use crate::models::catalogue::{Calibration, Spec};
 use crate::models::linear::{self, LinearModel, Terms, TrainParams, argmax, softmax};
 use crate::models::registry::{HistoryEntry, Registry};
 use crate::result::stable_id;
-use calibration::Reliability;
+use calibration::{Calibrator, Reliability};
 use gate::Verdict;
 use metrics::CalibrationReport;
 use metrics::Metrics;
@@ -417,7 +417,7 @@ fn fit_one(
         model: fitted,
         c,
         tried,
-        no_map,
+        method,
         fitted_on,
     } = fit_calibrated(model, &train, &classes, plan, params)?;
     let calibrate = model.spec().map(|s| s.calibration).unwrap_or_default();
@@ -431,8 +431,8 @@ fn fit_one(
             .collect();
         let (mut metrics, probabilities, truth) =
             measure(&fitted, samples, &labels, &idx, &train.labels, calibrate);
-        if let (Some(why), Some(report)) = (&no_map, metrics.calibration.as_mut()) {
-            report.method = CalibrationReport::without_map(why);
+        if let (Some(method), Some(report)) = (&method, metrics.calibration.as_mut()) {
+            report.method = method.clone();
         }
         if let (Some(on), Some(report)) = (&fitted_on, metrics.calibration.as_mut()) {
             report.method = format!("{} (fitted on {on})", report.method);
@@ -537,12 +537,12 @@ fn fit_calibrated(
         let held = (held_scores, held_labels);
         calibration_records(train, classes, plan, params, c, folds, held).map_err(failed)?
     };
-    let no_map = apply_calibration(model, &mut fitted, calibrate, &records);
+    let method = apply_calibration(model, &mut fitted, calibrate, &records);
     Ok(Calibrated {
         model: fitted,
         c,
         tried,
-        no_map,
+        method,
         fitted_on,
     })
 }
@@ -572,7 +572,8 @@ fn calibration_records(
 }
 
 /// Fits `calibrate`'s calibrator on `records` into `fitted`: a temperature, and for
-/// isotonic a top-label map where it earns its place; why no map was kept, if it was not.
+/// isotonic a top-label map, each where it earns its place; the method in words when some
+/// part of it was not kept (and why).
 fn apply_calibration(
     model: ModelKind,
     fitted: &mut LinearModel,
@@ -585,18 +586,23 @@ fn apply_calibration(
             fitted.temperature = calibration::fit_temperature(scores, labels) as f32;
             None
         }
-        Calibration::Isotonic => {
-            let (t, map) = calibration::fit_calibrator(scores, labels);
-            fitted.temperature = t as f32;
-            match map {
-                Ok(map) => {
-                    tracing::info!(%model, knots = map.x.len(), "temperature and a top-label map");
-                    fitted.top_label = Some(map);
-                    None
-                }
-                Err(why) => Some(why),
+        Calibration::Isotonic => match calibration::fit_calibrator(scores, labels) {
+            Calibrator::WithMap(t, map) => {
+                tracing::info!(%model, knots = map.x.len(), "temperature and a top-label map");
+                fitted.temperature = t as f32;
+                fitted.top_label = Some(map);
+                None
             }
-        }
+            Calibrator::Temperature(t, why) => {
+                fitted.temperature = t as f32;
+                Some(CalibrationReport::without_map(&why))
+            }
+            Calibrator::Identity(why) => {
+                tracing::info!(%model, %why, "no calibrator: the model's own probabilities");
+                fitted.temperature = 1.0;
+                Some(CalibrationReport::neither(&why))
+            }
+        },
     }
 }
 
@@ -669,12 +675,13 @@ fn fold_without_class(fold: &[usize], labels: &[usize], k: usize, classes: usize
 }
 
 /// What [`fit_calibrated`] ships: the model, the C chosen, each C tried with its macro F1,
-/// and why it has no top-label map when the catalogue asked for one.
+/// and, when the catalogue asked for a map and some part of the calibrator was not kept,
+/// the method in words (with why).
 struct Calibrated {
     model: LinearModel,
     c: f64,
     tried: Vec<(f64, f64)>,
-    no_map: Option<String>,
+    method: Option<String>,
     /// What the calibrator was fitted on, when the catalogue asked for folds.
     fitted_on: Option<String>,
 }
