@@ -56,6 +56,12 @@ pub fn decode(kind: InputKind, message: &Message) -> Result<Event, StageError> {
 /// Tells the webhook shape (`{bug, event}`) from the simple one (`{id, delta_ts}`) by its keys,
 /// so that one consumer can bind both exchanges.
 fn decode_bug_event(body: &[u8]) -> Result<Event, StageError> {
+    // Nearly every bug event is a webhook's: read as one first, its body is parsed once (a
+    // webhook has both keys, so this is what the shape would have chosen). The keys are
+    // looked at only when it is not one, to tell a simple event or say why it is neither.
+    if let Ok(webhook) = bmo::decode(body) {
+        return Ok(Event::Webhook(Box::new(webhook)));
+    }
     let shape: Shape = serde_json::from_slice(body)
         .map_err(|e| StageError::invalid(Stage::Decode, format!("bug event: not JSON: {e}")))?;
     if shape.bug && shape.event {
@@ -192,38 +198,82 @@ mod tests {
         ))
     }
 
+    /// Bug event bodies of every shape: webhooks, a REST bug, simple events, and the
+    /// malformed.
+    const BODIES: [&str; 23] = [
+        include_str!("../../tests/fixtures/pulse/bmo_webhook_public_bug_modify_example.json"),
+        include_str!("../../tests/fixtures/pulse/bmo_webhook_comment_create_example.json"),
+        include_str!("../../tests/fixtures/pulse/bmo_rest_get_bug_35_response.json"),
+        r#"{"id": 5, "delta_ts": "2026-01-01T00:00:00Z"}"#,
+        r#"{"payload": {"id": 5}, "_meta": {}}"#,
+        r#"{"payload": {"ids": [5]}}"#,
+        r#"{"payload": 5}"#,
+        r#"{"payload": [{"id": 1}]}"#,
+        r#"{"bug": null, "event": null}"#,
+        r#"{"bug": {"event": 1}}"#,
+        r#"{"b\u0075g": 1, "event": 2}"#,
+        r#"{"id": 1, "id": 2}"#,
+        r#"[{"bug": 1, "event": 2}]"#,
+        "{}",
+        "[]",
+        "null",
+        "3.5",
+        "-7",
+        "\"bug\"",
+        "true",
+        "{\"bug\": 1,",
+        "not json",
+        "",
+    ];
+
     #[test]
     fn the_shape_read_from_keys_is_the_shape_read_from_a_tree() {
-        let bodies = [
-            include_str!("../../tests/fixtures/pulse/bmo_webhook_public_bug_modify_example.json"),
-            include_str!("../../tests/fixtures/pulse/bmo_webhook_comment_create_example.json"),
-            include_str!("../../tests/fixtures/pulse/bmo_rest_get_bug_35_response.json"),
-            r#"{"id": 5, "delta_ts": "2026-01-01T00:00:00Z"}"#,
-            r#"{"payload": {"id": 5}, "_meta": {}}"#,
-            r#"{"payload": {"ids": [5]}}"#,
-            r#"{"payload": 5}"#,
-            r#"{"payload": [{"id": 1}]}"#,
-            r#"{"bug": null, "event": null}"#,
-            r#"{"bug": {"event": 1}}"#,
-            r#"{"b\u0075g": 1, "event": 2}"#,
-            r#"{"id": 1, "id": 2}"#,
-            r#"[{"bug": 1, "event": 2}]"#,
-            "{}",
-            "[]",
-            "null",
-            "3.5",
-            "-7",
-            "\"bug\"",
-            "true",
-            "{\"bug\": 1,",
-            "not json",
-            "",
-        ];
-        for body in bodies {
+        for body in BODIES {
             let keys = serde_json::from_str::<Shape>(body)
                 .ok()
                 .map(|s| (s.bug, s.event, s.id, s.payload_id));
             assert_eq!(keys, shape_from_a_tree(body), "{body:.80}");
+        }
+    }
+
+    /// How a bug event was decoded before a webhook was tried first: its shape, then the
+    /// decoder that shape names.
+    fn shape_first(body: &[u8]) -> Result<Event, StageError> {
+        let shape: Shape = serde_json::from_slice(body)
+            .map_err(|e| StageError::invalid(Stage::Decode, format!("bug event: not JSON: {e}")))?;
+        if shape.bug && shape.event {
+            bmo::decode(body).map(|e| Event::Webhook(Box::new(e)))
+        } else if shape.id || shape.payload_id {
+            simple::decode(body).map(Event::SimpleBug)
+        } else {
+            Err(StageError::invalid(Stage::Decode, "neither"))
+        }
+    }
+
+    #[test]
+    fn a_webhook_read_first_decodes_every_body_as_its_shape_did() {
+        let mut bodies: Vec<String> = BODIES.iter().map(|b| (*b).to_owned()).collect();
+        // Webhooks that fail their own checks, or carry a key twice, say so as before.
+        let webhook: serde_json::Value = serde_json::from_str(BODIES[0]).expect("a sample");
+        for (pointer, value) in [("/bug/id", 0.into()), ("/event/routing_key", "bug".into())] {
+            let mut bad = webhook.clone();
+            *bad.pointer_mut(pointer).expect("the sample has it") = value;
+            bodies.push(bad.to_string());
+        }
+        bodies.push(format!(r#"{{"bug": 1, {}"#, &BODIES[0].trim_start()[1..]));
+        for body in &bodies {
+            let (now, before) = (
+                decode_bug_event(body.as_bytes()),
+                shape_first(body.as_bytes()),
+            );
+            match (&now, &before) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{body:.80}"),
+                (Err(a), Err(b)) if b.to_string().contains("decode: neither ") => {
+                    assert!(a.to_string().contains("neither a BMO webhook"), "{a}")
+                }
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{body:.80}"),
+                _ => panic!("{body:.80}: {now:?} against {before:?}"),
+            }
         }
     }
 }
