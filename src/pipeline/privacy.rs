@@ -30,7 +30,7 @@ static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
 /// The pseudonym of an address.
 pub fn pseudonym(address: &str) -> String {
     let digest = Sha256::digest(address.to_ascii_lowercase().as_bytes());
-    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hex::encode(&digest[..8]);
     format!("sha256:{hex}")
 }
 

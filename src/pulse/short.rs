@@ -38,7 +38,7 @@ pub fn fit(s: &str) -> Cow<'_, str> {
         return Cow::Borrowed(s);
     }
     let digest = Sha256::digest(s.as_bytes());
-    let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let hash = hex::encode(&digest[..8]);
     let mut end = MAX - 1 - hash.len();
     while !s.is_char_boundary(end) {
         end -= 1;

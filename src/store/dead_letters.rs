@@ -49,7 +49,7 @@ pub struct NewDeadLetter<'a> {
 fn encode(body: &[u8]) -> (String, &'static str) {
     match std::str::from_utf8(body) {
         Ok(s) => (s.to_owned(), "utf8"),
-        Err(_) => (body.iter().map(|b| format!("{b:02x}")).collect(), "hex"),
+        Err(_) => (hex::encode(body), "hex"),
     }
 }
 

@@ -75,7 +75,7 @@ pub(crate) fn describe(path: &Path, records: usize) -> anyhow::Result<DataFile> 
     let digest = Sha256::digest(&bytes);
     Ok(DataFile {
         path: path.display().to_string(),
-        sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+        sha256: hex::encode(digest),
         records,
     })
 }
