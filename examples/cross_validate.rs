@@ -1,0 +1,128 @@
+//! Cross-validated macro F1 of a catalogue model over a grid of title weights and values of
+//! C, on its training part only (the test part is cut exactly as `bugflow train` cuts it,
+//! and never read). What the catalogue's `c` and `group_weights` were chosen with where its
+//! comments say "by cross-validation".
+//!
+//! ```text
+//! cargo run --release --example cross_validate -- issue-type --title 2,1,0.5,0.25 --c 4,8,16,32
+//! ```
+//!
+//! Folds are cut at random within each stratum (class within key), so this suits models
+//! split at random (`strategy = "stratified"`); on a model split by time, random folds let
+//! it learn from bugs newer than those it is scored on, and it refuses.
+
+use bugflow::features::Group;
+use bugflow::models::ModelKind;
+use bugflow::models::linear::{LinearModel, SplitMix, Terms, argmax, macro_f1};
+use bugflow::train::{data, split};
+use clap::Parser;
+
+#[derive(Parser)]
+struct Args {
+    /// A catalogue model split at random (`issue-type`).
+    model: String,
+    /// Title weights to try (`group_weights.title`).
+    #[arg(long, value_delimiter = ',', default_value = "2,1,0.5,0.25,0.125")]
+    title: Vec<f64>,
+    /// Values of C to try.
+    #[arg(long, value_delimiter = ',', default_value = "2,8,32")]
+    c: Vec<f64>,
+    #[arg(long, default_value_t = 5)]
+    folds: usize,
+    /// The split's seed, as `bugflow train --seed`.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let model: ModelKind = args.model.parse().map_err(anyhow::Error::msg)?;
+    let spec = model
+        .spec()
+        .ok_or_else(|| anyhow::anyhow!("{model}: no catalogue file"))?;
+    anyhow::ensure!(
+        spec.split.strategy == split::Strategy::Stratified,
+        "{model} is split by time: random folds would score old records with newer ones"
+    );
+    anyhow::ensure!(args.folds >= 2, "at least two folds");
+    let data = data::load(model, &spec.data)?;
+    let samples = &data.samples;
+    let mut classes: Vec<String> = samples.iter().filter_map(|s| s.label.clone()).collect();
+    classes.sort();
+    classes.dedup();
+    let class_of = |s: &data::Sample| {
+        classes
+            .binary_search_by(|c| c.as_str().cmp(s.label.as_deref().unwrap_or_default()))
+            .unwrap_or(0)
+    };
+    let mut keys: Vec<&str> = samples.iter().map(|s| s.key.as_str()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    // Strata and split exactly as `bugflow train` cuts them: class within key.
+    let strata: Vec<usize> = samples
+        .iter()
+        .map(|s| keys.binary_search(&s.key.as_str()).unwrap_or(0) * classes.len() + class_of(s))
+        .collect();
+    let dates: Vec<i64> = samples.iter().map(|s| s.date).collect();
+    let (train, _test) = split::split(
+        spec.split.strategy,
+        &strata,
+        &dates,
+        spec.split.test_fraction,
+        args.seed,
+    );
+    let terms: Vec<Terms> = train
+        .iter()
+        .map(|&i| Terms::of(&samples[i].features))
+        .collect();
+    let labels: Vec<usize> = train.iter().map(|&i| class_of(&samples[i])).collect();
+    // Each stratum dealt round the folds in a seeded random order.
+    let mut fold_of = vec![0usize; train.len()];
+    let mut rng = SplitMix(args.seed);
+    for stratum in 0..keys.len() * classes.len() {
+        let mut members: Vec<usize> = (0..train.len())
+            .filter(|&p| strata[train[p]] == stratum)
+            .collect();
+        rng.shuffle(&mut members);
+        for (j, &p) in members.iter().enumerate() {
+            fold_of[p] = j % args.folds;
+        }
+    }
+    println!(
+        "{model}: {} folds of its {} training records (the test part is not read)",
+        args.folds,
+        train.len()
+    );
+    println!("| title weight | C | mean macro F1 | standard error | per fold |");
+    println!("|---:|---:|---:|---:|---|");
+    for &title in &args.title {
+        for &c in &args.c {
+            let mut params = model.params();
+            params.group_weights.insert(Group::Title, title);
+            let mut f1 = Vec::new();
+            for fold in 0..args.folds {
+                let (held, fit): (Vec<usize>, Vec<usize>) =
+                    (0..train.len()).partition(|&p| fold_of[p] == fold);
+                let docs: Vec<&Terms> = fit.iter().map(|&p| &terms[p]).collect();
+                let fit_labels: Vec<usize> = fit.iter().map(|&p| labels[p]).collect();
+                let fitted = LinearModel::fit_c(&docs, &fit_labels, &classes, &params, c, 2)?;
+                let predicted: Vec<usize> = held
+                    .iter()
+                    .map(|&p| argmax(&fitted.scores_terms(&terms[p])))
+                    .collect();
+                let truth: Vec<usize> = held.iter().map(|&p| labels[p]).collect();
+                f1.push(macro_f1(&truth, &predicted, classes.len()));
+            }
+            let n = f1.len() as f64;
+            let mean = f1.iter().sum::<f64>() / n;
+            let sd = (f1.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+            let each: Vec<String> = f1.iter().map(|x| format!("{x:.3}")).collect();
+            println!(
+                "| {title} | {c} | {mean:.4} | {:.4} | {} |",
+                sd / n.sqrt(),
+                each.join(" ")
+            );
+        }
+    }
+    Ok(())
+}
