@@ -94,9 +94,15 @@ fn cleanups() -> Vec<(String, Replace)> {
 
 /// Every cleanup in one multi-pattern regex, in bugbug's order. Its matches are
 /// leftmost-first with the patterns ranked as an alternation's alternatives, so where two
-/// cleanups could apply the earlier one wins, as it did when each was a pass of its own;
-/// and each match says which pattern it is, so no capture groups are resolved (a capture
-/// search ran a second, slower engine over every match).
+/// cleanups could apply at one place the earlier one wins, as it did when each was a pass of
+/// its own; and each match says which pattern it is, so no capture groups are resolved (a
+/// capture search ran a second, slower engine over every match).
+///
+/// One difference remains: where a later cleanup's match starts before an earlier one's
+/// and overlaps it, the passes applied the earlier one (`safe mode.cpp`: the file name,
+/// then no synonym is left) and one pass applies the one that starts first (the synonym,
+/// then no file name is left). `one_pass_cleans_as_the_passes_did` finds no such text in the
+/// summaries and comments of 1,072 real bugs.
 struct OnePass {
     /// The patterns as bugbug wrote them: `\b` is a Unicode word boundary.
     unicode: regex_automata::meta::Regex,
