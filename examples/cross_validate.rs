@@ -7,9 +7,11 @@
 //! cargo run --release --example cross_validate -- issue-type --title 2,1,0.5,0.25 --c 4,8,16,32
 //! ```
 //!
-//! Folds are cut at random within each stratum (class within key), so this suits models
-//! split at random (`strategy = "stratified"`); on a model split by time, random folds let
-//! it learn from bugs newer than those it is scored on, and it refuses.
+//! A model split at random (`strategy = "stratified"`) gets folds cut at random within each
+//! stratum (class within key). A model split by time gets forward folds: its training
+//! records in date order (within each class, for `stratified-time`) are cut into
+//! `folds + 1` blocks, and block `f` is scored by a model fitted on the blocks before it
+//! (never on newer records), as its test part is.
 
 use bugflow::features::Group;
 use bugflow::models::ModelKind;
@@ -40,13 +42,13 @@ fn main() -> anyhow::Result<()> {
     let spec = model
         .spec()
         .ok_or_else(|| anyhow::anyhow!("{model}: no catalogue file"))?;
-    anyhow::ensure!(
-        spec.split.strategy == split::Strategy::Stratified,
-        "{model} is split by time: random folds would score old records with newer ones"
-    );
     anyhow::ensure!(args.folds >= 2, "at least two folds");
     let data = data::load(model, &spec.data)?;
-    let samples = &data.samples;
+    // The records training reads: labelled, of classes with enough of them, pooled.
+    let samples: Vec<&data::Sample> = data::by_key(&data.samples, spec.min_class_records)
+        .into_values()
+        .flatten()
+        .collect();
     let mut classes: Vec<String> = samples.iter().filter_map(|s| s.label.clone()).collect();
     classes.sort();
     classes.dedup();
@@ -75,22 +77,58 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .map(|&i| Terms::of(&samples[i].features))
         .collect();
-    let labels: Vec<usize> = train.iter().map(|&i| class_of(&samples[i])).collect();
-    // Each stratum dealt round the folds in a seeded random order.
-    let mut fold_of = vec![0usize; train.len()];
-    let mut rng = SplitMix(args.seed);
-    for stratum in 0..keys.len() * classes.len() {
-        let mut members: Vec<usize> = (0..train.len())
-            .filter(|&p| strata[train[p]] == stratum)
-            .collect();
-        rng.shuffle(&mut members);
-        for (j, &p) in members.iter().enumerate() {
-            fold_of[p] = j % args.folds;
+    let labels: Vec<usize> = train.iter().map(|&i| class_of(samples[i])).collect();
+    // Which records each fold fits on and scores: at random within strata, or forwards.
+    let folds: Vec<(Vec<usize>, Vec<usize>)> = if spec.split.strategy == split::Strategy::Stratified
+    {
+        // Each stratum dealt round the folds in a seeded random order.
+        let mut fold_of = vec![0usize; train.len()];
+        let mut rng = SplitMix(args.seed);
+        for stratum in 0..keys.len() * classes.len() {
+            let mut members: Vec<usize> = (0..train.len())
+                .filter(|&p| strata[train[p]] == stratum)
+                .collect();
+            rng.shuffle(&mut members);
+            for (j, &p) in members.iter().enumerate() {
+                fold_of[p] = j % args.folds;
+            }
         }
-    }
+        (0..args.folds)
+            .map(|f| (0..train.len()).partition(|&p| fold_of[p] != f))
+            .collect()
+    } else {
+        // Forward: in date order, within each class for a split stratified by time (as its
+        // test part is cut: the newest of each class), across classes otherwise.
+        let per_class = spec.split.strategy == split::Strategy::StratifiedTime;
+        let mut block_of = vec![0usize; train.len()];
+        for class in 0..classes.len() {
+            let mut members: Vec<usize> = (0..train.len())
+                .filter(|&p| !per_class || labels[p] == class)
+                .collect();
+            members.sort_by_key(|&p| (dates[train[p]], p));
+            for (j, &p) in members.iter().enumerate() {
+                block_of[p] = j * (args.folds + 1) / members.len();
+            }
+            if !per_class {
+                break;
+            }
+        }
+        (1..=args.folds)
+            .map(|f| {
+                let fit = (0..train.len()).filter(|&p| block_of[p] < f).collect();
+                let held = (0..train.len()).filter(|&p| block_of[p] == f).collect();
+                (fit, held)
+            })
+            .collect()
+    };
     println!(
-        "{model}: {} folds of its {} training records (the test part is not read)",
+        "{model}: {} {} folds of its {} training records (the test part is not read)",
         args.folds,
+        if spec.split.strategy == split::Strategy::Stratified {
+            "random"
+        } else {
+            "forward"
+        },
         train.len()
     );
     println!("| title weight | C | mean macro F1 | standard error | per fold |");
@@ -100,9 +138,7 @@ fn main() -> anyhow::Result<()> {
             let mut params = model.params();
             params.group_weights.insert(Group::Title, title);
             let mut f1 = Vec::new();
-            for fold in 0..args.folds {
-                let (held, fit): (Vec<usize>, Vec<usize>) =
-                    (0..train.len()).partition(|&p| fold_of[p] == fold);
+            for (fit, held) in &folds {
                 let docs: Vec<&Terms> = fit.iter().map(|&p| &terms[p]).collect();
                 let fit_labels: Vec<usize> = fit.iter().map(|&p| labels[p]).collect();
                 let fitted = LinearModel::fit_c(&docs, &fit_labels, &classes, &params, c, 2)?;
