@@ -15,7 +15,7 @@
 
 use bugflow::features::Group;
 use bugflow::models::ModelKind;
-use bugflow::models::linear::{LinearModel, SplitMix, Terms, argmax, macro_f1};
+use bugflow::models::linear::{LinearModel, SplitMix, Terms, argmax, cores, macro_f1};
 use bugflow::train::{data, split};
 use clap::Parser;
 
@@ -141,7 +141,7 @@ fn main() -> anyhow::Result<()> {
             for (fit, held) in &folds {
                 let docs: Vec<&Terms> = fit.iter().map(|&p| &terms[p]).collect();
                 let fit_labels: Vec<usize> = fit.iter().map(|&p| labels[p]).collect();
-                let fitted = LinearModel::fit_c(&docs, &fit_labels, &classes, &params, c, 2)?;
+                let fitted = LinearModel::fit_c(&docs, &fit_labels, &classes, &params, c, cores())?;
                 let predicted: Vec<usize> = held
                     .iter()
                     .map(|&p| argmax(&fitted.scores_terms(&terms[p])))
