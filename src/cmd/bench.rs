@@ -721,38 +721,46 @@ mod tests {
     use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
     use lapin::types::FieldTable;
 
-    /// Whether `queue` exists (a passive declare, on a channel of its own: a miss closes it).
-    async fn queue_exists(connection: &lapin::Connection, queue: &str) -> bool {
-        let Ok(channel) = connection.create_channel().await else {
-            return false;
-        };
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        channel
-            .queue_declare(queue.into(), passive, FieldTable::default())
-            .await
-            .is_ok()
-    }
-
-    async fn exchange_exists(connection: &lapin::Connection, exchange: &str) -> bool {
-        let Ok(channel) = connection.create_channel().await else {
-            return false;
-        };
-        let passive = ExchangeDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        channel
-            .exchange_declare(
-                exchange.into(),
-                lapin::ExchangeKind::Topic,
-                passive,
-                FieldTable::default(),
-            )
-            .await
-            .is_ok()
+    /// The names of `queues` and `exchanges` that exist on the broker (each asked with a
+    /// passive declare, on a channel of its own: a miss closes the channel).
+    async fn existing(
+        connection: &lapin::Connection,
+        queues: &[String],
+        exchanges: &[String],
+    ) -> Vec<String> {
+        let mut found = Vec::new();
+        let named = queues.iter().map(|q| (q, true));
+        for (name, is_queue) in named.chain(exchanges.iter().map(|e| (e, false))) {
+            let Ok(channel) = connection.create_channel().await else {
+                continue;
+            };
+            let exists = if is_queue {
+                let passive = QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                };
+                let declared =
+                    channel.queue_declare(name.as_str().into(), passive, FieldTable::default());
+                declared.await.is_ok()
+            } else {
+                let passive = ExchangeDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                };
+                let kind = lapin::ExchangeKind::Topic;
+                let declared = channel.exchange_declare(
+                    name.as_str().into(),
+                    kind,
+                    passive,
+                    FieldTable::default(),
+                );
+                declared.await.is_ok()
+            };
+            if exists {
+                found.push(name.clone());
+            }
+        }
+        found
     }
 
     /// A bench deployment leaves nothing on the broker: every queue and exchange it
@@ -794,28 +802,9 @@ mod tests {
             config.retry_exchange(),
         ];
         let connection = connect(&config, "bench-test").await.expect("a connection");
-        let (mut declared, mut left) = (Vec::new(), Vec::new());
-        for queue in &queues {
-            if queue_exists(&connection, queue).await {
-                declared.push(queue.clone());
-            }
-        }
-        for exchange in &exchanges {
-            if exchange_exists(&connection, exchange).await {
-                declared.push(exchange.clone());
-            }
-        }
+        let declared = existing(&connection, &queues, &exchanges).await;
         deployment.destroy().await.expect("teardown");
-        for queue in &queues {
-            if queue_exists(&connection, queue).await {
-                left.push(queue.clone());
-            }
-        }
-        for exchange in &exchanges {
-            if exchange_exists(&connection, exchange).await {
-                left.push(exchange.clone());
-            }
-        }
+        let left = existing(&connection, &queues, &exchanges).await;
         // Whatever is left, this test does not leave it too.
         if let Ok(channel) = connection.create_channel().await {
             for name in &left {
