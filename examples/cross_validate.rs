@@ -16,7 +16,7 @@
 use bugflow::features::Group;
 use bugflow::models::ModelKind;
 use bugflow::models::linear::{LinearModel, SplitMix, Terms, argmax, cores, macro_f1};
-use bugflow::train::{data, split};
+use bugflow::train::{self, data, split};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -49,22 +49,10 @@ fn main() -> anyhow::Result<()> {
         .into_values()
         .flatten()
         .collect();
-    let mut classes: Vec<String> = samples.iter().filter_map(|s| s.label.clone()).collect();
-    classes.sort();
-    classes.dedup();
-    let class_of = |s: &data::Sample| {
-        classes
-            .binary_search_by(|c| c.as_str().cmp(s.label.as_deref().unwrap_or_default()))
-            .unwrap_or(0)
-    };
-    let mut keys: Vec<&str> = samples.iter().map(|s| s.key.as_str()).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    // Strata and split exactly as `bugflow train` cuts them: class within key.
-    let strata: Vec<usize> = samples
-        .iter()
-        .map(|s| keys.binary_search(&s.key.as_str()).unwrap_or(0) * classes.len() + class_of(s))
-        .collect();
+    // Classes, strata and split exactly as `bugflow train` cuts them: class within key.
+    let (classes, all_labels) = train::classes_of(model, &samples)?;
+    let keys = train::keys_of(&samples);
+    let strata = train::strata_of(&samples, &keys, &all_labels, classes.len());
     let dates: Vec<i64> = samples.iter().map(|s| s.date).collect();
     let (train, _test) = split::split(
         spec.split.strategy,
@@ -77,7 +65,7 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .map(|&i| Terms::of(&samples[i].features))
         .collect();
-    let labels: Vec<usize> = train.iter().map(|&i| class_of(samples[i])).collect();
+    let labels: Vec<usize> = train.iter().map(|&i| all_labels[i]).collect();
     // Which records each fold fits on and scores: at random within strata, or forwards.
     let folds: Vec<(Vec<usize>, Vec<usize>)> = if spec.split.strategy == split::Strategy::Stratified
     {

@@ -220,17 +220,35 @@ fn one() -> f32 {
     1.0
 }
 
+/// That the processor has AVX: made only by [`Avx::rows_of`], which asks it.
+#[derive(Clone, Copy)]
+struct Avx(());
+
+impl Avx {
+    /// AVX for rows of `k` weights, when they are long enough to gain from it and the
+    /// processor has it: asked once per document, not once per term.
+    fn rows_of(k: usize) -> Option<Avx> {
+        #[cfg(target_arch = "x86_64")]
+        if k >= 8 && std::arch::is_x86_feature_detected!("avx") {
+            return Some(Avx(()));
+        }
+        let _ = k;
+        None
+    }
+}
+
 /// `sums += value · row`, element by element (in f64, in the order scalar code would:
 /// the same sums to the last bit). A row of many classes (component's 32) is the inner loop
-/// of scoring; where the processor has AVX, four sums at a time.
+/// of scoring; with `avx`, four sums at a time.
 #[inline]
-fn add_row(sums: &mut [f64], row: &[f32], value: f64) {
+fn add_row(sums: &mut [f64], row: &[f32], value: f64, avx: Option<Avx>) {
     #[cfg(target_arch = "x86_64")]
-    if row.len() >= 8 && std::arch::is_x86_feature_detected!("avx") {
-        // SAFETY: the processor has AVX (checked just above).
+    if avx.is_some() {
+        // SAFETY: an `Avx` exists only where the processor has AVX (`Avx::rows_of`).
         unsafe { add_row_avx(sums, row, value) };
         return;
     }
+    let _ = avx;
     add_row_scalar(sums, row, value);
 }
 
@@ -409,6 +427,7 @@ impl LinearModel {
             }
             prefetch(&row[k - 1]);
         };
+        let avx = Avx::rows_of(k);
         hits.iter().take(AHEAD).for_each(|(base, _, _)| ask(*base));
         for (i, &(base, gi, value)) in hits.iter().enumerate() {
             if let Some((next, _, _)) = hits.get(i + AHEAD) {
@@ -418,6 +437,7 @@ impl LinearModel {
                 &mut partial[gi * k..(gi + 1) * k],
                 &self.weights[base..base + k],
                 value,
+                avx,
             );
         }
         let scale = self.group_scales(&norms);
@@ -1111,7 +1131,7 @@ mod tests {
             let start: Vec<f64> = (0..k).map(|_| rng.unit() - 0.5).collect();
             let value = rng.unit() * 3.0;
             let (mut dispatched, mut scalar) = (start.clone(), start.clone());
-            add_row(&mut dispatched, &row, value);
+            add_row(&mut dispatched, &row, value, Avx::rows_of(k));
             add_row_scalar(&mut scalar, &row, value);
             let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&dispatched), bits(&scalar), "{k} classes");

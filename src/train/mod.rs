@@ -382,15 +382,8 @@ fn fit_one(
     export: bool,
 ) -> anyhow::Result<FitOne> {
     let (classes, labels) = classes_of(model, samples)?;
-    // Strata: class within key, so that each key keeps its share of each class on test.
-    let mut keys: Vec<&str> = samples.iter().map(|s| s.key.as_str()).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    let strata: Vec<usize> = samples
-        .iter()
-        .zip(&labels)
-        .map(|(s, l)| keys.binary_search(&s.key.as_str()).unwrap_or(0) * classes.len() + l)
-        .collect();
+    let keys = keys_of(samples);
+    let strata = strata_of(samples, &keys, &labels, classes.len());
     let dates: Vec<i64> = samples.iter().map(|s| s.date).collect();
     let (train_idx, test_idx) = split::split(
         plan.strategy,
@@ -452,8 +445,31 @@ fn fit_one(
     })
 }
 
+/// The keys of a group's samples (repositories for issue-type), sorted, each once.
+pub fn keys_of<'a>(samples: &[&'a data::Sample]) -> Vec<&'a str> {
+    let mut keys: Vec<&str> = samples.iter().map(|s| s.key.as_str()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// Each sample's stratum: its class within its key, so that a split keeps each key's share
+/// of each class on both sides.
+pub fn strata_of(
+    samples: &[&data::Sample],
+    keys: &[&str],
+    labels: &[usize],
+    classes: usize,
+) -> Vec<usize> {
+    samples
+        .iter()
+        .zip(labels)
+        .map(|(s, l)| keys.binary_search(&s.key.as_str()).unwrap_or(0) * classes + l)
+        .collect()
+}
+
 /// The classes of a group (sorted), and each sample's class index.
-fn classes_of(
+pub fn classes_of(
     model: ModelKind,
     samples: &[&data::Sample],
 ) -> anyhow::Result<(Vec<String>, Vec<usize>)> {
