@@ -206,7 +206,11 @@ pub fn comment_count(bug: &Value) -> usize {
 
 /// Characters in all comments (Python's `len`: code points).
 pub fn comment_length(bug: &Value) -> usize {
-    comments(bug).map(|t| t.chars().count()).sum()
+    length_of(comments(bug))
+}
+
+fn length_of<'a>(texts: impl Iterator<Item = &'a str>) -> usize {
+    texts.map(|t| t.chars().count()).sum()
 }
 
 /// Any `cf_status_firefox*` flag was ever set to `affected`.
@@ -415,12 +419,14 @@ pub fn extract_all(bug: &Value) -> Features {
     f.category("filed_via", s(bug, "filed_via"));
     f.flag("is_mozillian", is_mozillian(bug));
     f.flag("has_cve_in_alias", has_cve_in_alias(bug));
+    // The comments' texts, looked up once for the three features that read them all.
+    let texts: Vec<&str> = comments(bug).collect();
     f.count("comment_count", comment_count(bug) as f64);
-    f.count("comment_length", comment_length(bug) as f64);
+    f.count("comment_length", length_of(texts.iter().copied()) as f64);
     f.count("num_words_title", word_count(s(bug, "summary")) as f64);
     f.count(
         "num_words_comments",
-        comments(bug).map(word_count).sum::<usize>() as f64,
+        texts.iter().copied().map(word_count).sum::<usize>() as f64,
     );
     f.flag("has_attachment", !list(bug, "attachments").is_empty());
     f.count("patches", patches(bug) as f64);
@@ -432,11 +438,22 @@ pub fn extract_all(bug: &Value) -> Features {
     f.char_ngrams(&title, 200);
     // A crash report or a pasted log can be megabytes: the text features read a bounded
     // part of each comment, and of all of them.
-    let mut texts = comments(bug).map(|t| capped(t, MAX_COMMENT_TEXT));
+    let mut texts = texts.iter().map(|t| capped(t, MAX_COMMENT_TEXT));
     if let Some(first) = texts.next() {
         f.words(Group::Body, &cleanup(first));
     }
-    let rest: String = texts.take(50).map(cleanup).collect::<Vec<_>>().join(" ");
+    // The next 50 comments, cleaned and joined by spaces into one string; those that
+    // would start past the cap are not cleaned at all.
+    let mut rest = String::new();
+    for (i, text) in texts.take(50).enumerate() {
+        if rest.len() >= MAX_COMMENTS_TEXT {
+            break;
+        }
+        if i > 0 {
+            rest.push(' ');
+        }
+        rest.push_str(&cleanup(text));
+    }
     f.words(Group::Comments, capped(&rest, MAX_COMMENTS_TEXT));
     f
 }
@@ -473,6 +490,41 @@ mod tests {
                 .any(|n| n == "regression in keywords" || n.starts_with("type="))
         );
         assert!(bugtype.contains(&"crash in keywords".to_string()));
+    }
+
+    /// The comment words are those of the first 50 comments after the description,
+    /// cleaned, joined by spaces and cut at `MAX_COMMENTS_TEXT` bytes, also when the comments
+    /// are long enough to pass the cap (those past it are not cleaned) or empty.
+    #[test]
+    fn comment_words_are_cut_where_the_joined_text_is() {
+        for (count, size) in [(3, 10), (60, 9_000), (60, 30_000), (12, 19_999)] {
+            let texts: Vec<String> = (0..count)
+                .map(|i| match i % 7 {
+                    3 => String::new(),
+                    _ => format!("c{i} ").repeat(size / 4) + "see https://example.com/x",
+                })
+                .collect();
+            let comments: Vec<Value> = texts
+                .iter()
+                .map(|t| serde_json::json!({ "text": t }))
+                .collect();
+            let bug = serde_json::json!({ "summary": "s", "comments": comments });
+            let joined = texts
+                .iter()
+                .skip(1)
+                .take(50)
+                .map(|t| cleanup(capped(t, MAX_COMMENT_TEXT)))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let mut expected = Features::new();
+            expected.words(Group::Comments, capped(&joined, MAX_COMMENTS_TEXT));
+            let got: Vec<_> = extract_all(&bug)
+                .tokens
+                .into_iter()
+                .filter(|(_, g)| *g == Group::Comments)
+                .collect();
+            assert_eq!(got, expected.tokens, "{count} comments of {size} bytes");
+        }
     }
 
     #[test]

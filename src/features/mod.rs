@@ -127,18 +127,92 @@ impl Features {
     }
 
     /// Words and word bigrams of `text` into `group` (a bigram is `"first second"`).
+    ///
+    /// Most of a bug's text is ASCII, where lower case is a byte's own affair: those
+    /// stretches are read in one pass from their bytes ([`ascii_words`](Self::ascii_words)).
+    /// Only the pieces around a character outside ASCII, from the space or line feed before
+    /// it to the one after, are lower-cased by Unicode's rules into a new string
+    /// ([`any_words`](Self::any_words)). Cutting there changes nothing: no word runs over a
+    /// space, and Unicode's one rule that reads a character's neighbours (a final sigma)
+    /// looks no further than a space either, so the pieces lower-case as the whole text
+    /// does. A bigram joins the last word of one stretch to the first of the next.
     pub fn words(&mut self, group: Group, text: &str) {
-        let lower = text.to_lowercase();
-        // A bigram's hash goes on from its first word's: the first word is not read twice.
+        // Room for a word and a bigram every six bytes (English averages a word and a space
+        // in about that): the vector is not grown and copied a dozen times over a long
+        // comment thread.
+        self.tokens.reserve(text.len() / 3);
+        let bytes = text.as_bytes();
+        let is_break = |b: &u8| *b == b' ' || *b == b'\n';
         let mut previous: Option<Fnv> = None;
+        let mut from = 0;
+        while from < bytes.len() {
+            let rest = &bytes[from..];
+            let Some(outside) = rest.iter().position(|b| !b.is_ascii()) else {
+                self.ascii_words(group, rest, &mut previous);
+                break;
+            };
+            let outside = from + outside;
+            let start = bytes[from..outside]
+                .iter()
+                .rposition(is_break)
+                .map_or(from, |at| from + at + 1);
+            let end = bytes[outside..]
+                .iter()
+                .position(is_break)
+                .map_or(bytes.len(), |at| outside + at);
+            self.ascii_words(group, &bytes[from..start], &mut previous);
+            // `start` follows an ASCII byte and `end` is one (or the end): both fall
+            // between characters.
+            if let Some(piece) = text.get(start..end) {
+                self.any_words(group, piece, &mut previous);
+            }
+            from = end;
+        }
+    }
+
+    /// The words of any text: lower-cased into a new string (Unicode's rules), then cut by
+    /// [`text::tokens`]. A bigram's hash goes on from its first word's (`previous`, which
+    /// is left at the last word): the first word is not read twice.
+    fn any_words(&mut self, group: Group, text: &str, previous: &mut Option<Fnv>) {
+        let lower = text.to_lowercase();
         for word in text::tokens(&lower) {
             let hash = Fnv::new(group).str(word);
             self.tokens.push((hash.finish(), group));
-            if let Some(first) = previous {
+            if let Some(first) = *previous {
                 let pair = first.byte(b' ').str(word).finish();
                 self.tokens.push((pair, group));
             }
-            previous = Some(hash);
+            *previous = Some(hash);
+        }
+    }
+
+    /// The same tokens as [`any_words`](Self::any_words) for ASCII bytes, in one pass and
+    /// no copy: a word's runs are the same in either case, so each byte is lower-cased as
+    /// it is hashed, into the word's hash and its bigram's at once (two independent
+    /// multiplications a byte).
+    fn ascii_words(&mut self, group: Group, bytes: &[u8], previous: &mut Option<Fnv>) {
+        let mut at = 0;
+        while at < bytes.len() {
+            while bytes.get(at).is_some_and(|b| !text::is_ascii_word(*b)) {
+                at += 1;
+            }
+            let start = at;
+            let mut word = Fnv::new(group);
+            let mut pair = previous.map(|first| first.byte(b' '));
+            while let Some(&b) = bytes.get(at).filter(|b| text::is_ascii_word(**b)) {
+                let lower = b.to_ascii_lowercase();
+                word = word.byte(lower);
+                pair = pair.map(|p| p.byte(lower));
+                at += 1;
+            }
+            if at - start < 2 {
+                continue;
+            }
+            self.tokens.push((word.finish(), group));
+            if let Some(pair) = pair {
+                self.tokens.push((pair.finish(), group));
+            }
+            *previous = Some(word);
         }
     }
 
@@ -229,5 +303,37 @@ mod tests {
             .map(|n| (feature_hash(Group::Title, n), Group::Title))
             .collect();
         assert_eq!(f.tokens, expected);
+    }
+
+    /// A text's words taken in stretches (ASCII ones from their bytes, the pieces around
+    /// other characters lower-cased apart) are the words of the whole text lower-cased and
+    /// cut at once: random texts of ASCII letters of both cases, digits, `_`, white space,
+    /// punctuation, and characters whose lower case is not themselves or reads their
+    /// neighbours (Σ, İ), a combining mark, a letter that is no word character's (ª is, ©
+    /// is not), curly quotes; words of one to four characters.
+    #[test]
+    fn words_in_stretches_are_the_words_of_the_whole_text() {
+        const CHARS: &[char] = &[
+            'a', 'Z', 'q', '_', '7', ' ', ' ', '.', '\n', '-', '\'', '\t', ',', 'B', 'Σ', 'İ', 'é',
+            'Ж', '\u{301}', 'ª', '©', '’', '中',
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        for round in 0..3_000 {
+            let len = round % 60;
+            // Half the texts ASCII only, half with the others too.
+            let pool = if round % 2 == 0 { 14 } else { CHARS.len() };
+            let text: String = (0..len).map(|_| CHARS[next(pool)]).collect();
+            let mut stretches = Features::new();
+            stretches.words(Group::Body, &text);
+            let mut whole = Features::new();
+            whole.any_words(Group::Body, &text, &mut None);
+            assert_eq!(stretches.tokens, whole.tokens, "{text:?}");
+        }
     }
 }

@@ -403,7 +403,8 @@ impl LinearModel {
         let readable = terms.0.iter().filter(|(_, g, _)| self.columns.reads(*g));
         // The weighted hits first; then their weight rows asked for ahead (as the index's
         // slots are), then summed, by then from cache.
-        let mut hits: Vec<(usize, usize, f64)> = Vec::with_capacity(terms.0.len().min(256));
+        // Room for every term: a hit list grown as it fills is copied at each doubling.
+        let mut hits: Vec<(usize, usize, f64)> = Vec::with_capacity(terms.0.len());
         self.columns.lookup_all(
             readable,
             |(h, _, _)| *h,
@@ -1299,6 +1300,37 @@ mod tests {
         assert_eq!(got, expected);
         assert_eq!(got[&feature_hash(Group::Title, "tab")], 3.0);
         assert_eq!(got[&feature_hash(Group::Chars, " ta")], 2.0);
+    }
+
+    /// From one distinct hash to thousands: each hash once, in the order first met, with
+    /// its summed value.
+    #[test]
+    fn terms_merge_repeats_of_many_hashes_in_the_order_first_met() {
+        for distinct in [1usize, 7, 9, 300, 1_025, 5_000] {
+            let mut rng = SplitMix(distinct as u64);
+            let mut f = Features::new();
+            for _ in 0..3 * distinct {
+                f.token(Group::Comments, &format!("w{}", rng.below(distinct)));
+            }
+            let mut first_met: Vec<u64> = Vec::new();
+            let mut sums: BTreeMap<u64, f64> = BTreeMap::new();
+            for (h, _) in &f.tokens {
+                let sum = sums.entry(*h).or_insert_with(|| {
+                    first_met.push(*h);
+                    0.0
+                });
+                *sum += 1.0;
+            }
+            let terms = Terms::of(&f);
+            let hashes: Vec<u64> = terms.0.iter().map(|(h, _, _)| *h).collect();
+            assert_eq!(
+                hashes, first_met,
+                "{distinct}: each hash once, as first met"
+            );
+            for (h, _, v) in &terms.0 {
+                assert_eq!(*v, sums[h], "{distinct}");
+            }
+        }
     }
 
     /// Splitting the rows between threads changes only the order of the sums.
