@@ -441,6 +441,28 @@ mod tests {
         assert!(texts > 10_000, "{texts} texts");
     }
 
+    /// A text's words taken in stretches (`Features::words`: ASCII ones from their bytes)
+    /// are the words of the whole text lower-cased and cut at once, on the summary and
+    /// every comment of the 58 fixture bugs and of the 1,014 full BMO bugs.
+    #[test]
+    fn words_in_stretches_are_the_words_of_every_real_text() {
+        use crate::features::{Features, Group};
+        let (mut texts, mut outside_ascii) = (0, 0);
+        for file in ["bugs.jsonl", "bugzilla/bugs-2009-2018-full.jsonl.zst"] {
+            for text in fixture_texts(file) {
+                let mut stretches = Features::new();
+                stretches.words(Group::Comments, &text);
+                let mut whole = Features::new();
+                whole.any_words(Group::Comments, &text, &mut None);
+                assert_eq!(stretches.tokens, whole.tokens, "{text:?}");
+                texts += 1;
+                outside_ascii += usize::from(!text.is_ascii());
+            }
+        }
+        assert!(texts > 10_000, "{texts} texts");
+        assert!(outside_ascii > 100, "{outside_ascii} texts outside ASCII");
+    }
+
     /// Where a word character outside ASCII touches a match, the Unicode word boundary
     /// decides (the ASCII one would clean `é0x1F` and `spécification`'s `ification`).
     #[test]
