@@ -216,8 +216,19 @@ impl Features {
         }
     }
 
-    /// Character n-grams (2..=5) of each word, padded with spaces (sklearn's `char_wb`).
+    /// Character n-grams (2..=5) of each word, padded with spaces (sklearn's `char_wb`), of
+    /// the first `max_chars` characters of `text`.
     pub fn char_ngrams(&mut self, text: &str, max_chars: usize) {
+        if text.is_ascii() {
+            self.ascii_char_ngrams(&text.as_bytes()[..text.len().min(max_chars)]);
+        } else {
+            self.any_char_ngrams(text, max_chars);
+        }
+    }
+
+    /// [`char_ngrams`](Self::char_ngrams) of any text: clipped, lower-cased (Unicode's
+    /// rules) and split at white space into new strings, each word's characters padded.
+    fn any_char_ngrams(&mut self, text: &str, max_chars: usize) {
         let clipped: String = text
             .chars()
             .take(max_chars)
@@ -235,6 +246,30 @@ impl Features {
                 let mut hash = Fnv::new(Group::Chars).char(first);
                 for &c in padded.iter().skip(start + 1).take(4) {
                     hash = hash.char(c);
+                    self.tokens.push((hash.finish(), Group::Chars));
+                }
+            }
+        }
+    }
+
+    /// The same n-grams of ASCII bytes (a character is a byte, its lower case the byte's):
+    /// no string made, each word lower-cased and padded in one reused buffer. White space is
+    /// what `char::is_whitespace` says of ASCII (vertical tab too, which
+    /// `u8::is_ascii_whitespace` leaves out).
+    fn ascii_char_ngrams(&mut self, bytes: &[u8]) {
+        let is_space = |b: &u8| matches!(b, b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' ');
+        // Four n-grams start at each byte but the last few of a word.
+        self.tokens.reserve(4 * (bytes.len() + 2));
+        let mut padded: Vec<u8> = Vec::with_capacity(bytes.len().min(64) + 2);
+        for word in bytes.split(is_space).filter(|w| !w.is_empty()) {
+            padded.clear();
+            padded.push(b' ');
+            padded.extend(word.iter().map(u8::to_ascii_lowercase));
+            padded.push(b' ');
+            for (start, &first) in padded.iter().enumerate() {
+                let mut hash = Fnv::new(Group::Chars).byte(first);
+                for &b in padded.iter().skip(start + 1).take(4) {
+                    hash = hash.byte(b);
                     self.tokens.push((hash.finish(), Group::Chars));
                 }
             }
@@ -334,6 +369,32 @@ mod tests {
             let mut whole = Features::new();
             whole.any_words(Group::Body, &text, &mut None);
             assert_eq!(stretches.tokens, whole.tokens, "{text:?}");
+        }
+    }
+
+    /// An ASCII text's character n-grams, taken from its bytes, are those the characters'
+    /// path takes: random texts of letters of both cases, digits, punctuation and every
+    /// ASCII white space (vertical tab and form feed among them), clipped anywhere.
+    #[test]
+    fn ascii_char_ngrams_are_those_of_any_text() {
+        const BYTES: &[u8] = b"aZq_7 .-\t\n\x0B\x0C\rB'";
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        for round in 0..2_000 {
+            let len = round % 50;
+            let text: String = (0..len)
+                .map(|_| char::from(BYTES[next(BYTES.len())]))
+                .collect();
+            let max_chars = [0, 1, 7, 200][round % 4];
+            let (mut ascii, mut any) = (Features::new(), Features::new());
+            ascii.ascii_char_ngrams(&text.as_bytes()[..text.len().min(max_chars)]);
+            any.any_char_ngrams(&text, max_chars);
+            assert_eq!(ascii.tokens, any.tokens, "{text:?} clipped at {max_chars}");
         }
     }
 }

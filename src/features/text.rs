@@ -442,8 +442,9 @@ mod tests {
     }
 
     /// A text's words taken in stretches (`Features::words`: ASCII ones from their bytes)
-    /// are the words of the whole text lower-cased and cut at once, on the summary and
-    /// every comment of the 58 fixture bugs and of the 1,014 full BMO bugs.
+    /// are the words of the whole text lower-cased and cut at once, and its character
+    /// n-grams those of the characters' path, on the summary and every comment of the 58
+    /// fixture bugs and of the 1,014 full BMO bugs.
     #[test]
     fn words_in_stretches_are_the_words_of_every_real_text() {
         use crate::features::{Features, Group};
@@ -455,6 +456,10 @@ mod tests {
                 let mut whole = Features::new();
                 whole.any_words(Group::Comments, &text, &mut None);
                 assert_eq!(stretches.tokens, whole.tokens, "{text:?}");
+                let (mut fast, mut any) = (Features::new(), Features::new());
+                fast.char_ngrams(&text, 1500);
+                any.any_char_ngrams(&text, 1500);
+                assert_eq!(fast.tokens, any.tokens, "{text:?}");
                 texts += 1;
                 outside_ascii += usize::from(!text.is_ascii());
             }
