@@ -340,6 +340,18 @@ mod tests {
         assert_eq!(f.tokens, expected);
     }
 
+    /// Pseudo-random numbers below `n` (xorshift64 from `seed`): random texts that are the
+    /// same in every run.
+    fn below(seed: u64) -> impl FnMut(usize) -> usize {
+        let mut state = seed;
+        move |n| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        }
+    }
+
     /// A text's words taken in stretches (ASCII ones from their bytes, the pieces around
     /// other characters lower-cased apart) are the words of the whole text lower-cased and
     /// cut at once: random texts of ASCII letters of both cases, digits, `_`, white space,
@@ -352,13 +364,7 @@ mod tests {
             'a', 'Z', 'q', '_', '7', ' ', ' ', '.', '\n', '-', '\'', '\t', ',', 'B', 'Σ', 'İ', 'é',
             'Ж', '\u{301}', 'ª', '©', '’', '中',
         ];
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        };
+        let mut next = below(0x2545_f491_4f6c_dd1d);
         for round in 0..3_000 {
             let len = round % 60;
             // Half the texts ASCII only, half with the others too.
@@ -378,13 +384,7 @@ mod tests {
     #[test]
     fn ascii_char_ngrams_are_those_of_any_text() {
         const BYTES: &[u8] = b"aZq_7 .-\t\n\x0B\x0C\rB'";
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        };
+        let mut next = below(0x9e37_79b9_7f4a_7c15);
         for round in 0..2_000 {
             let len = round % 50;
             let text: String = (0..len)

@@ -1216,17 +1216,21 @@ mod tests {
         probe.words(Group::Body, "stack trace would be nice");
         probe.char_ngrams("crash on the new tab option", 200);
         probe.num("severity=S3", 1.0);
-        let terms = Terms::of(&probe);
-        let mut reference: Vec<f64> = model.intercept.iter().map(|b| f64::from(*b)).collect();
-        for (col, value) in model.vectorize_terms(&terms) {
-            for (j, score) in reference.iter_mut().enumerate() {
-                *score += value * f64::from(model.weights[col as usize * 2 + j]);
+        // A document's scores, checked against the dot product of its weighted row.
+        let scored = |terms: &Terms| {
+            let mut reference: Vec<f64> = model.intercept.iter().map(|b| f64::from(*b)).collect();
+            for (col, value) in model.vectorize_terms(terms) {
+                for (j, score) in reference.iter_mut().enumerate() {
+                    *score += value * f64::from(model.weights[col as usize * 2 + j]);
+                }
             }
-        }
-        let scores = model.scores_terms(&terms);
-        for (a, b) in scores.iter().zip(&reference) {
-            assert!((a - b).abs() < 1e-9, "{scores:?} against {reference:?}");
-        }
+            let scores = model.scores_terms(terms);
+            for (a, b) in scores.iter().zip(&reference) {
+                assert!((a - b).abs() < 1e-9, "{scores:?} against {reference:?}");
+            }
+            scores
+        };
+        let scores = scored(&Terms::of(&probe));
         assert!(
             scores
                 .iter()
@@ -1249,18 +1253,8 @@ mod tests {
             interleaved.token(Group::Title, word);
             interleaved.token(Group::Body, word);
         }
-        let terms = Terms::of(&interleaved);
-        let mut reference: Vec<f64> = model.intercept.iter().map(|b| f64::from(*b)).collect();
-        for (col, value) in model.vectorize_terms(&terms) {
-            for (j, score) in reference.iter_mut().enumerate() {
-                *score += value * f64::from(model.weights[col as usize * 2 + j]);
-            }
-        }
-        let scores = model.scores_terms(&terms);
-        for (a, b) in scores.iter().zip(&reference) {
-            assert!((a - b).abs() < 1e-9, "{scores:?} against {reference:?}");
-        }
-        assert_ne!(scores, model.scores_terms(&Terms::default()));
+        let interleaved = scored(&Terms::of(&interleaved));
+        assert_ne!(interleaved, model.scores_terms(&Terms::default()));
     }
 
     /// The loss is convex: a refit that starts from a fit on fewer rows ends where a fit
