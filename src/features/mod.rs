@@ -240,39 +240,37 @@ impl Features {
             padded.push(' ');
             padded.extend(word.chars());
             padded.push(' ');
-            // The n-grams starting at one character are prefixes of each other, and so
-            // are their hashes: each is the one before it fed one more character.
-            for (start, &first) in padded.iter().enumerate() {
-                let mut hash = Fnv::new(Group::Chars).char(first);
-                for &c in padded.iter().skip(start + 1).take(4) {
-                    hash = hash.char(c);
-                    self.tokens.push((hash.finish(), Group::Chars));
-                }
+            self.padded_ngrams(&padded, Fnv::char);
+        }
+    }
+
+    /// The n-grams (2..=5 items) of one padded word, each item fed to its hash by `feed`.
+    /// The n-grams starting at one item are prefixes of each other, and so are their
+    /// hashes: each is the one before it fed one more item.
+    fn padded_ngrams<T: Copy>(&mut self, padded: &[T], feed: impl Fn(Fnv, T) -> Fnv) {
+        for (start, &first) in padded.iter().enumerate() {
+            let mut hash = feed(Fnv::new(Group::Chars), first);
+            for &item in padded.iter().skip(start + 1).take(4) {
+                hash = feed(hash, item);
+                self.tokens.push((hash.finish(), Group::Chars));
             }
         }
     }
 
     /// The same n-grams of ASCII bytes (a character is a byte, its lower case the byte's):
-    /// no string made, each word lower-cased and padded in one reused buffer. White space is
-    /// what `char::is_whitespace` says of ASCII (vertical tab too, which
-    /// `u8::is_ascii_whitespace` leaves out).
+    /// no string made, each word lower-cased and padded in one reused buffer; white space
+    /// as `char::is_whitespace` has it ([`text::is_ascii_white_space`]).
     fn ascii_char_ngrams(&mut self, bytes: &[u8]) {
-        let is_space = |b: &u8| matches!(b, b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' ');
         // Four n-grams start at each byte but the last few of a word.
         self.tokens.reserve(4 * (bytes.len() + 2));
         let mut padded: Vec<u8> = Vec::with_capacity(bytes.len().min(64) + 2);
-        for word in bytes.split(is_space).filter(|w| !w.is_empty()) {
+        let words = bytes.split(|b| text::is_ascii_white_space(*b));
+        for word in words.filter(|w| !w.is_empty()) {
             padded.clear();
             padded.push(b' ');
             padded.extend(word.iter().map(u8::to_ascii_lowercase));
             padded.push(b' ');
-            for (start, &first) in padded.iter().enumerate() {
-                let mut hash = Fnv::new(Group::Chars).byte(first);
-                for &b in padded.iter().skip(start + 1).take(4) {
-                    hash = hash.byte(b);
-                    self.tokens.push((hash.finish(), Group::Chars));
-                }
-            }
+            self.padded_ngrams(&padded, Fnv::byte);
         }
     }
 }

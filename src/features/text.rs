@@ -292,6 +292,13 @@ impl<'a> Iterator for WordRuns<'a> {
     }
 }
 
+/// White space as `char::is_whitespace` has it among ASCII bytes: tab, line feed, vertical
+/// tab, form feed, carriage return, space (`u8::is_ascii_whitespace` leaves the vertical tab
+/// out).
+pub(crate) fn is_ascii_white_space(byte: u8) -> bool {
+    matches!(byte, b'\t'..=b'\r' | b' ')
+}
+
 /// Whitespace-separated words (bugbug's `NumWordsTitle` / `NumWordsComments`).
 pub fn word_count(text: &str) -> usize {
     if !text.is_ascii() {
@@ -327,7 +334,7 @@ pub fn word_count(text: &str) -> usize {
     }
     let mut in_word = before == 0;
     for &byte in chunks.remainder() {
-        let blank = matches!(byte, b'\t'..=b'\r' | b' ');
+        let blank = is_ascii_white_space(byte);
         words += usize::from(!blank && !in_word);
         in_word = !blank;
     }
