@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! cargo run --release --example cross_validate -- issue-type --title 2,1,0.5,0.25 --c 4,8,16,32
+//! cargo run --release --example cross_validate -- issue-type --group chars --weight 2,1,0.5 --c 8
 //! ```
 //!
 //! A model split at random (`strategy = "stratified"`) gets folds cut at random within each
@@ -23,9 +24,18 @@ use clap::Parser;
 struct Args {
     /// A catalogue model split at random (`issue-type`).
     model: String,
-    /// Title weights to try (`group_weights.title`).
-    #[arg(long, value_delimiter = ',', default_value = "2,1,0.5,0.25,0.125")]
-    title: Vec<f64>,
+    /// The feature group whose weight the grid varies (`title`, `body`, `chars`, `headings`
+    /// …); the other groups keep the catalogue file's weights.
+    #[arg(long, default_value = "title")]
+    group: String,
+    /// Weights to try for that group (`group_weights`); `--title` is the same option.
+    #[arg(
+        long,
+        alias = "title",
+        value_delimiter = ',',
+        default_value = "2,1,0.5,0.25,0.125"
+    )]
+    weight: Vec<f64>,
     /// Values of C to try.
     #[arg(long, value_delimiter = ',', default_value = "2,8,32")]
     c: Vec<f64>,
@@ -43,6 +53,8 @@ fn main() -> anyhow::Result<()> {
         .spec()
         .ok_or_else(|| anyhow::anyhow!("{model}: no catalogue file"))?;
     anyhow::ensure!(args.folds >= 2, "at least two folds");
+    let group: Group = serde_json::from_value(serde_json::Value::String(args.group.clone()))
+        .map_err(|e| anyhow::anyhow!("--group {}: {e}", args.group))?;
     let data = data::load(model, &spec.data)?;
     // The records training reads: labelled, of classes with enough of them, pooled.
     let samples: Vec<&data::Sample> = data::by_key(&data.samples, spec.min_class_records)
@@ -119,12 +131,15 @@ fn main() -> anyhow::Result<()> {
         },
         train.len()
     );
-    println!("| title weight | C | mean macro F1 | standard error | per fold |");
+    println!(
+        "| {} weight | C | mean macro F1 | standard error | per fold |",
+        args.group
+    );
     println!("|---:|---:|---:|---:|---|");
-    for &title in &args.title {
+    for &weight in &args.weight {
         for &c in &args.c {
             let mut params = model.params();
-            params.group_weights.insert(Group::Title, title);
+            params.group_weights.insert(group, weight);
             let mut f1 = Vec::new();
             for (fit, held) in &folds {
                 let docs: Vec<&Terms> = fit.iter().map(|&p| &terms[p]).collect();
@@ -142,7 +157,7 @@ fn main() -> anyhow::Result<()> {
             let sd = (f1.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
             let each: Vec<String> = f1.iter().map(|x| format!("{x:.3}")).collect();
             println!(
-                "| {title} | {c} | {mean:.4} | {:.4} | {} |",
+                "| {weight} | {c} | {mean:.4} | {:.4} | {} |",
                 sd / n.sqrt(),
                 each.join(" ")
             );
