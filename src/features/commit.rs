@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::text::cleanup;
-use super::{Features, Group};
+use super::{Features, Fnv, Group};
 
 /// A changeset, as far as features need it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -176,7 +176,8 @@ pub fn extract(commit: &Commit, experience: &Experience) -> Features {
 /// source, test and other files, and how many directories.
 fn files(f: &mut Features, commit: &Commit) {
     let (mut source, mut test, mut other) = (0usize, 0usize, 0usize);
-    let mut directories = Vec::new();
+    // The hashes of the directories met (distinct paths, distinct hashes).
+    let mut directories: Vec<u64> = Vec::new();
     for path in &commit.files {
         if is_test(path) {
             test += 1;
@@ -185,19 +186,33 @@ fn files(f: &mut Features, commit: &Commit) {
         } else {
             other += 1;
         }
-        f.token(Group::Files, &format!("file:{path}"));
-        let parts: Vec<&str> = path.split('/').collect();
-        let mut prefix = String::new();
-        for part in &parts[..parts.len().saturating_sub(1)] {
-            if !prefix.is_empty() {
-                prefix.push('/');
+        // The tokens `file:<path>`, `dir:<each leading directory>` and `ext:<extension>`,
+        // hashed from their parts as they are read: no string is built for any of them.
+        let named = |prefix: &str| Fnv::new(Group::Files).str(prefix);
+        f.tokens
+            .push((named("file:").str(path).finish(), Group::Files));
+        if let Some((leading, _)) = path.rsplit_once('/') {
+            // Each leading directory's hash goes on from its parent's, with the `/` between
+            // (none after an empty first part: `/a/b` has the directories `` and `a`).
+            let (mut dir, mut empty) = (named("dir:"), true);
+            for part in leading.split('/') {
+                if !empty {
+                    dir = dir.byte(b'/');
+                }
+                dir = dir.str(part);
+                empty &= part.is_empty();
+                f.tokens.push((dir.finish(), Group::Files));
+                directories.push(dir.finish());
             }
-            prefix.push_str(part);
-            f.token(Group::Files, &format!("dir:{prefix}"));
-            directories.push(prefix.clone());
         }
         if let Some(ext) = extension(path) {
-            f.token(Group::Files, &format!("ext:{}", ext.to_lowercase()));
+            let hash = if ext.is_ascii() {
+                ext.bytes()
+                    .fold(named("ext:"), |h, b| h.byte(b.to_ascii_lowercase()))
+            } else {
+                named("ext:").str(&ext.to_lowercase())
+            };
+            f.tokens.push((hash.finish(), Group::Files));
         }
     }
     directories.sort();
@@ -236,6 +251,69 @@ fn line_counts(f: &mut Features, commit: &Commit) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The file tokens, hashed from their parts, are the hashes of the names they stand for
+    /// (as they were made before: a string for each, then hashed), and the directories are
+    /// counted as those names were.
+    #[test]
+    fn file_tokens_are_the_hashes_of_their_names() {
+        let paths = [
+            "a.cpp",
+            "dom/base/Element.CPP",
+            "/abs/x.Rs",
+            "a//b/c.h",
+            "dir/",
+            "noext",
+            ".hidden",
+            "ü/ß/Ä.ÄX",
+            "x.tar.GZ",
+            "",
+            "/",
+            "//",
+            "a/b.",
+            "dom/base/test/test_foo.html",
+        ];
+        for path in paths {
+            let mut names = vec![format!("file:{path}")];
+            let parts: Vec<&str> = path.split('/').collect();
+            let mut prefix = String::new();
+            let mut directories = Vec::new();
+            for part in &parts[..parts.len() - 1] {
+                if !prefix.is_empty() {
+                    prefix.push('/');
+                }
+                prefix.push_str(part);
+                names.push(format!("dir:{prefix}"));
+                directories.push(prefix.clone());
+            }
+            if let Some(ext) = extension(path) {
+                names.push(format!("ext:{}", ext.to_lowercase()));
+            }
+            directories.sort();
+            directories.dedup();
+            let commit = Commit {
+                files: vec![path.to_string(), path.to_string()],
+                ..Commit::default()
+            };
+            let mut f = Features::new();
+            files(&mut f, &commit);
+            let once: Vec<(u64, Group)> = names
+                .iter()
+                .map(|n| (super::super::feature_hash(Group::Files, n), Group::Files))
+                .collect();
+            assert_eq!(f.tokens, [once.clone(), once].concat(), "{path:?}");
+            // (A count is stored as ln(1 + n), and a count of 0 is no feature.)
+            let counted = f
+                .items
+                .iter()
+                .find(|i| i.name == "directories_modified_num");
+            assert_eq!(
+                counted.map_or(0.0, |i| i.value),
+                (directories.len() as f64).ln_1p(),
+                "{path:?}"
+            );
+        }
+    }
 
     #[test]
     fn files_are_sorted_into_source_test_and_other() {
