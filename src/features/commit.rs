@@ -178,6 +178,9 @@ fn files(f: &mut Features, commit: &Commit) {
     let (mut source, mut test, mut other) = (0usize, 0usize, 0usize);
     // The hashes of the directories met (distinct paths, distinct hashes).
     let mut directories: Vec<u64> = Vec::new();
+    // The tokens `file:<path>`, `dir:<each leading directory>` and `ext:<extension>` are
+    // hashed from their parts as they are read: no string is built for any of them.
+    let named = |prefix: &str| Fnv::new(Group::Files).str(prefix);
     for path in &commit.files {
         if is_test(path) {
             test += 1;
@@ -186,9 +189,6 @@ fn files(f: &mut Features, commit: &Commit) {
         } else {
             other += 1;
         }
-        // The tokens `file:<path>`, `dir:<each leading directory>` and `ext:<extension>`,
-        // hashed from their parts as they are read: no string is built for any of them.
-        let named = |prefix: &str| Fnv::new(Group::Files).str(prefix);
         f.tokens
             .push((named("file:").str(path).finish(), Group::Files));
         if let Some((leading, _)) = path.rsplit_once('/') {

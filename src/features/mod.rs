@@ -338,18 +338,6 @@ mod tests {
         assert_eq!(f.tokens, expected);
     }
 
-    /// Pseudo-random numbers below `n` (xorshift64 from `seed`): random texts that are the
-    /// same in every run.
-    fn below(seed: u64) -> impl FnMut(usize) -> usize {
-        let mut state = seed;
-        move |n| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        }
-    }
-
     /// A text's words taken in stretches (ASCII ones from their bytes, the pieces around
     /// other characters lower-cased apart) are the words of the whole text lower-cased and
     /// cut at once: random texts of ASCII letters of both cases, digits, `_`, white space,
@@ -362,12 +350,12 @@ mod tests {
             'a', 'Z', 'q', '_', '7', ' ', ' ', '.', '\n', '-', '\'', '\t', ',', 'B', 'Σ', 'İ', 'é',
             'Ж', '\u{301}', 'ª', '©', '’', '中',
         ];
-        let mut next = below(0x2545_f491_4f6c_dd1d);
+        let mut rng = crate::models::linear::SplitMix(0x2545_f491_4f6c_dd1d);
         for round in 0..3_000 {
             let len = round % 60;
             // Half the texts ASCII only, half with the others too.
             let pool = if round % 2 == 0 { 14 } else { CHARS.len() };
-            let text: String = (0..len).map(|_| CHARS[next(pool)]).collect();
+            let text: String = (0..len).map(|_| CHARS[rng.below(pool)]).collect();
             let mut stretches = Features::new();
             stretches.words(Group::Body, &text);
             let mut whole = Features::new();
@@ -382,11 +370,11 @@ mod tests {
     #[test]
     fn ascii_char_ngrams_are_those_of_any_text() {
         const BYTES: &[u8] = b"aZq_7 .-\t\n\x0B\x0C\rB'";
-        let mut next = below(0x9e37_79b9_7f4a_7c15);
+        let mut rng = crate::models::linear::SplitMix(0x9e37_79b9_7f4a_7c15);
         for round in 0..2_000 {
             let len = round % 50;
             let text: String = (0..len)
-                .map(|_| char::from(BYTES[next(BYTES.len())]))
+                .map(|_| char::from(BYTES[rng.below(BYTES.len())]))
                 .collect();
             let max_chars = [0, 1, 7, 200][round % 4];
             let (mut ascii, mut any) = (Features::new(), Features::new());
