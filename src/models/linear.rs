@@ -426,8 +426,34 @@ impl LinearModel {
                 },
             );
         }
-        // A row of many classes spans several cache lines: ask for each (a line holds 16
-        // weights; the last asked for covers a row that starts mid-line).
+        match k {
+            // Rows of two or three weights (defect, regression, bugtype, commit-risk): the
+            // same sums, with the row's length a constant.
+            2 => self.sum_rows_of::<2>(&hits, &mut partial),
+            3 => self.sum_rows_of::<3>(&hits, &mut partial),
+            _ => self.sum_rows(&hits, &mut partial),
+        }
+        let scale = self.group_scales(&norms);
+        let mut scores: Vec<f64> = self.intercept.iter().map(|b| f64::from(*b)).collect();
+        for (g, sums) in partial.chunks_exact(k).enumerate() {
+            let factor = if g == usize::from(Group::Data.index()) {
+                1.0
+            } else {
+                scale[g]
+            };
+            for (score, sum) in scores.iter_mut().zip(sums) {
+                *score += factor * sum;
+            }
+        }
+        scores
+    }
+
+    /// `partial[g] += value · row` for each hit `(row start, group g, value)`, each row
+    /// asked for [`AHEAD`] hits before it is read. A row of many classes (component: 32)
+    /// spans several cache lines: each is asked for (a line holds 16 weights; the last one
+    /// asked for covers a row that starts mid-line).
+    fn sum_rows(&self, hits: &[(usize, usize, f64)], partial: &mut [f64]) {
+        let k = self.classes.len();
         let ask = |base: usize| {
             let row = &self.weights[base..base + k];
             let mut at = 0;
@@ -450,19 +476,35 @@ impl LinearModel {
                 avx,
             );
         }
-        let scale = self.group_scales(&norms);
-        let mut scores: Vec<f64> = self.intercept.iter().map(|b| f64::from(*b)).collect();
-        for (g, sums) in partial.chunks_exact(k).enumerate() {
-            let factor = if g == usize::from(Group::Data.index()) {
-                1.0
-            } else {
-                scale[g]
-            };
-            for (score, sum) in scores.iter_mut().zip(sums) {
-                *score += factor * sum;
+    }
+
+    /// [`sum_rows`](Self::sum_rows) for rows of `K` weights, `K` a constant: the class loop
+    /// unrolled, and a row of at most 16 weights (two cache lines at most) asked for by its
+    /// first and last. The same products added in the same order: the same sums.
+    #[inline(always)]
+    fn sum_rows_of<const K: usize>(&self, hits: &[(usize, usize, f64)], partial: &mut [f64]) {
+        debug_assert_eq!(self.classes.len(), K);
+        let ask = |base: usize| {
+            let row = &self.weights[base..base + K];
+            prefetch(&row[0]);
+            prefetch(&row[K - 1]);
+        };
+        hits.iter().take(AHEAD).for_each(|(base, _, _)| ask(*base));
+        for (i, &(base, gi, value)) in hits.iter().enumerate() {
+            if let Some((next, _, _)) = hits.get(i + AHEAD) {
+                ask(*next);
+            }
+            // Slices of length K: the conversions cannot fail, and cost nothing.
+            let row: &[f32; K] = self.weights[base..base + K]
+                .try_into()
+                .expect("a slice of K");
+            let sums: &mut [f64; K] = (&mut partial[gi * K..gi * K + K])
+                .try_into()
+                .expect("a slice of K");
+            for c in 0..K {
+                sums[c] += value * f64::from(row[c]);
             }
         }
-        scores
     }
 
     /// Each text group's factor: its weight over its L2 norm (a group without terms keeps
@@ -1171,6 +1213,40 @@ mod tests {
                 .map(|(s, w)| s + value * f64::from(*w))
                 .collect();
             assert_eq!(bits(&scalar), bits(&by_hand), "{k} classes");
+        }
+    }
+
+    /// Scoring sums a model's rows of two or three weights with the row length a constant
+    /// (`sum_rows_of`), and any other with the general loop (`sum_rows`): both give the
+    /// same sums to the last bit, hit by hit in the same order.
+    #[test]
+    fn rows_of_a_constant_length_add_to_the_same_sums_as_rows_of_any() {
+        let mut rng = SplitMix(23);
+        for k in [2usize, 3] {
+            let n = 300;
+            let model: LinearModel = serde_json::from_value(serde_json::json!({
+                "classes": (0..k).map(|c| format!("c{c}")).collect::<Vec<_>>(),
+                "group_weights": {},
+                "vocab": (1..=n as u64).collect::<Vec<_>>(),
+                "groups": vec!["title"; n],
+                "idf": vec![1.0; n],
+                "weights": (0..n * k).map(|_| rng.unit() * 8.0 - 4.0).collect::<Vec<_>>(),
+                "intercept": vec![0.0; k],
+            }))
+            .unwrap();
+            let hits: Vec<(usize, usize, f64)> = (0..1_000)
+                .map(|_| (rng.below(n) * k, rng.below(GROUPS), rng.unit() * 3.0))
+                .collect();
+            let start: Vec<f64> = (0..GROUPS * k).map(|_| rng.unit() - 0.5).collect();
+            let (mut constant, mut any) = (start.clone(), start.clone());
+            match k {
+                2 => model.sum_rows_of::<2>(&hits, &mut constant),
+                _ => model.sum_rows_of::<3>(&hits, &mut constant),
+            }
+            model.sum_rows(&hits, &mut any);
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&constant), bits(&any), "{k} classes");
+            assert_ne!(bits(&constant), bits(&start));
         }
     }
 
