@@ -16,6 +16,7 @@
 
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::LazyLock;
 
 use linfa::prelude::*;
 use linfa_logistic::MultiLogisticRegression;
@@ -274,11 +275,34 @@ fn weighted(column: Column, count: f64, norms: &mut [f64; GROUPS]) -> f64 {
     if !column.group.is_text() {
         return count;
     }
-    // Most terms occur once, and ln 1 = 0: no logarithm for them.
-    let tf = if count == 1.0 { 1.0 } else { 1.0 + count.ln() };
-    let value = tf * f64::from(column.idf);
+    let value = sublinear_tf(count) * f64::from(column.idf);
     norms[usize::from(column.group.index())] += value * value;
     value
+}
+
+/// How many of the smallest counts [`sublinear_tf`] reads from a table.
+const TF_TABLE: usize = 64;
+
+/// `1 + ln n` for `n` below [`TF_TABLE`], computed once, with the same `ln`.
+static TF_OF_COUNT: LazyLock<[f64; TF_TABLE]> =
+    LazyLock::new(|| std::array::from_fn(|n| 1.0 + (n as f64).ln()));
+
+/// A text term's sublinear term frequency, `1 + ln count` (scikit-learn's `sublinear_tf`).
+/// Most terms occur once (ln 1 = 0), and most others a few times: a whole count below
+/// [`TF_TABLE`] reads its value from a table, so that a bug's comments cost no logarithm
+/// per repeated word per model. The same value, to the bit, as the formula.
+#[inline]
+fn sublinear_tf(count: f64) -> f64 {
+    if count == 1.0 {
+        return 1.0;
+    }
+    // `as` saturates (a negative count or NaN becomes 0, which is then not equal to it).
+    let n = count as usize;
+    if n < TF_TABLE && n as f64 == count {
+        TF_OF_COUNT[n]
+    } else {
+        1.0 + count.ln()
+    }
 }
 
 /// A document's features hashed once: `(hash, group, summed value)`, each hash once, in the
@@ -1213,6 +1237,22 @@ mod tests {
                 .map(|(s, w)| s + value * f64::from(*w))
                 .collect();
             assert_eq!(bits(&scalar), bits(&by_hand), "{k} classes");
+        }
+    }
+
+    /// The table of small counts gives what the formula gives, to the bit; other counts
+    /// (large, fractional, zero, negative, not a number) go to the formula.
+    #[test]
+    fn the_sublinear_tf_of_a_count_is_one_plus_its_logarithm() {
+        let mut counts: Vec<f64> = (0..200).map(f64::from).collect();
+        counts.extend([0.5, 1.5, 2.25, 63.5, 64.0, 1e9, -1.0, -3.0, f64::NAN]);
+        for count in counts {
+            let want = 1.0 + count.ln();
+            let got = sublinear_tf(count);
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{count}: {got} against {want}"
+            );
         }
     }
 
