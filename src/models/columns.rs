@@ -80,25 +80,42 @@ impl ColumnIndex {
             groups: 0,
             len: 0,
         };
-        for (i, &key) in vocab.iter().enumerate() {
+        // The terms most documents have (the lowest idf) first: each then sits in its
+        // home slot, or near it, and a bug's terms, which are mostly such terms, are found
+        // at the first probe more often. A vocabulary's columns are the same whatever the
+        // order; only where each sits changes.
+        let idf_of = |i: usize| idf.get(i).copied().unwrap_or(1.0);
+        let mut order: Vec<u32> = (0..vocab.len() as u32).collect();
+        order.sort_by(|&a, &b| idf_of(a as usize).total_cmp(&idf_of(b as usize)));
+        for i in order.into_iter().map(|i| i as usize) {
+            let key = vocab[i];
             let group = groups.get(i).copied().unwrap_or(Group::Data);
             index.groups |= 1 << group.index();
             let slot = Slot {
                 key,
                 col_and_group: (i as u32 & COLUMN_MASK) | (u32::from(group.index()) << GROUP_SHIFT),
-                idf: idf.get(i).copied().unwrap_or(1.0),
+                idf: idf_of(i),
             };
+            // A hash repeated in the vocabulary (which `LinearModel::check` refuses) keeps
+            // its last column, whatever the order of insertion.
+            let later = |held: &Slot| held.col_and_group & COLUMN_MASK < i as u32;
             if key == EMPTY {
                 index.len += usize::from(index.zero.is_none());
-                index.zero = Some(slot);
+                if index.zero.as_ref().is_none_or(later) {
+                    index.zero = Some(slot);
+                }
                 continue;
             }
             let mut at = index.home(key);
             while index.slots[at].key != EMPTY && index.slots[at].key != key {
                 at = (at + 1) & (index.slots.len() - 1);
             }
-            index.len += usize::from(index.slots[at].key == EMPTY);
-            index.slots[at] = slot;
+            if index.slots[at].key == EMPTY {
+                index.len += 1;
+                index.slots[at] = slot;
+            } else if later(&index.slots[at]) {
+                index.slots[at] = slot;
+            }
         }
         index
     }
@@ -215,6 +232,57 @@ pub fn prefetch<T>(value: &T) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl ColumnIndex {
+        /// How many slots `get` reads to find `key`, or to find it is not there.
+        fn probes(&self, key: u64) -> usize {
+            let mask = self.slots.len() - 1;
+            let mut at = self.home(key);
+            let mut read = 1;
+            while self.slots[at].key != key && self.slots[at].key != EMPTY {
+                at = (at + 1) & mask;
+                read += 1;
+            }
+            read
+        }
+    }
+
+    /// The most frequent terms (lowest idf) go in first, so they sit in their home slot:
+    /// in a table three quarters full, where a key inserted in column order takes about
+    /// 2.5 reads, the tenth with the lowest idf takes little more than one.
+    #[test]
+    fn the_most_frequent_terms_are_found_at_the_first_probe() {
+        let mut rng = crate::models::linear::SplitMix(5);
+        let n = 12_000; // 2^14 slots: 73 % full
+        let vocab: Vec<u64> = (0..n).map(|_| rng.next_u64() | 1).collect();
+        let idf: Vec<f32> = (0..n).map(|_| 1.0 + rng.unit() as f32 * 8.0).collect();
+        let index = ColumnIndex::new(&vocab, &idf, &vec![Group::Title; n]);
+        let mut by_idf: Vec<usize> = (0..n).collect();
+        by_idf.sort_by(|&a, &b| idf[a].total_cmp(&idf[b]));
+        let mean = |keys: &[usize]| {
+            keys.iter().map(|&i| index.probes(vocab[i])).sum::<usize>() as f64 / keys.len() as f64
+        };
+        let frequent = mean(&by_idf[..n / 10]);
+        let all = mean(&by_idf);
+        assert!(frequent < 1.1, "the most frequent tenth: {frequent} reads");
+        assert!(all > 1.5, "every key: {all} reads");
+        for (i, key) in vocab.iter().enumerate() {
+            assert_eq!(index.get(*key).map(|c| c.col), Some(i as u32));
+        }
+    }
+
+    /// A hash the vocabulary repeats (a bundle that does is refused when read) keeps its
+    /// last column, whichever of its columns has the lower idf.
+    #[test]
+    fn a_repeated_hash_keeps_its_last_column() {
+        for key in [0u64, 42] {
+            for idf in [[2.0, 1.0, 0.5], [0.5, 1.0, 2.0]] {
+                let index = ColumnIndex::new(&[key, 7, key], &idf, &[Group::Title; 3]);
+                assert_eq!(index.get(key).map(|c| (c.col, c.idf)), Some((2, idf[2])));
+                assert_eq!(index.len(), 2);
+            }
+        }
+    }
 
     #[test]
     fn every_key_finds_its_column_and_others_find_none() {
