@@ -50,6 +50,21 @@ impl Slot {
     }
 }
 
+/// Whether `slot` is a later column than `held` (of the same hash).
+fn later(slot: Slot, held: Slot) -> bool {
+    slot.col_and_group & COLUMN_MASK > held.col_and_group & COLUMN_MASK
+}
+
+/// Whether `held` should give its place to `placing`: a higher idf (a term fewer documents
+/// have), or the same idf and a later column.
+fn rarer(held: Slot, placing: Slot) -> bool {
+    let column = |s: Slot| s.col_and_group & COLUMN_MASK;
+    held.idf
+        .total_cmp(&placing.idf)
+        .then(column(held).cmp(&column(placing)))
+        .is_gt()
+}
+
 fn group_of(index: u32) -> Group {
     Group::ALL[index as usize % Group::ALL.len()]
 }
@@ -80,44 +95,62 @@ impl ColumnIndex {
             groups: 0,
             len: 0,
         };
-        // The terms most documents have (the lowest idf) first: each then sits in its
-        // home slot, or near it, and a bug's terms, which are mostly such terms, are found
-        // at the first probe more often. A vocabulary's columns are the same whatever the
-        // order; only where each sits changes.
-        let idf_of = |i: usize| idf.get(i).copied().unwrap_or(1.0);
-        let mut order: Vec<u32> = (0..vocab.len() as u32).collect();
-        order.sort_by(|&a, &b| idf_of(a as usize).total_cmp(&idf_of(b as usize)));
-        for i in order.into_iter().map(|i| i as usize) {
-            let key = vocab[i];
+        for (i, &key) in vocab.iter().enumerate() {
             let group = groups.get(i).copied().unwrap_or(Group::Data);
             index.groups |= 1 << group.index();
-            let slot = Slot {
+            index.insert(Slot {
                 key,
                 col_and_group: (i as u32 & COLUMN_MASK) | (u32::from(group.index()) << GROUP_SHIFT),
-                idf: idf_of(i),
-            };
-            // A hash repeated in the vocabulary (which `LinearModel::check` refuses) keeps
-            // its last column, whatever the order of insertion.
-            let later = |held: &Slot| held.col_and_group & COLUMN_MASK < i as u32;
-            if key == EMPTY {
-                index.len += usize::from(index.zero.is_none());
-                if index.zero.as_ref().is_none_or(later) {
-                    index.zero = Some(slot);
-                }
-                continue;
-            }
-            let mut at = index.home(key);
-            while index.slots[at].key != EMPTY && index.slots[at].key != key {
-                at = (at + 1) & (index.slots.len() - 1);
-            }
-            if index.slots[at].key == EMPTY {
-                index.len += 1;
-                index.slots[at] = slot;
-            } else if later(&index.slots[at]) {
-                index.slots[at] = slot;
-            }
+                idf: idf.get(i).copied().unwrap_or(1.0),
+            });
         }
         index
+    }
+
+    /// Places one column. A hash already held keeps the later of its two columns (a
+    /// vocabulary that repeats one is refused when a bundle is read).
+    ///
+    /// The terms most documents have (the lowest idf) sit nearest their home slot: a bug's
+    /// terms are mostly such terms, and are then found at the first probe. Walking from the
+    /// new column's home slot, a slot held by a rarer term (higher idf; at equal idf, a
+    /// later column) takes the column being placed, and the walk goes on placing the one it
+    /// held (an ordered hash table, Amble and Knuth's): the table comes out the same as if
+    /// the columns had been placed in order of idf, whatever order they come in, and with
+    /// no sorted copy of the vocabulary.
+    fn insert(&mut self, slot: Slot) {
+        if slot.key == EMPTY {
+            self.len += usize::from(self.zero.is_none());
+            if self.zero.is_none_or(|held| later(slot, held)) {
+                self.zero = Some(slot);
+            }
+            return;
+        }
+        let mask = self.slots.len() - 1;
+        let mut at = self.home(slot.key);
+        while self.slots[at].key != EMPTY {
+            if self.slots[at].key == slot.key {
+                if later(slot, self.slots[at]) {
+                    self.slots[at] = slot;
+                }
+                return;
+            }
+            at = (at + 1) & mask;
+        }
+        let mut placing = slot;
+        let mut at = self.home(placing.key);
+        loop {
+            let held = self.slots[at];
+            if held.key == EMPTY {
+                self.slots[at] = placing;
+                self.len += 1;
+                return;
+            }
+            if rarer(held, placing) {
+                self.slots[at] = placing;
+                placing = held;
+            }
+            at = (at + 1) & mask;
+        }
     }
 
     /// How many columns the table holds.
@@ -268,6 +301,40 @@ mod tests {
         assert!(all > 1.5, "every key: {all} reads");
         for (i, key) in vocab.iter().enumerate() {
             assert_eq!(index.get(*key).map(|c| c.col), Some(i as u32));
+        }
+    }
+
+    /// Where each column sits depends on the columns' idf, not on the order they are placed
+    /// in: the table is the one that placing them in order of idf (then column) makes.
+    #[test]
+    fn a_table_is_the_same_whatever_order_its_columns_are_placed_in() {
+        let mut rng = crate::models::linear::SplitMix(9);
+        let n = 3_000; // 2^12 slots: 73 % full
+        let vocab: Vec<u64> = (0..n).map(|_| rng.next_u64() | 1).collect();
+        // Few distinct values: many ties, broken by column.
+        let idf: Vec<f32> = (0..n).map(|_| 1.0 + rng.below(12) as f32 * 0.5).collect();
+        let index = ColumnIndex::new(&vocab, &idf, &vec![Group::Title; n]);
+        let slot = |i: usize| Slot {
+            key: vocab[i],
+            col_and_group: i as u32 | (u32::from(Group::Title.index()) << GROUP_SHIFT),
+            idf: idf[i],
+        };
+        let empty = || ColumnIndex {
+            slots: vec![Slot::default(); index.slots.len()],
+            shift: index.shift,
+            ..ColumnIndex::default()
+        };
+        let mut by_idf: Vec<usize> = (0..n).collect();
+        by_idf.sort_by(|&a, &b| idf[a].total_cmp(&idf[b]));
+        let mut shuffled: Vec<usize> = (0..n).collect();
+        rng.shuffle(&mut shuffled);
+        for order in [by_idf, shuffled, (0..n).rev().collect()] {
+            let mut other = empty();
+            for i in order {
+                other.insert(slot(i));
+            }
+            assert!(other.slots == index.slots);
+            assert_eq!(other.len, n);
         }
     }
 
