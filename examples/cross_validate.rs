@@ -1,7 +1,7 @@
-//! Cross-validated macro F1 of a catalogue model over a grid of min_df, a group's weight and values of
-//! C, on its training part only (the test part is cut exactly as `bugflow train` cuts it,
-//! and never read). What the catalogue's `c` and `group_weights` were chosen with where its
-//! comments say "by cross-validation".
+//! Cross-validated macro F1 of a catalogue model over a grid of min_df, a group's weight
+//! and values of C, on its training part only (the test part is cut exactly as `bugflow
+//! train` cuts it, and never read). What the catalogue's `c` and `group_weights` were
+//! chosen with where its comments say "by cross-validation".
 //!
 //! ```text
 //! cargo run --release --example cross_validate -- issue-type --title 2,1,0.5,0.25 --c 4,8,16,32
@@ -23,7 +23,8 @@ use clap::Parser;
 
 #[derive(Parser)]
 struct Args {
-    /// A catalogue model split at random (`issue-type`).
+    /// A catalogue model (`issue-type`, `defect` …): folds at random or forwards in time,
+    /// as its split is cut (below).
     model: String,
     /// The feature group whose weight the grid varies (`title`, `body`, `chars`, `headings`
     /// …); the other groups keep the catalogue file's weights.

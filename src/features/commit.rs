@@ -201,8 +201,9 @@ fn files(f: &mut Features, commit: &Commit) {
                 }
                 dir = dir.str(part);
                 empty &= part.is_empty();
-                f.tokens.push((dir.finish(), Group::Files));
-                directories.push(dir.finish());
+                let hash = dir.finish();
+                f.tokens.push((hash, Group::Files));
+                directories.push(hash);
             }
         }
         if let Some(ext) = extension(path) {

@@ -41,9 +41,14 @@ struct Slot {
 }
 
 impl Slot {
+    /// The column this slot holds.
+    fn col(self) -> u32 {
+        self.col_and_group & COLUMN_MASK
+    }
+
     fn column(self) -> Column {
         Column {
-            col: self.col_and_group & COLUMN_MASK,
+            col: self.col(),
             idf: self.idf,
             group: group_of(self.col_and_group >> GROUP_SHIFT),
         }
@@ -52,16 +57,15 @@ impl Slot {
 
 /// Whether `slot` is a later column than `held` (of the same hash).
 fn later(slot: Slot, held: Slot) -> bool {
-    slot.col_and_group & COLUMN_MASK > held.col_and_group & COLUMN_MASK
+    slot.col() > held.col()
 }
 
 /// Whether `held` should give its place to `placing`: a higher idf (a term fewer documents
 /// have), or the same idf and a later column.
 fn rarer(held: Slot, placing: Slot) -> bool {
-    let column = |s: Slot| s.col_and_group & COLUMN_MASK;
     held.idf
         .total_cmp(&placing.idf)
-        .then(column(held).cmp(&column(placing)))
+        .then(held.col().cmp(&placing.col()))
         .is_gt()
 }
 
