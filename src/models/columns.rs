@@ -211,28 +211,51 @@ impl ColumnIndex {
         }
     }
 
-    /// Calls `found` with each item whose key has a column, in order. The slots of all
-    /// items are read first (see the module documentation): the same answers as
-    /// [`get`](Self::get) on each, sooner.
-    pub fn lookup_all<'a, T: 'a>(
+    /// Calls `found` with each item whose key has a column, and the column's number and
+    /// idf, in order. The slots of all items are read first (see the module
+    /// documentation): the same answers as [`get`](Self::get) on each, sooner.
+    ///
+    /// Scoring runs this once for every term of a bug and every model, so it is written
+    /// for it: the caller knows the terms' group (a hash is made with its group, so the
+    /// column's is the same), and nothing is decoded that scoring does not read.
+    pub fn lookup_all<'a, T>(
         &self,
-        items: impl Iterator<Item = &'a T> + Clone,
+        items: &'a [T],
         key: impl Fn(&T) -> u64,
-        mut found: impl FnMut(&'a T, Column),
+        mut found: impl FnMut(&'a T, u32, f32),
     ) {
         if self.slots.is_empty() {
             return;
         }
-        let mut ahead = items.clone();
-        for item in ahead.by_ref().take(AHEAD) {
-            prefetch(&self.slots[self.home(key(item))]);
+        let slots = &self.slots[..];
+        // `home` is below the length (a power of two); the mask says so to the compiler.
+        let mask = slots.len() - 1;
+        let slot_of = |key: u64| &slots[self.home(key) & mask];
+        for item in items.iter().take(AHEAD) {
+            prefetch(slot_of(key(item)));
         }
-        for item in items {
-            if let Some(next) = ahead.next() {
-                prefetch(&self.slots[self.home(key(next))]);
+        for (i, item) in items.iter().enumerate() {
+            if let Some(next) = items.get(i + AHEAD) {
+                prefetch(slot_of(key(next)));
             }
-            if let Some(column) = self.get(key(item)) {
-                found(item, column);
+            let key = key(item);
+            if key == EMPTY {
+                if let Some(zero) = self.zero {
+                    found(item, zero.col(), zero.idf);
+                }
+                continue;
+            }
+            let mut at = self.home(key) & mask;
+            loop {
+                let slot = &slots[at];
+                if slot.key == key {
+                    found(item, slot.col(), slot.idf);
+                    break;
+                }
+                if slot.key == EMPTY {
+                    break;
+                }
+                at = (at + 1) & mask;
             }
         }
     }
@@ -382,10 +405,10 @@ mod tests {
 
         let mixed: Vec<u64> = vocab.iter().chain(&strangers).copied().step_by(3).collect();
         let mut batched = Vec::new();
-        index.lookup_all(mixed.iter(), |k| *k, |k, c| batched.push((*k, c)));
-        let one_by_one: Vec<(u64, Column)> = mixed
+        index.lookup_all(&mixed, |k| *k, |k, col, idf| batched.push((*k, col, idf)));
+        let one_by_one: Vec<(u64, u32, f32)> = mixed
             .iter()
-            .filter_map(|k| index.get(*k).map(|c| (*k, c)))
+            .filter_map(|k| index.get(*k).map(|c| (*k, c.col, c.idf)))
             .collect();
         assert!(!one_by_one.is_empty() && one_by_one.len() < mixed.len());
         assert_eq!(batched, one_by_one);

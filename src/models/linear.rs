@@ -308,8 +308,13 @@ fn sublinear_tf(count: f64) -> f64 {
 /// A document's features hashed once: `(hash, group, summed value)`, each hash once, in the
 /// order first met. Training reads every document many times (folds, values of C), so it
 /// hashes each once; serving hashes a bug once for every model.
+///
+/// It also knows where each run of one group's terms ends (a bug's terms come a group at a
+/// time: its data, its title's words, their characters, the description's words, the
+/// comments'), found once here for every model that reads them: a model that does not
+/// read a group passes over its run without looking at its terms.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Terms(pub Vec<(u64, Group, f64)>);
+pub struct Terms(pub Vec<(u64, Group, f64)>, Vec<(Group, usize)>);
 
 impl Terms {
     /// Merges repeated hashes (a word met three times is one term of value 3) through a
@@ -344,7 +349,24 @@ impl Terms {
                 }
             }
         }
-        Terms(merged)
+        let mut ends: Vec<(Group, usize)> = Vec::new();
+        for (i, (_, g, _)) in merged.iter().enumerate() {
+            match ends.last_mut() {
+                Some((last, end)) if last == g => *end = i + 1,
+                _ => ends.push((*g, i + 1)),
+            }
+        }
+        Terms(merged, ends)
+    }
+
+    /// The terms a run of one group at a time, in order (a group may have several runs).
+    pub fn runs(&self) -> impl Iterator<Item = (Group, &[(u64, Group, f64)])> {
+        let mut start = 0;
+        self.1.iter().map(move |&(group, end)| {
+            let run = &self.0[start..end];
+            start = end;
+            (group, run)
+        })
     }
 }
 
@@ -428,27 +450,30 @@ impl LinearModel {
         // slots are), then summed, by then from cache.
         // Room for every term: a hit list grown as it fills is copied at each doubling.
         let mut hits: Vec<(usize, usize, f64)> = Vec::with_capacity(terms.0.len());
-        // A document's terms come in runs of one group (a bug's: its data, then its title's
-        // words, their characters, the description's words, the comments'), so a group the
-        // model does not read is passed over a run at a time, not tested term by term
-        // (bugtype and component read a bug's title alone: a tenth of its terms). The terms
-        // read, and their order, are the same.
-        for run in terms.0.chunk_by(|a, b| a.1 == b.1) {
-            if !self.columns.reads(run[0].1) {
+        // A group the model does not read is passed over a run at a time, not tested term
+        // by term (bugtype and component read a bug's title alone: a tenth of its terms).
+        for (group, run) in terms.runs() {
+            if !self.columns.reads(group) {
                 continue;
             }
-            self.columns.lookup_all(
-                run.iter(),
-                |(h, _, _)| *h,
-                |(_, _, v), column| {
-                    let value = weighted(column, *v, &mut norms);
-                    hits.push((
-                        column.col as usize * k,
-                        usize::from(column.group.index()),
-                        value,
-                    ));
-                },
-            );
+            let g = usize::from(group.index());
+            let hash = |(h, _, _): &(u64, Group, f64)| *h;
+            if group.is_text() {
+                // As `weighted`: the sublinear tf times the idf, its square added to the
+                // group's norm (in the same order, so to the same sum).
+                let mut norm = norms[g];
+                self.columns
+                    .lookup_all(run, hash, |(_, _, count), col, idf| {
+                        let value = sublinear_tf(*count) * f64::from(idf);
+                        norm += value * value;
+                        hits.push((col as usize * k, g, value));
+                    });
+                norms[g] = norm;
+            } else {
+                self.columns.lookup_all(run, hash, |(_, _, value), col, _| {
+                    hits.push((col as usize * k, g, *value));
+                });
+            }
         }
         match k {
             // Rows of two or three weights (defect, regression, bugtype, commit-risk): the
@@ -1391,6 +1416,40 @@ mod tests {
         }
         let interleaved = scored(&Terms::of(&interleaved));
         assert_ne!(interleaved, model.scores_terms(&Terms::default()));
+    }
+
+    /// A document's runs are its terms in order, a group at a time: each run of one group,
+    /// neighbours of different groups, a group met again a run of its own.
+    #[test]
+    fn runs_are_the_terms_a_group_at_a_time() {
+        let mut f = doc("tab crash tab");
+        f.char_ngrams("tab crash", 200);
+        f.num("severity=S3", 2.0);
+        f.words(Group::Title, "crash again");
+        f.words(Group::Comments, "a comment");
+        let terms = Terms::of(&f);
+        let runs: Vec<(Group, &[(u64, Group, f64)])> = terms.runs().collect();
+        let groups: Vec<Group> = runs.iter().map(|(g, _)| *g).collect();
+        assert_eq!(
+            groups,
+            // A document's data come first (`Terms::of` reads its items before its tokens).
+            [
+                Group::Data,
+                Group::Title,
+                Group::Chars,
+                Group::Title,
+                Group::Comments
+            ]
+        );
+        let joined: Vec<(u64, Group, f64)> = runs
+            .iter()
+            .flat_map(|(_, run)| run.iter().copied())
+            .collect();
+        assert_eq!(joined, terms.0, "every term once, in order");
+        for (g, run) in &runs {
+            assert!(!run.is_empty() && run.iter().all(|(_, tg, _)| tg == g));
+        }
+        assert_eq!(Terms::default().runs().count(), 0);
     }
 
     /// The loss is convex: a refit that starts from a fit on fewer rows ends where a fit
