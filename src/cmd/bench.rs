@@ -633,9 +633,9 @@ async fn replay_in_memory(
     pipeline: &Pipeline,
     messages: Vec<Message>,
 ) -> anyhow::Result<crate::cmd::replay::Summary> {
-    use crate::cmd::replay::{BATCH, Item, run_batch};
-    let pipelines = Arc::new(vec![pipeline.clone()]);
-    let (sinks, stats) = (Default::default(), Default::default());
+    use crate::cmd::replay::{BATCH, Batches, Item};
+    let sinks = Default::default();
+    let mut batches = Batches::new(Arc::new(vec![pipeline.clone()]), false, Default::default());
     let mut summary = crate::cmd::replay::Summary::default();
     let started = Instant::now();
     let mut messages = messages.into_iter().peekable();
@@ -645,8 +645,9 @@ async fn replay_in_memory(
             .take(BATCH)
             .map(|m| Item::Routed(0, m))
             .collect();
-        run_batch(&pipelines, false, &sinks, &stats, batch, &mut summary).await?;
+        batches.push(batch, &sinks, &mut summary).await?;
     }
+    batches.finish(&sinks, &mut summary).await?;
     summary.elapsed = started.elapsed();
     Ok(summary)
 }

@@ -169,6 +169,7 @@ pub async fn replay(all: &[Pipeline], options: &ReplayOptions) -> anyhow::Result
     let mut summary = Summary::default();
     let bar = progress_bar(&options.files, options.progress);
     let started = Instant::now();
+    let mut batches = Batches::new(pipelines, forced, stats);
     let mut batch: Vec<Item> = Vec::with_capacity(BATCH);
     for file in &options.files {
         let reader = tokio::fs::File::open(file)
@@ -189,11 +190,12 @@ pub async fn replay(all: &[Pipeline], options: &ReplayOptions) -> anyhow::Result
             batch.push(Item::Line(number, line));
             if batch.len() >= BATCH {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                run_batch(&pipelines, forced, &sinks, &stats, full, &mut summary).await?;
+                batches.push(full, &sinks, &mut summary).await?;
             }
         }
     }
-    run_batch(&pipelines, forced, &sinks, &stats, batch, &mut summary).await?;
+    batches.push(batch, &sinks, &mut summary).await?;
+    batches.finish(&sinks, &mut summary).await?;
     if let Some(jsonl) = &sinks.jsonl {
         jsonl.flush().await?;
     }
@@ -202,53 +204,105 @@ pub async fn replay(all: &[Pipeline], options: &ReplayOptions) -> anyhow::Result
     Ok(summary)
 }
 
-/// Parses, routes and processes `batch` on every core, then delivers each message's results
-/// in the batch's order and counts how each settled.
+/// A replay's batches: each is parsed, routed and processed on every core while the one
+/// before it is delivered, and delivered in the order the batches came.
 ///
-/// Each core takes one contiguous slice of the batch as one task: a message is never handed
+/// Each core takes one contiguous slice of a batch as one task: a message is never handed
 /// from thread to thread on its own, and results leave in the order they were read. Nothing
 /// a pipeline does depends on the messages before it (a replay has no store), so the
-/// results are those of one message after the other.
-pub async fn run_batch(
-    pipelines: &Arc<Vec<Pipeline>>,
+/// results are those of one message after the other. Delivering (the results written,
+/// counted) is the part that runs on one core; while it runs, the next batch keeps the
+/// other cores busy instead of waiting for it (two batches in memory at most).
+pub struct Batches {
+    pipelines: Arc<Vec<Pipeline>>,
     forced: bool,
-    sinks: &Sinks,
-    stats: &Arc<Stats>,
-    batch: Vec<Item>,
-    summary: &mut Summary,
-) -> anyhow::Result<()> {
-    for outcome in process_batch(pipelines, forced, stats, batch).await? {
-        match outcome {
-            Outcome::Unreadable(why) => {
-                summary.dead_lettered += 1;
-                summary.note("dead-lettered", &why);
-            }
-            Outcome::Unrouted(why) => {
-                summary.unrouted += 1;
-                summary.note("unrouted", &why);
-            }
-            Outcome::Processed(message, each) => {
-                for (i, processed) in each {
-                    let settle = deliver(&pipelines[i], sinks, stats, &message, processed).await;
-                    summary.settled(settle);
+    stats: Arc<Stats>,
+    /// The batch being processed, not yet delivered.
+    pending: Option<tokio::task::JoinHandle<anyhow::Result<Vec<Outcome>>>>,
+}
+
+impl Batches {
+    pub fn new(pipelines: Arc<Vec<Pipeline>>, forced: bool, stats: Arc<Stats>) -> Batches {
+        Batches {
+            pipelines,
+            forced,
+            stats,
+            pending: None,
+        }
+    }
+
+    /// Starts processing `batch`, then delivers the batch before it (if any).
+    pub async fn push(
+        &mut self,
+        batch: Vec<Item>,
+        sinks: &Sinks,
+        summary: &mut Summary,
+    ) -> anyhow::Result<()> {
+        let next = tokio::spawn(process_batch(
+            self.pipelines.clone(),
+            self.forced,
+            self.stats.clone(),
+            batch,
+        ));
+        match self.pending.replace(next) {
+            Some(before) => self.deliver(before, sinks, summary).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Delivers the last batch.
+    pub async fn finish(&mut self, sinks: &Sinks, summary: &mut Summary) -> anyhow::Result<()> {
+        match self.pending.take() {
+            Some(last) => self.deliver(last, sinks, summary).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Each message's results, in the batch's order, and how each settled.
+    async fn deliver(
+        &self,
+        processed: tokio::task::JoinHandle<anyhow::Result<Vec<Outcome>>>,
+        sinks: &Sinks,
+        summary: &mut Summary,
+    ) -> anyhow::Result<()> {
+        let outcomes = processed
+            .await
+            .map_err(|e| anyhow::anyhow!("a replay worker failed: {e}"))??;
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Unreadable(why) => {
+                    summary.dead_lettered += 1;
+                    summary.note("dead-lettered", &why);
+                }
+                Outcome::Unrouted(why) => {
+                    summary.unrouted += 1;
+                    summary.note("unrouted", &why);
+                }
+                Outcome::Processed(message, each) => {
+                    for (i, processed) in each {
+                        let settle =
+                            deliver(&self.pipelines[i], sinks, &self.stats, &message, processed)
+                                .await;
+                        summary.settled(settle);
+                    }
                 }
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
-/// The first half of [`run_batch`]: one task per core, each over a contiguous slice (a
-/// small batch stays on this task).
+/// A batch processed: one task per core, each over a contiguous slice (a small batch stays
+/// on this task).
 async fn process_batch(
-    pipelines: &Arc<Vec<Pipeline>>,
+    pipelines: Arc<Vec<Pipeline>>,
     forced: bool,
-    stats: &Arc<Stats>,
+    stats: Arc<Stats>,
     mut batch: Vec<Item>,
 ) -> anyhow::Result<Vec<Outcome>> {
     /// Below this many messages a slice is not worth a task.
     const MIN_SLICE: usize = 64;
-    let workers = crate::models::linear::cores()
+    let workers = (4 * crate::models::linear::cores())
         .min(batch.len() / MIN_SLICE)
         .max(1);
     let per = batch.len().div_ceil(workers);
