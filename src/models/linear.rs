@@ -1428,7 +1428,7 @@ mod tests {
         f.words(Group::Title, "crash again");
         f.words(Group::Comments, "a comment");
         let terms = Terms::of(&f);
-        let runs: Vec<(Group, &[(u64, Group, f64)])> = terms.runs().collect();
+        let runs: Vec<_> = terms.runs().collect();
         let groups: Vec<Group> = runs.iter().map(|(g, _)| *g).collect();
         assert_eq!(
             groups,
