@@ -462,17 +462,21 @@ impl LinearModel {
                 // As `weighted`: the sublinear tf times the idf, its square added to the
                 // group's norm (in the same order, so to the same sum).
                 let mut norm = norms[g];
+                let (sum, hits) = (&mut norm, &mut hits);
+                // `move`: the closure holds `k` and `g` themselves, not their addresses.
                 self.columns
-                    .lookup_all(run, hash, |(_, _, count), col, idf| {
+                    .lookup_all(run, hash, move |(_, _, count), col, idf| {
                         let value = sublinear_tf(*count) * f64::from(idf);
-                        norm += value * value;
+                        *sum += value * value;
                         hits.push((col as usize * k, g, value));
                     });
                 norms[g] = norm;
             } else {
-                self.columns.lookup_all(run, hash, |(_, _, value), col, _| {
-                    hits.push((col as usize * k, g, *value));
-                });
+                let hits = &mut hits;
+                self.columns
+                    .lookup_all(run, hash, move |(_, _, value), col, _| {
+                        hits.push((col as usize * k, g, *value));
+                    });
             }
         }
         match k {
