@@ -245,7 +245,7 @@ impl Batches {
             batch,
         ));
         match self.pending.replace(next) {
-            Some(before) => self.deliver(before, sinks, summary).await,
+            Some(before) => self.settle(before, sinks, summary).await,
             None => Ok(()),
         }
     }
@@ -253,13 +253,13 @@ impl Batches {
     /// Delivers the last batch.
     pub async fn finish(&mut self, sinks: &Sinks, summary: &mut Summary) -> anyhow::Result<()> {
         match self.pending.take() {
-            Some(last) => self.deliver(last, sinks, summary).await,
+            Some(last) => self.settle(last, sinks, summary).await,
             None => Ok(()),
         }
     }
 
-    /// Each message's results, in the batch's order, and how each settled.
-    async fn deliver(
+    /// Delivers each message's results, in the batch's order, and counts how each settled.
+    async fn settle(
         &self,
         processed: tokio::task::JoinHandle<anyhow::Result<Vec<Outcome>>>,
         sinks: &Sinks,
@@ -292,8 +292,9 @@ impl Batches {
     }
 }
 
-/// A batch processed: one task per core, each over a contiguous slice (a small batch stays
-/// on this task).
+/// A batch processed: four tasks a core, each over a contiguous slice (so that a core busy
+/// delivering the batch before does not hold this one up; a small batch stays on this
+/// task).
 async fn process_batch(
     pipelines: Arc<Vec<Pipeline>>,
     forced: bool,

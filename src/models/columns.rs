@@ -191,18 +191,25 @@ impl ColumnIndex {
 
     /// The column of one feature hash.
     pub fn get(&self, key: u64) -> Option<Column> {
+        self.slot(key).map(|slot| slot.column())
+    }
+
+    /// The slot that holds `key`, if one does: from its home slot to the first empty one.
+    #[inline(always)]
+    fn slot(&self, key: u64) -> Option<&Slot> {
         if key == EMPTY {
-            return self.zero.map(Slot::column);
+            return self.zero.as_ref();
         }
         if self.slots.is_empty() {
             return None;
         }
+        // `home` is below the length (a power of two); the mask says so to the compiler.
         let mask = self.slots.len() - 1;
-        let mut at = self.home(key);
+        let mut at = self.home(key) & mask;
         loop {
-            let slot = self.slots[at];
+            let slot = &self.slots[at];
             if slot.key == key {
-                return Some(slot.column());
+                return Some(slot);
             }
             if slot.key == EMPTY {
                 return None;
@@ -227,10 +234,8 @@ impl ColumnIndex {
         if self.slots.is_empty() {
             return;
         }
-        let slots = &self.slots[..];
-        // `home` is below the length (a power of two); the mask says so to the compiler.
-        let mask = slots.len() - 1;
-        let slot_of = |key: u64| &slots[self.home(key) & mask];
+        let mask = self.slots.len() - 1;
+        let slot_of = |key: u64| &self.slots[self.home(key) & mask];
         for item in items.iter().take(AHEAD) {
             prefetch(slot_of(key(item)));
         }
@@ -238,24 +243,8 @@ impl ColumnIndex {
             if let Some(next) = items.get(i + AHEAD) {
                 prefetch(slot_of(key(next)));
             }
-            let key = key(item);
-            if key == EMPTY {
-                if let Some(zero) = self.zero {
-                    found(item, zero.col(), zero.idf);
-                }
-                continue;
-            }
-            let mut at = self.home(key) & mask;
-            loop {
-                let slot = &slots[at];
-                if slot.key == key {
-                    found(item, slot.col(), slot.idf);
-                    break;
-                }
-                if slot.key == EMPTY {
-                    break;
-                }
-                at = (at + 1) & mask;
+            if let Some(slot) = self.slot(key(item)) {
+                found(item, slot.col(), slot.idf);
             }
         }
     }

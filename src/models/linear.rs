@@ -275,9 +275,15 @@ fn weighted(column: Column, count: f64, norms: &mut [f64; GROUPS]) -> f64 {
     if !column.group.is_text() {
         return count;
     }
-    let value = sublinear_tf(count) * f64::from(column.idf);
+    let value = text_value(count, column.idf);
     norms[usize::from(column.group.index())] += value * value;
     value
+}
+
+/// A text term's value: its sublinear tf times its idf.
+#[inline]
+fn text_value(count: f64, idf: f32) -> f64 {
+    sublinear_tf(count) * f64::from(idf)
 }
 
 /// How many of the smallest counts [`sublinear_tf`] reads from a table.
@@ -459,14 +465,14 @@ impl LinearModel {
             let g = usize::from(group.index());
             let hash = |(h, _, _): &(u64, Group, f64)| *h;
             if group.is_text() {
-                // As `weighted`: the sublinear tf times the idf, its square added to the
-                // group's norm (in the same order, so to the same sum).
+                // As `weighted`: a text term's value, its square added to the group's norm
+                // (in the same order, so to the same sum).
                 let mut norm = norms[g];
                 let (sum, hits) = (&mut norm, &mut hits);
                 // `move`: the closure holds `k` and `g` themselves, not their addresses.
                 self.columns
                     .lookup_all(run, hash, move |(_, _, count), col, idf| {
-                        let value = sublinear_tf(*count) * f64::from(idf);
+                        let value = text_value(*count, idf);
                         *sum += value * value;
                         hits.push((col as usize * k, g, value));
                     });
