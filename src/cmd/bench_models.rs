@@ -99,7 +99,7 @@ fn bench_bugs(
                 started.elapsed().as_secs_f64() * 1e6
             })
             .collect();
-        (extracted, models, terms.0.len())
+        (extracted, models, terms.len())
     };
     for b in &bugs {
         let (extracted, models, _) = time_one(b);

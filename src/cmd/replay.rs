@@ -250,8 +250,8 @@ impl Batches {
         }
     }
 
-    /// Delivers the last batch.
-    pub async fn finish(&mut self, sinks: &Sinks, summary: &mut Summary) -> anyhow::Result<()> {
+    /// Delivers the last batch (taking the batches: none can be pushed after it).
+    pub async fn finish(mut self, sinks: &Sinks, summary: &mut Summary) -> anyhow::Result<()> {
         match self.pending.take() {
             Some(last) => self.settle(last, sinks, summary).await,
             None => Ok(()),

@@ -320,7 +320,9 @@ fn sublinear_tf(count: f64) -> f64 {
 /// comments'), found once here for every model that reads them: a model that does not
 /// read a group passes over its run without looking at its terms.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Terms(pub Vec<(u64, Group, f64)>, Vec<(Group, usize)>);
+///
+/// Both are private, so that the runs cannot go stale: a `Terms` is made by [`Terms::of`].
+pub struct Terms(Vec<(u64, Group, f64)>, Vec<(Group, usize)>);
 
 impl Terms {
     /// Merges repeated hashes (a word met three times is one term of value 3) through a
@@ -333,6 +335,8 @@ impl Terms {
         let shift = 64 - size.trailing_zeros();
         let mut table = vec![NONE; size];
         let mut merged: Vec<(u64, Group, f64)> = Vec::with_capacity(n);
+        // Where each run of one group ends, kept as terms are first met.
+        let mut ends: Vec<(Group, usize)> = Vec::new();
         let all = features
             .items
             .iter()
@@ -345,6 +349,10 @@ impl Terms {
                     NONE => {
                         table[at] = merged.len() as u32;
                         merged.push((h, g, v));
+                        match ends.last_mut() {
+                            Some((last, end)) if *last == g => *end = merged.len(),
+                            _ => ends.push((g, merged.len())),
+                        }
                         break;
                     }
                     i if merged[i as usize].0 == h => {
@@ -355,14 +363,16 @@ impl Terms {
                 }
             }
         }
-        let mut ends: Vec<(Group, usize)> = Vec::new();
-        for (i, (_, g, _)) in merged.iter().enumerate() {
-            match ends.last_mut() {
-                Some((last, end)) if last == g => *end = i + 1,
-                _ => ends.push((*g, i + 1)),
-            }
-        }
         Terms(merged, ends)
+    }
+
+    /// How many distinct terms the document has.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// The terms a run of one group at a time, in order (a group may have several runs).
