@@ -10,7 +10,9 @@
 //!   result → publish with a confirm → ack.
 //!
 //! Rounds alternate the order of the variants, and the report compares medians, so that a
-//! noisy machine hurts both alike. A third row measures the in-process pipeline alone (the
+//! noisy machine hurts both alike. Each round also reads the CPU time the bench process
+//! and the local broker spent on it ([`super::bench_cpu`]): what a message costs each side
+//! moves less between runs than the throughput does, and says which side grew. A third row measures the in-process pipeline alone (the
 //! speed of `bugflow replay`). Last, a child process (`bench serve`) drains one more queue
 //! with the pipeline alone, as a service would, and reports its resident memory.
 
@@ -26,6 +28,7 @@ use lapin::options::{
 use lapin::{BasicProperties, Channel};
 use tokio_util::sync::CancellationToken;
 
+use super::bench_cpu::{CpuClock, CpuPerMessage, micros};
 use crate::config::Config;
 use crate::consumer::{Binding, ConsumerSpec};
 use crate::dispatch::Stats;
@@ -64,6 +67,8 @@ pub struct Sample {
     pub round: u32,
     pub seconds: f64,
     pub per_second: f64,
+    /// CPU a message, the bench process's and the broker's, over the round.
+    pub cpu: CpuPerMessage,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +77,9 @@ pub struct BenchReport {
     pub relay_median: f64,
     pub pipeline_median: f64,
     pub ratio: f64,
+    /// Median CPU µs a message of the relay's rounds and of the pipeline's.
+    pub relay_cpu: CpuPerMessage,
+    pub pipeline_cpu: CpuPerMessage,
     pub in_process_per_second: f64,
     /// The memory of the consuming process: a child that runs only the pipeline, as
     /// `bugflow run` would (see [`Memory`]).
@@ -452,12 +460,13 @@ pub async fn bench(base: &Config, options: &BenchOptions) -> anyhow::Result<Benc
         };
         for variant in order {
             let deployment = Deployment::create(base, options, models.clone()).await?;
-            let started = Instant::now();
+            let (started, cpu_before) = (Instant::now(), CpuClock::now());
             let outcome = match variant {
                 Variant::Relay => relay(&deployment, options.messages).await,
                 Variant::Pipeline => pipeline(&deployment, options.messages).await,
             };
             let seconds = started.elapsed().as_secs_f64();
+            let cpu = cpu_before.per_message(&CpuClock::now(), options.messages);
             deployment.destroy().await?;
             outcome?;
             let sample = Sample {
@@ -465,13 +474,15 @@ pub async fn bench(base: &Config, options: &BenchOptions) -> anyhow::Result<Benc
                 round,
                 seconds,
                 per_second: options.messages as f64 / seconds,
+                cpu,
             };
             eprintln!(
-                "round {round}: {:<8} {:>8} msgs in {:>7.3} s = {:>9.0} msg/s",
+                "round {round}: {:<8} {:>8} msgs in {:>7.3} s = {:>9.0} msg/s; CPU a message: {}",
                 format!("{variant:?}").to_lowercase(),
                 options.messages,
                 seconds,
-                sample.per_second
+                sample.per_second,
+                sample.cpu
             );
             samples.push(sample);
         }
@@ -485,10 +496,27 @@ pub async fn bench(base: &Config, options: &BenchOptions) -> anyhow::Result<Benc
     };
     let relay_median = median(of(Variant::Relay));
     let pipeline_median = median(of(Variant::Pipeline));
+    let cpu_of = |v: Variant| {
+        let rounds: Vec<&CpuPerMessage> = samples
+            .iter()
+            .filter(|s| s.variant == v)
+            .map(|s| &s.cpu)
+            .collect();
+        let median_of = |part: fn(&CpuPerMessage) -> Option<f64>| {
+            let values: Option<Vec<f64>> = rounds.iter().map(|c| part(c)).collect();
+            values.filter(|v| !v.is_empty()).map(median)
+        };
+        CpuPerMessage {
+            own_us: median_of(|c| c.own_us),
+            broker_us: median_of(|c| c.broker_us),
+        }
+    };
     Ok(BenchReport {
         relay_median,
         pipeline_median,
         ratio: pipeline_median / relay_median,
+        relay_cpu: cpu_of(Variant::Relay),
+        pipeline_cpu: cpu_of(Variant::Pipeline),
         in_process_per_second: in_process_rate(
             &options.consumer,
             models.clone(),
@@ -602,6 +630,20 @@ impl BenchReport {
             ),
         ] {
             println!("| {what} | {rate:.0} |");
+        }
+        println!();
+        println!("CPU a message (median; two cores shared by the broker and the bench):");
+        println!("| what | bench process | broker |");
+        println!("|---|---:|---:|");
+        for (what, cpu) in [
+            ("bare relay", self.relay_cpu),
+            ("pipeline", self.pipeline_cpu),
+        ] {
+            println!(
+                "| {what} | {} | {} |",
+                micros(cpu.own_us),
+                micros(cpu.broker_us)
+            );
         }
         println!();
         println!(

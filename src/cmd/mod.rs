@@ -1,6 +1,7 @@
 //! One file per CLI command.
 
 pub mod bench;
+pub mod bench_cpu;
 pub mod bench_models;
 pub mod consumers;
 pub mod data;
