@@ -12,9 +12,10 @@
 //! Rounds alternate the order of the variants, and the report compares medians, so that a
 //! noisy machine hurts both alike. Each round also reads the CPU time the bench process
 //! and the local broker spent on it ([`super::bench_cpu`]): what a message costs each side
-//! moves less between runs than the throughput does, and says which side grew. A third row measures the in-process pipeline alone (the
-//! speed of `bugflow replay`). Last, a child process (`bench serve`) drains one more queue
-//! with the pipeline alone, as a service would, and reports its resident memory.
+//! moves less between runs than the throughput does, and says which side grew. A third row
+//! measures the in-process pipeline alone (the speed of `bugflow replay`). Last, a child
+//! process (`bench serve`) drains one more queue with the pipeline alone, as a service
+//! would, and reports its resident memory.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -632,7 +633,7 @@ impl BenchReport {
             println!("| {what} | {rate:.0} |");
         }
         println!();
-        println!("CPU a message (median; two cores shared by the broker and the bench):");
+        println!("CPU a message (median; the broker's when it runs on this machine):");
         println!("| what | bench process | broker |");
         println!("|---|---:|---:|");
         for (what, cpu) in [

@@ -6,9 +6,9 @@
 //! relay leaves less of the shared cores to the broker. [`CpuClock`] reads both before and
 //! after a round.
 //!
-//! Linux only (`getrusage` and `/proc`); elsewhere the readings are `None` and the bench
-//! prints no CPU columns. The broker is found by its process name (`beam.smp`, RabbitMQ's
-//! Erlang VM) and read only when it runs on this machine.
+//! The bench process's CPU comes from `getrusage`; the broker's from `/proc` (Linux), where
+//! it is found by its process name (`beam.smp`, RabbitMQ's Erlang VM). A reading that cannot
+//! be made (no `/proc`, a broker on another machine) is `None`, printed as `—`.
 
 use std::path::Path;
 
