@@ -497,14 +497,11 @@ pub async fn bench(base: &Config, options: &BenchOptions) -> anyhow::Result<Benc
     };
     let relay_median = median(of(Variant::Relay));
     let pipeline_median = median(of(Variant::Pipeline));
+    // The median of one reading over a variant's rounds; none if a round could not read it.
     let cpu_of = |v: Variant| {
-        let rounds: Vec<&CpuPerMessage> = samples
-            .iter()
-            .filter(|s| s.variant == v)
-            .map(|s| &s.cpu)
-            .collect();
         let median_of = |part: fn(&CpuPerMessage) -> Option<f64>| {
-            let values: Option<Vec<f64>> = rounds.iter().map(|c| part(c)).collect();
+            let rounds = samples.iter().filter(|s| s.variant == v);
+            let values: Option<Vec<f64>> = rounds.map(|s| part(&s.cpu)).collect();
             values.filter(|v| !v.is_empty()).map(median)
         };
         CpuPerMessage {

@@ -338,7 +338,7 @@ async fn process_batch(
 /// One item through [`ArchiveLine::parse`] (a line), then through each pipeline whose
 /// bindings match it (every one of them when the consumer was forced).
 async fn outcome(pipelines: &[Pipeline], forced: bool, stats: &Arc<Stats>, item: Item) -> Outcome {
-    let (message, targets) = match item {
+    let (mut message, targets) = match item {
         Item::Routed(i, message) => (message, vec![i]),
         Item::Line(number, line) => {
             let message = match ArchiveLine::parse(&line) {
@@ -370,7 +370,6 @@ async fn outcome(pipelines: &[Pipeline], forced: bool, stats: &Arc<Stats>, item:
     // a json-pushes answer: most of a line's memory). Freed here, on the thread that parsed
     // it, it goes back to this thread's heap at once; freed by the delivering thread, every
     // block of it would take mimalloc's slower way back across threads.
-    let mut message = message;
     message.enrichment = None;
     Outcome::Processed(message, each)
 }

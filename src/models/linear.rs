@@ -319,9 +319,9 @@ fn sublinear_tf(count: f64) -> f64 {
 /// time: its data, its title's words, their characters, the description's words, the
 /// comments'), found once here for every model that reads them: a model that does not
 /// read a group passes over its run without looking at its terms.
-#[derive(Debug, Clone, Default, PartialEq)]
 ///
 /// Both are private, so that the runs cannot go stale: a `Terms` is made by [`Terms::of`].
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Terms(Vec<(u64, Group, f64)>, Vec<(Group, usize)>);
 
 impl Terms {
