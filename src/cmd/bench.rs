@@ -694,7 +694,10 @@ async fn replay_in_memory(
 
 /// `bugflow bench replay`: in-process replay msg/s of each shipped stream, with the serving
 /// models: pushes scored by commit-risk from stored json-pushes answers (`--offline`), and
-/// BMO webhook events through every bug model (without Bugzilla enrichment).
+/// BMO webhook events through every bug model (without Bugzilla enrichment). Beside the
+/// rate, the CPU a message cost, every thread's: a replay that keeps `N` cores busy spends
+/// about `N` times its wall-clock µs a message, so the two together tell whether a slower
+/// run did more work or had less of the machine.
 pub async fn replay_command(config: &Config, n: u64) -> anyhow::Result<()> {
     let models = crate::app::load_models(config)?;
     let answer: serde_json::Value = serde_json::from_str(include_str!(
@@ -727,8 +730,8 @@ pub async fn replay_command(config: &Config, n: u64) -> anyhow::Result<()> {
         models.clone(),
     );
     println!("bugflow bench replay — {n} messages per stream, in-process, no network");
-    println!("| stream | msg/s | µs per message |");
-    println!("|---|---:|---:|");
+    println!("| stream | msg/s | µs per message | CPU µs a message (every thread) |");
+    println!("|---|---:|---:|---:|");
     for (what, pipeline, make) in [
         (
             "pushes, commit-risk on stored json-pushes (--offline)",
@@ -739,7 +742,10 @@ pub async fn replay_command(config: &Config, n: u64) -> anyhow::Result<()> {
             Message::new("bench", "bug.modify", webhook_body(i))
         }),
     ] {
-        let summary = replay_in_memory(pipeline, (0..n).map(make).collect()).await?;
+        let messages = (0..n).map(make).collect();
+        let cpu = CpuClock::now();
+        let summary = replay_in_memory(pipeline, messages).await?;
+        let cpu = cpu.per_message(&CpuClock::now(), n);
         let seconds = summary.elapsed.as_secs_f64();
         anyhow::ensure!(
             summary.results == n,
@@ -748,9 +754,10 @@ pub async fn replay_command(config: &Config, n: u64) -> anyhow::Result<()> {
             summary.reasons
         );
         println!(
-            "| {what} | {:.0} | {:.1} |",
+            "| {what} | {:.0} | {:.1} | {} |",
             n as f64 / seconds,
-            seconds * 1e6 / n as f64
+            seconds * 1e6 / n as f64,
+            micros(cpu.own_us)
         );
     }
     Ok(())
