@@ -730,7 +730,7 @@ pub async fn replay_command(config: &Config, n: u64) -> anyhow::Result<()> {
         models.clone(),
     );
     println!("bugflow bench replay — {n} messages per stream, in-process, no network");
-    println!("| stream | msg/s | µs per message | CPU µs a message (every thread) |");
+    println!("| stream | msg/s | µs per message | CPU a message (every thread) |");
     println!("|---|---:|---:|---:|");
     for (what, pipeline, make) in [
         (
