@@ -743,9 +743,9 @@ pub async fn replay_command(config: &Config, n: u64) -> anyhow::Result<()> {
         }),
     ] {
         let messages = (0..n).map(make).collect();
-        let cpu = CpuClock::now();
+        let cpu = CpuClock::of_this_process();
         let summary = replay_in_memory(pipeline, messages).await?;
-        let cpu = cpu.per_message(&CpuClock::now(), n);
+        let cpu = cpu.per_message(&CpuClock::of_this_process(), n);
         let seconds = summary.elapsed.as_secs_f64();
         anyhow::ensure!(
             summary.results == n,

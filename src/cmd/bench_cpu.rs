@@ -50,6 +50,15 @@ impl CpuClock {
         }
     }
 
+    /// This process's CPU alone: no scan of `/proc` for a broker (an in-process bench has
+    /// none to read).
+    pub fn of_this_process() -> CpuClock {
+        CpuClock {
+            own: own_cpu_seconds(),
+            broker: None,
+        }
+    }
+
     /// What each of `messages` cost between `self` and `later`.
     pub fn per_message(&self, later: &CpuClock, messages: u64) -> CpuPerMessage {
         let per = |a: Option<f64>, b: Option<f64>| {
@@ -63,16 +72,19 @@ impl CpuClock {
     }
 }
 
+/// `getrusage(who)`: `RUSAGE_SELF` (every thread of this process) or `RUSAGE_CHILDREN`
+/// (the children waited for); `None` if the call fails.
+pub fn rusage(who: libc::c_int) -> Option<libc::rusage> {
+    // SAFETY: getrusage only writes the struct it is given; a zeroed rusage is a valid value.
+    unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        (libc::getrusage(who, &mut usage) == 0).then_some(usage)
+    }
+}
+
 /// This process's CPU time, every thread's (`getrusage(RUSAGE_SELF)`, microsecond resolution).
 fn own_cpu_seconds() -> Option<f64> {
-    // SAFETY: getrusage only writes the struct it is given; a zeroed rusage is a valid value.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
-            return None;
-        }
-        usage
-    };
+    let usage = rusage(libc::RUSAGE_SELF)?;
     let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Some(seconds(usage.ru_utime) + seconds(usage.ru_stime))
 }

@@ -193,12 +193,8 @@ fn train_in_child(issues: &Path) -> anyhow::Result<(f64, f64)> {
     let seconds = started.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&out);
     anyhow::ensure!(status.success(), "training failed: {status}");
-    // SAFETY: getrusage writes into the struct we pass and reads nothing else.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
-        usage
-    };
+    let usage = super::bench_cpu::rusage(libc::RUSAGE_CHILDREN)
+        .ok_or_else(|| anyhow::anyhow!("getrusage(RUSAGE_CHILDREN) failed"))?;
     // ru_maxrss is in KiB on Linux.
     Ok((seconds, usage.ru_maxrss as f64 / 1024.0))
 }
