@@ -55,6 +55,9 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // The deployment's own catalogue files, as `bugflow train` reads them.
+    let config = bugflow::config::Config::load(None)?;
+    bugflow::models::catalogue::load_dir(&config.models_dir.join("catalogue"))?;
     let model: ModelKind = args.model.parse().map_err(anyhow::Error::msg)?;
     let spec = model
         .spec()

@@ -563,6 +563,53 @@ fn bug_scores_carry_full_precision_probabilities() {
     assert!(unrounded > 0);
 }
 
+/// A consumer reads a bug's text only in the groups its models read: every shipped bug
+/// model answers exactly as it does on every feature of the bug, on the 58 fixture bugs
+/// and 200 of the full ones. Two consumers: one whose models read no comments (defect
+/// leaves them out), so that a bug's comments are not read at all, and the shipped
+/// bug-triage (regression reads them).
+#[test]
+fn scoring_the_groups_the_models_read_answers_as_scoring_every_group() {
+    use bugflow::models::linear::Terms;
+    use std::io::BufRead;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/data/bugzilla/bugs-2009-2018-full.jsonl.zst");
+    let full: Vec<serde_json::Value> = bugflow::train::data::open(&path)
+        .unwrap()
+        .lines()
+        .take(200)
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    let models = common::shipped_models();
+    let defect = models.get(ModelKind::parse("defect").unwrap()).unwrap();
+    assert!(
+        !defect
+            .model("")
+            .unwrap()
+            .reads(bugflow::features::Group::Comments)
+    );
+    for names in [
+        vec!["bugtype", "component", "defect"],
+        bug_triage().models.iter().map(|m| m.name()).collect(),
+    ] {
+        let mut spec = bug_triage();
+        spec.models = names.iter().map(|m| ModelKind::parse(m).unwrap()).collect();
+        let pipeline = bugflow::pipeline::Pipeline::new(spec, models.clone());
+        let mut compared = 0;
+        for b in bugs().iter().chain(&full) {
+            let terms = Terms::of(&bug::extract_all(b));
+            for score in pipeline.score_bug(b) {
+                let Some(s) = score.as_bug() else { continue };
+                let fitted = models.get(s.model).unwrap();
+                let p = fitted.model("").unwrap().predict_terms(&terms);
+                assert_eq!(s.prob, p.probabilities, "{} bug {}", s.model, b["id"]);
+                compared += 1;
+            }
+        }
+        assert!(compared >= 3 * 258, "{names:?}: {compared}");
+    }
+}
+
 /// Every class of the shipped component bundle, through bugbug's conflated mapping, is a
 /// real `Product::Component` of the data (issue 15: bugbot moves bugs to what it reads).
 #[test]

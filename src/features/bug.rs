@@ -13,7 +13,7 @@ use regex::Regex;
 use serde_json::Value;
 
 use super::text::{cleanup, word_count};
-use super::{Features, Group};
+use super::{Features, Group, Groups};
 
 fn s<'a>(bug: &'a Value, field: &str) -> &'a str {
     bug.get(field).and_then(Value::as_str).unwrap_or_default()
@@ -389,7 +389,59 @@ pub fn extract(bug: &Value, exclude: &Exclude) -> Features {
 
 /// Every feature of a bug.
 pub fn extract_all(bug: &Value) -> Features {
+    extract_groups(bug, Groups::ALL)
+}
+
+/// The features of `groups` only: [`extract_all`]'s, in the same order, without those of
+/// any other group, whose text is then never cleaned or cut into words. Serving extracts
+/// the groups its models read: a full bug's comments after the description are most of
+/// its text, and no shipped bug model reads them.
+pub fn extract_groups(bug: &Value, groups: Groups) -> Features {
     let mut f = Features::new();
+    // The comments' texts, looked up once for the structured features that read them all
+    // and for the text groups.
+    let texts: Vec<&str> = comments(bug).collect();
+    if groups.contains(Group::Data) {
+        structured(bug, &texts, &mut f);
+    }
+    if groups.contains(Group::Title) || groups.contains(Group::Chars) {
+        let title = cleanup(s(bug, "summary"));
+        if groups.contains(Group::Title) {
+            f.words(Group::Title, &title);
+        }
+        if groups.contains(Group::Chars) {
+            f.char_ngrams(&title, 200);
+        }
+    }
+    // A crash report or a pasted log can be megabytes: the text features read a bounded
+    // part of each comment, and of all of them.
+    let mut texts = texts.iter().map(|t| capped(t, MAX_COMMENT_TEXT));
+    if let Some(first) = texts.next()
+        && groups.contains(Group::Body)
+    {
+        f.words(Group::Body, &cleanup(first));
+    }
+    if !groups.contains(Group::Comments) {
+        return f;
+    }
+    // The next 50 comments, cleaned and joined by spaces into one string; those that
+    // would start past the cap are not cleaned at all.
+    let mut rest = String::new();
+    for (i, text) in texts.take(50).enumerate() {
+        if rest.len() >= MAX_COMMENTS_TEXT {
+            break;
+        }
+        if i > 0 {
+            rest.push(' ');
+        }
+        rest.push_str(&cleanup(text));
+    }
+    f.words(Group::Comments, capped(&rest, MAX_COMMENTS_TEXT));
+    f
+}
+
+/// The structured features ([`Group::Data`]); `texts` are the comments' texts.
+fn structured(bug: &Value, texts: &[&str], f: &mut Features) {
     if let Some(v) = has_str(bug) {
         f.category("has_str", &v);
     }
@@ -419,8 +471,6 @@ pub fn extract_all(bug: &Value) -> Features {
     f.category("filed_via", s(bug, "filed_via"));
     f.flag("is_mozillian", is_mozillian(bug));
     f.flag("has_cve_in_alias", has_cve_in_alias(bug));
-    // The comments' texts, looked up once for the three features that read them all.
-    let texts: Vec<&str> = comments(bug).collect();
     f.count("comment_count", comment_count(bug) as f64);
     f.count("comment_length", length_of(texts.iter().copied()) as f64);
     f.count("num_words_title", word_count(s(bug, "summary")) as f64);
@@ -432,35 +482,79 @@ pub fn extract_all(bug: &Value) -> Features {
     f.count("patches", patches(bug) as f64);
     f.count("landings", landings(bug) as f64);
     f.list("bug_types", bug_types(bug));
-
-    let title = cleanup(s(bug, "summary"));
-    f.words(Group::Title, &title);
-    f.char_ngrams(&title, 200);
-    // A crash report or a pasted log can be megabytes: the text features read a bounded
-    // part of each comment, and of all of them.
-    let mut texts = texts.iter().map(|t| capped(t, MAX_COMMENT_TEXT));
-    if let Some(first) = texts.next() {
-        f.words(Group::Body, &cleanup(first));
-    }
-    // The next 50 comments, cleaned and joined by spaces into one string; those that
-    // would start past the cap are not cleaned at all.
-    let mut rest = String::new();
-    for (i, text) in texts.take(50).enumerate() {
-        if rest.len() >= MAX_COMMENTS_TEXT {
-            break;
-        }
-        if i > 0 {
-            rest.push(' ');
-        }
-        rest.push_str(&cleanup(text));
-    }
-    f.words(Group::Comments, capped(&rest, MAX_COMMENTS_TEXT));
-    f
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `extract_groups` is `extract_all` with the other groups' features left out, in the
+    /// same order, for every set of a bug's groups, on the 58 fixture bugs (full, with
+    /// comments and history) and a bug with no comments at all. Fails if a group is read
+    /// when it was not asked for, or left out when it was (the comments' count must not
+    /// move the first comment into the comments, nor the description into the body).
+    #[test]
+    fn extracting_some_groups_is_extracting_all_and_keeping_those() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/data/bugs.jsonl"
+        );
+        let mut bugs: Vec<Value> = std::fs::read_to_string(path)
+            .expect("the fixture bugs")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a fixture bug"))
+            .collect();
+        bugs.push(serde_json::json!({"id": 1, "summary": "Crash in nsDocShell.cpp at 0x1f"}));
+        let bug_groups = [
+            Group::Data,
+            Group::Title,
+            Group::Body,
+            Group::Comments,
+            Group::Chars,
+        ];
+        let mut compared = 0;
+        for b in &bugs {
+            let all = extract_all(b);
+            assert_eq!(extract_groups(b, Groups::ALL), all);
+            for mask in 0..1u32 << bug_groups.len() {
+                let chosen: Vec<Group> = (0..bug_groups.len())
+                    .filter(|i| mask & (1 << i) != 0)
+                    .map(|i| bug_groups[i])
+                    .collect();
+                let groups = Groups::of(chosen.iter().copied());
+                let kept = Features {
+                    items: all
+                        .items
+                        .iter()
+                        .filter(|f| groups.contains(f.group))
+                        .cloned()
+                        .collect(),
+                    tokens: all
+                        .tokens
+                        .iter()
+                        .filter(|(_, g)| groups.contains(*g))
+                        .copied()
+                        .collect(),
+                };
+                assert_eq!(
+                    extract_groups(b, groups),
+                    kept,
+                    "bug {} {chosen:?}",
+                    b["id"]
+                );
+                compared += 1;
+            }
+        }
+        assert_eq!(compared, 59 * 32);
+        // The fixture bugs have text in every group the comparison covers.
+        let first = extract_all(&bugs[0]);
+        for g in bug_groups {
+            assert!(
+                first.items.iter().any(|f| f.group == g) || first.tokens.iter().any(|t| t.1 == g),
+                "{g:?}"
+            );
+        }
+    }
 
     #[test]
     fn a_model_does_not_see_its_label() {

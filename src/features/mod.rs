@@ -59,6 +59,31 @@ impl Group {
     }
 }
 
+/// A set of groups, a bit each: the groups some model reads, so that a bug's text is read
+/// only for them ([`bug::extract_groups`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Groups(u8);
+
+impl Groups {
+    pub const ALL: Groups = Groups((1 << GROUPS) - 1);
+    pub const NONE: Groups = Groups(0);
+
+    /// The set of `groups`.
+    pub fn of(groups: impl IntoIterator<Item = Group>) -> Groups {
+        groups
+            .into_iter()
+            .fold(Groups::NONE, |set, g| Groups(set.0 | 1 << g.index()))
+    }
+
+    pub fn contains(self, group: Group) -> bool {
+        self.0 & (1 << group.index()) != 0
+    }
+
+    pub fn union(self, other: Groups) -> Groups {
+        Groups(self.0 | other.0)
+    }
+}
+
 /// One structured feature: a name and its value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Feature {

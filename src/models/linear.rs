@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use super::calibrator::TopLabelMap;
 use super::columns::{self, AHEAD, Column, ColumnIndex, prefetch};
 use super::lbfgs;
-use crate::features::{Features, GROUPS, Group, feature_hash};
+use crate::features::{Features, GROUPS, Group, Groups, feature_hash};
 
 /// How to train (a catalogue file's `[learner]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -408,6 +408,11 @@ impl LinearModel {
     /// Whether some column is of `group` (a title-only model reads no `Body`).
     pub fn reads(&self, group: Group) -> bool {
         self.columns.reads(group)
+    }
+
+    /// The groups it has columns of: the only terms of a bug it reads.
+    pub fn groups(&self) -> Groups {
+        Groups::of(Group::ALL.into_iter().filter(|g| self.reads(*g)))
     }
 
     /// The weighted sparse row of a document: `(column, value)`, sorted by column.

@@ -73,7 +73,8 @@ impl Pipeline {
                 effects.push(answer(key, json!({"available": false}), None));
                 continue;
             }
-            let scored = self.score_model(model, &Terms::of(&bug::extract_all(rest)));
+            let features = bug::extract_groups(rest, self.groups_of(model));
+            let scored = self.score_model(model, &Terms::of(&features));
             let given = scored
                 .as_bug()
                 .map(|s| s.bugbug_answer())

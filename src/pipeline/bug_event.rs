@@ -13,7 +13,6 @@ use crate::effects::memory::{Kept, truths};
 use crate::effects::{Effect, Planned, Remember};
 use crate::error::{Stage, StageError};
 use crate::events::bmo::WebhookEvent;
-use crate::features::bug;
 use crate::message::Message;
 use crate::models::linear::Terms;
 use crate::score::Score;
@@ -47,7 +46,7 @@ impl Pipeline {
         if filter::is_private(&rest) {
             return Ok(None);
         }
-        let terms = Terms::of(&bug::extract_all(&rest));
+        let terms = Terms::of(&self.bug_features(&rest));
         let models = self.score_all(&terms, record);
         let shadow = self.score_shadows(&terms, record);
         let mut effects = vec![Effect::Remember(remember(webhook, &models, &shadow))];

@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use super::{MAX_LISTED, Pipeline};
 use crate::clients::hg::PushDetails;
-use crate::features::{Features, Group, bug, commit};
+use crate::features::{Features, Group, Groups, bug, commit};
 use crate::models::bundle::Bundle;
 use crate::models::linear::{LinearModel, Prediction, Terms};
 use crate::models::{Input, ModelKind};
@@ -14,7 +14,27 @@ impl Pipeline {
     /// Every bug model of this consumer on one bug (REST shape). Features are extracted
     /// and hashed once, and every model reads the same terms (see [`score_terms`]).
     pub fn score_bug(&self, rest_bug: &Value) -> Vec<Score> {
-        self.score_features(&bug::extract_all(rest_bug))
+        self.score_features(&self.bug_features(rest_bug))
+    }
+
+    /// A bug's features in the groups this consumer's bug models read (serving and shadow
+    /// bundles alike): a term of any other group would be looked up by no model, and its
+    /// text, a full bug's comments above all, need not be read.
+    pub(super) fn bug_features(&self, rest_bug: &Value) -> Features {
+        let groups = self
+            .bug_models()
+            .fold(Groups::NONE, |all, model| all.union(self.groups_of(model)));
+        bug::extract_groups(rest_bug, groups)
+    }
+
+    /// The groups `model` reads: its serving bundle's and its shadow's.
+    pub(super) fn groups_of(&self, model: ModelKind) -> Groups {
+        let groups = |bundle: Option<std::sync::Arc<Bundle>>| {
+            bundle
+                .and_then(|b| b.model("").map(LinearModel::groups))
+                .unwrap_or(Groups::NONE)
+        };
+        groups(self.models.get(model)).union(groups(self.models.shadow(model)))
     }
 
     pub(super) fn score_features(&self, all: &Features) -> Vec<Score> {
