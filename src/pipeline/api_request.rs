@@ -9,8 +9,6 @@ use super::{Finding, MAX_LISTED, Pipeline, filter};
 use crate::effects::Effect;
 use crate::error::{Action, Stage, StageError};
 use crate::events::request::PredictionRequest;
-use crate::features::bug;
-use crate::models::linear::Terms;
 use crate::models::{Input, ModelKind};
 use crate::score::{RequestScore, Score};
 
@@ -73,8 +71,7 @@ impl Pipeline {
                 effects.push(answer(key, json!({"available": false}), None));
                 continue;
             }
-            let features = bug::extract_groups(rest, self.groups_of(model));
-            let scored = self.score_model(model, &Terms::of(&features));
+            let scored = self.score_model(model, rest);
             let given = scored
                 .as_bug()
                 .map(|s| s.bugbug_answer())

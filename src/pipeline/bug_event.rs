@@ -46,9 +46,10 @@ impl Pipeline {
         if filter::is_private(&rest) {
             return Ok(None);
         }
-        let terms = Terms::of(&self.bug_features(&rest));
-        let models = self.score_all(&terms, record);
-        let shadow = self.score_shadows(&terms, record);
+        let bundles = self.bug_bundles();
+        let terms = Terms::of(&bundles.features(&rest));
+        let models = bundles.score_all(&terms, record);
+        let shadow = bundles.score_shadows(&terms, record);
         let mut effects = vec![Effect::Remember(remember(webhook, &models, &shadow))];
         // The full bug was read: its answers are what the API would compute, so the stream
         // keeps the API's cache warm.

@@ -1,5 +1,7 @@
 //! Running the models: bug models on a bug's features, commit-risk on a push's commits.
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
 use super::{MAX_LISTED, Pipeline};
@@ -10,53 +12,79 @@ use crate::models::linear::{LinearModel, Prediction, Terms};
 use crate::models::{Input, ModelKind};
 use crate::score::{BugScore, PushScore, Score, Writes, round};
 
-impl Pipeline {
-    /// Every bug model of this consumer on one bug (REST shape). Features are extracted
-    /// and hashed once, and every model reads the same terms (see [`score_terms`]).
-    pub fn score_bug(&self, rest_bug: &Value) -> Vec<Score> {
-        self.score_features(&self.bug_features(rest_bug))
-    }
+/// The bundles one bug is scored with, each bug model's serving bundle and its shadow,
+/// taken once: the groups of the bug's text that are read and the scores come from the same
+/// bundles, even when `bugflow models promote` swaps one in meanwhile.
+pub(super) struct BugBundles(Vec<ModelBundles>);
 
-    /// A bug's features in the groups this consumer's bug models read (serving and shadow
-    /// bundles alike): a term of any other group would be looked up by no model, and its
-    /// text, a full bug's comments above all, need not be read.
-    pub(super) fn bug_features(&self, rest_bug: &Value) -> Features {
-        let groups = self
-            .bug_models()
-            .fold(Groups::NONE, |all, model| all.union(self.groups_of(model)));
-        bug::extract_groups(rest_bug, groups)
-    }
+/// One bug model's bundles.
+pub(super) struct ModelBundles {
+    model: ModelKind,
+    serving: Option<Arc<Bundle>>,
+    shadow: Option<Arc<Bundle>>,
+}
 
-    /// The groups `model` reads: its serving bundle's and its shadow's.
-    pub(super) fn groups_of(&self, model: ModelKind) -> Groups {
-        let groups = |bundle: Option<std::sync::Arc<Bundle>>| {
+impl BugBundles {
+    /// The groups some bundle reads: a term of any other group would be looked up by none,
+    /// and its text (a full bug's comments, when no model reads them) need not be read.
+    pub(super) fn groups(&self) -> Groups {
+        let of = |bundle: &Option<Arc<Bundle>>| {
             bundle
+                .as_ref()
                 .and_then(|b| b.model("").map(LinearModel::groups))
                 .unwrap_or(Groups::NONE)
         };
-        groups(self.models.get(model)).union(groups(self.models.shadow(model)))
+        self.0.iter().fold(Groups::NONE, |all, m| {
+            all.union(of(&m.serving)).union(of(&m.shadow))
+        })
     }
 
-    pub(super) fn score_features(&self, all: &Features) -> Vec<Score> {
-        self.score_all(&Terms::of(all), Record::Full)
+    /// A bug's features in the groups these bundles read.
+    pub(super) fn features(&self, rest_bug: &Value) -> Features {
+        bug::extract_groups(rest_bug, self.groups())
     }
 
-    /// Every bug model of this consumer on a bug's terms.
+    /// Every serving bundle on a bug's terms.
     pub(super) fn score_all(&self, terms: &Terms, record: Record) -> Vec<Score> {
-        self.bug_models()
-            .map(|model| self.score_model_on(model, terms, record))
-            .collect()
-    }
-
-    /// The shadow bundles of this consumer's bug models on the same terms (only the models
-    /// that have one: `bugflow models shadow`).
-    pub(super) fn score_shadows(&self, terms: &Terms, record: Record) -> Vec<Score> {
-        self.bug_models()
-            .filter_map(|model| {
-                let bundle = self.models.shadow(model)?;
-                Some(score_record(model, &bundle, terms, record))
+        self.0
+            .iter()
+            .map(|m| match &m.serving {
+                Some(bundle) => score_record(m.model, bundle, terms, record),
+                None => Score::not_scored(m.model, "no serving bundle"),
             })
             .collect()
+    }
+
+    /// The shadow bundles on the same terms (only the models that have one: `bugflow
+    /// models shadow`).
+    pub(super) fn score_shadows(&self, terms: &Terms, record: Record) -> Vec<Score> {
+        self.0
+            .iter()
+            .filter_map(|m| Some(score_record(m.model, m.shadow.as_ref()?, terms, record)))
+            .collect()
+    }
+}
+
+impl Pipeline {
+    /// Every bug model of this consumer on one bug (REST shape). Features are extracted
+    /// and hashed once, in the groups the models read, and every model reads the same
+    /// terms (see [`score_terms`]).
+    pub fn score_bug(&self, rest_bug: &Value) -> Vec<Score> {
+        let bundles = self.bug_bundles();
+        bundles.score_all(&Terms::of(&bundles.features(rest_bug)), Record::Full)
+    }
+
+    /// This consumer's bug models' bundles, as they are now.
+    pub(super) fn bug_bundles(&self) -> BugBundles {
+        BugBundles(
+            self.bug_models()
+                .map(|model| ModelBundles {
+                    model,
+                    serving: self.models.get(model),
+                    shadow: self.models.shadow(model),
+                })
+                .collect(),
+        )
     }
 
     fn bug_models(&self) -> impl Iterator<Item = ModelKind> + '_ {
@@ -67,18 +95,18 @@ impl Pipeline {
             .filter(|m| m.input() == Input::Bug)
     }
 
-    /// One bug model on a bug's terms: its class, index, probabilities, labels and bundle
-    /// version, or why it was not scored.
-    pub(super) fn score_model(&self, model: ModelKind, terms: &Terms) -> Score {
-        self.score_model_on(model, terms, Record::Full)
-    }
-
-    /// One bug model's serving bundle on a record ([`score_record`]).
-    fn score_model_on(&self, model: ModelKind, terms: &Terms, record: Record) -> Score {
-        match self.models.get(model) {
-            Some(bundle) => score_record(model, &bundle, terms, record),
-            None => Score::not_scored(model, "no serving bundle"),
-        }
+    /// One bug model's serving bundle on one bug (REST shape), read in the groups it reads:
+    /// its class, index, probabilities, labels and bundle version, or why it was not scored.
+    pub(super) fn score_model(&self, model: ModelKind, rest_bug: &Value) -> Score {
+        let Some(bundle) = self.models.get(model) else {
+            return Score::not_scored(model, "no serving bundle");
+        };
+        let groups = bundle.model("").map(LinearModel::groups);
+        let terms = Terms::of(&bug::extract_groups(
+            rest_bug,
+            groups.unwrap_or(Groups::NONE),
+        ));
+        score_record(model, &bundle, &terms, Record::Full)
     }
 }
 
