@@ -39,6 +39,19 @@ fn bugs() -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The first `n` of the 1,014 full BMO bugs (comments, history).
+fn full_bugs(n: usize) -> Vec<serde_json::Value> {
+    use std::io::BufRead;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/data/bugzilla/bugs-2009-2018-full.jsonl.zst");
+    bugflow::train::data::open(&path)
+        .unwrap()
+        .lines()
+        .take(n)
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect()
+}
+
 #[test]
 fn train_bundle_load_predict_gives_identical_probabilities() {
     let dir = tempfile::tempdir().unwrap();
@@ -571,15 +584,7 @@ fn bug_scores_carry_full_precision_probabilities() {
 #[test]
 fn scoring_the_groups_the_models_read_answers_as_scoring_every_group() {
     use bugflow::models::linear::Terms;
-    use std::io::BufRead;
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/data/bugzilla/bugs-2009-2018-full.jsonl.zst");
-    let full: Vec<serde_json::Value> = bugflow::train::data::open(&path)
-        .unwrap()
-        .lines()
-        .take(200)
-        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
-        .collect();
+    let full = full_bugs(200);
     let models = common::shipped_models();
     let defect = models.get(ModelKind::parse("defect").unwrap()).unwrap();
     assert!(
@@ -638,14 +643,7 @@ fn every_shipped_component_class_maps_to_a_real_component() {
 /// must answer a bug read in full as it answers the same bug's summary record.
 #[test]
 fn bug_models_trained_on_two_record_shapes_answer_either_shape_alike() {
-    use std::io::BufRead;
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/data/bugzilla/bugs-2009-2018-full.jsonl.zst");
-    let full: Vec<serde_json::Value> = bugflow::train::data::open(&path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
-        .collect();
+    let full = full_bugs(usize::MAX);
     let models = common::shipped_models();
     let mut spec = bug_triage();
     spec.models = ["bugtype", "component", "defect"]
