@@ -383,8 +383,13 @@ impl Exclude {
 
 /// The features a model may see: [`extract_all`] filtered by `exclude`. Serving extracts
 /// once and filters per model; training calls this: both see exactly the same features.
+/// Only the groups the model keeps are read ([`extract_groups`]).
 pub fn extract(bug: &Value, exclude: &Exclude) -> Features {
-    exclude.apply(&extract_all(bug))
+    let groups = match exclude.groups.as_slice() {
+        [] => Groups::ALL,
+        kept => Groups::of(kept.iter().copied()),
+    };
+    exclude.apply(&extract_groups(bug, groups))
 }
 
 /// Every feature of a bug.
