@@ -84,7 +84,7 @@ fn bench_bugs(
     let mut first = Timings::default();
     let mut per_model: Vec<Timings> = serving.iter().map(|_| Timings::default()).collect();
     let (mut checksum, mut terms_seen) = (0.0, 0usize);
-    // The groups the models read, as a consumer extracts them (`Pipeline::bug_features`).
+    // The groups the models read, as a consumer extracts them (`BugBundles::features`).
     let groups = serving
         .iter()
         .filter_map(|(_, bundle)| bundle.model("").map(LinearModel::groups))

@@ -400,7 +400,7 @@ pub fn extract_all(bug: &Value) -> Features {
 /// The features of `groups` only: [`extract_all`]'s, in the same order, without those of
 /// any other group, whose text is then never cleaned or cut into words. Serving extracts
 /// the groups its models read: a full bug's comments after the description are most of
-/// its text, and no shipped bug model reads them.
+/// its text, and of the shipped bug models only regression reads them.
 pub fn extract_groups(bug: &Value, groups: Groups) -> Features {
     let mut f = Features::new();
     // The comments' texts, looked up once for the structured features that read them all
