@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::features::{Groups, bug};
 use crate::models::ModelKind;
-use crate::models::linear::{LinearModel, Terms};
+use crate::models::linear::Terms;
 use crate::models::registry::ModelSet;
 use crate::pipeline::scoring::score_terms;
 
@@ -87,8 +87,7 @@ fn bench_bugs(
     // The groups the models read, as a consumer extracts them (`BugBundles::features`).
     let groups = serving
         .iter()
-        .filter_map(|(_, bundle)| bundle.model("").map(LinearModel::groups))
-        .fold(Groups::NONE, Groups::union);
+        .fold(Groups::NONE, |all, (_, bundle)| all.union(bundle.groups()));
     // One bug: µs of its features, µs of each model, and how many terms it has.
     let mut time_one = |b: &Value| -> (f64, Vec<f64>, usize) {
         let started = Instant::now();
@@ -122,37 +121,50 @@ fn bench_bugs(
         }
     }
     std::hint::black_box(checksum);
+    let mean_terms = terms_seen / (bugs.len() * options.repeat).max(1);
     println!(
         "{} — {} bugs × {} repeats (µs per bug)",
         path.display(),
         bugs.len(),
         options.repeat
     );
+    let models: Vec<ModelKind> = serving.iter().map(|(kind, _)| *kind).collect();
+    print_table(&models, mean_terms, features, per_model, total, first);
+    Ok(())
+}
+
+/// [`bench_bugs`]'s table: the features, each model, all of them, and the first pass.
+fn print_table(
+    models: &[ModelKind],
+    mean_terms: usize,
+    mut features: Timings,
+    mut per_model: Vec<Timings>,
+    mut total: Timings,
+    mut first: Timings,
+) {
     println!("| stage | p50 | p99 | mean |");
     println!("|---|---:|---:|---:|");
-    let mean_terms = terms_seen / (bugs.len() * options.repeat).max(1);
     println!(
         "{}",
         features.row(&format!(
             "features of the groups the models read, hashed once per bug ({mean_terms} distinct terms on average)"
         ))
     );
-    for ((kind, _), timings) in serving.iter().zip(&mut per_model) {
+    for (kind, timings) in models.iter().zip(&mut per_model) {
         println!("{}", timings.row(&format!("{kind} (model only)")));
     }
     println!(
         "{}",
-        total.row(&format!("features + {} models", serving.len()))
+        total.row(&format!("features + {} models", models.len()))
     );
     println!(
         "{}",
         first.row(&format!(
             "features + {} models, the pass before (regexes compiled, DFA states built; not in the rows above)",
-            serving.len()
+            models.len()
         ))
     );
     println!();
-    Ok(())
 }
 
 pub fn run(models: &ModelSet, options: &ModelsBenchOptions) -> anyhow::Result<()> {

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ModelKind;
 use super::linear::{LinearModel, TrainParams};
+use crate::features::Groups;
 use crate::features::commit::Experience;
 use crate::train::calibration::Threshold;
 use crate::train::metrics::Metrics;
@@ -163,5 +164,11 @@ impl Bundle {
             .models
             .get(key)
             .or_else(|| self.weights.models.get(""))
+    }
+
+    /// The feature groups its model reads (none for a bundle without one, as an untrained
+    /// bundle is).
+    pub fn groups(&self) -> Groups {
+        self.model("").map_or(Groups::NONE, LinearModel::groups)
     }
 }

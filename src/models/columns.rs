@@ -15,7 +15,7 @@
 //!   its slot in cache, and the misses overlap. One term at a time, each probe's miss would
 //!   wait for the last.
 
-use crate::features::Group;
+use crate::features::{Group, Groups};
 
 /// What scoring a term needs besides its weights.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -79,8 +79,8 @@ pub struct ColumnIndex {
     /// `64 - log2(slots.len())`: a key's slot is its mixed top bits.
     shift: u32,
     zero: Option<Slot>,
-    /// Bit `g` is set when some column is of group `g`.
-    groups: u8,
+    /// The groups some column is of.
+    groups: Groups,
     /// How many distinct hashes the table holds (a vocabulary that repeats one has fewer
     /// than its length).
     len: usize,
@@ -96,12 +96,12 @@ impl ColumnIndex {
             slots: vec![Slot::default(); wanted],
             shift: 64 - wanted.trailing_zeros(),
             zero: None,
-            groups: 0,
+            groups: Groups::NONE,
             len: 0,
         };
         for (i, &key) in vocab.iter().enumerate() {
             let group = groups.get(i).copied().unwrap_or(Group::Data);
-            index.groups |= 1 << group.index();
+            index.groups = index.groups.union(Groups::of([group]));
             index.insert(Slot {
                 key,
                 col_and_group: (i as u32 & COLUMN_MASK) | (u32::from(group.index()) << GROUP_SHIFT),
@@ -182,7 +182,12 @@ impl ColumnIndex {
     /// Whether some column is of `group`: a term of any other group cannot have one, so
     /// it need not be looked up (a title-only model skips a bug's comments).
     pub fn reads(&self, group: Group) -> bool {
-        self.groups & (1 << group.index()) != 0
+        self.groups.contains(group)
+    }
+
+    /// The groups some column is of: the only terms of a document it looks up.
+    pub fn groups(&self) -> Groups {
+        self.groups
     }
 
     fn home(&self, key: u64) -> usize {

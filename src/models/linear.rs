@@ -412,7 +412,7 @@ impl LinearModel {
 
     /// The groups it has columns of: the only terms of a bug it reads.
     pub fn groups(&self) -> Groups {
-        Groups::of(Group::ALL.into_iter().filter(|g| self.reads(*g)))
+        self.columns.groups()
     }
 
     /// The weighted sparse row of a document: `(column, value)`, sorted by column.

@@ -28,12 +28,8 @@ impl BugBundles {
     /// The groups some bundle reads: a term of any other group would be looked up by none,
     /// and its text (a full bug's comments, when no model reads them) need not be read.
     pub(super) fn groups(&self) -> Groups {
-        let of = |bundle: &Option<Arc<Bundle>>| {
-            bundle
-                .as_ref()
-                .and_then(|b| b.model("").map(LinearModel::groups))
-                .unwrap_or(Groups::NONE)
-        };
+        let of =
+            |bundle: &Option<Arc<Bundle>>| bundle.as_deref().map_or(Groups::NONE, Bundle::groups);
         self.0.iter().fold(Groups::NONE, |all, m| {
             all.union(of(&m.serving)).union(of(&m.shadow))
         })
@@ -101,11 +97,7 @@ impl Pipeline {
         let Some(bundle) = self.models.get(model) else {
             return Score::not_scored(model, "no serving bundle");
         };
-        let groups = bundle.model("").map(LinearModel::groups);
-        let terms = Terms::of(&bug::extract_groups(
-            rest_bug,
-            groups.unwrap_or(Groups::NONE),
-        ));
+        let terms = Terms::of(&bug::extract_groups(rest_bug, bundle.groups()));
         score_record(model, &bundle, &terms, Record::Full)
     }
 }
