@@ -345,3 +345,42 @@ async fn the_postgresql_store_comes_back_after_its_connections_are_terminated() 
     );
     store.ping().await.unwrap();
 }
+
+/// Two processes that open one new PostgreSQL database at once (two replicas, or a consumer
+/// and the API started together) both create its tables. Before, each ran `CREATE … IF NOT
+/// EXISTS` on its own, and PostgreSQL's catalogue let one of them fail ("duplicate key value
+/// violates unique constraint pg_class_relname_nsp_index"): that process did not start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stores_opened_at_once_on_a_new_postgresql_database_all_open() {
+    let base = postgres_url();
+    let (admin, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL must answer on 127.0.0.1:5432 (scripts/test starts it)");
+    tokio::spawn(connection);
+    // A few new databases, each opened by four stores at once: the race was lost in every
+    // try of two stores on this machine; four make a loss the more likely.
+    for round in 0..3 {
+        let database = format!(
+            "bugflow_new_{round}_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        admin
+            .batch_execute(&format!("CREATE DATABASE {database}"))
+            .await
+            .unwrap();
+        let (path, query) = base.split_once('?').unwrap_or((&base, ""));
+        let at = path.rfind('/').expect("a URL with a database");
+        let url = format!("{}/{database}?{query}", &path[..at]);
+        let opened = futures::future::join_all((0..4).map(|_| Store::open(&url))).await;
+        let failed: Vec<String> = opened
+            .iter()
+            .filter_map(|o| o.as_ref().err().map(|e| format!("{e:#}")))
+            .collect();
+        drop(opened);
+        admin
+            .batch_execute(&format!("DROP DATABASE {database} WITH (FORCE)"))
+            .await
+            .unwrap();
+        assert!(failed.is_empty(), "round {round}: {failed:?}");
+    }
+}

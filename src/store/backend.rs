@@ -147,6 +147,40 @@ impl Backend {
         Ok(Backend::Sqlite(Arc::new(Mutex::new(db))))
     }
 
+    /// Creates the tables (`schema`) and adds the columns added since (`added`: one that is
+    /// there already is passed over), on one connection.
+    ///
+    /// On PostgreSQL that connection first takes an advisory lock of bugflow's own
+    /// ([`SCHEMA_LOCK`]), so that processes opening a new database at once (two replicas, a
+    /// consumer and the API) take turns: each running `CREATE … IF NOT EXISTS` on its own,
+    /// they raced in PostgreSQL's catalogue and all but one could fail ("duplicate key value
+    /// violates unique constraint pg_class_relname_nsp_index") and not start. The lock is
+    /// the session's: given back at the end, or by the server if the connection drops.
+    pub(super) async fn create_tables(
+        &self,
+        schema: &[&'static str],
+        added: &[&'static str],
+    ) -> anyhow::Result<()> {
+        let Backend::Postgres(pool) = self else {
+            // SQLite takes a lock on the file for each statement already.
+            return run_schema(schema, added, |sql| self.execute(sql, &[])).await;
+        };
+        let client = checkout(pool).await?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&SCHEMA_LOCK])
+            .await?;
+        let created = run_schema(schema, added, |sql| async {
+            Ok(client.execute(sql, &[]).await?)
+        })
+        .await;
+        let unlocked = client
+            .execute("SELECT pg_advisory_unlock($1)", &[&SCHEMA_LOCK])
+            .await;
+        created?;
+        unlocked?;
+        Ok(())
+    }
+
     /// Runs a statement; returns the rows it changed.
     pub(super) async fn execute(&self, sql: &str, params: &[Param]) -> anyhow::Result<u64> {
         match self {
@@ -192,6 +226,33 @@ impl Backend {
             }
         }
     }
+}
+
+/// The key of the PostgreSQL advisory lock held while the tables are created ("bugflow" in
+/// ASCII, and 1): any number no other program of the database's takes.
+const SCHEMA_LOCK: i64 = 0x6275_6766_6c6f_7701;
+
+/// `schema`, then `added` (an error that says the column is there already is passed over),
+/// each through `execute`.
+async fn run_schema<F, Fut>(
+    schema: &[&'static str],
+    added: &[&'static str],
+    execute: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(&'static str) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<u64>>,
+{
+    for statement in schema {
+        execute(statement).await?;
+    }
+    for statement in added {
+        match execute(statement).await {
+            Err(e) if !super::already_there(&e) => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn sqlite_query(

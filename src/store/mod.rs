@@ -84,7 +84,7 @@ const ADDED_COLUMNS: &[&str] = &[
     "ALTER TABLE labels ADD COLUMN confidence TEXT",
 ];
 
-fn already_there(e: &anyhow::Error) -> bool {
+pub(super) fn already_there(e: &anyhow::Error) -> bool {
     let text = format!("{e:#}");
     text.contains("duplicate column") || text.contains("already exists")
 }
@@ -92,19 +92,9 @@ fn already_there(e: &anyhow::Error) -> bool {
 impl Store {
     /// Opens (creating) the store at `location`: a file path, or a `postgres://` URL.
     pub async fn open(location: &str) -> anyhow::Result<Store> {
-        let store = Store {
-            backend: Backend::open(location).await?,
-        };
-        for statement in SCHEMA {
-            store.execute(statement, &[]).await?;
-        }
-        for statement in ADDED_COLUMNS {
-            match store.execute(statement, &[]).await {
-                Err(e) if !already_there(&e) => return Err(e),
-                _ => {}
-            }
-        }
-        Ok(store)
+        let backend = Backend::open(location).await?;
+        backend.create_tables(SCHEMA, ADDED_COLUMNS).await?;
+        Ok(Store { backend })
     }
 
     /// Does the store answer? (`/readyz`)
