@@ -168,7 +168,14 @@ impl Backend {
         let client = checkout(pool).await?;
         client
             .execute("SELECT pg_advisory_lock($1)", &[&SCHEMA_LOCK])
-            .await?;
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "PostgreSQL: waiting for another bugflow process to create the tables: {e:#} \
+                     (retry; if it persists, look for a session holding advisory lock {SCHEMA_LOCK} \
+                     in pg_locks)"
+                )
+            })?;
         let created = run_schema(schema, added, |sql| async {
             Ok(client.execute(sql, &[]).await?)
         })
