@@ -235,8 +235,8 @@ impl Backend {
     }
 }
 
-/// The key of the PostgreSQL advisory lock held while the tables are created ("bugflow" in
-/// ASCII, and 1): any number no other program of the database's takes.
+/// The key of the PostgreSQL advisory lock held while the tables are created: "bugflow" in
+/// ASCII, then 1 (a number no other program sharing the database is likely to take).
 const SCHEMA_LOCK: i64 = 0x6275_6766_6c6f_7701;
 
 /// `schema`, then `added` (an error that says the column is there already is passed over),
@@ -255,11 +255,18 @@ where
     }
     for statement in added {
         match execute(statement).await {
-            Err(e) if !super::already_there(&e) => return Err(e),
+            Err(e) if !already_there(&e) => return Err(e),
             _ => {}
         }
     }
     Ok(())
+}
+
+/// Whether an `ADD COLUMN` failed because the column is there (SQLite: "duplicate column";
+/// PostgreSQL: "already exists").
+fn already_there(e: &anyhow::Error) -> bool {
+    let text = format!("{e:#}");
+    text.contains("duplicate column") || text.contains("already exists")
 }
 
 fn sqlite_query(

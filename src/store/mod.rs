@@ -75,19 +75,14 @@ const SCHEMA: &[&str] = &[
 ];
 
 /// Columns added after a table was first shipped: added to a store that lacks them. (An
-/// `ADD COLUMN` of a column that is there fails, in both backends, with the error told
-/// apart by [`already_there`].) `confidence` is the top-class probability, kept as text so
+/// `ADD COLUMN` of a column that is there fails, in both backends, with an error that
+/// [`Backend::create_tables`] passes over.) `confidence` is the top-class probability, kept as text so
 /// that both backends store every digit alike.
 const ADDED_COLUMNS: &[&str] = &[
     "ALTER TABLE predictions ADD COLUMN role TEXT NOT NULL DEFAULT 'serving'",
     "ALTER TABLE predictions ADD COLUMN confidence TEXT",
     "ALTER TABLE labels ADD COLUMN confidence TEXT",
 ];
-
-pub(super) fn already_there(e: &anyhow::Error) -> bool {
-    let text = format!("{e:#}");
-    text.contains("duplicate column") || text.contains("already exists")
-}
 
 impl Store {
     /// Opens (creating) the store at `location`: a file path, or a `postgres://` URL.
