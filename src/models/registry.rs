@@ -120,11 +120,43 @@ impl Registry {
         }
     }
 
-    /// Writes the history atomically (a reader never sees half a file).
-    fn save(&self, model: ModelKind, history: &History) -> anyhow::Result<()> {
+    /// Reads the history, lets `change` change it, and writes it back if it changed, while
+    /// holding an exclusive lock on `history.lock` beside it: two commands changing one
+    /// model's history at once (a scheduled `train` promoting during a `models rollback`)
+    /// take turns, and neither loses the other's change. Readers take no lock: the file is
+    /// replaced whole ([`save`](Self::save)). An error from `change` writes nothing.
+    fn update<T>(
+        &self,
+        model: ModelKind,
+        change: impl FnOnce(&mut History) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
         let dir = self.model_dir(model);
         std::fs::create_dir_all(&dir)?;
-        let tmp = dir.join(format!("history.json.{}", std::process::id()));
+        let path = dir.join("history.lock");
+        let lock = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        lock.lock()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let before = self.history(model)?;
+        let mut history = before.clone();
+        let out = change(&mut history)?;
+        if history != before {
+            self.save(model, &history)?;
+        }
+        // Dropping the file gives the lock back.
+        drop(lock);
+        Ok(out)
+    }
+
+    /// Writes the history atomically (a reader never sees half a file). Only under
+    /// [`update`](Self::update)'s lock, so that one temporary file a model is enough.
+    fn save(&self, model: ModelKind, history: &History) -> anyhow::Result<()> {
+        let dir = self.model_dir(model);
+        let tmp = dir.join("history.json.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(history)?)?;
         std::fs::rename(&tmp, dir.join("history.json"))?;
         Ok(())
@@ -170,9 +202,10 @@ impl Registry {
 
     /// Records an event without changing what serves.
     pub fn record(&self, model: ModelKind, event: HistoryEntry) -> anyhow::Result<()> {
-        let mut history = self.history(model)?;
-        history.events.push(event);
-        self.save(model, &history)
+        self.update(model, |history| {
+            history.events.push(event);
+            Ok(())
+        })
     }
 
     /// Makes `version` the serving bundle. Unless `force`, the gate must agree.
@@ -181,39 +214,39 @@ impl Registry {
             .bundle(model, version)
             .map_err(|e| anyhow::anyhow!("no bundle {model}/{version}: {e}"))?;
         let f1 = bundle.manifest.macro_f1();
-        let verdict = self.judge(model, &bundle.manifest)?;
-        let mut history = self.history(model)?;
-        if !verdict.pass && !force {
+        // Judged under the lock, so that the history judged is the one changed.
+        self.update(model, |history| {
+            let verdict = self.judge(model, &bundle.manifest)?;
+            if !verdict.pass && !force {
+                history.events.push(HistoryEntry {
+                    at: Utc::now(),
+                    action: "refused".into(),
+                    version: version.into(),
+                    macro_f1: Some(f1),
+                    note: verdict.reason.clone(),
+                });
+                return Ok(verdict);
+            }
+            history.current = Some(version.to_owned());
+            if history.shadow.as_deref() == Some(version) {
+                history.shadow = None;
+                history.shadow_since = None;
+            }
+            history.promoted.retain(|v| v != version);
+            history.promoted.push(version.to_owned());
             history.events.push(HistoryEntry {
                 at: Utc::now(),
-                action: "refused".into(),
+                action: "promoted".into(),
                 version: version.into(),
                 macro_f1: Some(f1),
-                note: verdict.reason.clone(),
+                note: if verdict.pass {
+                    verdict.reason.clone()
+                } else {
+                    format!("forced past the gate: {}", verdict.reason)
+                },
             });
-            self.save(model, &history)?;
-            return Ok(verdict);
-        }
-        history.current = Some(version.to_owned());
-        if history.shadow.as_deref() == Some(version) {
-            history.shadow = None;
-            history.shadow_since = None;
-        }
-        history.promoted.retain(|v| v != version);
-        history.promoted.push(version.to_owned());
-        history.events.push(HistoryEntry {
-            at: Utc::now(),
-            action: "promoted".into(),
-            version: version.into(),
-            macro_f1: Some(f1),
-            note: if verdict.pass {
-                verdict.reason.clone()
-            } else {
-                format!("forced past the gate: {}", verdict.reason)
-            },
-        });
-        self.save(model, &history)?;
-        Ok(verdict)
+            Ok(verdict)
+        })
     }
 
     /// Makes `version` score live traffic beside the serving bundle. It must be a trained
@@ -226,68 +259,69 @@ impl Registry {
         if let Some(why) = &bundle.manifest.untrained {
             anyhow::bail!("{model}/{version} is untrained ({why}): it has nothing to shadow");
         }
-        let mut history = self.history(model)?;
-        if history.current.as_deref() == Some(version) {
-            anyhow::bail!("{model}/{version} is the serving bundle: shadow another version");
-        }
-        let note = match history.shadow.replace(version.to_owned()) {
-            Some(before) if before != version => format!("replaces shadow {before}"),
-            _ => String::new(),
-        };
-        history.shadow_since = Some(Utc::now());
-        history.events.push(HistoryEntry {
-            at: Utc::now(),
-            action: "shadowed".into(),
-            version: version.into(),
-            macro_f1: Some(bundle.manifest.macro_f1()),
-            note,
-        });
-        self.save(model, &history)
+        self.update(model, |history| {
+            if history.current.as_deref() == Some(version) {
+                anyhow::bail!("{model}/{version} is the serving bundle: shadow another version");
+            }
+            let note = match history.shadow.replace(version.to_owned()) {
+                Some(before) if before != version => format!("replaces shadow {before}"),
+                _ => String::new(),
+            };
+            history.shadow_since = Some(Utc::now());
+            history.events.push(HistoryEntry {
+                at: Utc::now(),
+                action: "shadowed".into(),
+                version: version.into(),
+                macro_f1: Some(bundle.manifest.macro_f1()),
+                note,
+            });
+            Ok(())
+        })
     }
 
     /// Stops the shadow, if one runs; returns its version.
     pub fn stop_shadow(&self, model: ModelKind, why: &str) -> anyhow::Result<Option<String>> {
-        let mut history = self.history(model)?;
-        let Some(version) = history.shadow.take() else {
-            return Ok(None);
-        };
-        history.shadow_since = None;
-        history.events.push(HistoryEntry {
-            at: Utc::now(),
-            action: "shadow_stopped".into(),
-            version: version.clone(),
-            macro_f1: None,
-            note: why.to_owned(),
-        });
-        self.save(model, &history)?;
-        Ok(Some(version))
+        self.update(model, |history| {
+            let Some(version) = history.shadow.take() else {
+                return Ok(None);
+            };
+            history.shadow_since = None;
+            history.events.push(HistoryEntry {
+                at: Utc::now(),
+                action: "shadow_stopped".into(),
+                version: version.clone(),
+                macro_f1: None,
+                note: why.to_owned(),
+            });
+            Ok(Some(version))
+        })
     }
 
     /// Serves the bundle that served before the current one; `why` is recorded.
     pub fn rollback(&self, model: ModelKind, why: &str) -> anyhow::Result<String> {
-        let mut history = self.history(model)?;
-        if history.promoted.len() < 2 {
-            anyhow::bail!(
-                "{model}: nothing to roll back to (promoted: {:?})",
-                history.promoted
-            );
-        }
-        let from = history.promoted.pop().unwrap_or_default();
-        let to = history.promoted.last().cloned().unwrap_or_default();
-        history.current = Some(to.clone());
-        history.events.push(HistoryEntry {
-            at: Utc::now(),
-            action: "rolled_back".into(),
-            version: to.clone(),
-            macro_f1: None,
-            note: if why.is_empty() {
-                format!("from {from}")
-            } else {
-                format!("from {from}: {why}")
-            },
-        });
-        self.save(model, &history)?;
-        Ok(to)
+        self.update(model, |history| {
+            if history.promoted.len() < 2 {
+                anyhow::bail!(
+                    "{model}: nothing to roll back to (promoted: {:?})",
+                    history.promoted
+                );
+            }
+            let from = history.promoted.pop().unwrap_or_default();
+            let to = history.promoted.last().cloned().unwrap_or_default();
+            history.current = Some(to.clone());
+            history.events.push(HistoryEntry {
+                at: Utc::now(),
+                action: "rolled_back".into(),
+                version: to.clone(),
+                macro_f1: None,
+                note: if why.is_empty() {
+                    format!("from {from}")
+                } else {
+                    format!("from {from}: {why}")
+                },
+            });
+            Ok(to)
+        })
     }
 
     /// The serving bundle of a model, if any.
@@ -514,5 +548,57 @@ fn release_freed_memory() {
         libmimalloc_sys::mi_collect(true);
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two `bugflow` commands that change one model's history at once (a scheduled
+    /// `train` promoting while someone runs `models rollback`, two trainings) each read the
+    /// history, change it and write it back. Before, the later write lost the earlier one's
+    /// change, and writers in one process shared a temporary file name.
+    #[test]
+    fn changes_made_at_once_to_one_history_are_all_kept() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let registry = Registry::new(dir.path());
+        let model = ModelKind::REGRESSION;
+        let writers = 8;
+        let each = 10;
+        std::thread::scope(|scope| {
+            for w in 0..writers {
+                let registry = &registry;
+                scope.spawn(move || {
+                    for i in 0..each {
+                        registry
+                            .record(
+                                model,
+                                HistoryEntry {
+                                    at: Utc::now(),
+                                    action: "trained".into(),
+                                    version: format!("{w}-{i}"),
+                                    macro_f1: None,
+                                    note: String::new(),
+                                },
+                            )
+                            .expect("an event is recorded");
+                    }
+                });
+            }
+        });
+        let mut kept: Vec<String> = registry
+            .history(model)
+            .expect("the history reads")
+            .events
+            .into_iter()
+            .map(|e| e.version)
+            .collect();
+        kept.sort();
+        let mut wanted: Vec<String> = (0..writers)
+            .flat_map(|w| (0..each).map(move |i| format!("{w}-{i}")))
+            .collect();
+        wanted.sort();
+        assert_eq!(kept, wanted);
     }
 }
