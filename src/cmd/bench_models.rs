@@ -85,9 +85,7 @@ fn bench_bugs(
     let mut per_model: Vec<Timings> = serving.iter().map(|_| Timings::default()).collect();
     let (mut checksum, mut terms_seen) = (0.0, 0usize);
     // The groups the models read, as a consumer extracts them (`BugBundles::features`).
-    let groups = serving
-        .iter()
-        .fold(Groups::NONE, |all, (_, bundle)| all.union(bundle.groups()));
+    let groups: Groups = serving.iter().map(|(_, bundle)| bundle.groups()).collect();
     // One bug: µs of its features, µs of each model, and how many terms it has.
     let mut time_one = |b: &Value| -> (f64, Vec<f64>, usize) {
         let started = Instant::now();

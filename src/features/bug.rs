@@ -404,8 +404,15 @@ pub fn extract_all(bug: &Value) -> Features {
 pub fn extract_groups(bug: &Value, groups: Groups) -> Features {
     let mut f = Features::new();
     // The comments' texts, looked up once for the structured features that read them all
-    // and for the text groups.
-    let texts: Vec<&str> = comments(bug).collect();
+    // and for the text groups (not at all for a title-only model).
+    let reads_comments = [Group::Data, Group::Body, Group::Comments]
+        .into_iter()
+        .any(|g| groups.contains(g));
+    let texts: Vec<&str> = if reads_comments {
+        comments(bug).collect()
+    } else {
+        Vec::new()
+    };
     if groups.contains(Group::Data) {
         structured(bug, &texts, &mut f);
     }

@@ -84,6 +84,13 @@ impl Groups {
     }
 }
 
+/// The union of several sets (the groups some bundle of several reads).
+impl FromIterator<Groups> for Groups {
+    fn from_iter<I: IntoIterator<Item = Groups>>(sets: I) -> Groups {
+        sets.into_iter().fold(Groups::NONE, Groups::union)
+    }
+}
+
 /// One structured feature: a name and its value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Feature {

@@ -181,14 +181,23 @@ impl Registry {
 
     /// The gate's verdict on `candidate` against what served before.
     pub fn judge(&self, model: ModelKind, candidate: &Manifest) -> anyhow::Result<Verdict> {
-        let history = self.history(model)?;
+        self.judge_on(model, &self.history(model)?, candidate)
+    }
+
+    /// [`judge`](Self::judge) against a history already read. The gate reads the earlier
+    /// bundles' manifests only, not their weights.
+    fn judge_on(
+        &self,
+        model: ModelKind,
+        history: &History,
+        candidate: &Manifest,
+    ) -> anyhow::Result<Verdict> {
         let mut earlier = Vec::new();
         for version in &history.promoted {
-            let bundle = self.bundle(model, version)?;
-            earlier.push(bundle.manifest.macro_f1());
+            earlier.push(self.manifest(model, version)?.macro_f1());
         }
         let serving = match &history.current {
-            Some(v) => Some(self.bundle(model, v)?.manifest),
+            Some(v) => Some(self.manifest(model, v)?),
             None => None,
         };
         let rules = model.spec().map(|s| s.gate.clone()).unwrap_or_default();
@@ -214,9 +223,9 @@ impl Registry {
             .bundle(model, version)
             .map_err(|e| anyhow::anyhow!("no bundle {model}/{version}: {e}"))?;
         let f1 = bundle.manifest.macro_f1();
-        // Judged under the lock, so that the history judged is the one changed.
+        // Judged under the lock, on the history it changes.
         self.update(model, |history| {
-            let verdict = self.judge(model, &bundle.manifest)?;
+            let verdict = self.judge_on(model, history, &bundle.manifest)?;
             if !verdict.pass && !force {
                 history.events.push(HistoryEntry {
                     at: Utc::now(),

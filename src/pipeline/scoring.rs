@@ -28,11 +28,12 @@ impl BugBundles {
     /// The groups some bundle reads: a term of any other group would be looked up by none,
     /// and its text (a full bug's comments, when no model reads them) need not be read.
     pub(super) fn groups(&self) -> Groups {
-        let of =
-            |bundle: &Option<Arc<Bundle>>| bundle.as_deref().map_or(Groups::NONE, Bundle::groups);
-        self.0.iter().fold(Groups::NONE, |all, m| {
-            all.union(of(&m.serving)).union(of(&m.shadow))
-        })
+        self.0
+            .iter()
+            .flat_map(|m| [&m.serving, &m.shadow])
+            .flatten()
+            .map(|bundle| bundle.groups())
+            .collect()
     }
 
     /// A bug's features in the groups these bundles read.
