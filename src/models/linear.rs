@@ -505,6 +505,12 @@ impl LinearModel {
             // same sums, with the row's length a constant.
             2 => self.sum_rows_of::<2>(&hits, &mut partial),
             3 => self.sum_rows_of::<3>(&hits, &mut partial),
+            // Rows of 32 (component), with AVX: a group's sums held in registers.
+            #[cfg(target_arch = "x86_64")]
+            32 if Avx::rows_of(32).is_some() => {
+                // SAFETY: `Avx::rows_of` found AVX on this processor.
+                unsafe { self.sum_rows_avx::<32>(&hits, &mut partial) }
+            }
             _ => self.sum_rows(&hits, &mut partial),
         }
         let scale = self.group_scales(&norms);
@@ -549,6 +555,57 @@ impl LinearModel {
                 value,
                 avx,
             );
+        }
+    }
+
+    /// [`sum_rows`](Self::sum_rows) for rows of `K` weights with AVX. Hits come in runs of
+    /// one group (the terms are merged run by run), and a run's `K` sums are read once, kept
+    /// in registers while its rows are added, and written once: per hit, a row is loaded and
+    /// added, where `add_row` also loaded and stored every sum. The same products added in
+    /// the same order: the same sums, to the bit.
+    ///
+    /// # Safety
+    ///
+    /// The processor must have AVX ([`Avx::rows_of`]).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx")]
+    unsafe fn sum_rows_avx<const K: usize>(
+        &self,
+        hits: &[(usize, usize, f64)],
+        partial: &mut [f64],
+    ) {
+        debug_assert_eq!(self.classes.len(), K);
+        let ask = |base: usize| {
+            let row = &self.weights[base..base + K];
+            let mut at = 0;
+            while at < K {
+                prefetch(&row[at]);
+                at += 16;
+            }
+            prefetch(&row[K - 1]);
+        };
+        hits.iter().take(AHEAD).for_each(|(base, _, _)| ask(*base));
+        let mut i = 0;
+        while let Some(&(_, gi, _)) = hits.get(i) {
+            let sums: &mut [f64; K] = (&mut partial[gi * K..gi * K + K])
+                .try_into()
+                .expect("a slice of K");
+            let mut held = *sums;
+            while let Some(&(base, g, value)) = hits.get(i)
+                && g == gi
+            {
+                if let Some((next, _, _)) = hits.get(i + AHEAD) {
+                    ask(*next);
+                }
+                let row: &[f32; K] = self.weights[base..base + K]
+                    .try_into()
+                    .expect("a slice of K");
+                for c in 0..K {
+                    held[c] += value * f64::from(row[c]);
+                }
+                i += 1;
+            }
+            *sums = held;
         }
     }
 
@@ -1307,12 +1364,13 @@ mod tests {
     }
 
     /// Scoring sums a model's rows of two or three weights with the row length a constant
-    /// (`sum_rows_of`), and any other with the general loop (`sum_rows`): both give the
-    /// same sums to the last bit, hit by hit in the same order.
+    /// (`sum_rows_of`), rows of 32 with AVX a group's run at a time (`sum_rows_avx`), and
+    /// any other with the general loop (`sum_rows`): all give the same sums to the last
+    /// bit, hit by hit in the same order, whether the hits' groups come in runs or not.
     #[test]
     fn rows_of_a_constant_length_add_to_the_same_sums_as_rows_of_any() {
         let mut rng = SplitMix(23);
-        for k in [2usize, 3] {
+        for (k, in_runs) in [(2usize, false), (3, false), (32, false), (32, true)] {
             let n = 300;
             let model: LinearModel = serde_json::from_value(serde_json::json!({
                 "classes": (0..k).map(|c| format!("c{c}")).collect::<Vec<_>>(),
@@ -1324,14 +1382,23 @@ mod tests {
                 "intercept": vec![0.0; k],
             }))
             .unwrap();
-            let hits: Vec<(usize, usize, f64)> = (0..1_000)
+            let mut hits: Vec<(usize, usize, f64)> = (0..1_000)
                 .map(|_| (rng.below(n) * k, rng.below(GROUPS), rng.unit() * 3.0))
                 .collect();
+            if in_runs {
+                hits.sort_by_key(|(_, g, _)| *g);
+            }
             let start: Vec<f64> = (0..GROUPS * k).map(|_| rng.unit() - 0.5).collect();
             let (mut constant, mut any) = (start.clone(), start.clone());
             match k {
                 2 => model.sum_rows_of::<2>(&hits, &mut constant),
-                _ => model.sum_rows_of::<3>(&hits, &mut constant),
+                3 => model.sum_rows_of::<3>(&hits, &mut constant),
+                #[cfg(target_arch = "x86_64")]
+                _ if Avx::rows_of(k).is_some() => {
+                    // SAFETY: `Avx::rows_of` found AVX on this processor.
+                    unsafe { model.sum_rows_avx::<32>(&hits, &mut constant) }
+                }
+                _ => model.sum_rows(&hits, &mut constant),
             }
             model.sum_rows(&hits, &mut any);
             let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
