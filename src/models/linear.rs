@@ -558,11 +558,8 @@ impl LinearModel {
         }
     }
 
-    /// [`sum_rows`](Self::sum_rows) for rows of `K` weights with AVX. Hits come in runs of
-    /// one group (the terms are merged run by run), and a run's `K` sums are read once, kept
-    /// in registers while its rows are added, and written once: per hit, a row is loaded and
-    /// added, where `add_row` also loaded and stored every sum. The same products added in
-    /// the same order: the same sums, to the bit.
+    /// [`sum_rows_of`](Self::sum_rows_of) compiled for AVX (component's rows of 32: a row
+    /// is eight loads of four, its sums eight registers).
     ///
     /// # Safety
     ///
@@ -574,7 +571,21 @@ impl LinearModel {
         hits: &[(usize, usize, f64)],
         partial: &mut [f64],
     ) {
+        self.sum_rows_of::<K>(hits, partial);
+    }
+
+    /// [`sum_rows`](Self::sum_rows) for rows of `K` weights, `K` a constant: the class loop
+    /// unrolled. Hits come in runs of one group (the terms are merged run by run), and a
+    /// run's `K` sums are read once, held in registers while its rows are added, and
+    /// written once, where a hit at a time loaded and stored every sum (component's 32:
+    /// scoring 79.8k → 70.2k instructions a BMO event, callgrind). The same products added
+    /// in the same order: the same sums, to the bit.
+    #[inline(always)]
+    fn sum_rows_of<const K: usize>(&self, hits: &[(usize, usize, f64)], partial: &mut [f64]) {
         debug_assert_eq!(self.classes.len(), K);
+        // A row's cache lines, each asked for (a line holds 16 weights; the last one asked
+        // for covers a row that starts mid-line): for rows of two or three, its first and
+        // last weight.
         let ask = |base: usize| {
             let row = &self.weights[base..base + K];
             let mut at = 0;
@@ -587,6 +598,7 @@ impl LinearModel {
         hits.iter().take(AHEAD).for_each(|(base, _, _)| ask(*base));
         let mut i = 0;
         while let Some(&(_, gi, _)) = hits.get(i) {
+            // Slices of length K: the conversions cannot fail, and cost nothing.
             let sums: &mut [f64; K] = (&mut partial[gi * K..gi * K + K])
                 .try_into()
                 .expect("a slice of K");
@@ -606,35 +618,6 @@ impl LinearModel {
                 i += 1;
             }
             *sums = held;
-        }
-    }
-
-    /// [`sum_rows`](Self::sum_rows) for rows of `K` weights, `K` a constant: the class loop
-    /// unrolled, and a row of at most 16 weights (two cache lines at most) asked for by its
-    /// first and last. The same products added in the same order: the same sums.
-    #[inline(always)]
-    fn sum_rows_of<const K: usize>(&self, hits: &[(usize, usize, f64)], partial: &mut [f64]) {
-        debug_assert_eq!(self.classes.len(), K);
-        let ask = |base: usize| {
-            let row = &self.weights[base..base + K];
-            prefetch(&row[0]);
-            prefetch(&row[K - 1]);
-        };
-        hits.iter().take(AHEAD).for_each(|(base, _, _)| ask(*base));
-        for (i, &(base, gi, value)) in hits.iter().enumerate() {
-            if let Some((next, _, _)) = hits.get(i + AHEAD) {
-                ask(*next);
-            }
-            // Slices of length K: the conversions cannot fail, and cost nothing.
-            let row: &[f32; K] = self.weights[base..base + K]
-                .try_into()
-                .expect("a slice of K");
-            let sums: &mut [f64; K] = (&mut partial[gi * K..gi * K + K])
-                .try_into()
-                .expect("a slice of K");
-            for c in 0..K {
-                sums[c] += value * f64::from(row[c]);
-            }
         }
     }
 
@@ -1370,7 +1353,14 @@ mod tests {
     #[test]
     fn rows_of_a_constant_length_add_to_the_same_sums_as_rows_of_any() {
         let mut rng = SplitMix(23);
-        for (k, in_runs) in [(2usize, false), (3, false), (32, false), (32, true)] {
+        for (k, in_runs) in [
+            (2usize, false),
+            (2, true),
+            (3, false),
+            (3, true),
+            (32, false),
+            (32, true),
+        ] {
             let n = 300;
             let model: LinearModel = serde_json::from_value(serde_json::json!({
                 "classes": (0..k).map(|c| format!("c{c}")).collect::<Vec<_>>(),
