@@ -1384,7 +1384,7 @@ mod tests {
                 2 => model.sum_rows_of::<2>(&hits, &mut constant),
                 3 => model.sum_rows_of::<3>(&hits, &mut constant),
                 #[cfg(target_arch = "x86_64")]
-                _ if Avx::rows_of(k).is_some() => {
+                32 if Avx::rows_of(k).is_some() => {
                     // SAFETY: `Avx::rows_of` found AVX on this processor.
                     unsafe { model.sum_rows_avx::<32>(&hits, &mut constant) }
                 }
