@@ -214,6 +214,9 @@ enum BenchWhat {
     Replay {
         #[arg(long, default_value_t = 20_000)]
         messages: u64,
+        /// Only this consumer's stream: `pushes` or `bug-triage` (both by default).
+        #[arg(long, value_parser = ["pushes", "bug-triage"])]
+        consumer: Option<String>,
     },
     /// Features + bug models per bug (p50/p99 µs); training time and peak memory.
     Models {
@@ -487,7 +490,9 @@ async fn bench(
             };
             cmd::bench::serve_command(config, &options, &user).await
         }
-        BenchWhat::Replay { messages } => cmd::bench::replay_command(config, messages).await,
+        BenchWhat::Replay { messages, consumer } => {
+            cmd::bench::replay_command(config, messages, consumer.as_deref()).await
+        }
         BenchWhat::Models {
             bugs,
             issues,

@@ -43,6 +43,7 @@ use crate::pulse::topology::{
     declare_bound_queue, declare_consumer, declare_own_exchange, retry_queue,
 };
 use crate::runner::Runner;
+use crate::score::Score;
 
 pub struct BenchOptions {
     pub messages: u64,
@@ -698,7 +699,11 @@ async fn replay_in_memory(
 /// rate, the CPU a message cost, every thread's: a replay that keeps `N` cores busy spends
 /// about `N` times its wall-clock µs a message, so the two together tell whether a slower
 /// run did more work or had less of the machine.
-pub async fn replay_command(config: &Config, n: u64) -> anyhow::Result<()> {
+///
+/// `only` measures one stream (`pushes` or `bug-triage`). The bug models must be found (run
+/// it in the checkout, or set `BUGFLOW_MODELS_DIR`): a stream that no model scores would be
+/// measured at several times its real speed, so the bench refuses it.
+pub async fn replay_command(config: &Config, n: u64, only: Option<&str>) -> anyhow::Result<()> {
     let models = crate::app::load_models(config)?;
     let answer: serde_json::Value = serde_json::from_str(include_str!(
         "../../tests/fixtures/pulse/treeherder_hg_json_pushes_v2_full_response.json"
@@ -729,19 +734,46 @@ pub async fn replay_command(config: &Config, n: u64) -> anyhow::Result<()> {
         bench_spec(config, "bug-triage", "bench", 200)?,
         models.clone(),
     );
+    let rest = crate::events::bmo::decode(&webhook_body(0))?.bug.to_rest();
+    let (scored, not): (Vec<Score>, Vec<Score>) = triage
+        .score_bug(&rest)
+        .into_iter()
+        .partition(|s| s.as_bug().is_some());
+    anyhow::ensure!(
+        !scored.is_empty(),
+        "no bug model scores a bug here ({}): run the bench in the checkout, or set \
+         BUGFLOW_MODELS_DIR to a directory of trained bundles",
+        reasons(&not)
+    );
     println!("bugflow bench replay — {n} messages per stream, in-process, no network");
+    println!(
+        "bug models scoring each BMO event: {}{}",
+        names(&scored),
+        if not.is_empty() {
+            format!(" (not scored: {})", names(&not))
+        } else {
+            String::new()
+        }
+    );
     println!("| stream | msg/s | µs per message | CPU a message (every thread) |");
     println!("|---|---:|---:|---:|");
-    for (what, pipeline, make) in [
+    for (consumer, what, pipeline, make) in [
         (
+            "pushes",
             "pushes, commit-risk on stored json-pushes (--offline)",
             &pushes,
             &stored_push as &dyn Fn(u64) -> Message,
         ),
-        ("BMO webhook events, every bug model", &triage, &|i| {
-            Message::new("bench", "bug.modify", webhook_body(i))
-        }),
+        (
+            "bug-triage",
+            "BMO webhook events, every bug model",
+            &triage,
+            &|i| Message::new("bench", "bug.modify", webhook_body(i)),
+        ),
     ] {
+        if only.is_some_and(|name| name != consumer) {
+            continue;
+        }
         let messages = (0..n).map(make).collect();
         let cpu = CpuClock::of_this_process();
         let summary = replay_in_memory(pipeline, messages).await?;
@@ -761,6 +793,24 @@ pub async fn replay_command(config: &Config, n: u64) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The models of `scores`, named.
+fn names(scores: &[Score]) -> String {
+    let names: Vec<String> = scores.iter().map(|s| s.model().to_string()).collect();
+    names.join(", ")
+}
+
+/// Why each of `scores` was not scored.
+fn reasons(scores: &[Score]) -> String {
+    let reasons: Vec<String> = scores
+        .iter()
+        .filter_map(|s| match s {
+            Score::Skipped(why) => Some(format!("{}: {}", why.model, why.skipped)),
+            _ => None,
+        })
+        .collect();
+    reasons.join("; ")
 }
 
 #[cfg(test)]
@@ -871,5 +921,30 @@ mod tests {
             "declared: {declared:?}"
         );
         assert!(left.is_empty(), "left on the broker: {left:?}");
+    }
+
+    /// Without its models (run outside the checkout, say), the bug-triage stream would be
+    /// measured at several times its real speed, every model skipped: the bench refuses it,
+    /// and says where the models are looked for. With them (the checkout's), it runs.
+    #[tokio::test]
+    async fn bench_replay_refuses_a_stream_no_model_scores() {
+        let mut config = Config {
+            models_dir: std::env::temp_dir().join(format!("no-models-{}", uuid::Uuid::new_v4())),
+            ..Config::default()
+        };
+        let refused = replay_command(&config, 20, Some("bug-triage"))
+            .await
+            .expect_err("no model scores the bench's bugs");
+        assert!(
+            refused
+                .to_string()
+                .contains("no bug model scores a bug here")
+                && refused.to_string().contains("BUGFLOW_MODELS_DIR"),
+            "{refused}"
+        );
+        config.models_dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
+        replay_command(&config, 20, Some("bug-triage"))
+            .await
+            .expect("the shipped models score the bench's bugs");
     }
 }
