@@ -30,6 +30,8 @@ use lapin::{BasicProperties, Channel};
 use tokio_util::sync::CancellationToken;
 
 use super::bench_cpu::{CpuClock, CpuPerMessage, micros};
+use crate::archive::ArchiveLine;
+use crate::cmd::replay::Item;
 use crate::config::Config;
 use crate::consumer::{Binding, ConsumerSpec};
 use crate::dispatch::Stats;
@@ -667,25 +669,21 @@ impl BenchReport {
     }
 }
 
-/// `messages` through `pipeline` as `bugflow replay` runs an archive (batches processed on
-/// every core, delivered in order), results counted; the clock starts once the messages
-/// are made.
+/// `items` through `pipeline` as `bugflow replay --consumer` runs an archive (batches
+/// processed on every core, delivered in order), results counted; the clock starts once
+/// the items are made.
 async fn replay_in_memory(
     pipeline: &Pipeline,
-    messages: Vec<Message>,
+    items: Vec<Item>,
 ) -> anyhow::Result<crate::cmd::replay::Summary> {
-    use crate::cmd::replay::{BATCH, Batches, Item};
+    use crate::cmd::replay::{BATCH, Batches};
     let sinks = Default::default();
-    let mut batches = Batches::new(Arc::new(vec![pipeline.clone()]), false, Default::default());
+    let mut batches = Batches::new(Arc::new(vec![pipeline.clone()]), true, Default::default());
     let mut summary = crate::cmd::replay::Summary::default();
     let started = Instant::now();
-    let mut messages = messages.into_iter().peekable();
-    while messages.peek().is_some() {
-        let batch = messages
-            .by_ref()
-            .take(BATCH)
-            .map(|m| Item::Routed(0, m))
-            .collect();
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        let batch = items.by_ref().take(BATCH).collect();
         batches.push(batch, &sinks, &mut summary).await?;
     }
     batches.finish(&sinks, &mut summary).await?;
@@ -774,23 +772,31 @@ pub async fn replay_command(config: &Config, n: u64, only: Option<&str>) -> anyh
         if only.is_some_and(|name| name != consumer) {
             continue;
         }
-        let messages = (0..n).map(make).collect();
-        let cpu = CpuClock::of_this_process();
-        let summary = replay_in_memory(pipeline, messages).await?;
-        let cpu = cpu.per_message(&CpuClock::of_this_process(), n);
-        let seconds = summary.elapsed.as_secs_f64();
-        anyhow::ensure!(
-            summary.results == n,
-            "{what}: {} results for {n} messages ({:?})",
-            summary.results,
-            summary.reasons
-        );
-        println!(
-            "| {what} | {:.0} | {:.1} | {} |",
-            n as f64 / seconds,
-            seconds * 1e6 / n as f64,
-            micros(cpu.own_us)
-        );
+        // The messages as the pipeline gets them, then as `bugflow replay --from` reads
+        // them: archive lines, each parsed on the core that processes it.
+        let as_lines = |m: Message| Item::Line(0, ArchiveLine::from_message(&m).to_line());
+        for (form, item) in [
+            ("", &(|m| Item::Routed(0, m)) as &dyn Fn(Message) -> Item),
+            (", from archive lines", &as_lines),
+        ] {
+            let items = (0..n).map(|i| item(make(i))).collect();
+            let cpu = CpuClock::of_this_process();
+            let summary = replay_in_memory(pipeline, items).await?;
+            let cpu = cpu.per_message(&CpuClock::of_this_process(), n);
+            let seconds = summary.elapsed.as_secs_f64();
+            anyhow::ensure!(
+                summary.results == n,
+                "{what}{form}: {} results for {n} messages ({:?})",
+                summary.results,
+                summary.reasons
+            );
+            println!(
+                "| {what}{form} | {:.0} | {:.1} | {} |",
+                n as f64 / seconds,
+                seconds * 1e6 / n as f64,
+                micros(cpu.own_us)
+            );
+        }
     }
     Ok(())
 }
