@@ -131,7 +131,7 @@ struct ReplayArgs {
     /// Send every line to this consumer instead of matching bindings.
     #[arg(long)]
     consumer: Option<String>,
-    /// Write results as JSON Lines here (`-` for stdout).
+    /// Write results as JSON Lines here, after what the file holds (`-` for stdout).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Publish the archived messages back to their exchanges on the broker instead.
