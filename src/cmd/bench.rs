@@ -698,8 +698,8 @@ async fn replay_in_memory(
 /// about `N` times its wall-clock µs a message, so the two together tell whether a slower
 /// run did more work or had less of the machine.
 ///
-/// `only` measures one stream (`pushes` or `bug-triage`). The bug models must be found (run
-/// it in the checkout, or set `BUGFLOW_MODELS_DIR`): a stream that no model scores would be
+/// `only` measures one stream (`pushes` or `bug-triage`). The models must be found (run it
+/// in the checkout, or set `BUGFLOW_MODELS_DIR`): a stream that no model scores would be
 /// measured at several times its real speed, so the bench refuses it.
 pub async fn replay_command(config: &Config, n: u64, only: Option<&str>) -> anyhow::Result<()> {
     let models = crate::app::load_models(config)?;
@@ -732,30 +732,7 @@ pub async fn replay_command(config: &Config, n: u64, only: Option<&str>) -> anyh
         bench_spec(config, "bug-triage", "bench", 200)?,
         models.clone(),
     );
-    let rest = crate::events::bmo::decode(&webhook_body(0))?.bug.to_rest();
-    let (scored, not): (Vec<Score>, Vec<Score>) = triage
-        .score_bug(&rest)
-        .into_iter()
-        .partition(|s| s.as_bug().is_some());
-    anyhow::ensure!(
-        !scored.is_empty(),
-        "no bug model scores a bug here ({}): run the bench in the checkout, or set \
-         BUGFLOW_MODELS_DIR to a directory of trained bundles",
-        reasons(&not)
-    );
-    println!("bugflow bench replay — {n} messages per stream, in-process, no network");
-    println!(
-        "bug models scoring each BMO event: {}{}",
-        names(&scored),
-        if not.is_empty() {
-            format!(" (not scored: {})", names(&not))
-        } else {
-            String::new()
-        }
-    );
-    println!("| stream | msg/s | µs per message | CPU a message (every thread) |");
-    println!("|---|---:|---:|---:|");
-    for (consumer, what, pipeline, make) in [
+    let streams = [
         (
             "pushes",
             "pushes, commit-risk on stored json-pushes (--offline)",
@@ -768,10 +745,38 @@ pub async fn replay_command(config: &Config, n: u64, only: Option<&str>) -> anyh
             &triage,
             &|i| Message::new("bench", "bug.modify", webhook_body(i)),
         ),
-    ] {
-        if only.is_some_and(|name| name != consumer) {
-            continue;
-        }
+    ];
+    let streams: Vec<_> = streams
+        .into_iter()
+        .filter(|(consumer, ..)| only.is_none_or(|name| name == *consumer))
+        .collect();
+    println!("bugflow bench replay — {n} messages per stream, in-process, no network");
+    // Which models a stream's first message is scored by: a stream no model scores is
+    // refused, not measured.
+    for (consumer, _, pipeline, make) in &streams {
+        let (ran, not): (Vec<Score>, Vec<Score>) = pipeline
+            .process(&make(0))
+            .await
+            .map_err(|e| anyhow::anyhow!("{consumer}: the bench's first message: {e}"))?
+            .into_iter()
+            .flat_map(|result| result.models)
+            .partition(|s| s.version().is_some());
+        anyhow::ensure!(
+            !ran.is_empty(),
+            "no model scores the {consumer} bench's messages here ({}): run the bench in the \
+             checkout, or set BUGFLOW_MODELS_DIR to a directory of trained bundles",
+            reasons(&not)
+        );
+        let skipped = if not.is_empty() {
+            String::new()
+        } else {
+            format!(" (not scored: {})", names(&not))
+        };
+        println!("{consumer}: scored by {}{skipped}", names(&ran));
+    }
+    println!("| stream | msg/s | µs per message | CPU a message (every thread) |");
+    println!("|---|---:|---:|---:|");
+    for (_, what, pipeline, make) in streams {
         // The messages as the pipeline gets them, then as `bugflow replay --from` reads
         // them: archive lines, each parsed on the core that processes it.
         let as_lines = |m: Message| Item::Line(0, ArchiveLine::from_message(&m).to_line());
@@ -938,19 +943,20 @@ mod tests {
             models_dir: std::env::temp_dir().join(format!("no-models-{}", uuid::Uuid::new_v4())),
             ..Config::default()
         };
-        let refused = replay_command(&config, 20, Some("bug-triage"))
-            .await
-            .expect_err("no model scores the bench's bugs");
-        assert!(
-            refused
-                .to_string()
-                .contains("no bug model scores a bug here")
-                && refused.to_string().contains("BUGFLOW_MODELS_DIR"),
-            "{refused}"
-        );
+        for consumer in ["bug-triage", "pushes"] {
+            let refused = replay_command(&config, 20, Some(consumer))
+                .await
+                .expect_err("no model scores the bench's messages");
+            let refused = refused.to_string();
+            assert!(
+                refused.contains(&format!("no model scores the {consumer} bench's messages"))
+                    && refused.contains("BUGFLOW_MODELS_DIR"),
+                "{refused}"
+            );
+        }
         config.models_dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
-        replay_command(&config, 20, Some("bug-triage"))
+        replay_command(&config, 20, None)
             .await
-            .expect("the shipped models score the bench's bugs");
+            .expect("the shipped models score the bench's messages");
     }
 }
