@@ -703,29 +703,8 @@ async fn replay_in_memory(
 /// measured at several times its real speed, so the bench refuses it.
 pub async fn replay_command(config: &Config, n: u64, only: Option<&str>) -> anyhow::Result<()> {
     let models = crate::app::load_models(config)?;
-    let answer: serde_json::Value = serde_json::from_str(include_str!(
-        "../../tests/fixtures/pulse/treeherder_hg_json_pushes_v2_full_response.json"
-    ))?;
-    let changesets = answer["pushes"]
-        .as_object()
-        .and_then(|p| p.values().next())
-        .cloned()
-        .unwrap_or_default();
-    let stored_push = |i: u64| {
-        let mut m = Message::new("bench", "integration/autoland", push_body(i));
-        let url = format!(
-            "https://hg.mozilla.org/integration/autoland/json-pushes?version=2&full=1&startID={}&endID={}",
-            i,
-            i + 1
-        );
-        let mut enrichment = crate::message::Enrichment::default();
-        let pushes = serde_json::json!({ i.to_string(): changesets });
-        enrichment
-            .json_pushes
-            .insert(url, serde_json::json!({"lastpushid": i, "pushes": pushes}));
-        m.enrichment = Some(Arc::new(enrichment));
-        m
-    };
+    let changesets = stored_changesets()?;
+    let stored_push = |i: u64| stored_push(&changesets, i);
     let pushes =
         Pipeline::new(bench_spec(config, "pushes", "bench", 200)?, models.clone()).offline();
     let triage = Pipeline::new(
@@ -751,57 +730,101 @@ pub async fn replay_command(config: &Config, n: u64, only: Option<&str>) -> anyh
         .filter(|(consumer, ..)| only.is_none_or(|name| name == *consumer))
         .collect();
     println!("bugflow bench replay — {n} messages per stream, in-process, no network");
-    // Which models a stream's first message is scored by: a stream no model scores is
-    // refused, not measured.
     for (consumer, _, pipeline, make) in &streams {
-        let (ran, not): (Vec<Score>, Vec<Score>) = pipeline
-            .process(&make(0))
-            .await
-            .map_err(|e| anyhow::anyhow!("{consumer}: the bench's first message: {e}"))?
-            .into_iter()
-            .flat_map(|result| result.models)
-            .partition(|s| s.version().is_some());
-        anyhow::ensure!(
-            !ran.is_empty(),
-            "no model scores the {consumer} bench's messages here ({}): run the bench in the \
-             checkout, or set BUGFLOW_MODELS_DIR to a directory of trained bundles",
-            reasons(&not)
-        );
-        let skipped = if not.is_empty() {
-            String::new()
-        } else {
-            format!(" (not scored: {})", names(&not))
-        };
-        println!("{consumer}: scored by {}{skipped}", names(&ran));
+        println!("{}", scored_by(consumer, pipeline, &make(0)).await?);
     }
     println!("| stream | msg/s | µs per message | CPU a message (every thread) |");
     println!("|---|---:|---:|---:|");
     for (_, what, pipeline, make) in streams {
-        // The messages as the pipeline gets them, then as `bugflow replay --from` reads
-        // them: archive lines, each parsed on the core that processes it.
-        let as_lines = |m: Message| Item::Line(0, ArchiveLine::from_message(&m).to_line());
-        for (form, item) in [
-            ("", &(|m| Item::Routed(0, m)) as &dyn Fn(Message) -> Item),
-            (", from archive lines", &as_lines),
-        ] {
-            let items = (0..n).map(|i| item(make(i))).collect();
-            let cpu = CpuClock::of_this_process();
-            let summary = replay_in_memory(pipeline, items).await?;
-            let cpu = cpu.per_message(&CpuClock::of_this_process(), n);
-            let seconds = summary.elapsed.as_secs_f64();
-            anyhow::ensure!(
-                summary.results == n,
-                "{what}{form}: {} results for {n} messages ({:?})",
-                summary.results,
-                summary.reasons
-            );
-            println!(
-                "| {what}{form} | {:.0} | {:.1} | {} |",
-                n as f64 / seconds,
-                seconds * 1e6 / n as f64,
-                micros(cpu.own_us)
-            );
-        }
+        replay_rows(what, pipeline, make, n).await?;
+    }
+    Ok(())
+}
+
+/// The changesets of the json-pushes sample: what every bench push's stored answer holds.
+fn stored_changesets() -> anyhow::Result<serde_json::Value> {
+    let answer: serde_json::Value = serde_json::from_str(include_str!(
+        "../../tests/fixtures/pulse/treeherder_hg_json_pushes_v2_full_response.json"
+    ))?;
+    Ok(answer["pushes"]
+        .as_object()
+        .and_then(|p| p.values().next())
+        .cloned()
+        .unwrap_or_default())
+}
+
+/// Push `i` with its json-pushes answer stored (as `bugflow record --enrich` keeps it), so
+/// that an offline pipeline scores it without fetching.
+fn stored_push(changesets: &serde_json::Value, i: u64) -> Message {
+    let mut m = Message::new("bench", "integration/autoland", push_body(i));
+    let url = format!(
+        "https://hg.mozilla.org/integration/autoland/json-pushes?version=2&full=1&startID={}&endID={}",
+        i,
+        i + 1
+    );
+    let mut enrichment = crate::message::Enrichment::default();
+    let pushes = serde_json::json!({ i.to_string(): changesets });
+    enrichment
+        .json_pushes
+        .insert(url, serde_json::json!({"lastpushid": i, "pushes": pushes}));
+    m.enrichment = Some(Arc::new(enrichment));
+    m
+}
+
+/// Which models score `first` through `pipeline`, as a line; an error when none does (a
+/// stream no model scores is refused, not measured).
+async fn scored_by(consumer: &str, pipeline: &Pipeline, first: &Message) -> anyhow::Result<String> {
+    let (ran, not): (Vec<Score>, Vec<Score>) = pipeline
+        .process(first)
+        .await
+        .map_err(|e| anyhow::anyhow!("{consumer}: the bench's first message: {e}"))?
+        .into_iter()
+        .flat_map(|result| result.models)
+        .partition(|s| s.version().is_some());
+    anyhow::ensure!(
+        !ran.is_empty(),
+        "no model scores the {consumer} bench's messages here ({}): run the bench in the \
+         checkout, or set BUGFLOW_MODELS_DIR to a directory of trained bundles",
+        reasons(&not)
+    );
+    let skipped = if not.is_empty() {
+        String::new()
+    } else {
+        format!(" (not scored: {})", names(&not))
+    };
+    Ok(format!("{consumer}: scored by {}{skipped}", names(&ran)))
+}
+
+/// The table rows of one stream: `n` messages as the pipeline gets them, then as `bugflow
+/// replay --from` reads them (archive lines, each parsed on the core that processes it).
+async fn replay_rows(
+    what: &str,
+    pipeline: &Pipeline,
+    make: &dyn Fn(u64) -> Message,
+    n: u64,
+) -> anyhow::Result<()> {
+    let as_lines = |m: Message| Item::Line(0, ArchiveLine::from_message(&m).to_line());
+    for (form, item) in [
+        ("", &(|m| Item::Routed(0, m)) as &dyn Fn(Message) -> Item),
+        (", from archive lines", &as_lines),
+    ] {
+        let items = (0..n).map(|i| item(make(i))).collect();
+        let cpu = CpuClock::of_this_process();
+        let summary = replay_in_memory(pipeline, items).await?;
+        let cpu = cpu.per_message(&CpuClock::of_this_process(), n);
+        let seconds = summary.elapsed.as_secs_f64();
+        anyhow::ensure!(
+            summary.results == n,
+            "{what}{form}: {} results for {n} messages ({:?})",
+            summary.results,
+            summary.reasons
+        );
+        println!(
+            "| {what}{form} | {:.0} | {:.1} | {} |",
+            n as f64 / seconds,
+            seconds * 1e6 / n as f64,
+            micros(cpu.own_us)
+        );
     }
     Ok(())
 }

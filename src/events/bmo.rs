@@ -212,10 +212,7 @@ impl WebhookBug {
                 object_in_key_order([("email", text(&self.creator))]),
             ),
             ("id", Value::from(self.id)),
-            (
-                "keywords",
-                Value::Array(self.keywords.iter().cloned().map(Value::String).collect()),
-            ),
+            ("keywords", Value::from(self.keywords.clone())),
             ("last_change_time", or_null(&self.last_change_time)),
             ("op_sys", text(&self.operating_system)),
             ("platform", text(&self.platform)),

@@ -528,21 +528,27 @@ impl LinearModel {
         scores
     }
 
+    /// Asks for each cache line of the row of `k` weights at `base` (a line holds 16
+    /// weights; the last one asked for covers a row that starts mid-line): for rows of two
+    /// or three, its first and last weight.
+    #[inline(always)]
+    fn ask_row(&self, base: usize, k: usize) {
+        let row = &self.weights[base..base + k];
+        let mut at = 0;
+        while at < k {
+            prefetch(&row[at]);
+            at += 16;
+        }
+        prefetch(&row[k - 1]);
+    }
+
     /// `partial[g] += value · row` for each hit `(row start, group g, value)`, each row
     /// asked for [`AHEAD`] hits before it is read. A row of many classes (component: 32)
     /// spans several cache lines: each is asked for (a line holds 16 weights; the last one
     /// asked for covers a row that starts mid-line).
     fn sum_rows(&self, hits: &[(usize, usize, f64)], partial: &mut [f64]) {
         let k = self.classes.len();
-        let ask = |base: usize| {
-            let row = &self.weights[base..base + k];
-            let mut at = 0;
-            while at < k {
-                prefetch(&row[at]);
-                at += 16;
-            }
-            prefetch(&row[k - 1]);
-        };
+        let ask = |base: usize| self.ask_row(base, k);
         let avx = Avx::rows_of(k);
         hits.iter().take(AHEAD).for_each(|(base, _, _)| ask(*base));
         for (i, &(base, gi, value)) in hits.iter().enumerate() {
@@ -583,18 +589,7 @@ impl LinearModel {
     #[inline(always)]
     fn sum_rows_of<const K: usize>(&self, hits: &[(usize, usize, f64)], partial: &mut [f64]) {
         debug_assert_eq!(self.classes.len(), K);
-        // A row's cache lines, each asked for (a line holds 16 weights; the last one asked
-        // for covers a row that starts mid-line): for rows of two or three, its first and
-        // last weight.
-        let ask = |base: usize| {
-            let row = &self.weights[base..base + K];
-            let mut at = 0;
-            while at < K {
-                prefetch(&row[at]);
-                at += 16;
-            }
-            prefetch(&row[K - 1]);
-        };
+        let ask = |base: usize| self.ask_row(base, K);
         hits.iter().take(AHEAD).for_each(|(base, _, _)| ask(*base));
         let mut i = 0;
         while let Some(&(_, gi, _)) = hits.get(i) {
@@ -1388,7 +1383,8 @@ mod tests {
                     // SAFETY: `Avx::rows_of` found AVX on this processor.
                     unsafe { model.sum_rows_avx::<32>(&hits, &mut constant) }
                 }
-                _ => model.sum_rows(&hits, &mut constant),
+                // Without AVX, the same loop compiled for any x86-64.
+                _ => model.sum_rows_of::<32>(&hits, &mut constant),
             }
             model.sum_rows(&hits, &mut any);
             let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();

@@ -119,10 +119,7 @@ fn event_data(webhook: &WebhookEvent) -> Value {
         ("comment_id", id(bug.comment.as_ref().map(|c| c.id))),
         ("component", or_null(&bug.component)),
         ("event", Value::String(event.routing_key.clone())),
-        (
-            "keywords",
-            Value::Array(bug.keywords.iter().cloned().map(Value::String).collect()),
-        ),
+        ("keywords", Value::from(bug.keywords.clone())),
         ("last_change_time", or_null(&bug.last_change_time)),
         ("product", or_null(&bug.product)),
         ("severity", or_null(&bug.severity)),
@@ -133,7 +130,10 @@ fn event_data(webhook: &WebhookEvent) -> Value {
         ("type", or_null(&bug.bug_type)),
         (
             "user",
-            or_null(&event.user.as_ref().map(|u| u.login.clone())),
+            event
+                .user
+                .as_ref()
+                .map_or(Value::Null, |u| Value::String(u.login.clone())),
         ),
     ])
 }
