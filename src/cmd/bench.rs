@@ -153,6 +153,42 @@ pub fn webhook_body(i: u64) -> Vec<u8> {
     serde_json::to_vec(&event).expect("a JSON value serializes")
 }
 
+/// One of the three public BMO webhook samples (`bug.modify`, `comment.create`,
+/// `attachment.create`) about bug `i`, as recorded but for the summary, one of the fixture
+/// bugs' (the same title every time would be scored from cache). None carries a
+/// description, so a model that reads descriptions (regression) does not answer: the
+/// stream a bug-triage consumer mostly sees, where `webhook_body` is a bug's creation.
+pub fn sample_webhook(i: u64) -> Message {
+    static SAMPLES: std::sync::LazyLock<Vec<serde_json::Value>> = std::sync::LazyLock::new(|| {
+        [
+            include_str!("../../tests/fixtures/pulse/bmo_webhook_public_bug_modify_example.json"),
+            include_str!("../../tests/fixtures/pulse/bmo_webhook_comment_create_example.json"),
+            include_str!("../../tests/fixtures/pulse/bmo_webhook_attachment_create_example.json"),
+        ]
+        .iter()
+        .map(|text| serde_json::from_str(text).expect("the bundled webhook samples are JSON"))
+        .collect()
+    });
+    static SUMMARIES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        include_str!("../../tests/fixtures/data/bugs.jsonl")
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|b| b["summary"].as_str().map(str::to_owned))
+            .collect()
+    });
+    let mut event = SAMPLES[i as usize % SAMPLES.len()].clone();
+    event["bug"]["id"] = serde_json::json!(1_000_000 + i);
+    if let Some(summary) = SUMMARIES.get(i as usize % SUMMARIES.len().max(1)) {
+        event["bug"]["summary"] = serde_json::json!(summary);
+    }
+    let routing_key = event["event"]["routing_key"]
+        .as_str()
+        .unwrap_or("bug.modify")
+        .to_owned();
+    let body = serde_json::to_vec(&event).expect("a JSON value serializes");
+    Message::new("bench", routing_key, body)
+}
+
 /// A message for consumer `name`: its routing key and body.
 fn bench_message(name: &str, i: u64) -> (&'static str, Vec<u8>) {
     match name {
@@ -724,14 +760,20 @@ pub async fn replay_command(config: &Config, n: u64, only: Option<&str>) -> anyh
             &triage,
             &|i| Message::new("bench", "bug.modify", webhook_body(i)),
         ),
+        (
+            "bug-triage",
+            "BMO webhook samples as recorded (no description)",
+            &triage,
+            &sample_webhook,
+        ),
     ];
     let streams: Vec<_> = streams
         .into_iter()
         .filter(|(consumer, ..)| only.is_none_or(|name| name == *consumer))
         .collect();
     println!("bugflow bench replay — {n} messages per stream, in-process, no network");
-    for (consumer, _, pipeline, make) in &streams {
-        println!("{}", scored_by(consumer, pipeline, &make(0)).await?);
+    for (consumer, what, pipeline, make) in &streams {
+        println!("{}", scored_by(consumer, what, pipeline, &make(0)).await?);
     }
     println!("| stream | msg/s | µs per message | CPU a message (every thread) |");
     println!("|---|---:|---:|---:|");
@@ -771,9 +813,14 @@ fn stored_push(changesets: &serde_json::Value, i: u64) -> Message {
     m
 }
 
-/// Which models score `first` through `pipeline`, as a line; an error when none does (a
-/// stream no model scores is refused, not measured).
-async fn scored_by(consumer: &str, pipeline: &Pipeline, first: &Message) -> anyhow::Result<String> {
+/// Which models score `first` through `pipeline` (the first message of stream `what`), as a
+/// line; an error when none does (a stream no model scores is refused, not measured).
+async fn scored_by(
+    consumer: &str,
+    what: &str,
+    pipeline: &Pipeline,
+    first: &Message,
+) -> anyhow::Result<String> {
     let (ran, not): (Vec<Score>, Vec<Score>) = pipeline
         .process(first)
         .await
@@ -792,7 +839,7 @@ async fn scored_by(consumer: &str, pipeline: &Pipeline, first: &Message) -> anyh
     } else {
         format!(" (not scored: {})", names(&not))
     };
-    Ok(format!("{consumer}: scored by {}{skipped}", names(&ran)))
+    Ok(format!("{what}: scored by {}{skipped}", names(&ran)))
 }
 
 /// The table rows of one stream: `n` messages as the pipeline gets them, then as `bugflow
