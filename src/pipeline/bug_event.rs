@@ -47,7 +47,7 @@ impl Pipeline {
             return Ok(None);
         }
         let bundles = self.bug_bundles();
-        let terms = Terms::of(&bundles.features(&rest));
+        let terms = Terms::of(&bundles.features(&rest, record));
         let models = bundles.score_all(&terms, record);
         let shadow = bundles.score_shadows(&terms, record);
         let mut effects = vec![Effect::Remember(remember(webhook, &models, &shadow))];

@@ -25,20 +25,23 @@ pub(super) struct ModelBundles {
 }
 
 impl BugBundles {
-    /// The groups some bundle reads: a term of any other group would be looked up by none,
-    /// and its text (a full bug's comments, when no model reads them) need not be read.
-    pub(super) fn groups(&self) -> Groups {
+    /// The groups read by some bundle that answers on `record`: a term of any other group
+    /// would be looked up by none, and its text (a full bug's comments, when no model reads
+    /// them; an event's later comment, when the only model that reads comments does not
+    /// answer without the description) need not be read.
+    pub(super) fn groups(&self, record: Record) -> Groups {
         self.0
             .iter()
             .flat_map(|m| [&m.serving, &m.shadow])
             .flatten()
+            .filter(|bundle| answers(bundle, record))
             .map(|bundle| bundle.groups())
             .collect()
     }
 
-    /// A bug's features in the groups these bundles read.
-    pub(super) fn features(&self, rest_bug: &Value) -> Features {
-        bug::extract_groups(rest_bug, self.groups())
+    /// A bug's features in the groups read by the bundles that answer on `record`.
+    pub(super) fn features(&self, rest_bug: &Value, record: Record) -> Features {
+        bug::extract_groups(rest_bug, self.groups(record))
     }
 
     /// Every serving bundle on a bug's terms.
@@ -68,7 +71,10 @@ impl Pipeline {
     /// terms (see [`score_terms`]).
     pub fn score_bug(&self, rest_bug: &Value) -> Vec<Score> {
         let bundles = self.bug_bundles();
-        bundles.score_all(&Terms::of(&bundles.features(rest_bug)), Record::Full)
+        bundles.score_all(
+            &Terms::of(&bundles.features(rest_bug, Record::Full)),
+            Record::Full,
+        )
     }
 
     /// This consumer's bug models' bundles, as they are now.
@@ -123,17 +129,29 @@ pub const NO_DESCRIPTION: &str = "it learned from bug descriptions and this even
 /// what it would say there is a guess its training data never saw made (on the demo's
 /// webhook test bug, regression said not-regression at 0.95 on an `attachment.create`).
 fn score_record(model: ModelKind, bundle: &Bundle, terms: &Terms, record: Record) -> Score {
-    // A full record (nearly every message once Bugzilla is configured) asks nothing more.
-    let reads_descriptions = || {
-        bundle.manifest.untrained.is_none()
-            && bundle
-                .model("")
-                .is_some_and(|m| m.reads(Group::Body) || m.reads(Group::Comments))
-    };
-    if record == Record::WithoutDescription && reads_descriptions() {
+    if without_description(bundle, record) {
         return Score::not_scored(model, NO_DESCRIPTION);
     }
     score_bundle(model, bundle, terms)
+}
+
+/// Whether a bundle that learned from descriptions is given a record without one (it does
+/// not answer: [`score_record`]).
+fn without_description(bundle: &Bundle, record: Record) -> bool {
+    // A full record (nearly every message once Bugzilla is configured) asks nothing more.
+    record == Record::WithoutDescription
+        && bundle.manifest.untrained.is_none()
+        && bundle
+            .model("")
+            .is_some_and(|m| m.reads(Group::Body) || m.reads(Group::Comments))
+}
+
+/// Whether a bundle answers on `record` with a prediction: it is trained, has a model, and
+/// is not [`without_description`]. The features of a bug are those such bundles read.
+fn answers(bundle: &Bundle, record: Record) -> bool {
+    bundle.manifest.untrained.is_none()
+        && bundle.model("").is_some()
+        && !without_description(bundle, record)
 }
 
 /// One bundle of `model` on a bug's terms.
@@ -229,4 +247,65 @@ fn listed_commit(risk: f64, c: &commit::Commit) -> Value {
         "components": commit::components(c),
         "risk": round(risk),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::consumer::{BUILTIN, ConsumerSpec};
+
+    /// The shipped bug-triage consumer with the checkout's models.
+    fn bug_triage() -> Pipeline {
+        let config = Config {
+            models_dir: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"),
+            ..Config::default()
+        };
+        let text = BUILTIN
+            .iter()
+            .find(|(name, _)| *name == "bug-triage")
+            .map(|(_, text)| *text)
+            .expect("a shipped bug-triage consumer");
+        let spec = ConsumerSpec::parse("bug-triage", "(built-in)", text, &config).unwrap();
+        Pipeline::new(spec, crate::app::load_models(&config).unwrap())
+    }
+
+    /// On an event without its description, the text only regression reads (the event's
+    /// later comment, the structured fields) is not extracted, since regression does not
+    /// answer there; the models that answer say what they say given every feature.
+    #[test]
+    fn an_event_without_its_description_is_read_in_the_groups_of_the_models_that_answer() {
+        let bundles = bug_triage().bug_bundles();
+        let full = bundles.groups(Record::Full);
+        let without = bundles.groups(Record::WithoutDescription);
+        assert!(full.contains(Group::Comments) && full.contains(Group::Data));
+        for group in [Group::Body, Group::Comments, Group::Data] {
+            assert!(
+                !without.contains(group),
+                "{group:?} read without a description"
+            );
+        }
+        assert!(without.contains(Group::Title));
+        let samples = [
+            include_str!("../../tests/fixtures/pulse/bmo_webhook_public_bug_modify_example.json"),
+            include_str!("../../tests/fixtures/pulse/bmo_webhook_comment_create_example.json"),
+            include_str!("../../tests/fixtures/pulse/bmo_webhook_attachment_create_example.json"),
+        ];
+        for sample in samples {
+            let webhook = crate::events::bmo::decode(sample.as_bytes()).unwrap();
+            assert!(!webhook.bug.has_description());
+            let rest = webhook.bug.to_rest();
+            let all = bug::extract_groups(&rest, Groups::ALL);
+            let extracted = bundles.features(&rest, Record::WithoutDescription);
+            assert!(extracted.items.iter().all(|f| f.group != Group::Data));
+            assert!(extracted.items.len() < all.items.len());
+            let (every, read) = (Terms::of(&all), Terms::of(&extracted));
+            let scores = bundles.score_all(&read, Record::WithoutDescription);
+            assert!(scores.iter().any(|s| s.version().is_some()), "{scores:?}");
+            assert_eq!(
+                scores,
+                bundles.score_all(&every, Record::WithoutDescription)
+            );
+        }
+    }
 }
