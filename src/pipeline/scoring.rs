@@ -34,8 +34,8 @@ impl BugBundles {
             .iter()
             .flat_map(|m| [&m.serving, &m.shadow])
             .flatten()
-            .filter(|bundle| answers(bundle, record))
-            .map(|bundle| bundle.groups())
+            .filter_map(|bundle| answering(bundle, record).ok())
+            .map(LinearModel::groups)
             .collect()
     }
 
@@ -124,44 +124,58 @@ pub enum Record {
 pub const NO_DESCRIPTION: &str = "it learned from bug descriptions and this event carries none; \
      no full bug was fetched: configure [bugzilla], or replay a recording made with --enrich";
 
-/// One bundle of `model` on a record: a model that learned from descriptions (its columns
-/// read a bug's first comment or its comments) is not scored on a record without one —
-/// what it would say there is a guess its training data never saw made (on the demo's
-/// webhook test bug, regression said not-regression at 0.95 on an `attachment.create`).
+/// One bundle of `model` on a record: its prediction, or why it gives none ([`answering`]).
 fn score_record(model: ModelKind, bundle: &Bundle, terms: &Terms, record: Record) -> Score {
-    if without_description(bundle, record) {
-        return Score::not_scored(model, NO_DESCRIPTION);
+    match answering(bundle, record) {
+        Ok(fitted) => score_fitted(model, bundle, fitted, terms),
+        Err(silent) => Score::not_scored(model, silent.to_string()),
     }
-    score_bundle(model, bundle, terms)
 }
 
-/// Whether a bundle that learned from descriptions is given a record without one (it does
-/// not answer: [`score_record`]).
-fn without_description(bundle: &Bundle, record: Record) -> bool {
-    // A full record (nearly every message once Bugzilla is configured) asks nothing more.
-    record == Record::WithoutDescription
-        && bundle.manifest.untrained.is_none()
-        && bundle
-            .model("")
-            .is_some_and(|m| m.reads(Group::Body) || m.reads(Group::Comments))
+/// Why a bundle gives no prediction on a record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Silent<'a> {
+    /// An untrained bundle, and why it is (no public data set, say).
+    Untrained(&'a str),
+    NoModel,
+    /// A model that learned from descriptions, on a record without one.
+    NoDescription,
 }
 
-/// Whether a bundle answers on `record` with a prediction: it is trained, has a model, and
-/// is not [`without_description`]. The features of a bug are those such bundles read.
-fn answers(bundle: &Bundle, record: Record) -> bool {
-    bundle.manifest.untrained.is_none()
-        && bundle.model("").is_some()
-        && !without_description(bundle, record)
+impl std::fmt::Display for Silent<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Silent::Untrained(why) => write!(f, "untrained bundle: {why}"),
+            Silent::NoModel => f.write_str("bundle has no model"),
+            Silent::NoDescription => f.write_str(NO_DESCRIPTION),
+        }
+    }
 }
 
-/// One bundle of `model` on a bug's terms.
-fn score_bundle(model: ModelKind, bundle: &Bundle, terms: &Terms) -> Score {
+/// The model a bundle answers with on `record`, or why it gives no answer there: the one
+/// list of the reasons, read by scoring (which says the reason) and by the groups a bug is
+/// read in (those of the bundles that answer).
+///
+/// A model that learned from descriptions (its columns read a bug's first comment or its
+/// comments) gives none on a record without one: what it would say there is a guess its
+/// training data never saw made (on the demo's webhook test bug, regression said
+/// not-regression at 0.95 on an `attachment.create`).
+fn answering(bundle: &Bundle, record: Record) -> Result<&LinearModel, Silent<'_>> {
     if let Some(why) = &bundle.manifest.untrained {
-        return Score::not_scored(model, format!("untrained bundle: {why}"));
+        return Err(Silent::Untrained(why));
     }
-    let Some(fitted) = bundle.model("") else {
-        return Score::not_scored(model, "bundle has no model");
-    };
+    let fitted = bundle.model("").ok_or(Silent::NoModel)?;
+    // A full record (nearly every message once Bugzilla is configured) asks nothing more.
+    if record == Record::WithoutDescription
+        && (fitted.reads(Group::Body) || fitted.reads(Group::Comments))
+    {
+        return Err(Silent::NoDescription);
+    }
+    Ok(fitted)
+}
+
+/// One bundle of `model` on a bug's terms, with its model `fitted`.
+fn score_fitted(model: ModelKind, bundle: &Bundle, fitted: &LinearModel, terms: &Terms) -> Score {
     let p = score_terms(fitted, terms);
     let writes = bundle.manifest.writer.as_ref().map(|w| match w.threshold {
         Some(t) => Writes::AtOrAbove(t),
