@@ -269,11 +269,9 @@ pub fn required_models(specs: &[ConsumerSpec]) -> Vec<ModelKind> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::consumer::BUILTIN;
 
     fn spec(name: &str) -> ConsumerSpec {
-        let text = BUILTIN.iter().find(|(n, _)| *n == name).unwrap().1;
-        ConsumerSpec::parse(name, name, text, &Config::default()).unwrap()
+        ConsumerSpec::builtin(name, &Config::default()).unwrap()
     }
 
     #[test]

@@ -113,6 +113,21 @@ pub struct ConsumerSpec {
 }
 
 impl ConsumerSpec {
+    /// The shipped consumer `name` (`consumers/<name>.toml`, built into the binary), read
+    /// with `config`.
+    pub fn builtin(name: &str, config: &Config) -> anyhow::Result<ConsumerSpec> {
+        let text = BUILTIN
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, text)| *text)
+            .ok_or_else(|| {
+                let shipped: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
+                anyhow::anyhow!("no shipped consumer {name:?} ({})", shipped.join(", "))
+            })?;
+        let origin = format!("(built-in) consumers/{name}.toml");
+        Ok(ConsumerSpec::parse(name, &origin, text, config)?)
+    }
+
     /// Parses and checks one consumer file. `origin` names the file in errors.
     pub fn parse(
         name: &str,
@@ -230,9 +245,8 @@ pub fn load_all(config: &Config) -> anyhow::Result<Vec<ConsumerSpec>> {
         }
     } else {
         tracing::info!(dir = %dir.display(), "no consumers folder: using the built-in consumers");
-        for (name, text) in BUILTIN {
-            let origin = format!("(built-in) consumers/{name}.toml");
-            specs.push(ConsumerSpec::parse(name, &origin, text, config)?);
+        for (name, _) in BUILTIN {
+            specs.push(ConsumerSpec::builtin(name, config)?);
         }
     }
     if specs.is_empty() {

@@ -119,47 +119,10 @@ pub fn push_body(i: u64) -> Vec<u8> {
     .expect("a JSON literal serializes")
 }
 
-/// A BMO webhook event (the real `bug.modify` sample) about bug `i`, with the summary and
-/// the description (comment 0, as a `bug.create` carries it) of one of the fixture bugs, so
-/// that the models read varied text, and every bug model answers (one that learned from
-/// descriptions is not scored on an event without one).
-pub fn webhook_body(i: u64) -> Vec<u8> {
-    static SAMPLE: std::sync::LazyLock<(serde_json::Value, Vec<(String, String)>)> =
-        std::sync::LazyLock::new(|| {
-            let event = serde_json::from_str(include_str!(
-                "../../tests/fixtures/pulse/bmo_webhook_public_bug_modify_example.json"
-            ))
-            .expect("the bundled webhook sample is JSON");
-            let texts = include_str!("../../tests/fixtures/data/bugs.jsonl")
-                .lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .filter_map(|b| {
-                    let summary = b["summary"].as_str()?.to_owned();
-                    let description = b["comments"][0]["text"].as_str().unwrap_or_default();
-                    Some((summary, description.to_owned()))
-                })
-                .collect();
-            (event, texts)
-        });
-    let (event, texts) = &*SAMPLE;
-    let mut event = event.clone();
-    event["bug"]["id"] = serde_json::json!(1_000_000 + i);
-    if !texts.is_empty() {
-        let (summary, description) = &texts[i as usize % texts.len()];
-        event["bug"]["summary"] = serde_json::json!(summary);
-        event["bug"]["comment"]["number"] = serde_json::json!(0);
-        event["bug"]["comment"]["body"] = serde_json::json!(description);
-    }
-    serde_json::to_vec(&event).expect("a JSON value serializes")
-}
-
-/// One of the three public BMO webhook samples (`bug.modify`, `comment.create`,
-/// `attachment.create`) about bug `i`, as recorded but for the summary, one of the fixture
-/// bugs' (the same title every time would be scored from cache). None carries a
-/// description, so a model that reads descriptions (regression) does not answer: the
-/// stream a bug-triage consumer mostly sees, where `webhook_body` is a bug's creation.
-pub fn sample_webhook(i: u64) -> Message {
-    static SAMPLES: std::sync::LazyLock<Vec<serde_json::Value>> = std::sync::LazyLock::new(|| {
+/// The three public BMO webhook samples (`bug.modify`, `comment.create`,
+/// `attachment.create`), as recorded.
+static WEBHOOK_SAMPLES: std::sync::LazyLock<Vec<serde_json::Value>> =
+    std::sync::LazyLock::new(|| {
         [
             include_str!("../../tests/fixtures/pulse/bmo_webhook_public_bug_modify_example.json"),
             include_str!("../../tests/fixtures/pulse/bmo_webhook_comment_create_example.json"),
@@ -169,16 +132,49 @@ pub fn sample_webhook(i: u64) -> Message {
         .map(|text| serde_json::from_str(text).expect("the bundled webhook samples are JSON"))
         .collect()
     });
-    static SUMMARIES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
-        include_str!("../../tests/fixtures/data/bugs.jsonl")
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|b| b["summary"].as_str().map(str::to_owned))
-            .collect()
-    });
-    let mut event = SAMPLES[i as usize % SAMPLES.len()].clone();
+
+/// Each fixture bug's summary and description (its comment 0; empty when it has none).
+static FIXTURE_TEXTS: std::sync::LazyLock<Vec<(String, String)>> = std::sync::LazyLock::new(|| {
+    include_str!("../../tests/fixtures/data/bugs.jsonl")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|b| {
+            let summary = b["summary"].as_str()?.to_owned();
+            let description = b["comments"][0]["text"].as_str().unwrap_or_default();
+            Some((summary, description.to_owned()))
+        })
+        .collect()
+});
+
+/// A BMO webhook event (the real `bug.modify` sample) about bug `i`, with the summary and
+/// the description (comment 0, as a `bug.create` carries it) of one of the fixture bugs, so
+/// that the models read varied text, and every bug model answers (one that learned from
+/// descriptions is not scored on an event without one).
+pub fn webhook_body(i: u64) -> Vec<u8> {
+    let mut event = WEBHOOK_SAMPLES[0].clone();
     event["bug"]["id"] = serde_json::json!(1_000_000 + i);
-    if let Some(summary) = SUMMARIES.get(i as usize % SUMMARIES.len().max(1)) {
+    if let Some((summary, description)) = fixture_texts(i) {
+        event["bug"]["summary"] = serde_json::json!(summary);
+        event["bug"]["comment"]["number"] = serde_json::json!(0);
+        event["bug"]["comment"]["body"] = serde_json::json!(description);
+    }
+    serde_json::to_vec(&event).expect("a JSON value serializes")
+}
+
+/// The texts of fixture bug `i` (modulo their number), if there are any.
+fn fixture_texts(i: u64) -> Option<&'static (String, String)> {
+    FIXTURE_TEXTS.get(i as usize % FIXTURE_TEXTS.len().max(1))
+}
+
+/// One of the three public BMO webhook samples about bug `i`, as recorded but for the
+/// summary, one of the fixture bugs' (the same title every time would be scored from
+/// cache). None carries a description, so a model that reads descriptions (regression)
+/// does not answer: the stream a bug-triage consumer mostly sees, where `webhook_body` is
+/// a bug's creation.
+pub fn sample_webhook(i: u64) -> Message {
+    let mut event = WEBHOOK_SAMPLES[i as usize % WEBHOOK_SAMPLES.len()].clone();
+    event["bug"]["id"] = serde_json::json!(1_000_000 + i);
+    if let Some((summary, _)) = fixture_texts(i) {
         event["bug"]["summary"] = serde_json::json!(summary);
     }
     let routing_key = event["event"]["routing_key"]
@@ -205,12 +201,7 @@ fn bench_spec(
     input: &str,
     prefetch: u16,
 ) -> anyhow::Result<ConsumerSpec> {
-    let text = crate::consumer::BUILTIN
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, t)| *t)
-        .ok_or_else(|| anyhow::anyhow!("no shipped consumer {name:?} (pushes, bug-triage)"))?;
-    let mut spec = ConsumerSpec::parse(name, "(built-in)", text, config)?;
+    let mut spec = ConsumerSpec::builtin(name, config)?;
     spec.queue = format!("queue/{}/bench-{name}", config.user);
     spec.prefetch = prefetch;
     spec.bindings = vec![Binding {

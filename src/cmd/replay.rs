@@ -89,9 +89,9 @@ impl Summary {
     fn note(&mut self, kind: &str, reason: &str) {
         let short: String = pattern_of(reason).chars().take(80).collect();
         let key = format!("{kind}: {short}");
-        if !self.examples.contains_key(&key) {
-            self.examples.insert(key.clone(), reason.to_owned());
-        }
+        self.examples
+            .entry(key.clone())
+            .or_insert_with(|| reason.to_owned());
         *self.reasons.entry(key).or_default() += 1;
     }
 

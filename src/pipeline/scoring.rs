@@ -267,7 +267,7 @@ fn listed_commit(risk: f64, c: &commit::Commit) -> Value {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::consumer::{BUILTIN, ConsumerSpec};
+    use crate::consumer::ConsumerSpec;
 
     /// The shipped bug-triage consumer with the checkout's models.
     fn bug_triage() -> Pipeline {
@@ -275,12 +275,7 @@ mod tests {
             models_dir: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"),
             ..Config::default()
         };
-        let text = BUILTIN
-            .iter()
-            .find(|(name, _)| *name == "bug-triage")
-            .map(|(_, text)| *text)
-            .expect("a shipped bug-triage consumer");
-        let spec = ConsumerSpec::parse("bug-triage", "(built-in)", text, &config).unwrap();
+        let spec = ConsumerSpec::builtin("bug-triage", &config).unwrap();
         Pipeline::new(spec, crate::app::load_models(&config).unwrap())
     }
 
