@@ -214,8 +214,9 @@ enum BenchWhat {
     Replay {
         #[arg(long, default_value_t = 20_000)]
         messages: u64,
-        /// Only this consumer's stream: `pushes` or `bug-triage` (both by default).
-        #[arg(long, value_parser = ["pushes", "bug-triage"])]
+        /// Only this consumer's streams: `pushes`, `bug-triage` or `api-requests` (every one by
+        /// default).
+        #[arg(long, value_parser = ["pushes", "bug-triage", "api-requests"])]
         consumer: Option<String>,
     },
     /// Features + bug models per bug (p50/p99 µs); training time and peak memory.

@@ -29,22 +29,29 @@ pub struct Message {
 }
 
 /// What a flow fetches from outside to score a message, as it came: a push's json-pushes
-/// answer, a bug event's full bug. Kept on an archive line, it makes a replay reproducible
+/// answer (or a push-risk request's), a bug event's full bug, the bugs of a prediction
+/// request. Kept on an archive line, it makes a replay reproducible
 /// (the same bytes in, whatever hg.mozilla.org or Bugzilla say today) and lets it run with
 /// no network (`bugflow replay --offline`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Enrichment {
-    /// json-pushes answers by URL (a push's `push_full_json_url`).
+    /// json-pushes answers by URL (a push's `push_full_json_url`; a push-risk request's
+    /// `json-pushes?changeset=`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub json_pushes: BTreeMap<String, Value>,
     /// The full bug (REST shape, with comments and history), as Bugzilla answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bug: Option<Value>,
+    /// The bugs Bugzilla showed for a prediction request (REST shape, with comments and
+    /// history); a bug it did not show is absent, a private one only its id and
+    /// `is_private` (never its text). `Some(empty)`: it showed none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bugs: Option<Vec<Value>>,
 }
 
 impl Enrichment {
     pub fn is_empty(&self) -> bool {
-        self.json_pushes.is_empty() && self.bug.is_none()
+        self.json_pushes.is_empty() && self.bug.is_none() && self.bugs.is_none()
     }
 }
 

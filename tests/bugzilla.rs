@@ -679,6 +679,61 @@ async fn a_security_bug_is_never_scored_published_or_answered() {
     assert_eq!(cached[&key].result, json!({"available": false}));
 }
 
+/// Issue 14: `record --enrich` keeps a prediction request's bugs with it as Bugzilla showed
+/// them, a private one as its id alone (never its text), and an offline replay of the
+/// request answers exactly what the live worker answered, without Bugzilla.
+#[tokio::test]
+async fn a_requests_stored_bugs_answer_as_bugzilla_did_and_keep_no_private_text() {
+    let server = MockServer::start().await;
+    let mut secret = rest_bug();
+    secret["id"] = json!(35);
+    secret["summary"] = json!("a secret summary");
+    secret["groups"] = json!(["core-security"]);
+    Mock::given(method("GET"))
+        .and(path("/rest/bug"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"bugs": [rest_bug(), secret]})),
+        )
+        .mount(&server)
+        .await;
+    let request = json!({"request": "bugs", "model": "bugtype", "bugs": [1629704, 35, 36]});
+    let mut message = Message::new(
+        "exchange/bugflow/bugflow-requests",
+        "predict.bugtype",
+        serde_json::to_vec(&request).unwrap(),
+    );
+    let (store, _dir) = common::temp_store().await;
+    let live = Pipeline::new(spec("api-requests"), common::shipped_models())
+        .with_store(store)
+        .with_bugzilla(client(&server));
+
+    let stored = live.enrichment(&message).await.unwrap();
+    let bugs = stored.bugs.clone().unwrap();
+    assert_eq!(bugs[0], rest_bug_without_time_drift(&bugs[0]));
+    assert_eq!(bugs[1], json!({"id": 35, "is_private": true}));
+    assert_eq!(bugs.len(), 2, "bug 36 was not shown");
+
+    let answered = live.process(&message).await.unwrap();
+    message.enrichment = Some(Arc::new(stored));
+    drop(server);
+    let replayed = Pipeline::new(spec("api-requests"), common::shipped_models())
+        .offline()
+        .process(&message)
+        .await
+        .unwrap();
+    assert_eq!(replayed[0].data, answered[0].data);
+    assert_eq!(replayed[0].message_id, answered[0].message_id);
+    assert_eq!(answered[0].data["available"], 1, "{}", answered[0].data);
+}
+
+/// `bug`, which the fake served as [`rest_bug`] made (its `creation_time` is "yesterday",
+/// computed when it was made): the same bug, every other field compared.
+fn rest_bug_without_time_drift(bug: &Value) -> Value {
+    let mut expected = rest_bug();
+    expected["creation_time"] = bug["creation_time"].clone();
+    expected
+}
+
 /// Issue 12, finding 8: a redirect never leads a client off its allowed hosts. Before the
 /// fix, reqwest followed hg.mozilla.org's (here: 127.0.0.1's) 302 to any host (here:
 /// `localhost`, not allowed), and the Bugzilla client sent `X-BUGZILLA-API-KEY` along.

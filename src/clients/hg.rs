@@ -154,29 +154,55 @@ impl Source {
         branch: &str,
         rev: &str,
     ) -> Result<PushDetails, HgError> {
-        let url = format!(
-            "{}/{branch}/json-pushes?version=2&full=1&changeset={rev}",
-            base.trim_end_matches('/')
-        );
-        let body = match self {
-            Source::Http(client) => client.get(&url).await?,
-            Source::Bundled(_) => return Err(HgError::BundledByPushOnly),
-        };
-        let pushid = only_push_id(&body)?;
-        parse_push(&body, pushid)
+        parse_changeset_answer(
+            &self
+                .fetch_changeset(&changeset_url(base, branch, rev))
+                .await?,
+        )
+    }
+
+    /// The `json-pushes?changeset=` answer at `url` ([`changeset_url`]), as it came (what
+    /// `bugflow record --enrich` keeps of a push-risk request). Bundled answers are by push
+    /// URL only.
+    pub async fn fetch_changeset(&self, url: &str) -> Result<String, HgError> {
+        match self {
+            Source::Http(client) => client.get(url).await,
+            Source::Bundled(_) => Err(HgError::BundledByPushOnly),
+        }
     }
 }
 
-/// The id of the single push of a `changeset=` answer.
-fn only_push_id(body: &str) -> Result<u64, HgError> {
+/// The json-pushes URL of the push that contains `rev` on `base/branch`.
+pub fn changeset_url(base: &str, branch: &str, rev: &str) -> String {
+    format!(
+        "{}/{branch}/json-pushes?version=2&full=1&changeset={rev}",
+        base.trim_end_matches('/')
+    )
+}
+
+/// The push of a `changeset=` answer: its only one (the latest, were there several).
+pub fn parse_changeset_answer(body: &str) -> Result<PushDetails, HgError> {
     let parsed: JsonPushes =
         serde_json::from_str(body).map_err(|e| HgError::NotJsonPushes(e.to_string()))?;
-    parsed
+    push_of_changeset(&parsed)
+}
+
+/// [`parse_changeset_answer`] of an answer already parsed as JSON (one an archive line
+/// stored).
+pub fn parse_changeset_value(body: &serde_json::Value) -> Result<PushDetails, HgError> {
+    let parsed =
+        JsonPushes::deserialize(body).map_err(|e| HgError::NotJsonPushes(e.to_string()))?;
+    push_of_changeset(&parsed)
+}
+
+fn push_of_changeset(parsed: &JsonPushes) -> Result<PushDetails, HgError> {
+    let pushid = parsed
         .pushes
         .keys()
         .filter_map(|k| k.parse().ok())
         .max()
-        .ok_or(HgError::NoPushWithRevision)
+        .ok_or(HgError::NoPushWithRevision)?;
+    push_of_answer(parsed, pushid)
 }
 
 /// Reads one push out of a json-pushes v2 (`full=1`) response.

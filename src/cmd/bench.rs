@@ -35,6 +35,7 @@ use crate::cmd::replay::Item;
 use crate::config::Config;
 use crate::consumer::{Binding, ConsumerSpec};
 use crate::dispatch::Stats;
+use crate::error::Stage;
 use crate::message::Message;
 use crate::models::registry::ModelSet;
 use crate::pipeline::Pipeline;
@@ -133,11 +134,18 @@ static WEBHOOK_SAMPLES: std::sync::LazyLock<Vec<serde_json::Value>> =
         .collect()
     });
 
-/// Each fixture bug's summary and description (its comment 0; empty when it has none).
-static FIXTURE_TEXTS: std::sync::LazyLock<Vec<(String, String)>> = std::sync::LazyLock::new(|| {
+/// The 58 fixture bugs, full (comments, history), as Bugzilla's REST API gives them.
+static FIXTURE_BUGS: std::sync::LazyLock<Vec<serde_json::Value>> = std::sync::LazyLock::new(|| {
     include_str!("../../tests/fixtures/data/bugs.jsonl")
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .collect()
+});
+
+/// Each fixture bug's summary and description (its comment 0; empty when it has none).
+static FIXTURE_TEXTS: std::sync::LazyLock<Vec<(String, String)>> = std::sync::LazyLock::new(|| {
+    FIXTURE_BUGS
+        .iter()
         .filter_map(|b| {
             let summary = b["summary"].as_str()?.to_owned();
             let description = b["comments"][0]["text"].as_str().unwrap_or_default();
@@ -183,6 +191,27 @@ pub fn sample_webhook(i: u64) -> Message {
         .to_owned();
     let body = serde_json::to_vec(&event).expect("a JSON value serializes");
     Message::new("bench", routing_key, body)
+}
+
+/// The API's request `i` (`GET /<model>/predict/<bug>`): one fixture bug, by each bug model
+/// in turn, with the bug stored as `bugflow record --enrich` keeps it (Bugzilla's answer),
+/// so that an offline pipeline scores it without fetching.
+pub fn stored_request(i: u64) -> Message {
+    const MODELS: [&str; 4] = ["bugtype", "component", "spam", "regression"];
+    let model = MODELS[i as usize % MODELS.len()];
+    let bug = FIXTURE_BUGS
+        .get(i as usize % FIXTURE_BUGS.len().max(1))
+        .cloned()
+        .unwrap_or_default();
+    let request = serde_json::json!({"request": "bugs", "model": model, "bugs": [bug["id"]]});
+    let body = serde_json::to_vec(&request).expect("a JSON value serializes");
+    let mut m = Message::new("bench", format!("predict.{model}"), body);
+    let enrichment = crate::message::Enrichment {
+        bugs: Some(vec![bug]),
+        ..Default::default()
+    };
+    m.enrichment = Some(Arc::new(enrichment));
+    m
 }
 
 /// A message for consumer `name`: its routing key and body.
@@ -725,7 +754,8 @@ async fn replay_in_memory(
 /// about `N` times its wall-clock µs a message, so the two together tell whether a slower
 /// run did more work or had less of the machine.
 ///
-/// `only` measures one stream (`pushes` or `bug-triage`). The models must be found (run it
+/// `only` measures one consumer's streams (`pushes`, `bug-triage` or `api-requests`: the
+/// API's requests, each bug stored with it, `--offline`). The models must be found (run it
 /// in the checkout, or set `BUGFLOW_MODELS_DIR`): a stream that no model scores would be
 /// measured at several times its real speed, so the bench refuses it.
 pub async fn replay_command(config: &Config, n: u64, only: Option<&str>) -> anyhow::Result<()> {
@@ -738,6 +768,11 @@ pub async fn replay_command(config: &Config, n: u64, only: Option<&str>) -> anyh
         bench_spec(config, "bug-triage", "bench", 200)?,
         models.clone(),
     );
+    let requests = Pipeline::new(
+        bench_spec(config, "api-requests", "bench", 200)?,
+        models.clone(),
+    )
+    .offline();
     let streams = [
         (
             "pushes",
@@ -756,6 +791,12 @@ pub async fn replay_command(config: &Config, n: u64, only: Option<&str>) -> anyh
             "BMO webhook samples as recorded (no description)",
             &triage,
             &sample_webhook,
+        ),
+        (
+            "api-requests",
+            "API requests of one full bug each, the bug models in turn, stored (--offline)",
+            &requests,
+            &stored_request,
         ),
     ];
     let streams: Vec<_> = streams
@@ -812,19 +853,24 @@ async fn scored_by(
     pipeline: &Pipeline,
     first: &Message,
 ) -> anyhow::Result<String> {
-    let (ran, not): (Vec<Score>, Vec<Score>) = pipeline
-        .process(first)
-        .await
-        .map_err(|e| anyhow::anyhow!("{consumer}: the bench's first message: {e}"))?
-        .into_iter()
-        .flat_map(|result| result.models)
-        .partition(|s| s.version().is_some());
-    anyhow::ensure!(
-        !ran.is_empty(),
-        "no model scores the {consumer} bench's messages here ({}): run the bench in the \
-         checkout, or set BUGFLOW_MODELS_DIR to a directory of trained bundles",
-        reasons(&not)
-    );
+    let refuse = |why: &str| {
+        anyhow::anyhow!(
+            "no model scores the {consumer} bench's messages here ({why}): run the bench in \
+             the checkout, or set BUGFLOW_MODELS_DIR to a directory of trained bundles"
+        )
+    };
+    let (ran, not): (Vec<Score>, Vec<Score>) = match pipeline.process(first).await {
+        Ok(results) => results,
+        // A request for a model without a bundle is refused by the flow itself.
+        Err(e) if e.stage == Stage::Models => return Err(refuse(&e.reason)),
+        Err(e) => anyhow::bail!("{consumer}: the bench's first message: {e}"),
+    }
+    .into_iter()
+    .flat_map(|result| result.models)
+    .partition(|s| s.version().is_some());
+    if ran.is_empty() {
+        return Err(refuse(&reasons(&not)));
+    }
     let skipped = if not.is_empty() {
         String::new()
     } else {
@@ -1004,7 +1050,7 @@ mod tests {
             models_dir: std::env::temp_dir().join(format!("no-models-{}", uuid::Uuid::new_v4())),
             ..Config::default()
         };
-        for consumer in ["bug-triage", "pushes"] {
+        for consumer in ["bug-triage", "pushes", "api-requests"] {
             let refused = replay_command(&config, 20, Some(consumer))
                 .await
                 .expect_err("no model scores the bench's messages");

@@ -6,9 +6,11 @@ use serde_json::{Value, json};
 
 use super::scoring::score_commits;
 use super::{Finding, MAX_LISTED, Pipeline, filter};
+use crate::clients::hg;
 use crate::effects::Effect;
 use crate::error::{Action, Stage, StageError};
 use crate::events::request::PredictionRequest;
+use crate::message::Message;
 use crate::models::{Input, ModelKind};
 use crate::score::{RequestScore, Score};
 
@@ -31,32 +33,65 @@ fn answer(key: String, answer: Value, last_change_time: Option<&str>) -> Effect 
 }
 
 impl Pipeline {
-    pub(super) async fn request(&self, request: &PredictionRequest) -> Result<Finding, StageError> {
-        if self.effects.store.is_none() {
-            return Err(StageError::invalid(
-                Stage::Sink,
-                "prediction requests need the store (bugflow run)",
-            ));
-        }
+    /// A live worker has the store (`bugflow run` refuses to start one without it); a
+    /// replay has none, and its answers are the results it publishes.
+    pub(super) async fn request(
+        &self,
+        request: &PredictionRequest,
+        message: &Message,
+    ) -> Result<Finding, StageError> {
+        let stored = message.enrichment.as_deref();
         match request {
-            PredictionRequest::Bugs { model, bugs } => self.classify(model, bugs).await,
-            PredictionRequest::PushRisk { branch, rev } => self.push_risk(branch, rev).await,
+            PredictionRequest::Bugs { model, bugs } => {
+                let stored = stored.and_then(|e| e.bugs.as_deref());
+                self.classify(model, bugs, stored).await
+            }
+            PredictionRequest::PushRisk { branch, rev } => {
+                let url = hg::changeset_url(&self.hg_url, branch, rev);
+                let stored = stored.and_then(|e| e.json_pushes.get(&url));
+                self.push_risk(branch, rev, &url, stored).await
+            }
         }
     }
 
     /// `POST /<model>/predict/batch`: every bug Bugzilla shows gets the model's answer; the
-    /// others `{"available": false}`.
-    async fn classify(&self, name: &str, bugs: &[u64]) -> Result<Finding, StageError> {
+    /// others `{"available": false}`. The bugs are those `stored` with the message (an
+    /// archive line's), or Bugzilla's.
+    async fn classify(
+        &self,
+        name: &str,
+        bugs: &[u64],
+        stored: Option<&[Value]>,
+    ) -> Result<Finding, StageError> {
         let model = ModelKind::parse(name)
             .filter(|m| m.input() == Input::Bug)
             .ok_or_else(|| StageError::invalid(Stage::Models, format!("no bug model {name:?}")))?;
         let bundle = self.models.get(model).ok_or_else(|| {
             StageError::transient(Stage::Models, format!("{model} has no serving bundle yet"))
         })?;
-        let client = self.bugzilla.as_ref().ok_or_else(|| {
-            StageError::invalid(Stage::Enrich, "prediction requests need a Bugzilla client")
-        })?;
-        let found = client.bugs(bugs).await?;
+        let fetched;
+        let found = match (stored, &self.bugzilla) {
+            (Some(stored), _) => stored,
+            (None, _) if self.offline => {
+                return Err(StageError::skip(
+                    Stage::Enrich,
+                    format!(
+                        "offline: no stored bugs for the request of {} bugs",
+                        bugs.len()
+                    ),
+                ));
+            }
+            (None, Some(client)) => {
+                fetched = client.bugs(bugs).await?;
+                &fetched
+            }
+            (None, None) => {
+                return Err(StageError::invalid(
+                    Stage::Enrich,
+                    "prediction requests need a Bugzilla client",
+                ));
+            }
+        };
         let (mut effects, mut answers) = (Vec::new(), Vec::new());
         for &id in bugs {
             let key = cache_key_of_bug(model, id);
@@ -71,11 +106,19 @@ impl Pipeline {
                 effects.push(answer(key, json!({"available": false}), None));
                 continue;
             }
-            let scored = self.score_model(model, rest);
-            let given = scored
-                .as_bug()
-                .map(|s| s.bugbug_answer())
-                .unwrap_or_else(|| json!({"available": false}));
+            let given = match self.score_model(model, rest) {
+                Score::Bug(scored) => scored.bugbug_answer(),
+                // The bundle gives no answer (an untrained one, say): unavailable, and why.
+                not => {
+                    let why = match &not {
+                        Score::Skipped(s) => s.skipped.clone(),
+                        _ => format!("{model} gave no bug score"),
+                    };
+                    effects.push(answer(key, json!({"available": false}), None));
+                    answers.push(json!({"bug_id": id, "available": false, "reason": why}));
+                    continue;
+                }
+            };
             answers.push(json!({"bug_id": id, "class": given["class"]}));
             effects.push(answer(key, given, rest["last_change_time"].as_str()));
         }
@@ -95,18 +138,42 @@ impl Pipeline {
         })
     }
 
-    /// `GET /push/<branch>/<rev>/risk`: the push holding `rev`, scored commit by commit.
-    async fn push_risk(&self, branch: &str, rev: &str) -> Result<Finding, StageError> {
+    /// `GET /push/<branch>/<rev>/risk`: the push holding `rev` (its json-pushes answer at
+    /// `url`: the one `stored` with the message, or hg.mozilla.org's), scored commit by
+    /// commit.
+    async fn push_risk(
+        &self,
+        branch: &str,
+        rev: &str,
+        url: &str,
+        stored: Option<&Value>,
+    ) -> Result<Finding, StageError> {
         let key = cache_key_of_push(branch, rev);
         let model = ModelKind::COMMIT_RISK;
         let bundle = self.models.get(model).ok_or_else(|| {
             StageError::transient(Stage::Models, "commit-risk has no serving bundle yet")
         })?;
-        let source = self.hg.as_ref().ok_or_else(|| {
-            StageError::invalid(Stage::Enrich, "push risk needs hg.enabled = true")
-        })?;
+        let details = match (stored, &self.hg) {
+            (Some(answer), _) => hg::parse_changeset_value(answer),
+            (None, _) if self.offline => {
+                return Err(StageError::skip(
+                    Stage::Enrich,
+                    format!("offline: no stored json-pushes answer for revision {rev}"),
+                ));
+            }
+            (None, Some(source)) => match source.fetch_changeset(url).await {
+                Ok(body) => hg::parse_changeset_answer(&body),
+                Err(e) => Err(e),
+            },
+            (None, None) => {
+                return Err(StageError::invalid(
+                    Stage::Enrich,
+                    "push risk needs hg.enabled = true",
+                ));
+            }
+        };
         let mut data = json!({"branch": branch, "rev": rev});
-        let (scored, given) = match source.push_of(&self.hg_url, branch, rev).await {
+        let (scored, given) = match details {
             Ok(details) => {
                 data["push_id"] = json!(details.pushid);
                 data["user"] = json!(details.user);

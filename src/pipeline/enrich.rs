@@ -1,10 +1,12 @@
 //! What a message's flow fetches from outside, fetched on its own so that it can be kept
 //! with the message (`bugflow record --enrich`): a push's json-pushes answer, a bug
-//! event's full bug. A replay of such an archive reads them back instead of fetching
+//! event's full bug, a prediction request's bugs or push. A replay of such an archive reads them back instead of fetching
 //! (see [`Enrichment`]).
 
 use super::{Pipeline, filter};
+use crate::clients::hg;
 use crate::error::{Stage, StageError};
+use crate::events::request::PredictionRequest;
 use crate::events::{self, Event};
 use crate::message::{Enrichment, Message};
 use crate::models::ModelKind;
@@ -42,8 +44,34 @@ impl Pipeline {
                     }
                 }
             }
+            Event::Request(PredictionRequest::Bugs { bugs, .. }) => {
+                if let Some(client) = &self.bugzilla {
+                    enrichment.bugs =
+                        Some(client.bugs(&bugs).await?.into_iter().map(public).collect());
+                }
+            }
+            Event::Request(PredictionRequest::PushRisk { branch, rev }) => {
+                if let Some(source) = &self.hg {
+                    let url = hg::changeset_url(&self.hg_url, &branch, &rev);
+                    let body = source.fetch_changeset(&url).await?;
+                    let answer = serde_json::from_str(&body).map_err(|e| {
+                        StageError::skip(Stage::Enrich, format!("json-pushes is not JSON: {e}"))
+                    })?;
+                    enrichment.json_pushes.insert(url, answer);
+                }
+            }
             _ => {}
         }
         Ok(enrichment)
+    }
+}
+
+/// A bug as an archive may keep it: a private one (Bugzilla shows it to a key that may see
+/// it) only as its id and that it is private, which is all its request's answer reads.
+fn public(bug: serde_json::Value) -> serde_json::Value {
+    if filter::is_private(&bug) {
+        serde_json::json!({"id": bug["id"], "is_private": true})
+    } else {
+        bug
     }
 }

@@ -190,7 +190,7 @@ impl Pipeline {
                 None => return Ok(bug_event::private(webhook)),
             },
             Event::SimpleBug(simple) => self.simple_bug(simple),
-            Event::Request(request) => self.request(request).await?,
+            Event::Request(request) => self.request(request, message).await?,
         };
         let effects = std::mem::take(&mut finding.effects);
         let shadow = self.shadow_result(message, &finding);

@@ -5,7 +5,7 @@ use bugflow::archive::ArchiveLine;
 use bugflow::cmd::replay::{ReplayOptions, replay};
 use bugflow::config::Config;
 use bugflow::consumer::{BUILTIN, ConsumerSpec};
-use bugflow::message::Message;
+use bugflow::message::{Enrichment, Message};
 use bugflow::models::registry::ModelSet;
 use bugflow::pipeline::Pipeline;
 
@@ -253,4 +253,157 @@ async fn an_offline_replay_scores_every_push_from_its_stored_answer_and_fetches_
         assert_eq!(risk["model"], "commit-risk", "{result}");
         assert_eq!(risk["scored_commits"], 2, "{result}");
     }
+}
+
+/// Issue 14: the `api-requests` consumer's stream replays like the others. Each request's
+/// bugs (or, for a push-risk request, its `json-pushes?changeset=` answer) are stored with
+/// it, as `record --enrich` keeps them; an offline replay answers every request from them
+/// with the serving models and fetches nothing, and a request stored without them is a skip
+/// with its reason. (Before: a replay has no store, and every request was dead-lettered
+/// with "prediction requests need the store (bugflow run)", stored bugs or not.)
+#[tokio::test]
+async fn an_offline_replay_answers_every_prediction_request_from_what_was_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (archive, out) = (
+        dir.path().join("requests.jsonl"),
+        dir.path().join("results.jsonl"),
+    );
+    let pipelines = consumers_that_must_not_fetch();
+    let api = pipelines
+        .iter()
+        .find(|p| p.name() == "api-requests")
+        .unwrap();
+    let exchange = api.spec().bindings[0].exchange.clone();
+    let bugs: Vec<serde_json::Value> = include_str!("../fixtures/data/bugs.jsonl")
+        .lines()
+        .take(40)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let models = ["bugtype", "component", "spam", "regression"];
+    let request = |body: serde_json::Value, key: &str, stored: Option<Enrichment>| {
+        let mut m = Message::new(&exchange, key, serde_json::to_vec(&body).unwrap());
+        m.enrichment = stored.map(std::sync::Arc::new);
+        ArchiveLine::from_message(&m).to_line()
+    };
+    let stored_bugs = |bugs: Vec<serde_json::Value>| Enrichment {
+        bugs: Some(bugs),
+        ..Default::default()
+    };
+    let mut lines = Vec::new();
+    for (i, bug) in bugs.iter().enumerate() {
+        let model = models[i % models.len()];
+        let body = serde_json::json!({"request": "bugs", "model": model, "bugs": [bug["id"]]});
+        lines.push(request(
+            body,
+            &format!("predict.{model}"),
+            Some(stored_bugs(vec![bug.clone()])),
+        ));
+    }
+    // A bug Bugzilla showed as private (kept as its id alone), and one it did not show.
+    let body = serde_json::json!({"request": "bugs", "model": "bugtype", "bugs": [7, 8]});
+    let private = serde_json::json!({"id": 7, "is_private": true});
+    lines.push(request(
+        body,
+        "predict.bugtype",
+        Some(stored_bugs(vec![private])),
+    ));
+    // A push-risk request with its changeset answer.
+    let (branch, rev) = ("integration/autoland", "5fb1d9a0e1ce");
+    let mut answer = Enrichment::default();
+    answer.json_pushes.insert(
+        bugflow::clients::hg::changeset_url("https://hg.mozilla.org", branch, rev),
+        json_pushes_for(4711),
+    );
+    let body = serde_json::json!({"request": "push-risk", "branch": branch, "rev": rev});
+    lines.push(request(body, "push.risk", Some(answer)));
+    // Three requests recorded without what they need.
+    for id in [1, 2, 3] {
+        let body = serde_json::json!({"request": "bugs", "model": "bugtype", "bugs": [id]});
+        lines.push(request(body, "predict.bugtype", None));
+    }
+    std::fs::write(&archive, lines.join("\n") + "\n").unwrap();
+
+    let summary = replay(
+        &pipelines,
+        &ReplayOptions {
+            files: vec![archive],
+            out: Some(out.clone()),
+            offline: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.read, 45, "{summary:?}");
+    assert_eq!((summary.results, summary.skipped), (42, 3), "{summary:?}");
+    assert_eq!(summary.dead_lettered, 0, "{summary:?}");
+    assert!(
+        summary
+            .reasons
+            .keys()
+            .any(|r| r.contains("offline: no stored bugs")),
+        "{:?}",
+        summary.reasons
+    );
+    let results: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut answered = BTreeSet::new();
+    for (i, bug) in bugs.iter().enumerate() {
+        let model = models[i % models.len()];
+        let result = results
+            .iter()
+            .find(|r| r["subject"] == format!("{model}.{}", bug["id"]))
+            .unwrap_or_else(|| panic!("no answer of {model} on bug {}", bug["id"]));
+        // The answer is the serving model's on the stored bug, read in full; a bundle that
+        // gives none (the shipped spam bundle is untrained) is an unavailable answer with
+        // its reason, not a class of null counted as available.
+        let expected = api
+            .score_bug(bug)
+            .into_iter()
+            .find(|s| s.model().name() == model)
+            .unwrap();
+        let answer = &result["data"]["answers"][0];
+        match expected.as_bug() {
+            Some(expected) => {
+                assert_eq!(result["data"]["available"], 1, "{result}");
+                // bugbug's form of the class (a binary model's is 0 or 1).
+                assert_eq!(
+                    answer["class"],
+                    expected.bugbug_answer()["class"],
+                    "{result}"
+                );
+            }
+            None => {
+                assert_eq!(result["data"]["available"], 0, "{result}");
+                assert_eq!(answer["available"], false, "{result}");
+                assert!(answer["reason"].is_string(), "{result}");
+                assert!(answer.get("class").is_none(), "{result}");
+            }
+        }
+        answered.insert(expected.as_bug().is_some());
+    }
+    assert_eq!(
+        answered.len(),
+        2,
+        "an answer and a bundle that gives none were both checked"
+    );
+    let unshown = results
+        .iter()
+        .find(|r| r["subject"] == "bugtype.7")
+        .unwrap();
+    assert_eq!(unshown["data"]["available"], 0, "{unshown}");
+    assert_eq!(
+        unshown["data"]["answers"],
+        serde_json::json!([{"bug_id": 8, "available": false}]),
+        "the private bug is not listed: {unshown}"
+    );
+    let push = results
+        .iter()
+        .find(|r| r["kind"] == "prediction" && r["data"]["rev"] == rev);
+    let push = push.expect("the push-risk answer");
+    assert_eq!(push["models"][0]["scored_commits"], 2, "{push}");
+    assert_eq!(push["data"]["push_id"], 4711, "{push}");
 }
