@@ -116,6 +116,14 @@ impl Score {
             _ => None,
         }
     }
+
+    /// Why the model was not scored, if it was not.
+    pub fn skipped(&self) -> Option<&str> {
+        match self {
+            Score::Skipped(s) => Some(&s.skipped),
+            _ => None,
+        }
+    }
 }
 
 impl BugScore {

@@ -923,10 +923,7 @@ fn names(scores: &[Score]) -> String {
 fn reasons(scores: &[Score]) -> String {
     let reasons: Vec<String> = scores
         .iter()
-        .filter_map(|s| match s {
-            Score::Skipped(why) => Some(format!("{}: {}", why.model, why.skipped)),
-            _ => None,
-        })
+        .filter_map(|s| Some(format!("{}: {}", s.model(), s.skipped()?)))
         .collect();
     reasons.join("; ")
 }

@@ -110,11 +110,8 @@ impl Pipeline {
                 Score::Bug(scored) => scored.bugbug_answer(),
                 // The bundle gives no answer (an untrained one, say): unavailable, and why.
                 not => {
-                    let why = match &not {
-                        Score::Skipped(s) => s.skipped.clone(),
-                        _ => format!("{model} gave no bug score"),
-                    };
                     effects.push(answer(key, json!({"available": false}), None));
+                    let why = not.skipped().unwrap_or("the model gave no bug score");
                     answers.push(json!({"bug_id": id, "available": false, "reason": why}));
                     continue;
                 }
