@@ -256,17 +256,7 @@ async fn record_enrich_stores_json_pushes_and_an_offline_replay_needs_nothing_el
     }
     let out = dir.path().join("results.jsonl");
     let pipelines = bugflow::cmd::replay::configured_pipelines(config.clone()).unwrap();
-    let summary = bugflow::cmd::replay::replay(
-        &pipelines,
-        &bugflow::cmd::replay::ReplayOptions {
-            files: vec![archive],
-            out: Some(out.clone()),
-            offline: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let summary = crate::replay::replay_offline(&pipelines, archive, &out).await;
     assert_eq!((summary.read, summary.results), (3, 3), "{summary:?}");
     for line in std::fs::read_to_string(&out).unwrap().lines() {
         let result: serde_json::Value = serde_json::from_str(line).unwrap();

@@ -167,6 +167,25 @@ async fn a_replay_is_deterministic_in_its_message_ids() {
     assert_eq!(ids[0], ids[1]);
 }
 
+/// An offline replay of `archive` through `pipelines`, results appended to `out`.
+pub async fn replay_offline(
+    pipelines: &[Pipeline],
+    archive: std::path::PathBuf,
+    out: &std::path::Path,
+) -> bugflow::cmd::replay::Summary {
+    replay(
+        pipelines,
+        &ReplayOptions {
+            files: vec![archive],
+            out: Some(out.to_path_buf()),
+            offline: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
 /// The shipped consumers with the shipped models, and an hg source that may fetch from no
 /// host at all: a fetch would fail (a skip or a dead letter, not a result).
 fn consumers_that_must_not_fetch() -> Vec<Pipeline> {
@@ -222,17 +241,7 @@ async fn an_offline_replay_scores_every_push_from_its_stored_answer_and_fetches_
     drop(file);
 
     let started = std::time::Instant::now();
-    let summary = replay(
-        &consumers_that_must_not_fetch(),
-        &ReplayOptions {
-            files: vec![archive],
-            out: Some(out.clone()),
-            offline: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let summary = replay_offline(&consumers_that_must_not_fetch(), archive, &out).await;
     assert_eq!(summary.read, 1_010);
     assert_eq!(summary.results, 1_000, "{summary:?}");
     assert_eq!(summary.skipped, 10, "{summary:?}");
@@ -323,17 +332,7 @@ async fn an_offline_replay_answers_every_prediction_request_from_what_was_stored
     }
     std::fs::write(&archive, lines.join("\n") + "\n").unwrap();
 
-    let summary = replay(
-        &pipelines,
-        &ReplayOptions {
-            files: vec![archive],
-            out: Some(out.clone()),
-            offline: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let summary = replay_offline(&pipelines, archive, &out).await;
     assert_eq!(summary.read, 45, "{summary:?}");
     assert_eq!((summary.results, summary.skipped), (42, 3), "{summary:?}");
     assert_eq!(summary.dead_lettered, 0, "{summary:?}");
