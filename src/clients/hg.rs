@@ -146,21 +146,6 @@ impl Source {
         }
     }
 
-    /// The push that contains `rev` on `base/branch` (`json-pushes?changeset=`), for
-    /// `GET /push/<branch>/<rev>/risk`.
-    pub async fn push_of(
-        &self,
-        base: &str,
-        branch: &str,
-        rev: &str,
-    ) -> Result<PushDetails, HgError> {
-        parse_changeset_answer(
-            &self
-                .fetch_changeset(&changeset_url(base, branch, rev))
-                .await?,
-        )
-    }
-
     /// The `json-pushes?changeset=` answer at `url` ([`changeset_url`]), as it came (what
     /// `bugflow record --enrich` keeps of a push-risk request). Bundled answers are by push
     /// URL only.
@@ -172,7 +157,8 @@ impl Source {
     }
 }
 
-/// The json-pushes URL of the push that contains `rev` on `base/branch`.
+/// The json-pushes URL of the push that contains `rev` on `base/branch` (for
+/// `GET /push/<branch>/<rev>/risk`).
 pub fn changeset_url(base: &str, branch: &str, rev: &str) -> String {
     format!(
         "{}/{branch}/json-pushes?version=2&full=1&changeset={rev}",

@@ -158,10 +158,10 @@ impl Pipeline {
                     format!("offline: no stored json-pushes answer for revision {rev}"),
                 ));
             }
-            (None, Some(source)) => match source.fetch_changeset(url).await {
-                Ok(body) => hg::parse_changeset_answer(&body),
-                Err(e) => Err(e),
-            },
+            (None, Some(source)) => source
+                .fetch_changeset(url)
+                .await
+                .and_then(|body| hg::parse_changeset_answer(&body)),
             (None, None) => {
                 return Err(StageError::invalid(
                     Stage::Enrich,

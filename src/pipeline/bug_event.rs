@@ -79,7 +79,7 @@ pub(super) fn private(webhook: &WebhookEvent) -> Planned {
     Planned::Skip {
         reason: filter::private_bug(id),
         effects: vec![Effect::WriteBug {
-            bug: json!({"id": id, "is_private": true}),
+            bug: filter::private_stub(id),
             identity: identity(webhook),
             scores: Vec::new(),
         }],

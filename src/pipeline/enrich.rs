@@ -1,7 +1,7 @@
 //! What a message's flow fetches from outside, fetched on its own so that it can be kept
 //! with the message (`bugflow record --enrich`): a push's json-pushes answer, a bug
-//! event's full bug, a prediction request's bugs or push. A replay of such an archive reads them back instead of fetching
-//! (see [`Enrichment`]).
+//! event's full bug, a prediction request's bugs or push. A replay of such an archive
+//! reads them back instead of fetching (see [`Enrichment`]).
 
 use super::{Pipeline, filter};
 use crate::clients::hg;
@@ -13,8 +13,9 @@ use crate::models::ModelKind;
 
 impl Pipeline {
     /// Fetches what this consumer's flow would fetch for `message` (nothing when the
-    /// pipeline is offline). Messages that need nothing (a legacy bug change, a private bug, a push without commit-risk) get an
-    /// empty enrichment; a skip or a fetch failure is the flow's own error.
+    /// pipeline is offline). Messages that need nothing (a legacy bug change, a private
+    /// bug, a push without commit-risk) get an empty enrichment; a skip or a fetch failure
+    /// is the flow's own error.
     pub async fn enrichment(&self, message: &Message) -> Result<Enrichment, StageError> {
         filter::body_size(message.body.len(), self.max_body)?;
         let mut enrichment = Enrichment::default();
@@ -30,10 +31,7 @@ impl Pipeline {
                     return Ok(enrichment);
                 };
                 let url = &entry.push_full_json_url;
-                let body = source.fetch(url).await?;
-                let answer = serde_json::from_str(&body).map_err(|e| {
-                    StageError::skip(Stage::Enrich, format!("json-pushes is not JSON: {e}"))
-                })?;
+                let answer = json_pushes(&source.fetch(url).await?)?;
                 enrichment.json_pushes.insert(url.clone(), answer);
             }
             Event::Webhook(webhook) if !webhook.bug.is_private => {
@@ -53,10 +51,7 @@ impl Pipeline {
             Event::Request(PredictionRequest::PushRisk { branch, rev }) => {
                 if let Some(source) = &self.hg {
                     let url = hg::changeset_url(&self.hg_url, &branch, &rev);
-                    let body = source.fetch_changeset(&url).await?;
-                    let answer = serde_json::from_str(&body).map_err(|e| {
-                        StageError::skip(Stage::Enrich, format!("json-pushes is not JSON: {e}"))
-                    })?;
+                    let answer = json_pushes(&source.fetch_changeset(&url).await?)?;
                     enrichment.json_pushes.insert(url, answer);
                 }
             }
@@ -66,11 +61,17 @@ impl Pipeline {
     }
 }
 
+/// A json-pushes answer as an archive keeps it: parsed, so that it is stored as JSON.
+fn json_pushes(body: &str) -> Result<serde_json::Value, StageError> {
+    serde_json::from_str(body)
+        .map_err(|e| StageError::skip(Stage::Enrich, format!("json-pushes is not JSON: {e}")))
+}
+
 /// A bug as an archive may keep it: a private one (Bugzilla shows it to a key that may see
 /// it) only as its id and that it is private, which is all its request's answer reads.
 fn public(bug: serde_json::Value) -> serde_json::Value {
     if filter::is_private(&bug) {
-        serde_json::json!({"id": bug["id"], "is_private": true})
+        filter::private_stub(&bug["id"])
     } else {
         bug
     }

@@ -49,6 +49,11 @@ pub fn is_private(bug: &serde_json::Value) -> bool {
         || bug["groups"].as_array().is_some_and(|g| !g.is_empty())
 }
 
+/// All that is kept of a private bug: its id, and that it is private.
+pub fn private_stub(id: impl serde::Serialize) -> serde_json::Value {
+    serde_json::json!({"id": id, "is_private": true})
+}
+
 /// A private bug is never read, scored or written: the skip and its reason.
 pub fn private_bug(id: u64) -> StageError {
     StageError::skip(
