@@ -44,8 +44,14 @@ pub struct Enrichment {
     pub bug: Option<Value>,
     /// The bugs Bugzilla showed for a prediction request (REST shape, with comments and
     /// history); a bug it did not show is absent, a private one only its id and
-    /// `is_private` (never its text). `Some(empty)`: it showed none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `is_private` (never its text). `Some(empty)`: it showed none. Written whole (a later
+    /// model may read more of a bug), read back as the models and their answers read it
+    /// ([`crate::features::fields::KEPT`]).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::features::fields::kept_bugs"
+    )]
     pub bugs: Option<Vec<Value>>,
 }
 

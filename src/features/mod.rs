@@ -8,6 +8,7 @@
 
 pub mod bug;
 pub mod commit;
+pub mod fields;
 pub mod issue;
 pub mod text;
 
