@@ -9,7 +9,8 @@
 //!
 //! `body` holds the message when it is JSON; otherwise `body_base64` holds its bytes.
 //! `enrichment`, when present, holds what the message's flow fetched to score it (the
-//! json-pushes answer by URL, the full bug): see [`Enrichment`].
+//! json-pushes answer or hg's refusal by URL, the full bug, a request's bugs): see
+//! [`Enrichment`].
 //! `bugflow record` writes archives and `bugflow replay` reads them; any tool can write one.
 
 use std::collections::BTreeMap;

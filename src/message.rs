@@ -39,6 +39,11 @@ pub struct Enrichment {
     /// `json-pushes?changeset=`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub json_pushes: BTreeMap<String, Value>,
+    /// hg.mozilla.org's refusals by URL, its status (404: it knows no such push or
+    /// revision): an answer too, which a replay gives as the live flow gave it (a push-risk
+    /// request for an unknown revision is answered unavailable, not skipped).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub refused: BTreeMap<String, u16>,
     /// The full bug (REST shape, with comments and history), as Bugzilla answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bug: Option<Value>,
@@ -57,7 +62,10 @@ pub struct Enrichment {
 
 impl Enrichment {
     pub fn is_empty(&self) -> bool {
-        self.json_pushes.is_empty() && self.bug.is_none() && self.bugs.is_none()
+        self.json_pushes.is_empty()
+            && self.refused.is_empty()
+            && self.bug.is_none()
+            && self.bugs.is_none()
     }
 }
 

@@ -726,6 +726,88 @@ async fn a_requests_stored_bugs_answer_as_bugzilla_did_and_keep_no_private_text(
     assert_eq!(answered[0].data["available"], 1, "{}", answered[0].data);
 }
 
+/// Issue 14: hg's refusal is an answer too, and a replay gives it as the live flow did.
+/// A push-risk request for a revision hg does not know (404) is answered unavailable live;
+/// `record --enrich` keeps the refusal, and the offline replay answers the same, where it
+/// skipped the request before ("offline: no stored json-pushes answer": the recording had
+/// failed and kept nothing). A push whose json-pushes hg refuses is skipped, live and
+/// replayed, for the same reason.
+#[tokio::test]
+async fn hgs_refusal_is_stored_and_replayed_as_the_live_answer() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(404).set_body_string("unknown revision"))
+        .mount(&server)
+        .await;
+    let here = format!("127.0.0.1:{}", server.address().port());
+    let source = || {
+        hg::Source::Http(hg::HttpHg::new(vec![here.clone()], Duration::from_secs(5), 1).unwrap())
+    };
+    let request =
+        json!({"request": "push-risk", "branch": "integration/autoland", "rev": "0123456789ab"});
+    let mut message = Message::new(
+        "exchange/bugflow/bugflow-requests",
+        "push.risk",
+        serde_json::to_vec(&request).unwrap(),
+    );
+    let live = Pipeline::new(spec("api-requests"), common::shipped_models())
+        .with_hg(source())
+        .with_hg_url(&server.uri());
+    let stored = live
+        .enrichment(&message)
+        .await
+        .expect("a refusal is kept, not an error");
+    let answered = live.process(&message).await.unwrap();
+    assert_eq!(answered[0].data["rev"], "0123456789ab");
+
+    // Through an archive line, as `bugflow replay --offline` reads it.
+    message.enrichment = Some(Arc::new(stored));
+    let line = bugflow::archive::ArchiveLine::from_message(&message).to_line();
+    let kept: Value = serde_json::from_str(&line).unwrap();
+    let changeset = hg::changeset_url(&server.uri(), "integration/autoland", "0123456789ab");
+    assert_eq!(
+        kept["enrichment"],
+        json!({"refused": {changeset: 404}}),
+        "{line}"
+    );
+    let archived = bugflow::archive::ArchiveLine::parse(&line).unwrap();
+    let offline = Pipeline::new(spec("api-requests"), common::shipped_models())
+        .with_hg_url(&server.uri())
+        .offline();
+    let replayed = offline.process(&archived).await.unwrap();
+    assert_eq!(replayed[0].data, answered[0].data);
+    assert_eq!(replayed[0].message_id, answered[0].message_id);
+    assert_eq!(as_json(&replayed[0].models), as_json(&answered[0].models));
+    let reason = replayed[0].models[0].skipped().unwrap_or_default();
+    assert!(reason.contains("answered 404"), "{reason}");
+
+    // A push whose json-pushes answer hg refuses.
+    let url = format!(
+        "{}/try/json-pushes?version=2&full=1&startID=1&endID=2",
+        server.uri()
+    );
+    let body = json!({"payload": {"type": "changegroup.1", "data": {
+        "repo_url": "https://hg.mozilla.org/try", "heads": ["2f77bc4f354d9ba67ea5270b2fc789f4b0521287"],
+        "pushlog_pushes": [{"pushid": 2, "time": 1469830246, "user": "a@b.c",
+                            "push_json_url": "", "push_full_json_url": url}]}}, "_meta": {}});
+    let mut push = Message::new(
+        "exchange/hgpushes/v2",
+        "try",
+        serde_json::to_vec(&body).unwrap(),
+    );
+    let live = Pipeline::new(spec("pushes"), common::shipped_models()).with_hg(source());
+    let stored = live
+        .enrichment(&push)
+        .await
+        .expect("a refusal is kept, not an error");
+    let live_skip = live.process(&push).await.unwrap_err();
+    push.enrichment = Some(Arc::new(stored));
+    let offline = Pipeline::new(spec("pushes"), common::shipped_models()).offline();
+    let replayed_skip = offline.process(&push).await.unwrap_err();
+    assert_eq!(replayed_skip.action, Action::Skip);
+    assert_eq!(replayed_skip.to_string(), live_skip.to_string());
+}
+
 /// `bug`, which the fake served as [`rest_bug`] made (its `creation_time` is "yesterday",
 /// computed when it was made): the same bug, every other field compared.
 fn rest_bug_without_time_drift(bug: &Value) -> Value {

@@ -157,6 +157,20 @@ impl Source {
     }
 }
 
+/// hg's refusal of `url` with `status`, as an archive stored it
+/// ([`crate::message::Enrichment::refused`]): the error the live fetch gave.
+pub fn refusal(url: &str, status: u16) -> HgError {
+    match reqwest::StatusCode::from_u16(status) {
+        Ok(status) => HgError::Refused {
+            status,
+            url: url.to_owned(),
+        },
+        Err(_) => {
+            HgError::NotJsonPushes(format!("a stored refusal of {status}, not an HTTP status"))
+        }
+    }
+}
+
 /// The json-pushes URL of the push that contains `rev` on `base/branch` (for
 /// `GET /push/<branch>/<rev>/risk`).
 pub fn changeset_url(base: &str, branch: &str, rev: &str) -> String {

@@ -48,7 +48,7 @@ impl Pipeline {
             }
             PredictionRequest::PushRisk { branch, rev } => {
                 let url = hg::changeset_url(&self.hg_url, branch, rev);
-                let stored = stored.and_then(|e| e.json_pushes.get(&url));
+                let stored = super::enrich::stored_answer(message, &url);
                 self.push_risk(branch, rev, &url, stored).await
             }
         }
@@ -136,14 +136,14 @@ impl Pipeline {
     }
 
     /// `GET /push/<branch>/<rev>/risk`: the push holding `rev` (its json-pushes answer at
-    /// `url`: the one `stored` with the message, or hg.mozilla.org's), scored commit by
-    /// commit.
+    /// `url`: the one `stored` with the message, or hg.mozilla.org's; a refusal, stored or
+    /// not, is an unavailable answer), scored commit by commit.
     async fn push_risk(
         &self,
         branch: &str,
         rev: &str,
         url: &str,
-        stored: Option<&Value>,
+        stored: Option<Result<&Value, hg::HgError>>,
     ) -> Result<Finding, StageError> {
         let key = cache_key_of_push(branch, rev);
         let model = ModelKind::COMMIT_RISK;
@@ -151,7 +151,7 @@ impl Pipeline {
             StageError::transient(Stage::Models, "commit-risk has no serving bundle yet")
         })?;
         let details = match (stored, &self.hg) {
-            (Some(answer), _) => hg::parse_changeset_value(answer),
+            (Some(answer), _) => answer.and_then(hg::parse_changeset_value),
             (None, _) if self.offline => {
                 return Err(StageError::skip(
                     Stage::Enrich,

@@ -30,9 +30,11 @@ impl Pipeline {
                 else {
                     return Ok(enrichment);
                 };
-                let url = &entry.push_full_json_url;
-                let answer = json_pushes(&source.fetch(url).await?)?;
-                enrichment.json_pushes.insert(url.clone(), answer);
+                keep_answer(
+                    &mut enrichment,
+                    &entry.push_full_json_url,
+                    source.fetch(&entry.push_full_json_url).await,
+                )?;
             }
             Event::Webhook(webhook) if !webhook.bug.is_private => {
                 if let Some(client) = &self.bugzilla {
@@ -51,8 +53,7 @@ impl Pipeline {
             Event::Request(PredictionRequest::PushRisk { branch, rev }) => {
                 if let Some(source) = &self.hg {
                     let url = hg::changeset_url(&self.hg_url, &branch, &rev);
-                    let answer = json_pushes(&source.fetch_changeset(&url).await?)?;
-                    enrichment.json_pushes.insert(url, answer);
+                    keep_answer(&mut enrichment, &url, source.fetch_changeset(&url).await)?;
                 }
             }
             _ => {}
@@ -62,6 +63,40 @@ impl Pipeline {
 }
 
 /// A json-pushes answer as an archive keeps it: parsed, so that it is stored as JSON.
+/// Keeps hg's answer at `url`: a json-pushes body, or a refusal (its status). Any other
+/// failure (hg busy, a bad URL) is the flow's own error, and nothing is kept.
+fn keep_answer(
+    enrichment: &mut Enrichment,
+    url: &str,
+    fetched: Result<String, hg::HgError>,
+) -> Result<(), StageError> {
+    match fetched {
+        Ok(body) => {
+            let answer = json_pushes(&body)?;
+            enrichment.json_pushes.insert(url.to_owned(), answer);
+        }
+        Err(hg::HgError::Refused { status, .. }) => {
+            enrichment.refused.insert(url.to_owned(), status.as_u16());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+/// What hg answered at `url` as `message` stores it: its json-pushes answer, or its
+/// refusal as the error the live fetch gave; `None` when nothing is stored.
+pub(super) fn stored_answer<'m>(
+    message: &'m Message,
+    url: &str,
+) -> Option<Result<&'m serde_json::Value, hg::HgError>> {
+    let stored = message.enrichment.as_deref()?;
+    if let Some(answer) = stored.json_pushes.get(url) {
+        return Some(Ok(answer));
+    }
+    let status = *stored.refused.get(url)?;
+    Some(Err(hg::refusal(url, status)))
+}
+
 fn json_pushes(body: &str) -> Result<serde_json::Value, StageError> {
     serde_json::from_str(body)
         .map_err(|e| StageError::skip(Stage::Enrich, format!("json-pushes is not JSON: {e}")))

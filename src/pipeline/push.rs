@@ -22,10 +22,7 @@ impl Pipeline {
         let mut data = push_data(push, &message.routing_key);
         let mut models = Vec::new();
         if self.spec.models.contains(&ModelKind::COMMIT_RISK) {
-            let stored = message
-                .enrichment
-                .as_ref()
-                .and_then(|e| e.json_pushes.get(&entry.push_full_json_url));
+            let stored = super::enrich::stored_answer(message, &entry.push_full_json_url);
             models.push(
                 self.score_push(entry.pushid, &entry.push_full_json_url, stored, &mut data)
                     .await?,
@@ -47,13 +44,14 @@ impl Pipeline {
         })
     }
 
-    /// Enrich (the push's changesets: the stored json-pushes answer, or hg.mozilla.org's)
+    /// Enrich (the push's changesets: the stored json-pushes answer or refusal, or
+    /// hg.mozilla.org's)
     /// and score each commit; the push's risk is the highest.
     async fn score_push(
         &self,
         pushid: u64,
         url: &str,
-        stored: Option<&Value>,
+        stored: Option<Result<&Value, hg::HgError>>,
         data: &mut Value,
     ) -> Result<Score, StageError> {
         let model = ModelKind::COMMIT_RISK;
@@ -61,7 +59,7 @@ impl Pipeline {
             return Ok(Score::not_scored(model, "no serving bundle"));
         };
         let details = match (stored, &self.hg) {
-            (Some(answer), _) => hg::parse_push_value(answer, pushid)?,
+            (Some(answer), _) => hg::parse_push_value(answer?, pushid)?,
             (None, _) if self.offline => {
                 return Err(StageError::skip(
                     Stage::Enrich,
