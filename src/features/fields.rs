@@ -1,9 +1,9 @@
 //! The fields of a bug that the bug models and their answers read, and a reader of a stored
 //! bug that keeps only those.
 //!
-//! A full bug as Bugzilla's REST API gives it is about 13 KB of JSON: some 150 top-level
-//! fields (most of them `cf_tracking_*` and `cf_status_*` flags), every comment with its
-//! author and times, every change of its history, the people in its CC list. The features
+//! A full bug as Bugzilla's REST API gives it is about 13 KB of JSON: some 70 top-level
+//! fields (release flags, people and their details, dates), every comment with its author
+//! and times, every change of its history, the people in its CC list. The features
 //! ([`super::bug`]) read a few dozen of those fields, a comment's text, a change's field
 //! and new value. A replay reads a prediction request's stored bugs back from its archive
 //! line ([`crate::message::Enrichment::bugs`]) with [`KEPT`]: the same features and the

@@ -62,7 +62,6 @@ impl Pipeline {
     }
 }
 
-/// A json-pushes answer as an archive keeps it: parsed, so that it is stored as JSON.
 /// Keeps hg's answer at `url`: a json-pushes body, or a refusal (its status). Any other
 /// failure (hg busy, a bad URL) is the flow's own error, and nothing is kept.
 fn keep_answer(
@@ -97,6 +96,7 @@ pub(super) fn stored_answer<'m>(
     Some(Err(hg::refusal(url, status)))
 }
 
+/// A json-pushes answer as an archive keeps it: parsed, so that it is stored as JSON.
 fn json_pushes(body: &str) -> Result<serde_json::Value, StageError> {
     serde_json::from_str(body)
         .map_err(|e| StageError::skip(Stage::Enrich, format!("json-pushes is not JSON: {e}")))

@@ -45,8 +45,7 @@ impl Pipeline {
     }
 
     /// Enrich (the push's changesets: the stored json-pushes answer or refusal, or
-    /// hg.mozilla.org's)
-    /// and score each commit; the push's risk is the highest.
+    /// hg.mozilla.org's) and score each commit; the push's risk is the highest.
     async fn score_push(
         &self,
         pushid: u64,
