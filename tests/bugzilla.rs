@@ -316,25 +316,10 @@ async fn a_push_is_scored_commit_by_commit_from_json_pushes() {
         .expect(1)
         .mount(&server)
         .await;
-    let url = format!(
-        "{}/try/json-pushes?version=2&full=1&startID=136597&endID=136598",
-        server.uri()
-    );
-    let body = json!({"payload": {"type": "changegroup.1", "data": {
-        "repo_url": "https://hg.mozilla.org/try", "heads": ["2f77bc4f354d9ba67ea5270b2fc789f4b0521287"],
-        "pushlog_pushes": [{"pushid": 136598, "time": 1469830246, "user": "james@hoppipolla.co.uk",
-                            "push_json_url": "", "push_full_json_url": url}]}}, "_meta": {}});
     let here = format!("127.0.0.1:{}", server.address().port());
     let source = hg::Source::Http(hg::HttpHg::new(vec![here], Duration::from_secs(5), 2).unwrap());
     let pipeline = Pipeline::new(spec("pushes"), common::shipped_models()).with_hg(source);
-    let results = pipeline
-        .process(&Message::new(
-            "exchange/hgpushes/v2",
-            "try",
-            serde_json::to_vec(&body).unwrap(),
-        ))
-        .await
-        .unwrap();
+    let results = pipeline.process(&try_push(&server, 136598)).await.unwrap();
     let model = &as_json(&results[0].models)[0];
     assert_eq!(model["model"], "commit-risk");
     let risk = model["push_risk"].as_f64().unwrap();
@@ -353,11 +338,7 @@ async fn a_push_is_scored_commit_by_commit_from_json_pushes() {
     );
     let err = Pipeline::new(spec("pushes"), common::shipped_models())
         .with_hg(strict)
-        .process(&Message::new(
-            "exchange/hgpushes/v2",
-            "try",
-            serde_json::to_vec(&body).unwrap(),
-        ))
+        .process(&try_push(&server, 136598))
         .await
         .unwrap_err();
     assert_eq!(err.action, Action::DeadLetter);
@@ -782,19 +763,7 @@ async fn hgs_refusal_is_stored_and_replayed_as_the_live_answer() {
     assert!(reason.contains("answered 404"), "{reason}");
 
     // A push whose json-pushes answer hg refuses.
-    let url = format!(
-        "{}/try/json-pushes?version=2&full=1&startID=1&endID=2",
-        server.uri()
-    );
-    let body = json!({"payload": {"type": "changegroup.1", "data": {
-        "repo_url": "https://hg.mozilla.org/try", "heads": ["2f77bc4f354d9ba67ea5270b2fc789f4b0521287"],
-        "pushlog_pushes": [{"pushid": 2, "time": 1469830246, "user": "a@b.c",
-                            "push_json_url": "", "push_full_json_url": url}]}}, "_meta": {}});
-    let mut push = Message::new(
-        "exchange/hgpushes/v2",
-        "try",
-        serde_json::to_vec(&body).unwrap(),
-    );
+    let mut push = try_push(&server, 2);
     let live = Pipeline::new(spec("pushes"), common::shipped_models()).with_hg(source());
     let stored = live
         .enrichment(&push)
@@ -806,6 +775,25 @@ async fn hgs_refusal_is_stored_and_replayed_as_the_live_answer() {
     let replayed_skip = offline.process(&push).await.unwrap_err();
     assert_eq!(replayed_skip.action, Action::Skip);
     assert_eq!(replayed_skip.to_string(), live_skip.to_string());
+}
+
+/// An hgpushes v2 message of push `pushid` to try (the recorded one's shape), its
+/// json-pushes answer at `server`.
+fn try_push(server: &MockServer, pushid: u64) -> Message {
+    let url = format!(
+        "{}/try/json-pushes?version=2&full=1&startID={}&endID={pushid}",
+        server.uri(),
+        pushid - 1
+    );
+    let body = json!({"payload": {"type": "changegroup.1", "data": {
+        "repo_url": "https://hg.mozilla.org/try", "heads": ["2f77bc4f354d9ba67ea5270b2fc789f4b0521287"],
+        "pushlog_pushes": [{"pushid": pushid, "time": 1469830246, "user": "james@hoppipolla.co.uk",
+                            "push_json_url": "", "push_full_json_url": url}]}}, "_meta": {}});
+    Message::new(
+        "exchange/hgpushes/v2",
+        "try",
+        serde_json::to_vec(&body).unwrap(),
+    )
 }
 
 /// `bug`, which the fake served as [`rest_bug`] made (its `creation_time` is "yesterday",
