@@ -44,9 +44,15 @@ pub struct Enrichment {
     /// request for an unknown revision is answered unavailable, not skipped).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub refused: BTreeMap<String, u16>,
-    /// The full bug (REST shape, with comments and history), as Bugzilla answered.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bug: Option<Value>,
+    /// The full bug (REST shape, with comments and history), as Bugzilla answered. Written
+    /// whole, read back as the models, their answers and the writer's rules read it
+    /// ([`crate::features::fields::KEPT`]).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::features::fields::kept_bug"
+    )]
+    pub bug: Option<Arc<Value>>,
     /// The bugs Bugzilla showed for a prediction request (REST shape, with comments and
     /// history); a bug it did not show is absent, a private one only its id and
     /// `is_private` (never its text). `Some(empty)`: it showed none. Written whole (a later

@@ -50,8 +50,9 @@ pub enum Effect {
     },
     /// Let the consumer's Bugzilla writer decide (and maybe write) a change to this bug.
     WriteBug {
-        /// The bug, REST shape, with its history.
-        bug: Value,
+        /// The bug, REST shape, with its history (shared with the message that stored it:
+        /// a full bug is tens of KB of values, not copied for the writer).
+        bug: Arc<Value>,
         /// What identifies the event, part of the effect's key.
         identity: String,
         scores: Vec<Score>,

@@ -1,20 +1,23 @@
-//! The fields of a bug that the bug models and their answers read, and a reader of a stored
-//! bug that keeps only those.
+//! The fields of a bug that the bug models, their answers and the Bugzilla writer's rules
+//! read, and a reader of a stored bug that keeps only those.
 //!
 //! A full bug as Bugzilla's REST API gives it is about 13 KB of JSON: some 70 top-level
 //! fields (release flags, people and their details, dates), every comment with its author
 //! and times, every change of its history, the people in its CC list. The features
 //! ([`super::bug`]) read a few dozen of those fields, a comment's text, a change's field
-//! and new value. A replay reads a prediction request's stored bugs back from its archive
-//! line ([`crate::message::Enrichment::bugs`]) with [`KEPT`]: the same features and the
-//! same answers, without building (and then dropping) a tree of the fields nothing reads.
+//! and new value; the writer's rules ([`crate::effects::rules`]) the product, component,
+//! type, keywords and which fields the history changed. A replay reads the bugs stored on an
+//! archive line (a bug event's full bug, a prediction request's bugs: see
+//! [`crate::message::Enrichment`]) with [`KEPT`]: the same features, answers and planned
+//! writes, without building (and then dropping) a tree of the fields nothing reads.
 //!
-//! **A field a feature starts to read must be listed here**: the test below extracts every
-//! feature from each of the 58 fixture bugs and the 1,014 full BMO bugs as they are and as
-//! [`KEPT`] reads them, and fails on the first difference.
+//! **A field a feature or a rule starts to read must be listed here**: the test below reads
+//! each of the 58 fixture bugs and the 1,014 full BMO bugs as they are and as [`KEPT`]
+//! reads them, and fails on the first feature, or the first planned write, that differs.
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Deserializer;
 use serde::de::{DeserializeSeed, Error, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -34,7 +37,9 @@ pub enum Keep {
 
 /// What a bug model and its answer read of a bug: the fields of [`super::bug`]'s
 /// extractors and the text features (`summary`, each comment's `text`), whether it is
-/// private (`is_private`, `groups`), its `id` and `last_change_time` (the API's answer).
+/// private (`is_private`, `groups`), its `id` and `last_change_time` (the API's answer);
+/// and the writer's: its rules' fields (all among the extractors'), `creation_time` (the
+/// age it waits for).
 pub static KEPT: Keep = Keep::Fields(&[
     ("alias", Keep::All),
     (
@@ -56,6 +61,7 @@ pub static KEPT: Keep = Keep::Fields(&[
         Keep::Each(&Keep::Fields(&[("text", Keep::All)])),
     ),
     ("component", Keep::All),
+    ("creation_time", Keep::All),
     ("creator", Keep::All),
     (
         "creator_detail",
@@ -121,6 +127,14 @@ pub fn kept_bugs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Value>>, 
         }
     }
     d.deserialize_any(Bugs)
+}
+
+/// `Option<Arc<bug>>`, read as [`KEPT`] keeps it: for `#[serde(deserialize_with)]`.
+pub fn kept_bug<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<Value>>, D::Error> {
+    match KEPT.deserialize(d)? {
+        Value::Null => Ok(None),
+        bug => Ok(Some(Arc::new(bug))),
+    }
 }
 
 impl<'de> DeserializeSeed<'de> for &'static Keep {
@@ -246,8 +260,12 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::effects::bugzilla::WriterConfig;
+    use crate::effects::rules::plan;
     use crate::features::bug::extract_all;
+    use crate::models::ModelKind;
     use crate::pipeline::filter::is_private;
+    use crate::score::{BugScore, Score};
 
     fn kept(bug: &str) -> Value {
         KEPT.deserialize(&mut serde_json::Deserializer::from_str(bug))
@@ -256,9 +274,10 @@ mod tests {
 
     /// Every feature of each of the 58 fixture bugs and the 1,014 full BMO bugs (comments,
     /// history, attachments) is the same read whole and read as [`KEPT`] keeps it, and so
-    /// are what the answer reads (id, privacy, last change); and most of a bug's values (its
-    /// fields, comments' fields, changes) are not kept.
-    /// Fails when a feature reads a field [`KEPT`] does not list.
+    /// are what the answer reads (id, privacy, last change) and the change the writer's
+    /// rules plan on a confident answer of each model; and most of a bug's values (its
+    /// fields, comments' fields, changes) are not kept. Fails when a feature or a rule reads
+    /// a field [`KEPT`] does not list.
     #[test]
     fn a_bug_read_as_kept_has_every_feature_of_the_whole_bug() {
         use std::io::BufRead;
@@ -270,7 +289,26 @@ mod tests {
                 _ => 0,
             }
         }
-        let (mut bugs, mut whole_values, mut kept_values) = (0, 0, 0);
+        // Confident answers of each model the writer acts on: each rule reads the bug.
+        let config = WriterConfig::default();
+        let sure = |model, class: &str| {
+            Score::Bug(BugScore {
+                class: class.into(),
+                index: 0,
+                labels: vec![class.into()].into(),
+                model,
+                prob: vec![0.999],
+                version: "v1".into(),
+                writes: None,
+            })
+        };
+        let writes = [
+            vec![sure(ModelKind::SPAM, "spam")],
+            vec![sure(ModelKind::COMPONENT, "Core::DOM: Core & HTML")],
+            vec![sure(ModelKind::BUGTYPE, "task")],
+            vec![sure(ModelKind::REGRESSION, "regression")],
+        ];
+        let (mut bugs, mut whole_values, mut kept_values, mut changes) = (0, 0, 0, 0);
         for file in ["bugs.jsonl", "bugzilla/bugs-2009-2018-full.jsonl.zst"] {
             let reader = crate::train::data::open(&root.join(file)).expect("a fixture");
             for line in reader.lines() {
@@ -281,6 +319,12 @@ mod tests {
                 assert_eq!(extract_all(&slim), extract_all(&whole), "bug {id}");
                 assert_eq!(slim["id"], whole["id"]);
                 assert_eq!(slim["last_change_time"], whole["last_change_time"]);
+                assert_eq!(slim["creation_time"], whole["creation_time"]);
+                for scores in &writes {
+                    let planned = plan(&whole, scores, &config);
+                    changes += usize::from(!planned.change.is_empty());
+                    assert_eq!(plan(&slim, scores, &config), planned, "bug {id}");
+                }
                 assert_eq!(is_private(&slim), is_private(&whole), "bug {id}");
                 bugs += 1;
                 whole_values += values(&whole);
@@ -288,6 +332,7 @@ mod tests {
             }
         }
         assert!(bugs > 1_000, "{bugs} bugs");
+        assert!(changes > 1_000, "{changes} planned changes");
         assert!(
             kept_values * 2 < whole_values,
             "{kept_values} of {whole_values} JSON values kept"

@@ -4,6 +4,8 @@
 //! of their own (`<consumer>.shadow.<bug>`) and nowhere else: not to the writer, not to the
 //! API's cache.
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
 use super::api_request::cache_key_of_bug;
@@ -39,9 +41,9 @@ impl Pipeline {
                     format!("offline: no stored full bug for bug {}", bug.id),
                 ));
             }
-            (None, Some(client)) => (client.bug(bug.id).await?, Record::Full),
-            (None, None) if bug.has_description() => (bug.to_rest(), Record::Full),
-            (None, None) => (bug.to_rest(), Record::WithoutDescription),
+            (None, Some(client)) => (Arc::new(client.bug(bug.id).await?), Record::Full),
+            (None, None) if bug.has_description() => (Arc::new(bug.to_rest()), Record::Full),
+            (None, None) => (Arc::new(bug.to_rest()), Record::WithoutDescription),
         };
         if filter::is_private(&rest) {
             return Ok(None);
@@ -79,7 +81,7 @@ pub(super) fn private(webhook: &WebhookEvent) -> Planned {
     Planned::Skip {
         reason: filter::private_bug(id),
         effects: vec![Effect::WriteBug {
-            bug: filter::private_stub(id),
+            bug: Arc::new(filter::private_stub(id)),
             identity: identity(webhook),
             scores: Vec::new(),
         }],

@@ -3,6 +3,8 @@
 //! event's full bug, a prediction request's bugs or push. A replay of such an archive
 //! reads them back instead of fetching (see [`Enrichment`]).
 
+use std::sync::Arc;
+
 use super::{Pipeline, filter};
 use crate::clients::hg;
 use crate::error::{Stage, StageError};
@@ -40,7 +42,7 @@ impl Pipeline {
                 if let Some(client) = &self.bugzilla {
                     let full = client.bug(webhook.bug.id).await?;
                     if !filter::is_private(&full) {
-                        enrichment.bug = Some(full);
+                        enrichment.bug = Some(Arc::new(full));
                     }
                 }
             }
