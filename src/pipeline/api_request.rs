@@ -2,6 +2,8 @@
 //! push (hg.mozilla.org) → one model → the answers, as effects that store them where the
 //! web side finds them (the cache keys are bugbug's).
 
+use std::collections::HashMap;
+
 use serde_json::{Value, json};
 
 use super::scoring::score_commits;
@@ -92,10 +94,18 @@ impl Pipeline {
                 ));
             }
         };
+        // The bugs shown, by id, looked up once (a request asks for up to 1,000): the first
+        // one shown of an id, were it shown twice.
+        let mut shown: HashMap<u64, &Value> = HashMap::with_capacity(found.len());
+        for bug in found {
+            if let Some(id) = bug["id"].as_u64() {
+                shown.entry(id).or_insert(bug);
+            }
+        }
         let (mut effects, mut answers) = (Vec::new(), Vec::new());
         for &id in bugs {
             let key = cache_key_of_bug(model, id);
-            let Some(rest) = found.iter().find(|b| b["id"].as_u64() == Some(id)) else {
+            let Some(&rest) = shown.get(&id) else {
                 effects.push(answer(key, json!({"available": false}), None));
                 answers.push(json!({"bug_id": id, "available": false}));
                 continue;

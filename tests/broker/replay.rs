@@ -186,6 +186,15 @@ pub async fn replay_offline(
     .unwrap()
 }
 
+/// Asserts that one of `summary`'s reasons contains `needle`.
+fn assert_a_reason(summary: &bugflow::cmd::replay::Summary, needle: &str) {
+    assert!(
+        summary.reasons.keys().any(|r| r.contains(needle)),
+        "no reason contains {needle:?}: {:?}",
+        summary.reasons
+    );
+}
+
 /// The shipped consumers with the shipped models, and an hg source that may fetch from no
 /// host at all: a fetch would fail (a skip or a dead letter, not a result).
 fn consumers_that_must_not_fetch() -> Vec<Pipeline> {
@@ -246,14 +255,7 @@ async fn an_offline_replay_scores_every_push_from_its_stored_answer_and_fetches_
     assert_eq!(summary.results, 1_000, "{summary:?}");
     assert_eq!(summary.skipped, 10, "{summary:?}");
     assert_eq!(summary.dead_lettered, 0, "{summary:?}");
-    assert!(
-        summary
-            .reasons
-            .keys()
-            .any(|r| r.contains("offline: no stored json-pushes answer")),
-        "{:?}",
-        summary.reasons
-    );
+    assert_a_reason(&summary, "offline: no stored json-pushes answer");
     // Nothing waited on a network call (each would take seconds of retries).
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
     for line in std::fs::read_to_string(&out).unwrap().lines() {
@@ -336,14 +338,7 @@ async fn an_offline_replay_answers_every_prediction_request_from_what_was_stored
     assert_eq!(summary.read, 45, "{summary:?}");
     assert_eq!((summary.results, summary.skipped), (42, 3), "{summary:?}");
     assert_eq!(summary.dead_lettered, 0, "{summary:?}");
-    assert!(
-        summary
-            .reasons
-            .keys()
-            .any(|r| r.contains("offline: no stored bugs")),
-        "{:?}",
-        summary.reasons
-    );
+    assert_a_reason(&summary, "offline: no stored bugs");
     let results: Vec<serde_json::Value> = std::fs::read_to_string(&out)
         .unwrap()
         .lines()
