@@ -255,6 +255,8 @@ pub fn sinks_for(
             config.amqp.retry_attempts,
         )),
         jsonl,
+        // Opened by `bugflow run`, once for every consumer naming the same file.
+        archive: None,
     }
 }
 

@@ -5,7 +5,7 @@
 //! consumer means adding a file, not a module. See `consumers/pushes.toml` for a commented
 //! example.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -72,8 +72,9 @@ pub struct Binding {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-/// Where a consumer's work goes: `[sinks]` of its file (the results exchange) and
-/// `[sinks.bugzilla]` (the writer, an effect).
+/// Where a consumer's work goes: `[sinks]` of its file (the results exchange),
+/// `[sinks.bugzilla]` (the writer, an effect) and `[sinks.archive]` (each message kept with
+/// what was fetched to score it).
 pub struct Outputs {
     /// Publish results to the results exchange (with publisher confirms).
     #[serde(default = "yes")]
@@ -81,6 +82,19 @@ pub struct Outputs {
     /// Write predictions back to Bugzilla (off by default; see `effects::bugzilla`).
     #[serde(default)]
     pub bugzilla: crate::effects::bugzilla::WriterConfig,
+    /// Keep each message this consumer settles in an archive, with its enrichment (off
+    /// unless set; see `sinks::archive`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveOutput>,
+}
+
+/// `[sinks.archive]`: the archive a consumer keeps of its messages, as `bugflow record
+/// --enrich` writes one, so that `bugflow replay --offline` gives its results again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveOutput {
+    /// The file, appended to (created with its folders); `{user}` and `{env}` are resolved.
+    pub path: PathBuf,
 }
 
 fn yes() -> bool {
@@ -92,6 +106,7 @@ impl Default for Outputs {
         Outputs {
             results: true,
             bugzilla: Default::default(),
+            archive: None,
         }
     }
 }
@@ -207,6 +222,17 @@ impl ConsumerSpec {
         }
         check_models(&file).map_err(|problem| err("models", problem))?;
         let bindings = resolve_bindings(file.bindings, config).map_err(|(f, p)| err(&f, p))?;
+        let mut outputs = file.outputs;
+        if let Some(archive) = &mut outputs.archive {
+            let path = config.resolve(&archive.path.to_string_lossy());
+            if path.trim().is_empty() {
+                return Err(err(
+                    "sinks.archive.path",
+                    "is empty: name the archive file".into(),
+                ));
+            }
+            archive.path = PathBuf::from(path);
+        }
         Ok(ConsumerSpec {
             name: name.into(),
             input: file.input,
@@ -217,7 +243,7 @@ impl ConsumerSpec {
             skip_users: file.skip_users,
             repos: file.repos,
             models: file.models,
-            outputs: file.outputs,
+            outputs,
             description: file.description,
         })
     }
@@ -375,6 +401,36 @@ mod tests {
             let spec = ConsumerSpec::parse(name, name, text, &config).unwrap();
             assert!(spec.queue.starts_with("queue/bugflow/"), "{}", spec.queue);
         }
+    }
+
+    /// A consumer file's `[sinks.archive]` (commented out in the shipped files), with its
+    /// names resolved; a path left empty or a misspelt key is refused with the field.
+    #[test]
+    fn an_archive_is_kept_where_the_file_says() {
+        let config = Config::default();
+        let shipped = BUILTIN.iter().find(|(n, _)| *n == "bug-triage").unwrap().1;
+        let asked = shipped.replace("# [sinks.archive]\n# path", "[sinks.archive]\npath");
+        assert_ne!(asked, shipped, "the shipped file shows how to ask");
+        let spec = ConsumerSpec::parse("bug-triage", "f", &asked, &config).unwrap();
+        let path = spec.outputs.archive.unwrap().path;
+        assert_eq!(
+            path,
+            Path::new(&format!("archive/bug-triage-{}.jsonl", config.env))
+        );
+        assert!(
+            ConsumerSpec::parse("bug-triage", "f", shipped, &config)
+                .unwrap()
+                .outputs
+                .archive
+                .is_none()
+        );
+
+        let empty = asked.replace("path = \"archive/bug-triage-{env}.jsonl\"", "path = \" \"");
+        let e = ConsumerSpec::parse("bug-triage", "f", &empty, &config).unwrap_err();
+        assert_eq!(e.field, "sinks.archive.path", "{e}");
+        let misspelt = asked.replace("path =", "file =");
+        let e = ConsumerSpec::parse("bug-triage", "f", &misspelt, &config).unwrap_err();
+        assert!(e.to_string().contains("file"), "{e}");
     }
 
     #[test]

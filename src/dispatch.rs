@@ -19,6 +19,10 @@
 //! |                            | after `retry_attempts` tries                           | dead-letter  |
 //! | halt (API key revoked)     | the consumer stops taking messages                     | requeue      |
 //!
+//! A consumer that keeps an archive (`[sinks.archive]`) fetches what its flow needs before
+//! the plan, keeps it on the message, and writes the message to the archive once it is
+//! settled for good (not a retry or a requeue), before the ack ([`crate::sinks::archive`]).
+//!
 //! The same decisions serve `bugflow run` (sinks on the broker, [`dispatch`]) and `bugflow
 //! replay` (sinks in-process), so a replay exercises exactly those of the live service; a
 //! replay calls the two halves of [`dispatch`] apart ([`process`] on every core, then
@@ -33,6 +37,7 @@ use std::time::Instant;
 use crate::error::{Action, Stage, StageError};
 use crate::message::Message;
 use crate::pipeline::Pipeline;
+use crate::sinks::archive::ArchiveSink;
 use crate::sinks::dead_letter::DeadLetterSink;
 use crate::sinks::jsonl::JsonlSink;
 use crate::sinks::results::ResultsSink;
@@ -50,6 +55,9 @@ pub struct Sinks {
     /// failure is requeued once.
     pub retry: Option<RetrySink>,
     pub jsonl: Option<JsonlSink>,
+    /// Where each settled message is kept with what was fetched to score it (a consumer's
+    /// `[sinks.archive]`).
+    pub archive: Option<ArchiveSink>,
 }
 
 /// How to settle the input message.
@@ -83,8 +91,72 @@ pub async fn dispatch(
     stats: &Arc<Stats>,
     message: &Message,
 ) -> Settle {
-    let processed = process(pipeline, stats, message).await;
-    deliver(pipeline, sinks, stats, message, processed).await
+    let Some(archive) = &sinks.archive else {
+        let processed = process(pipeline, stats, message).await;
+        return deliver(pipeline, sinks, stats, message, processed).await;
+    };
+    let (enriched, processed) = process_enriched(pipeline, stats, message).await;
+    let settle = deliver(pipeline, sinks, stats, &enriched, processed).await;
+    keep(pipeline, archive, &enriched, settle).await
+}
+
+/// [`process`] for a consumer that keeps an archive: what the flow would fetch is fetched
+/// first and kept on the message ([`Pipeline::enrichment`]), and the flow reads it from
+/// there, as a replay of the archived line will. A failed fetch is the flow's own error (a
+/// skip, a retry), and the flow does not run.
+async fn process_enriched(
+    pipeline: &Pipeline,
+    stats: &Arc<Stats>,
+    message: &Message,
+) -> (Message, Processed) {
+    let started = Instant::now();
+    let mut enriched = message.clone();
+    let fetched = if message.enrichment.is_some() {
+        Ok(None)
+    } else {
+        guarded(pipeline.enrichment(message)).await.map(Some)
+    };
+    match fetched {
+        Ok(enrichment) => {
+            if let Some(enrichment) = enrichment.filter(|e| !e.is_empty()) {
+                enriched.enrichment = Some(Arc::new(enrichment));
+            }
+            let mut processed = process(pipeline, stats, &enriched).await;
+            processed.started = started;
+            (enriched, processed)
+        }
+        Err(error) => {
+            stats.count(pipeline.name(), Counted::Received);
+            let results = Err(error);
+            (enriched, Processed { results, started })
+        }
+    }
+}
+
+/// Writes a message settled for good to the consumer's archive before it is acked; one
+/// that will come again is written then. A line not written keeps the message unacked.
+async fn keep(
+    pipeline: &Pipeline,
+    archive: &ArchiveSink,
+    message: &Message,
+    settle: Settle,
+) -> Settle {
+    let settled_for_good = match &settle {
+        Settle::Ack(Done::Retrying(_)) | Settle::Requeue(_) | Settle::Halt(_) => false,
+        Settle::Ack(_) | Settle::Reject(_) => true,
+    };
+    if !settled_for_good {
+        return settle;
+    }
+    match archive.keep(message).await {
+        Ok(()) => settle,
+        Err(e) => {
+            tracing::error!(consumer = pipeline.name(), error = %e, "could not archive the message: requeueing it");
+            Settle::Requeue(format!(
+                "writing the message to the consumer's archive: {e}"
+            ))
+        }
+    }
 }
 
 /// What the pipeline and its effects made of one message, not yet delivered: the first
@@ -102,7 +174,14 @@ pub async fn process(pipeline: &Pipeline, stats: &Arc<Stats>, message: &Message)
     let started = Instant::now();
     // A panic while processing one message (a bug of ours, met by some input) dead-letters
     // that message with the reason; the consumer goes on with the next.
-    let results = AssertUnwindSafe(plan_and_apply(pipeline, consumer, message))
+    let results = guarded(plan_and_apply(pipeline, consumer, message)).await;
+    Processed { results, started }
+}
+
+/// `work`, with a panic in it (a bug of ours, met by some input) made the error that
+/// dead-letters the message with the reason.
+async fn guarded<T>(work: impl Future<Output = Result<T, StageError>>) -> Result<T, StageError> {
+    AssertUnwindSafe(work)
         .catch_unwind()
         .await
         .unwrap_or_else(|panic| {
@@ -112,8 +191,7 @@ pub async fn process(pipeline: &Pipeline, stats: &Arc<Stats>, message: &Message)
                 Stage::Pipeline,
                 format!("processing panicked: {what}"),
             ))
-        });
-    Processed { results, started }
+        })
 }
 
 /// The second half of [`dispatch`]: what [`process`] made of `message` to the sinks, and how

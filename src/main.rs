@@ -195,6 +195,10 @@ enum BenchWhat {
         /// Bugzilla enrichment).
         #[arg(long, default_value = "pushes")]
         consumer: String,
+        /// The pipeline also keeps each message in this archive, as a consumer with
+        /// `[sinks.archive]` does (the file is appended to).
+        #[arg(long)]
+        archive: Option<PathBuf>,
     },
     /// Started by `bench pipeline`: drains a bench deployment's preloaded queue through the
     /// pipeline alone and prints this process's resident memory (`rss LOADED PEAK`).
@@ -463,6 +467,7 @@ async fn bench(
             prefetch,
             rounds,
             consumer,
+            archive,
         } => {
             purge_freed_pages_sooner();
             let options = cmd::bench::BenchOptions {
@@ -471,6 +476,7 @@ async fn bench(
                 rounds,
                 consumer,
                 config_path,
+                archive,
             };
             cmd::bench::bench(config, &options).await?.print(&options);
             Ok(())
@@ -488,6 +494,7 @@ async fn bench(
                 rounds: 1,
                 consumer,
                 config_path,
+                archive: None,
             };
             cmd::bench::serve_command(config, &options, &user).await
         }

@@ -58,6 +58,8 @@ pub struct BenchOptions {
     pub consumer: String,
     /// The config file the bench was started with, passed on to its `bench serve` child.
     pub config_path: Option<std::path::PathBuf>,
+    /// The pipeline also keeps each message in this archive (`[sinks.archive]`).
+    pub archive: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -425,10 +427,18 @@ async fn relay(deployment: &Deployment, n: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The `pushes` consumer, exactly as `bugflow run` runs it, until `n` messages are acked.
-async fn pipeline(deployment: &Deployment, n: u64) -> anyhow::Result<()> {
+/// The consumer, exactly as `bugflow run` runs it (keeping `archive` when given), until `n`
+/// messages are acked.
+async fn pipeline(
+    deployment: &Deployment,
+    n: u64,
+    archive: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     let publisher = Publisher::connect(deployment.config.clone()).await?;
-    let sinks = crate::app::sinks_for(&deployment.config, &deployment.spec, &publisher, None);
+    let mut sinks = crate::app::sinks_for(&deployment.config, &deployment.spec, &publisher, None);
+    if let Some(path) = archive {
+        sinks.archive = Some(crate::sinks::archive::ArchiveSink::open(path).await?);
+    }
     let shutdown = CancellationToken::new();
     let runner = Runner::new(
         deployment.config.clone(),
@@ -523,7 +533,9 @@ pub async fn bench(base: &Config, options: &BenchOptions) -> anyhow::Result<Benc
             let (started, cpu_before) = (Instant::now(), CpuClock::now());
             let outcome = match variant {
                 Variant::Relay => relay(&deployment, options.messages).await,
-                Variant::Pipeline => pipeline(&deployment, options.messages).await,
+                Variant::Pipeline => {
+                    pipeline(&deployment, options.messages, options.archive.as_deref()).await
+                }
             };
             let seconds = started.elapsed().as_secs_f64();
             let cpu = cpu_before.per_message(&CpuClock::now(), options.messages);
@@ -652,7 +664,7 @@ pub async fn serve_command(
     })?;
     let peak = Arc::new(std::sync::Mutex::new(loaded));
     let sampler = sample_rss(peak.clone());
-    let outcome = pipeline(&deployment, options.messages).await;
+    let outcome = pipeline(&deployment, options.messages, None).await;
     sampler.abort();
     outcome?;
     let peak = *peak.lock().unwrap_or_else(|e| e.into_inner());
@@ -993,6 +1005,7 @@ mod tests {
             rounds: 1,
             consumer: "bug-triage".into(),
             config_path: None,
+            archive: None,
         };
         let deployment = Deployment::create(&base, &options, ModelSet::empty())
             .await

@@ -1,5 +1,7 @@
 //! `bugflow run`: every consumer (or the named ones) against the broker, plus the HTTP side.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -10,6 +12,7 @@ use crate::consumer::{self, ConsumerSpec};
 use crate::http::{self, AppState};
 use crate::pulse::publish::Publisher;
 use crate::runner::Runner;
+use crate::sinks::archive::ArchiveSink;
 use crate::sinks::jsonl::JsonlSink;
 use crate::store::Store;
 use crate::telemetry;
@@ -175,8 +178,28 @@ impl Process {
             Some(path) => Some(JsonlSink::open(path).await?),
             None => None,
         };
+        // Consumers that name one archive file share its writer, so their lines never mix.
+        let mut archives: HashMap<PathBuf, ArchiveSink> = HashMap::new();
         for spec in self.specs.clone() {
-            let sinks = app::sinks_for(config, &spec, &self.publisher, jsonl.clone());
+            let mut sinks = app::sinks_for(config, &spec, &self.publisher, jsonl.clone());
+            if let Some(archive) = &spec.outputs.archive {
+                let sink = match archives.get(&archive.path) {
+                    Some(sink) => sink.clone(),
+                    None => {
+                        let sink = ArchiveSink::open(&archive.path).await.map_err(|e| {
+                            anyhow::anyhow!(
+                                "consumer {}: cannot open its archive {} ([sinks.archive] path): {e}",
+                                spec.name,
+                                archive.path.display()
+                            )
+                        })?;
+                        archives.insert(archive.path.clone(), sink.clone());
+                        sink
+                    }
+                };
+                tracing::info!(consumer = %spec.name, archive = %archive.path.display(), "keeping each message with what was fetched for it");
+                sinks.archive = Some(sink);
+            }
             let pipeline = self.app.pipeline(spec, Some(self.store.clone()));
             let runner = Runner::new(
                 config.clone(),

@@ -60,7 +60,11 @@ impl JsonlSink {
     /// Writes one line. The write is buffered; call [`JsonlSink::flush`] to make it durable
     /// (the runner flushes before it acks).
     pub async fn write(&self, result: &ResultMessage) -> std::io::Result<()> {
-        let mut line = result.to_json();
+        self.write_line(result.to_json()).await
+    }
+
+    /// Writes `line` (one JSON value, no newline in it) and its newline, buffered.
+    pub async fn write_line(&self, mut line: Vec<u8>) -> std::io::Result<()> {
         line.push(b'\n');
         self.out.lock().await.write_all(&line).await
     }

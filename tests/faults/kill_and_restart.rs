@@ -1,6 +1,7 @@
 //! `kill -9` of a running `bugflow run` mid-stream, then a restart: every event has its
 //! result, no bug is written twice, nothing is dead-lettered.
 
+use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,8 +21,11 @@ fn consumer_file() -> String {
         .find("[sinks.bugzilla]")
         .expect("bug-triage.toml has [sinks.bugzilla]")];
     let writer = toml::to_string(&crate::type_writer()).unwrap();
-    format!("{head}[sinks.bugzilla]\n{writer}")
+    format!("{head}[sinks.bugzilla]\n{writer}\n[sinks.archive]\npath = \"{ARCHIVE}\"\n")
 }
+
+/// Where the consumer keeps each event with the full bug it fetched (`[sinks.archive]`).
+const ARCHIVE: &str = "archive/bug-triage.jsonl";
 
 /// A `bugflow run` child that is killed when dropped: a failing assertion must not leave it
 /// running (it would declare the test's queues again after their clean-up).
@@ -144,4 +148,70 @@ async fn kill_9_mid_stream_then_restart_loses_nothing_and_writes_once() {
     assert_eq!(dead, 0);
     assert_eq!(broker.ready(&spec.queue).await, 0);
     broker.cleanup().await;
+    the_archive_replays_offline_to_every_result(dir.path(), &subjects);
+}
+
+/// The archive both processes kept: every event with the full bug fetched for it (an event
+/// between its line and its ack at the kill is kept twice; a line the kill cut short, alone
+/// and unreadable), and its replay with no network gives a result for every bug.
+fn the_archive_replays_offline_to_every_result(dir: &std::path::Path, subjects: &BTreeSet<String>) {
+    let text = std::fs::read_to_string(dir.join(ARCHIVE)).unwrap();
+    let mut kept = BTreeSet::new();
+    let mut cut = 0;
+    for line in text.lines() {
+        let Ok(line) = serde_json::from_str::<serde_json::Value>(line) else {
+            cut += 1;
+            continue;
+        };
+        let bug = &line["enrichment"]["bug"];
+        assert_eq!(
+            bug["id"], line["body"]["bug"]["id"],
+            "kept with its own bug"
+        );
+        assert!(bug["comments"].is_array(), "the full bug: {bug}");
+        kept.insert(bug["id"].to_string());
+    }
+    assert!(cut <= 1, "{cut} lines unreadable");
+    assert_eq!(&kept, subjects, "every event kept with its bug");
+
+    let out = dir.join("replayed.jsonl");
+    let replay = Command::new(env!("CARGO_BIN_EXE_bugflow"))
+        .current_dir(dir)
+        .args([
+            "replay",
+            "--offline",
+            "--consumer",
+            "bug-triage",
+            "--from",
+            ARCHIVE,
+            "--out",
+        ])
+        .arg(&out)
+        .env("BUGFLOW_CONSUMERS_DIR", dir.join("consumers"))
+        .env(
+            "BUGFLOW_MODELS_DIR",
+            crate::common::models_dir_without_writer_thresholds(),
+        )
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let replayed: BTreeSet<String> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["subject"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        &replayed, subjects,
+        "a result for every bug, from the archive alone"
+    );
 }
