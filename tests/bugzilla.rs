@@ -1527,3 +1527,56 @@ async fn a_consumer_that_keeps_an_archive_replays_offline_to_its_live_results() 
         other => panic!("a message not archived was settled {other:?}"),
     }
 }
+
+/// Issue 14: a bug private by its security group (the event says public) was recorded with
+/// nothing stored, so an offline replay skipped it for another reason than the live flow
+/// ("offline: no stored full bug" for "bug … is private"), and a consumer keeping an archive
+/// asked Bugzilla for it twice (the flow found nothing kept and fetched again). Now it is
+/// kept as private, its id and nothing more: fetched once, replayed as the live skip.
+#[tokio::test]
+async fn a_security_bugs_event_is_kept_as_private_and_replayed_as_the_live_skip() {
+    let server = MockServer::start().await;
+    let mut secret = rest_bug();
+    secret["summary"] = json!("a secret summary");
+    secret["groups"] = json!(["core-security"]);
+    Mock::given(method("GET"))
+        .and(path("/rest/bug/1629704"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"faults": [], "bugs": [secret]})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive.jsonl");
+    let sinks = Sinks {
+        archive: Some(ArchiveSink::open(&archive).await.unwrap()),
+        ..Sinks::default()
+    };
+    let live =
+        Pipeline::new(spec("bug-triage"), common::shipped_models()).with_bugzilla(client(&server));
+    let stats = Arc::new(Stats::default());
+    let event = message(webhook(false), "bug.create");
+    let live_reason = match dispatch(&live, &sinks, &stats, &event).await {
+        Settle::Ack(Done::Skipped(reason)) => reason,
+        other => panic!("the security bug was settled {other:?}"),
+    };
+    assert!(live_reason.contains("private"), "{live_reason}");
+    server.verify().await;
+
+    let line = std::fs::read_to_string(&archive).unwrap();
+    assert!(!line.contains("secret summary"), "{line}");
+    let kept: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        kept["enrichment"]["bug"],
+        json!({"id": 1629704, "is_private": true})
+    );
+    let replayed = Pipeline::new(spec("bug-triage"), common::shipped_models())
+        .with_bugzilla(client(&server))
+        .offline()
+        .process(&bugflow::archive::ArchiveLine::parse(line.trim_end()).unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(replayed.action, Action::Skip);
+    assert_eq!(replayed.reason, live_reason);
+}

@@ -40,10 +40,10 @@ impl Pipeline {
             }
             Event::Webhook(webhook) if !webhook.bug.is_private => {
                 if let Some(client) = &self.bugzilla {
+                    // A bug private by its groups is kept as private, and nothing more: a
+                    // replay skips it as the live flow did, and the flow reads no more.
                     let full = client.bug(webhook.bug.id).await?;
-                    if !filter::is_private(&full) {
-                        enrichment.bug = Some(Arc::new(full));
-                    }
+                    enrichment.bug = Some(Arc::new(public(full)));
                 }
             }
             Event::Request(PredictionRequest::Bugs { bugs, .. }) => {
@@ -105,7 +105,8 @@ fn json_pushes(body: &str) -> Result<serde_json::Value, StageError> {
 }
 
 /// A bug as an archive may keep it: a private one (Bugzilla shows it to a key that may see
-/// it) only as its id and that it is private, which is all its request's answer reads.
+/// it) only as its id and that it is private, which is all its request's answer, or its
+/// event's skip, reads.
 fn public(bug: serde_json::Value) -> serde_json::Value {
     if filter::is_private(&bug) {
         filter::private_stub(&bug["id"])
