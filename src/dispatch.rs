@@ -148,7 +148,11 @@ async fn keep(
     if !settled_for_good {
         return settle;
     }
-    match archive.keep(message).await {
+    let written = archive.keep(message).await;
+    let outcome = if written.is_ok() { "written" } else { "failed" };
+    metrics::counter!("bugflow_archive_lines_total", "consumer" => pipeline.name().to_owned(), "outcome" => outcome)
+        .increment(1);
+    match written {
         Ok(()) => settle,
         Err(e) => {
             tracing::error!(consumer = pipeline.name(), error = %e, "could not archive the message: requeueing it");
