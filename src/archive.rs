@@ -78,6 +78,18 @@ impl<B> Line<B> {
     }
 }
 
+/// The lines of the archive at `path`, read as they come (an archive can be larger than
+/// the memory).
+pub async fn lines(
+    path: &std::path::Path,
+) -> anyhow::Result<tokio::io::Lines<tokio::io::BufReader<tokio::fs::File>>> {
+    use tokio::io::AsyncBufReadExt;
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    Ok(tokio::io::BufReader::with_capacity(1 << 20, file).lines())
+}
+
 impl ArchiveLine {
     /// The line for a message: its body as JSON when it is JSON, as base64 otherwise.
     pub fn from_message(message: &Message) -> Self {

@@ -175,14 +175,8 @@ impl ConsumerSpec {
                 format!("consumer name {name:?}: use letters, digits and dashes"),
             ));
         }
-        let queue = config.resolve(&file.queue);
+        let queue = resolve_queue(&file.queue, config).map_err(|problem| err("queue", problem))?;
         let too_long = |name: &str| name.len() > crate::pulse::short::MAX;
-        if too_long(&queue) {
-            return Err(err(
-                "queue",
-                format!("{} bytes; AMQP allows 255", queue.len()),
-            ));
-        }
         if let Some(b) = file
             .bindings
             .iter()
@@ -193,15 +187,6 @@ impl ConsumerSpec {
                 format!(
                     "exchange {:?}…: longer than AMQP's 255 bytes",
                     b.exchange.chars().take(40).collect::<String>()
-                ),
-            ));
-        }
-        if !queue.starts_with(&format!("queue/{}/", config.user)) {
-            return Err(err(
-                "queue",
-                format!(
-                    "{queue:?}: Pulse lets user {} read only queues named queue/{}/…",
-                    config.user, config.user
                 ),
             ));
         }
@@ -224,14 +209,8 @@ impl ConsumerSpec {
         let bindings = resolve_bindings(file.bindings, config).map_err(|(f, p)| err(&f, p))?;
         let mut outputs = file.outputs;
         if let Some(archive) = &mut outputs.archive {
-            let path = config.resolve(&archive.path.to_string_lossy());
-            if path.trim().is_empty() {
-                return Err(err(
-                    "sinks.archive.path",
-                    "is empty: name the archive file".into(),
-                ));
-            }
-            archive.path = PathBuf::from(path);
+            archive.path = archive_path(&archive.path, config)
+                .map_err(|problem| err("sinks.archive.path", problem))?;
         }
         Ok(ConsumerSpec {
             name: name.into(),
@@ -254,6 +233,31 @@ impl ConsumerSpec {
             .iter()
             .any(|b| b.exchange == exchange && b.keys.iter().any(|k| topic_matches(k, routing_key)))
     }
+}
+
+/// The consumer's queue with `{user}` and `{env}` resolved: at most AMQP's 255 bytes, and
+/// in the user's namespace (Pulse's rule).
+fn resolve_queue(template: &str, config: &Config) -> Result<String, String> {
+    let queue = config.resolve(template);
+    if queue.len() > crate::pulse::short::MAX {
+        return Err(format!("{} bytes; AMQP allows 255", queue.len()));
+    }
+    if !queue.starts_with(&format!("queue/{}/", config.user)) {
+        return Err(format!(
+            "{queue:?}: Pulse lets user {} read only queues named queue/{}/…",
+            config.user, config.user
+        ));
+    }
+    Ok(queue)
+}
+
+/// `[sinks.archive] path` with `{user}` and `{env}` resolved; an empty one is refused.
+fn archive_path(path: &Path, config: &Config) -> Result<PathBuf, String> {
+    let path = config.resolve(&path.to_string_lossy());
+    if path.trim().is_empty() {
+        return Err("is empty: name the archive file".into());
+    }
+    Ok(PathBuf::from(path))
 }
 
 /// Loads every `*.toml` in the consumers folder; without the folder, the built-in ones.

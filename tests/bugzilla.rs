@@ -109,6 +109,11 @@ fn triage(server: &MockServer, store: Arc<Store>) -> Pipeline {
     })
 }
 
+/// Bugzilla's answer to `GET /rest/bug/<id>` showing `bug`.
+fn shows(bug: &Value) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({"faults": [], "bugs": [bug]}))
+}
+
 /// A typed part of a result as the JSON it is published as.
 fn as_json(typed: &impl serde::Serialize) -> Value {
     serde_json::to_value(typed).unwrap()
@@ -124,9 +129,7 @@ async fn a_new_bug_is_written_once_even_when_its_event_comes_twice() {
     Mock::given(method("GET"))
         .and(path("/rest/bug/1629704"))
         .and(header("X-BUGZILLA-API-KEY", KEY))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({"faults": [], "bugs": [rest_bug()]})),
-        )
+        .respond_with(shows(&rest_bug()))
         .mount(&server)
         .await;
     Mock::given(method("PUT"))
@@ -286,9 +289,7 @@ async fn a_500_then_200_gives_exactly_one_write() {
         .mount(&server)
         .await;
     Mock::given(method("GET"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({"faults": [], "bugs": [rest_bug()]})),
-        )
+        .respond_with(shows(&rest_bug()))
         .mount(&server)
         .await;
     Mock::given(method("PUT"))
@@ -607,9 +608,7 @@ async fn a_security_bug_is_never_scored_published_or_answered() {
     secret["groups"] = json!(["core-security"]);
     Mock::given(method("GET"))
         .and(path("/rest/bug/1629704"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({"faults": [], "bugs": [secret]})),
-        )
+        .respond_with(shows(&secret))
         .mount(&server)
         .await;
     Mock::given(method("GET"))
@@ -1057,9 +1056,7 @@ async fn a_shadow_bundle_is_compared_on_the_types_people_set() {
         for (body, times) in [(before, Some(1)), (after, None)] {
             let mock = Mock::given(method("GET"))
                 .and(path(format!("/rest/bug/{id}")))
-                .respond_with(
-                    ResponseTemplate::new(200).set_body_json(json!({"faults": [], "bugs": [body]})),
-                );
+                .respond_with(shows(&body));
             let mock = match times {
                 Some(n) => mock.up_to_n_times(n).with_priority(1),
                 None => mock.with_priority(2),
@@ -1424,9 +1421,7 @@ async fn a_consumer_that_keeps_an_archive_replays_offline_to_its_live_results() 
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path("/rest/bug/1629704"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({"faults": [], "bugs": [rest_bug()]})),
-        )
+        .respond_with(shows(&rest_bug()))
         .mount(&server)
         .await;
     Mock::given(method("GET"))
@@ -1541,9 +1536,7 @@ async fn a_security_bugs_event_is_kept_as_private_and_replayed_as_the_live_skip(
     secret["groups"] = json!(["core-security"]);
     Mock::given(method("GET"))
         .and(path("/rest/bug/1629704"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({"faults": [], "bugs": [secret]})),
-        )
+        .respond_with(shows(&secret))
         .expect(1)
         .mount(&server)
         .await;

@@ -10,14 +10,13 @@ use std::time::Duration;
 
 use lapin::options::BasicAckOptions;
 use lapin::types::FieldTable;
-use tokio::io::AsyncWriteExt;
 
-use crate::archive::ArchiveLine;
 use crate::config::Config;
 use crate::message::{Enrichment, Message};
 use crate::pipeline::Pipeline;
 use crate::pulse::source::message_from_delivery;
 use crate::pulse::tap::{Next, Tap, TapOptions, TapQueue};
+use crate::sinks::archive::ArchiveSink;
 
 pub struct RecordOptions {
     /// `(exchange, routing keys)` pairs.
@@ -71,14 +70,9 @@ pub async fn record(config: Arc<Config>, options: RecordOptions) -> anyhow::Resu
         Vec::new()
     };
     let mut tap = Tap::open(&config, tap_options).await?;
-    let mut file = tokio::io::BufWriter::new(
-        tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&options.out)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", options.out.display()))?,
-    );
+    let archive = ArchiveSink::open(&options.out)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", options.out.display()))?;
     tracing::info!(queue = %tap.queue, out = %options.out.display(), "recording");
     let deadline = async {
         match options.duration {
@@ -102,16 +96,12 @@ pub async fn record(config: Arc<Config>, options: RecordOptions) -> anyhow::Resu
         if options.enrich {
             message.enrichment = enrich(&enrichers, &message).await.map(Arc::new);
         }
-        let line = ArchiveLine::from_message(&message).to_line();
-        file.write_all(line.as_bytes()).await?;
-        file.write_all(b"\n").await?;
-        file.flush().await?;
+        archive.keep(&message).await?;
         if !delivery.ack(BasicAckOptions::default()).await? {
             tracing::warn!("ack not sent; the message may be recorded twice");
         }
         written += 1;
     }
-    file.flush().await?;
     tap.close("recording done").await;
     Ok(written)
 }

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::archive::ArchiveLine;
 use crate::config::Config;
@@ -215,10 +214,7 @@ pub async fn replay(all: &[Pipeline], options: &ReplayOptions) -> anyhow::Result
     let mut batch: Vec<Item> = Vec::with_capacity(BATCH);
     let mut bytes = 0;
     for file in &options.files {
-        let reader = tokio::fs::File::open(file)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
-        let mut lines = BufReader::with_capacity(1 << 20, reader).lines();
+        let mut lines = crate::archive::lines(file).await?;
         let mut number = 0u64;
         while let Some(line) = lines.next_line().await? {
             number += 1;
@@ -446,11 +442,7 @@ pub async fn publish_back(config: Arc<Config>, files: &[PathBuf]) -> anyhow::Res
     let mut summary = Summary::default();
     let started = Instant::now();
     for file in files {
-        // Line by line: an archive can be larger than the memory.
-        let reader = tokio::fs::File::open(file)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
-        let mut lines = BufReader::with_capacity(1 << 20, reader).lines();
+        let mut lines = crate::archive::lines(file).await?;
         let mut i = 0usize;
         while let Some(line) = lines.next_line().await? {
             i += 1;

@@ -15,7 +15,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::archive::ArchiveLine;
 use crate::config::Config;
@@ -236,10 +235,7 @@ pub async fn diff(
 ) -> anyhow::Result<Diff> {
     let mut diff = Diff::default();
     for file in files {
-        let reader = tokio::fs::File::open(file)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
-        let mut lines = BufReader::new(reader).lines();
+        let mut lines = crate::archive::lines(file).await?;
         while let Some(line) = lines.next_line().await? {
             if line.trim().is_empty() {
                 continue;

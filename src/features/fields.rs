@@ -159,12 +159,15 @@ impl<'de> Visitor<'de> for Kept {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let Keep::Fields(fields) = self.0 else {
-            return whole_map(map);
-        };
         let mut kept = Map::new();
         while let Some(Key(name)) = map.next_key()? {
-            match Keep::field(fields, &name) {
+            // An object where a rule expected a list is kept whole, as any other
+            // unexpected value.
+            let rule = match self.0 {
+                Keep::Fields(fields) => Keep::field(fields, &name),
+                _ => Some(&Keep::All),
+            };
+            match rule {
                 Some(rule) => {
                     let value = map.next_value_seed(rule)?;
                     kept.insert(name.into_owned(), value);
@@ -220,16 +223,6 @@ impl<'de> Visitor<'de> for Kept {
     fn visit_none<E: Error>(self) -> Result<Value, E> {
         Ok(Value::Null)
     }
-}
-
-/// An object where a rule expected a list: kept whole, as any other unexpected value.
-fn whole_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Value, A::Error> {
-    let mut kept = Map::new();
-    while let Some(Key(name)) = map.next_key()? {
-        let value = map.next_value_seed(&Keep::All)?;
-        kept.insert(name.into_owned(), value);
-    }
-    Ok(Value::Object(kept))
 }
 
 /// An object's key, borrowed from the JSON text when it has no escapes.

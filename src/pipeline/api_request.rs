@@ -94,14 +94,7 @@ impl Pipeline {
                 ));
             }
         };
-        // The bugs shown, by id, looked up once (a request asks for up to 1,000): the first
-        // one shown of an id, were it shown twice.
-        let mut shown: HashMap<u64, &Value> = HashMap::with_capacity(found.len());
-        for bug in found {
-            if let Some(id) = bug["id"].as_u64() {
-                shown.entry(id).or_insert(bug);
-            }
-        }
+        let shown = by_id(found);
         let (mut effects, mut answers) = (Vec::new(), Vec::new());
         for &id in bugs {
             let key = cache_key_of_bug(model, id);
@@ -221,4 +214,16 @@ fn push_answer(scored: &Score, data: &Value, pushid: u64, version: &str) -> Valu
         "commits": data["commits"],
         "extra_data": {"model": scored.model(), "version": version},
     })
+}
+
+/// The bugs shown, by id, to be looked up once each (a request asks for up to 1,000): the
+/// first one shown of an id, were it shown twice.
+fn by_id(shown: &[Value]) -> HashMap<u64, &Value> {
+    let mut by_id = HashMap::with_capacity(shown.len());
+    for bug in shown {
+        if let Some(id) = bug["id"].as_u64() {
+            by_id.entry(id).or_insert(bug);
+        }
+    }
+    by_id
 }

@@ -1,6 +1,6 @@
-//! A consumer's own archive: each message it settled, with what its flow fetched to score
-//! it, one line each, as `bugflow record --enrich` writes them (`[sinks.archive]` of a
-//! consumer file).
+//! An archive being written: one message a line, with what its flow fetched to score it.
+//! `bugflow record` writes one, and so does a consumer whose file asks (`[sinks.archive]`):
+//! each message it settled, as `bugflow record --enrich` writes them.
 //!
 //! A live consumer fetches the full bug of a bug event from Bugzilla, a push's changesets
 //! from hg.mozilla.org; both change over time, so a replay that fetches them again scores
