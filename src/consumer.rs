@@ -94,7 +94,11 @@ pub struct Outputs {
 #[serde(deny_unknown_fields)]
 pub struct ArchiveOutput {
     /// The file, appended to (created with its folders); `{user}` and `{env}` are resolved.
+    /// A `{date}` in the file name makes it a file a UTC day (`sinks::archive`).
     pub path: PathBuf,
+    /// With a dated path: delete the files of days more than this many days before today.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_days: Option<u32>,
 }
 
 fn yes() -> bool {
@@ -211,6 +215,12 @@ impl ConsumerSpec {
         if let Some(archive) = &mut outputs.archive {
             archive.path = archive_path(&archive.path, config)
                 .map_err(|problem| err("sinks.archive.path", problem))?;
+            if archive.keep_days.is_some() && !crate::sinks::archive::is_dated(&archive.path) {
+                return Err(err(
+                    "sinks.archive.keep_days",
+                    "needs a path with {date} in its file name (a file a day) to know which days are old".into(),
+                ));
+            }
         }
         Ok(ConsumerSpec {
             name: name.into(),
@@ -251,13 +261,21 @@ fn resolve_queue(template: &str, config: &Config) -> Result<String, String> {
     Ok(queue)
 }
 
-/// `[sinks.archive] path` with `{user}` and `{env}` resolved; an empty one is refused.
+/// `[sinks.archive] path` with `{user}` and `{env}` resolved; an empty one is refused, and
+/// so is a `{date}` outside the file name.
 fn archive_path(path: &Path, config: &Config) -> Result<PathBuf, String> {
-    let path = config.resolve(&path.to_string_lossy());
-    if path.trim().is_empty() {
+    let path = PathBuf::from(config.resolve(&path.to_string_lossy()));
+    if path.to_string_lossy().trim().is_empty() {
         return Err("is empty: name the archive file".into());
     }
-    Ok(PathBuf::from(path))
+    let folder = path.parent().map(Path::to_string_lossy).unwrap_or_default();
+    if folder.contains(crate::sinks::archive::DATE) {
+        return Err(format!(
+            "{}: {{date}} may only be in the file name (a file a day in one folder)",
+            path.display()
+        ));
+    }
+    Ok(path)
 }
 
 /// Loads every `*.toml` in the consumers folder; without the folder, the built-in ones.
@@ -435,6 +453,35 @@ mod tests {
         let misspelt = asked.replace("path =", "file =");
         let e = ConsumerSpec::parse("bug-triage", "f", &misspelt, &config).unwrap_err();
         assert!(e.to_string().contains("file"), "{e}");
+
+        let daily = asked.replace(
+            "path = \"archive/bug-triage-{env}.jsonl\"",
+            "path = \"archive/bug-triage-{env}-{date}.jsonl\"\nkeep_days = 30",
+        );
+        let archive = ConsumerSpec::parse("bug-triage", "f", &daily, &config)
+            .unwrap()
+            .outputs
+            .archive
+            .unwrap();
+        assert_eq!(archive.keep_days, Some(30));
+        assert!(
+            archive
+                .path
+                .ends_with(format!("bug-triage-{}-{{date}}.jsonl", config.env))
+        );
+        let undated = asked.replace(
+            "path = \"archive/bug-triage-{env}.jsonl\"",
+            "path = \"archive/bug-triage.jsonl\"\nkeep_days = 30",
+        );
+        let e = ConsumerSpec::parse("bug-triage", "f", &undated, &config).unwrap_err();
+        assert_eq!(e.field, "sinks.archive.keep_days", "{e}");
+        let in_folder = asked.replace(
+            "archive/bug-triage-{env}.jsonl",
+            "archive/{date}/bug-triage.jsonl",
+        );
+        let e = ConsumerSpec::parse("bug-triage", "f", &in_folder, &config).unwrap_err();
+        assert_eq!(e.field, "sinks.archive.path", "{e}");
+        assert!(e.to_string().contains("only be in the file name"), "{e}");
     }
 
     #[test]

@@ -14,41 +14,184 @@
 //! the message from being acked: it is requeued, as when a result cannot be published.
 //! A message redelivered after a crash between the line and the ack is written twice (a
 //! replay gives its results twice, with the same message ids).
+//!
+//! A consumer runs for months; its archive should not grow for as long. A path with
+//! `{date}` in its file name (`archive/bug-triage-{date}.jsonl`) is a new file each UTC
+//! day, named by the day its lines were written (`2026-12-07`, so that a shell glob lists
+//! the files in order: `bugflow replay --offline --from archive/bug-triage-*.jsonl`), and
+//! with `keep_days` the files of older days are deleted as a new day begins.
 
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{NaiveDate, Utc};
+use tokio::sync::Mutex;
 
 use super::jsonl::JsonlSink;
 use crate::archive::ArchiveLine;
 use crate::message::Message;
 
-/// The archive file of one or more consumers (those naming the same path share it, so
-/// their lines never interleave).
+/// Where a dated path takes its day.
+pub const DATE: &str = "{date}";
+
+/// The archive file of one or more consumers (those of one process naming the same path
+/// share it, so their lines never interleave; another process naming it is refused).
 #[derive(Clone)]
 pub struct ArchiveSink {
-    file: JsonlSink,
+    /// The path as written, `{date}` unresolved.
+    template: PathBuf,
+    /// Files of days more than this many days before the current one are deleted (dated
+    /// paths only).
+    keep_days: Option<u32>,
+    /// The file being written, and the day it is for (`None` for a path without `{date}`).
+    current: Arc<Mutex<(Option<NaiveDate>, JsonlSink)>>,
 }
 
 impl ArchiveSink {
-    /// Appends to `path`, creating it and its folders. A file whose last line was cut short
-    /// (a process killed while writing it) gets its newline first: the next line starts a
-    /// line of its own, and only the cut one is unreadable (a replay counts it).
+    /// Appends to `path` as it is (no `{date}` resolved), creating it and its folders. A
+    /// file whose last line was cut short (a process killed while writing it) gets its
+    /// newline first: the next line starts a line of its own, and only the cut one is
+    /// unreadable (a replay counts it).
     pub async fn open(path: &Path) -> std::io::Result<Self> {
-        let cut = last_byte(path)?.is_some_and(|b| b != b'\n');
-        let file = JsonlSink::open(path).await?;
-        if cut {
-            file.write_line(Vec::new()).await?;
-            file.flush().await?;
+        Ok(ArchiveSink {
+            template: path.to_path_buf(),
+            keep_days: None,
+            current: Arc::new(Mutex::new((None, append(path).await?))),
+        })
+    }
+
+    /// A consumer's archive: `path` with a `{date}` in its file name is today's file (UTC)
+    /// and the next day's from the first line written on it; older days' files are deleted
+    /// past `keep_days`. Without `{date}`, the one file of [`ArchiveSink::open`].
+    pub async fn open_dated(path: &Path, keep_days: Option<u32>) -> std::io::Result<Self> {
+        Self::open_on(path, keep_days, Utc::now().date_naive()).await
+    }
+
+    async fn open_on(
+        path: &Path,
+        keep_days: Option<u32>,
+        today: NaiveDate,
+    ) -> std::io::Result<Self> {
+        if !is_dated(path) {
+            return Self::open(path).await;
         }
-        Ok(ArchiveSink { file })
+        let file = append(&dated(path, today)).await?;
+        let sink = ArchiveSink {
+            template: path.to_path_buf(),
+            keep_days,
+            current: Arc::new(Mutex::new((Some(today), file))),
+        };
+        sink.forget_before(today).await?;
+        Ok(sink)
     }
 
     /// Writes `message` (with its enrichment) as one archive line, and flushes it.
     pub async fn keep(&self, message: &Message) -> std::io::Result<()> {
-        let line = ArchiveLine::from_message(message).to_line();
-        self.file.write_line(line.into_bytes()).await?;
-        self.file.flush().await
+        self.keep_on(message, Utc::now().date_naive()).await
     }
+
+    /// [`ArchiveSink::keep`] as on `today`: a dated archive moves to `today`'s file first.
+    async fn keep_on(&self, message: &Message, today: NaiveDate) -> std::io::Result<()> {
+        let line = ArchiveLine::from_message(message).to_line();
+        let mut current = self.current.lock().await;
+        if current.0.is_some_and(|day| day != today) {
+            let next = append(&dated(&self.template, today)).await?;
+            let before = std::mem::replace(&mut current.1, next);
+            current.0 = Some(today);
+            before.flush().await?;
+            self.forget_before(today).await?;
+        }
+        current.1.write_line(line.into_bytes()).await?;
+        current.1.flush().await
+    }
+
+    /// Deletes the files of this archive dated more than `keep_days` before `today`.
+    async fn forget_before(&self, today: NaiveDate) -> std::io::Result<()> {
+        let Some(keep) = self.keep_days else {
+            return Ok(());
+        };
+        let Some(oldest) = today.checked_sub_days(chrono::Days::new(u64::from(keep))) else {
+            return Ok(());
+        };
+        let folder = match self.template.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = file_name(&self.template);
+        let (before, after) = name.split_once(DATE).unwrap_or((&name, ""));
+        let mut entries = tokio::fs::read_dir(&folder).await?;
+        while let Some(entry) = entries.next_entry().await? {
+            let Some(other) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let day = other
+                .strip_prefix(before)
+                .and_then(|rest| rest.strip_suffix(after))
+                .and_then(|day| NaiveDate::parse_from_str(day, "%Y-%m-%d").ok());
+            if day.is_some_and(|day| day < oldest) {
+                tracing::info!(archive = %entry.path().display(), keep_days = keep, "deleting an archive day past keep_days");
+                tokio::fs::remove_file(entry.path()).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `path`'s file name holds `{date}` (a dated archive).
+pub fn is_dated(path: &Path) -> bool {
+    file_name(path).contains(DATE)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// `template` with its `{date}` set to `day`.
+fn dated(template: &Path, day: NaiveDate) -> PathBuf {
+    let name = file_name(template).replace(DATE, &day.format("%Y-%m-%d").to_string());
+    template.with_file_name(name)
+}
+
+/// The file at `path`, appended to, with the newline of a line cut short first. It is
+/// locked (`flock`) while this process writes it: a second process naming the same file
+/// (another `bugflow run`, a `bugflow record --out`) is refused instead of mixing its lines
+/// into this one's.
+async fn append(path: &Path) -> std::io::Result<JsonlSink> {
+    let cut = last_byte(path)?.is_some_and(|b| b != b'\n');
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        tokio::fs::create_dir_all(parent).await?;
+    }
+    let opened = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    match opened.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                format!(
+                    "{} is being written by another process (one process per archive file): stop it or name another file",
+                    path.display()
+                ),
+            ));
+        }
+        // A file system without locks (or a device such as /dev/full): written unlocked.
+        Err(std::fs::TryLockError::Error(e)) => {
+            tracing::warn!(archive = %path.display(), error = %e, "cannot lock the archive file; writing it unlocked");
+        }
+    }
+    let file = JsonlSink::from_file(opened);
+    if cut {
+        file.write_line(Vec::new()).await?;
+        file.flush().await?;
+    }
+    Ok(file)
 }
 
 /// The last byte of the file at `path`; `None` when there is no file or it is empty (and
@@ -108,5 +251,88 @@ mod tests {
             let json = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).unwrap();
             assert_eq!(json(&body), json(&message.body));
         }
+    }
+
+    /// A file one process writes is refused to another (here, a second open of it: `flock`
+    /// locks are per open file), and free again once the first is done with it.
+    #[tokio::test]
+    async fn a_file_being_written_is_refused_to_a_second_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("archive.jsonl");
+        let first = ArchiveSink::open(&path).await.unwrap();
+        let refused = ArchiveSink::open(&path).await.err().unwrap();
+        assert_eq!(refused.kind(), std::io::ErrorKind::WouldBlock);
+        assert!(refused.to_string().contains("another process"), "{refused}");
+        drop(first);
+        ArchiveSink::open(&path).await.unwrap();
+    }
+
+    /// A dated archive is a file a day, named by the day its lines were written; past
+    /// `keep_days` a day's file is deleted as a new day begins (and at start), and files
+    /// that are not this archive's days are left alone.
+    #[tokio::test]
+    async fn a_dated_archive_starts_a_file_each_day_and_forgets_old_days() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = |d: u32| NaiveDate::from_ymd_opt(2026, 12, d).unwrap();
+        let name = |d: u32| format!("bug-triage-2026-12-{d:02}.jsonl");
+        for other in [
+            name(1),
+            "bug-triage-x-2026-12-01.jsonl".into(),
+            "notes.txt".into(),
+        ] {
+            std::fs::write(dir.path().join(other), "{}\n").unwrap();
+        }
+        let template = dir.path().join("bug-triage-{date}.jsonl");
+        let message = |id: u32| {
+            Message::new(
+                "exchange/e",
+                "bug.modify",
+                format!(r#"{{"bug":{{"id":{id}}}}}"#).into_bytes(),
+            )
+        };
+
+        let sink = ArchiveSink::open_on(&template, Some(1), day(2))
+            .await
+            .unwrap();
+        assert!(dir.path().join(name(1)).exists(), "one day before is kept");
+        sink.keep_on(&message(1), day(2)).await.unwrap();
+        sink.keep_on(&message(2), day(2)).await.unwrap();
+        let bodies = |d: u32| -> Vec<String> {
+            let text = std::fs::read_to_string(dir.path().join(name(d))).unwrap();
+            text.lines()
+                .map(|l| String::from_utf8(ArchiveLine::parse(l).unwrap().body).unwrap())
+                .collect()
+        };
+        sink.keep_on(&message(3), day(3)).await.unwrap();
+        assert!(
+            !dir.path().join(name(1)).exists(),
+            "two days before the 3rd"
+        );
+        assert_eq!(bodies(2), [r#"{"bug":{"id":1}}"#, r#"{"bug":{"id":2}}"#]);
+        sink.keep_on(&message(4), day(4)).await.unwrap();
+        assert_eq!(bodies(3), [r#"{"bug":{"id":3}}"#]);
+        assert_eq!(bodies(4), [r#"{"bug":{"id":4}}"#]);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "bug-triage-2026-12-03.jsonl",
+                "bug-triage-2026-12-04.jsonl",
+                "bug-triage-x-2026-12-01.jsonl",
+                "notes.txt"
+            ]
+        );
+
+        // Without keep_days, nothing is deleted.
+        let kept = ArchiveSink::open_on(&template, None, day(30))
+            .await
+            .unwrap();
+        kept.keep_on(&message(5), day(31)).await.unwrap();
+        assert!(dir.path().join(name(3)).exists());
+        assert_eq!(bodies(31), [r#"{"bug":{"id":5}}"#]);
     }
 }

@@ -41,6 +41,15 @@ impl JsonlSink {
         })
     }
 
+    /// Appends to a file already open (for appending).
+    pub fn from_file(file: std::fs::File) -> Self {
+        let writer: Box<dyn AsyncWrite + Send + Unpin> = Box::new(tokio::fs::File::from_std(file));
+        JsonlSink {
+            out: Arc::new(Mutex::new(BufWriter::with_capacity(256 * 1024, writer))),
+            each_message: true,
+        }
+    }
+
     /// Flushed only by [`JsonlSink::flush`], not after each message: every flush of a file
     /// is a hop to tokio's blocking pool, which an in-process replay does not need.
     pub fn batched(mut self) -> Self {

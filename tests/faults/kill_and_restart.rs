@@ -21,11 +21,32 @@ fn consumer_file() -> String {
         .find("[sinks.bugzilla]")
         .expect("bug-triage.toml has [sinks.bugzilla]")];
     let writer = toml::to_string(&crate::type_writer()).unwrap();
-    format!("{head}[sinks.bugzilla]\n{writer}\n[sinks.archive]\npath = \"{ARCHIVE}\"\n")
+    format!(
+        "{head}[sinks.bugzilla]\n{writer}\n[sinks.archive]\npath = \"{ARCHIVE}/bug-triage-{{date}}.jsonl\"\nkeep_days = 7\n"
+    )
 }
 
-/// Where the consumer keeps each event with the full bug it fetched (`[sinks.archive]`).
-const ARCHIVE: &str = "archive/bug-triage.jsonl";
+/// Where the consumer keeps each event with the full bug it fetched (`[sinks.archive]`): a
+/// file a day (one, unless the test runs over midnight UTC), each locked by the process
+/// writing it (the restarted one takes it over from the killed one).
+const ARCHIVE: &str = "archive";
+
+/// The archive's files, in the order of their days.
+fn archive_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir.join(ARCHIVE))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let today = chrono::Utc::now()
+        .format("bug-triage-%Y-%m-%d.jsonl")
+        .to_string();
+    assert!(
+        files.iter().any(|f| f.ends_with(&today)),
+        "today's file is among {files:?}"
+    );
+    files
+}
 
 /// A `bugflow run` child that is killed when dropped: a failing assertion must not leave it
 /// running (it would declare the test's queues again after their clean-up).
@@ -155,10 +176,14 @@ async fn kill_9_mid_stream_then_restart_loses_nothing_and_writes_once() {
 /// between its line and its ack at the kill is kept twice; a line the kill cut short, alone
 /// and unreadable), and its replay with no network gives a result for every bug.
 fn the_archive_replays_offline_to_every_result(dir: &std::path::Path, subjects: &BTreeSet<String>) {
-    let text = std::fs::read_to_string(dir.join(ARCHIVE)).unwrap();
+    let files = archive_files(dir);
+    let texts: Vec<String> = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
     let mut kept = BTreeSet::new();
     let mut cut = 0;
-    for line in text.lines() {
+    for line in texts.iter().flat_map(|t| t.lines()) {
         let Ok(line) = serde_json::from_str::<serde_json::Value>(line) else {
             cut += 1;
             continue;
@@ -177,16 +202,10 @@ fn the_archive_replays_offline_to_every_result(dir: &std::path::Path, subjects: 
     let out = dir.join("replayed.jsonl");
     let replay = Command::new(env!("CARGO_BIN_EXE_bugflow"))
         .current_dir(dir)
-        .args([
-            "replay",
-            "--offline",
-            "--consumer",
-            "bug-triage",
-            "--from",
-            ARCHIVE,
-            "--out",
-        ])
+        .args(["replay", "--offline", "--consumer", "bug-triage", "--out"])
         .arg(&out)
+        .arg("--from")
+        .args(&files)
         .env("BUGFLOW_CONSUMERS_DIR", dir.join("consumers"))
         .env(
             "BUGFLOW_MODELS_DIR",
