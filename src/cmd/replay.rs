@@ -213,12 +213,15 @@ pub async fn replay(all: &[Pipeline], options: &ReplayOptions) -> anyhow::Result
     let mut batches = Batches::new(pipelines, forced, stats);
     let mut batch: Vec<Item> = Vec::with_capacity(BATCH);
     let mut bytes = 0;
+    let mut files_read = 0;
     for file in &options.files {
         let mut lines = crate::archive::lines(file).await?;
         let mut number = 0u64;
         while let Some(line) = lines.next_line().await? {
             number += 1;
-            bar.inc(line.len() as u64 + 1);
+            if number.is_multiple_of(64) {
+                bar.set_position(files_read + lines.bytes_read());
+            }
             if number.is_multiple_of(1024) {
                 bar.set_message(format!("{} messages", summary.read));
             }
@@ -234,6 +237,8 @@ pub async fn replay(all: &[Pipeline], options: &ReplayOptions) -> anyhow::Result
                 batches.push(full, &sinks, &mut summary).await?;
             }
         }
+        files_read += lines.bytes_read();
+        bar.set_position(files_read);
     }
     batches.push(batch, &sinks, &mut summary).await?;
     batches.finish(&sinks, &mut summary).await?;

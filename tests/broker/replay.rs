@@ -250,7 +250,7 @@ async fn an_offline_replay_scores_every_push_from_its_stored_answer_and_fetches_
     drop(file);
 
     let started = std::time::Instant::now();
-    let summary = replay_offline(&consumers_that_must_not_fetch(), archive, &out).await;
+    let summary = replay_offline(&consumers_that_must_not_fetch(), archive.clone(), &out).await;
     assert_eq!(summary.read, 1_010);
     assert_eq!(summary.results, 1_000, "{summary:?}");
     assert_eq!(summary.skipped, 10, "{summary:?}");
@@ -258,12 +258,38 @@ async fn an_offline_replay_scores_every_push_from_its_stored_answer_and_fetches_
     assert_a_reason(&summary, "offline: no stored json-pushes answer");
     // Nothing waited on a network call (each would take seconds of retries).
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
-    for line in std::fs::read_to_string(&out).unwrap().lines() {
+    let results = std::fs::read_to_string(&out).unwrap();
+    for line in results.lines() {
         let result: serde_json::Value = serde_json::from_str(line).unwrap();
         let risk = &result["models"][0];
         assert_eq!(risk["model"], "commit-risk", "{result}");
         assert_eq!(risk["scored_commits"], 2, "{result}");
     }
+
+    // The same archive compressed (`zstd` of a past day's file): the same results.
+    let compressed = dir.path().join("pushes.jsonl.zst");
+    let plain = std::fs::File::open(&archive).unwrap();
+    let zst = ruzstd::encoding::compress_to_vec(plain, ruzstd::encoding::CompressionLevel::Fastest);
+    std::fs::write(&compressed, zst).unwrap();
+    let again = dir.path().join("again.jsonl");
+    let summary = replay_offline(&consumers_that_must_not_fetch(), compressed, &again).await;
+    assert_eq!(
+        (summary.read, summary.results, summary.skipped),
+        (1_010, 1_000, 10)
+    );
+    let without_times = |text: &str| -> Vec<serde_json::Value> {
+        text.lines()
+            .map(|l| {
+                let mut r: serde_json::Value = serde_json::from_str(l).unwrap();
+                r.as_object_mut().unwrap().remove("produced_at");
+                r
+            })
+            .collect()
+    };
+    assert_eq!(
+        without_times(&std::fs::read_to_string(&again).unwrap()),
+        without_times(&results)
+    );
 }
 
 /// Issue 14: the `api-requests` consumer's stream replays like the others. Each request's
