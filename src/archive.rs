@@ -173,9 +173,9 @@ impl std::io::Read for Counted {
     }
 }
 
-/// Sends the decompressed lines of an archive in batches of 256, then an error if the
-/// file ends badly (not zstd past its start, cut short, a line not UTF-8); stops when the
-/// reader is gone.
+/// Sends the decompressed lines of an archive in batches (of 256 lines or 1 MiB, four
+/// batches ahead of the reader at most), then an error if the file ends badly (not zstd
+/// past its start, cut short, a line not UTF-8); stops when the reader is gone.
 fn decompress(
     decoder: impl std::io::Read,
     name: &str,
@@ -183,10 +183,15 @@ fn decompress(
 ) {
     use std::io::BufRead;
     const BATCH: usize = 256;
+    const BATCH_BYTES: usize = 1 << 20;
     let mut batch = Vec::with_capacity(BATCH);
+    let mut bytes = 0;
     for line in std::io::BufReader::with_capacity(1 << 20, decoder).lines() {
         match line {
-            Ok(line) => batch.push(line),
+            Ok(line) => {
+                bytes += line.len();
+                batch.push(line);
+            }
             Err(e) => {
                 let e = std::io::Error::new(e.kind(), format!("{name}: {e}"));
                 let _ = send.blocking_send(Ok(std::mem::take(&mut batch)));
@@ -194,7 +199,8 @@ fn decompress(
                 return;
             }
         }
-        if batch.len() == BATCH {
+        if batch.len() == BATCH || bytes >= BATCH_BYTES {
+            bytes = 0;
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
             if send.blocking_send(Ok(full)).is_err() {
                 return;
