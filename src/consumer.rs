@@ -268,6 +268,12 @@ fn archive_path(path: &Path, config: &Config) -> Result<PathBuf, String> {
     if path.to_string_lossy().trim().is_empty() {
         return Err("is empty: name the archive file".into());
     }
+    if crate::sinks::archive::is_compressed(&path) {
+        return Err(format!(
+            "{}: an archive is written as plain JSON Lines (compress a past day's file with `zstd --rm`; replays read it)",
+            path.display()
+        ));
+    }
     let folder = path.parent().map(Path::to_string_lossy).unwrap_or_default();
     if folder.contains(crate::sinks::archive::DATE) {
         return Err(format!(
@@ -482,6 +488,9 @@ mod tests {
         let e = ConsumerSpec::parse("bug-triage", "f", &in_folder, &config).unwrap_err();
         assert_eq!(e.field, "sinks.archive.path", "{e}");
         assert!(e.to_string().contains("only be in the file name"), "{e}");
+        let compressed = asked.replace("bug-triage-{env}.jsonl", "bug-triage-{env}.jsonl.zst");
+        let e = ConsumerSpec::parse("bug-triage", "f", &compressed, &config).unwrap_err();
+        assert_eq!(e.field, "sinks.archive.path", "{e}");
     }
 
     #[test]

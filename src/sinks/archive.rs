@@ -149,6 +149,11 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// Whether `path` names a zstd file, which a replay reads but nothing appends to.
+pub fn is_compressed(path: &Path) -> bool {
+    path.extension().is_some_and(|x| x == "zst")
+}
+
 /// `template` with its `{date}` set to `day`.
 fn dated(template: &Path, day: NaiveDate) -> PathBuf {
     let name = file_name(template).replace(DATE, &day.format("%Y-%m-%d").to_string());
@@ -160,6 +165,15 @@ fn dated(template: &Path, day: NaiveDate) -> PathBuf {
 /// (another `bugflow run`, a `bugflow record --out`) is refused instead of mixing its lines
 /// into this one's.
 async fn append(path: &Path) -> std::io::Result<JsonlSink> {
+    if is_compressed(path) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{}: an archive is written as plain JSON Lines; name it without .zst, and compress a finished file (a past day's) with `zstd --rm`: replays read it as it is",
+                path.display()
+            ),
+        ));
+    }
     let cut = last_byte(path)?.is_some_and(|b| b != b'\n');
     if let Some(parent) = path.parent()
         && !parent.as_os_str().is_empty()
@@ -254,9 +268,10 @@ mod tests {
     }
 
     /// A file one process writes is refused to another (here, a second open of it: `flock`
-    /// locks are per open file), and free again once the first is done with it.
+    /// locks are per open file), and free again once the first is done with it; a `.zst`
+    /// file is refused to every writer.
     #[tokio::test]
-    async fn a_file_being_written_is_refused_to_a_second_writer() {
+    async fn a_file_being_written_or_compressed_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("archive.jsonl");
         let first = ArchiveSink::open(&path).await.unwrap();
@@ -265,6 +280,12 @@ mod tests {
         assert!(refused.to_string().contains("another process"), "{refused}");
         drop(first);
         ArchiveSink::open(&path).await.unwrap();
+
+        // A compressed name is refused too: appending to it would make it unreadable.
+        let zst = dir.path().join("archive.jsonl.zst");
+        let refused = ArchiveSink::open(&zst).await.err().unwrap();
+        assert!(refused.to_string().contains("zstd --rm"), "{refused}");
+        assert!(!zst.exists());
     }
 
     /// A dated archive is a file a day, named by the day its lines were written; past
