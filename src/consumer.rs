@@ -268,7 +268,7 @@ fn archive_path(path: &Path, config: &Config) -> Result<PathBuf, String> {
     if path.to_string_lossy().trim().is_empty() {
         return Err("is empty: name the archive file".into());
     }
-    if crate::sinks::archive::is_compressed(&path) {
+    if crate::archive::is_compressed(&path) {
         return Err(format!(
             "{}: an archive is written as plain JSON Lines (compress a past day's file with `zstd --rm`; replays read it)",
             path.display()

@@ -29,7 +29,7 @@ use chrono::{NaiveDate, Utc};
 use tokio::sync::Mutex;
 
 use super::jsonl::JsonlSink;
-use crate::archive::ArchiveLine;
+use crate::archive::{ArchiveLine, is_compressed};
 use crate::message::Message;
 
 /// Where a dated path takes its day.
@@ -82,7 +82,7 @@ impl ArchiveSink {
             keep_days,
             current: Arc::new(Mutex::new((Some(today), file))),
         };
-        sink.forget_before(today).await?;
+        sink.forget_before(today).await;
         Ok(sink)
     }
 
@@ -100,14 +100,22 @@ impl ArchiveSink {
             let before = std::mem::replace(&mut current.1, next);
             current.0 = Some(today);
             before.flush().await?;
-            self.forget_before(today).await?;
+            self.forget_before(today).await;
         }
         current.1.write_line(line.into_bytes()).await?;
         current.1.flush().await
     }
 
-    /// Deletes the files of this archive dated more than `keep_days` before `today`.
-    async fn forget_before(&self, today: NaiveDate) -> std::io::Result<()> {
+    /// Deletes the files of this archive dated more than `keep_days` before `today`. A
+    /// file that cannot be deleted is a warning, not a message kept from its ack: the next
+    /// day tries again.
+    async fn forget_before(&self, today: NaiveDate) {
+        if let Err(e) = self.delete_before(today).await {
+            tracing::warn!(archive = %self.template.display(), error = %e, "could not delete the archive's days past keep_days");
+        }
+    }
+
+    async fn delete_before(&self, today: NaiveDate) -> std::io::Result<()> {
         let Some(keep) = self.keep_days else {
             return Ok(());
         };
@@ -147,11 +155,6 @@ fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-/// Whether `path` names a zstd file, which a replay reads but nothing appends to.
-pub fn is_compressed(path: &Path) -> bool {
-    path.extension().is_some_and(|x| x == "zst")
 }
 
 /// `template` with its `{date}` set to `day`.

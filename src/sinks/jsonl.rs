@@ -35,15 +35,15 @@ impl JsonlSink {
                     .await?,
             )
         };
-        Ok(JsonlSink {
-            out: Arc::new(Mutex::new(BufWriter::with_capacity(256 * 1024, writer))),
-            each_message: true,
-        })
+        Ok(Self::to(writer))
     }
 
     /// Appends to a file already open (for appending).
     pub fn from_file(file: std::fs::File) -> Self {
-        let writer: Box<dyn AsyncWrite + Send + Unpin> = Box::new(tokio::fs::File::from_std(file));
+        Self::to(Box::new(tokio::fs::File::from_std(file)))
+    }
+
+    fn to(writer: Box<dyn AsyncWrite + Send + Unpin>) -> Self {
         JsonlSink {
             out: Arc::new(Mutex::new(BufWriter::with_capacity(256 * 1024, writer))),
             each_message: true,
