@@ -5,6 +5,7 @@
 //! consumer means adding a file, not a module. See `consumers/pushes.toml` for a commented
 //! example.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -306,7 +307,31 @@ pub fn load_all(config: &Config) -> anyhow::Result<Vec<ConsumerSpec>> {
     if specs.is_empty() {
         anyhow::bail!("no consumer files (*.toml) in {}", dir.display());
     }
+    check_shared_archives(&specs)?;
     Ok(specs)
+}
+
+/// Consumers naming one archive share its writer (their lines never mix), so they must
+/// agree on the days it keeps.
+fn check_shared_archives(specs: &[ConsumerSpec]) -> anyhow::Result<()> {
+    let mut first: HashMap<&Path, (&str, Option<u32>)> = HashMap::new();
+    for spec in specs {
+        let Some(archive) = &spec.outputs.archive else {
+            continue;
+        };
+        match first.get(archive.path.as_path()) {
+            Some((other, keep_days)) if *keep_days != archive.keep_days => anyhow::bail!(
+                "consumers {other} and {} share the archive {} but not its keep_days ([sinks.archive]): give both the same",
+                spec.name,
+                archive.path.display()
+            ),
+            Some(_) => {}
+            None => {
+                first.insert(&archive.path, (&spec.name, archive.keep_days));
+            }
+        }
+    }
+    Ok(())
 }
 
 pub fn load_file(path: &Path, config: &Config) -> anyhow::Result<ConsumerSpec> {
@@ -491,6 +516,34 @@ mod tests {
         let compressed = asked.replace("bug-triage-{env}.jsonl", "bug-triage-{env}.jsonl.zst");
         let e = ConsumerSpec::parse("bug-triage", "f", &compressed, &config).unwrap_err();
         assert_eq!(e.field, "sinks.archive.path", "{e}");
+    }
+
+    /// Two consumers may keep one archive (one writer, lines never mixed), but not with
+    /// two ideas of which days to delete.
+    #[test]
+    fn consumers_sharing_an_archive_agree_on_its_days() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            consumers_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let shipped = |name: &str| BUILTIN.iter().find(|(n, _)| *n == name).unwrap().1;
+        let keeping = |name: &str, days: u32| {
+            format!(
+                "{}\n[sinks.archive]\npath = \"archive/all-{{date}}.jsonl\"\nkeep_days = {days}\n",
+                shipped(name)
+            )
+        };
+        std::fs::write(dir.path().join("pushes.toml"), keeping("pushes", 7)).unwrap();
+        std::fs::write(dir.path().join("landings.toml"), keeping("landings", 7)).unwrap();
+        assert_eq!(load_all(&config).unwrap().len(), 2);
+
+        std::fs::write(dir.path().join("landings.toml"), keeping("landings", 30)).unwrap();
+        let e = load_all(&config).unwrap_err().to_string();
+        assert!(
+            e.contains("landings and pushes share the archive") && e.contains("keep_days"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -179,17 +179,13 @@ impl Process {
             None => None,
         };
         // Consumers that name one archive file share its writer, so their lines never mix.
-        let mut archives: HashMap<PathBuf, (Option<u32>, ArchiveSink)> = HashMap::new();
+        let mut archives: HashMap<PathBuf, ArchiveSink> = HashMap::new();
         for spec in self.specs.clone() {
             let mut sinks = app::sinks_for(config, &spec, &self.publisher, jsonl.clone());
             if let Some(archive) = &spec.outputs.archive {
                 let sink = match archives.get(&archive.path) {
-                    Some((keep_days, _)) if *keep_days != archive.keep_days => anyhow::bail!(
-                        "consumer {}: its archive {} is shared with another consumer that keeps other days ([sinks.archive] keep_days): give both the same",
-                        spec.name,
-                        archive.path.display()
-                    ),
-                    Some((_, sink)) => sink.clone(),
+                    // (They agree on its keep_days: `consumer::load_all` checks.)
+                    Some(sink) => sink.clone(),
                     None => {
                         let sink = ArchiveSink::open_dated(&archive.path, archive.keep_days).await.map_err(|e| {
                             anyhow::anyhow!(
@@ -198,7 +194,7 @@ impl Process {
                                 archive.path.display()
                             )
                         })?;
-                        archives.insert(archive.path.clone(), (archive.keep_days, sink.clone()));
+                        archives.insert(archive.path.clone(), sink.clone());
                         sink
                     }
                 };
