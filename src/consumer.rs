@@ -276,9 +276,15 @@ fn archive_path(path: &Path, config: &Config) -> Result<PathBuf, String> {
         ));
     }
     let folder = path.parent().map(Path::to_string_lossy).unwrap_or_default();
-    if folder.contains(crate::sinks::archive::DATE) {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    if folder.contains(crate::sinks::archive::DATE)
+        || name.matches(crate::sinks::archive::DATE).count() > 1
+    {
         return Err(format!(
-            "{}: {{date}} may only be in the file name (a file a day in one folder)",
+            "{}: {{date}} may only be in the file name, once (a file a day in one folder)",
             path.display()
         ));
     }
@@ -513,6 +519,9 @@ mod tests {
         let e = ConsumerSpec::parse("bug-triage", "f", &in_folder, &config).unwrap_err();
         assert_eq!(e.field, "sinks.archive.path", "{e}");
         assert!(e.to_string().contains("only be in the file name"), "{e}");
+        let twice = asked.replace("bug-triage-{env}.jsonl", "{date}-bug-triage-{date}.jsonl");
+        let e = ConsumerSpec::parse("bug-triage", "f", &twice, &config).unwrap_err();
+        assert_eq!(e.field, "sinks.archive.path", "{e}");
         let compressed = asked.replace("bug-triage-{env}.jsonl", "bug-triage-{env}.jsonl.zst");
         let e = ConsumerSpec::parse("bug-triage", "f", &compressed, &config).unwrap_err();
         assert_eq!(e.field, "sinks.archive.path", "{e}");
