@@ -177,13 +177,9 @@ async fn append(path: &Path) -> std::io::Result<JsonlSink> {
             ),
         ));
     }
-    let cut = last_byte(path)?.is_some_and(|b| b != b'\n');
-    if let Some(parent) = path.parent()
-        && !parent.as_os_str().is_empty()
-    {
-        tokio::fs::create_dir_all(parent).await?;
-    }
-    let opened = std::fs::OpenOptions::new()
+    super::jsonl::create_parent(path).await?;
+    let mut opened = std::fs::OpenOptions::new()
+        .read(true)
         .create(true)
         .append(true)
         .open(path)?;
@@ -203,6 +199,9 @@ async fn append(path: &Path) -> std::io::Result<JsonlSink> {
             tracing::warn!(archive = %path.display(), error = %e, "cannot lock the archive file; writing it unlocked");
         }
     }
+    // Read under the lock, on the file about to be written (appends go to its end
+    // whatever was read).
+    let cut = last_byte(&mut opened)?.is_some_and(|b| b != b'\n');
     let file = JsonlSink::from_file(opened);
     if cut {
         file.write_line(Vec::new()).await?;
@@ -211,14 +210,9 @@ async fn append(path: &Path) -> std::io::Result<JsonlSink> {
     Ok(file)
 }
 
-/// The last byte of the file at `path`; `None` when there is no file or it is empty (and
-/// for what is not a regular file, such as `/dev/full`).
-fn last_byte(path: &Path) -> std::io::Result<Option<u8>> {
-    let mut file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
+/// The last byte of `file`; `None` when it is empty or not a regular file (such as
+/// `/dev/full`).
+fn last_byte(file: &mut std::fs::File) -> std::io::Result<Option<u8>> {
     let meta = file.metadata()?;
     if !meta.is_file() || meta.len() == 0 {
         return Ok(None);

@@ -22,11 +22,7 @@ impl JsonlSink {
         let writer: Box<dyn AsyncWrite + Send + Unpin> = if path.as_os_str() == "-" {
             Box::new(tokio::io::stdout())
         } else {
-            if let Some(parent) = path.parent()
-                && !parent.as_os_str().is_empty()
-            {
-                tokio::fs::create_dir_all(parent).await?;
-            }
+            create_parent(path).await?;
             Box::new(
                 tokio::fs::OpenOptions::new()
                     .create(true)
@@ -80,5 +76,13 @@ impl JsonlSink {
 
     pub async fn flush(&self) -> std::io::Result<()> {
         self.out.lock().await.flush().await
+    }
+}
+
+/// Creates the folders `path` is to be written in.
+pub(super) async fn create_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => tokio::fs::create_dir_all(parent).await,
+        _ => Ok(()),
     }
 }
