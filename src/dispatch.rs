@@ -37,7 +37,7 @@ use std::time::Instant;
 use crate::error::{Action, Stage, StageError};
 use crate::message::Message;
 use crate::pipeline::Pipeline;
-use crate::sinks::archive::ArchiveSink;
+use crate::sinks::archive::{ArchiveSink, Kept};
 use crate::sinks::dead_letter::DeadLetterSink;
 use crate::sinks::jsonl::JsonlSink;
 use crate::sinks::results::ResultsSink;
@@ -149,11 +149,15 @@ async fn keep(
         return settle;
     }
     let written = archive.keep(message).await;
-    let outcome = if written.is_ok() { "written" } else { "failed" };
+    let outcome = match written {
+        Ok(Kept::Written) => "written",
+        Ok(Kept::AlreadyKept) => "already_kept",
+        Err(_) => "failed",
+    };
     metrics::counter!("bugflow_archive_lines_total", "consumer" => pipeline.name().to_owned(), "outcome" => outcome)
         .increment(1);
     match written {
-        Ok(()) => settle,
+        Ok(_) => settle,
         Err(e) => {
             tracing::error!(consumer = pipeline.name(), error = %e, "could not archive the message: requeueing it");
             Settle::Requeue(format!(

@@ -16,7 +16,7 @@ use crate::message::{Enrichment, Message};
 use crate::pipeline::Pipeline;
 use crate::pulse::source::message_from_delivery;
 use crate::pulse::tap::{Next, Tap, TapOptions, TapQueue};
-use crate::sinks::archive::ArchiveSink;
+use crate::sinks::archive::{ArchiveSink, Kept};
 
 pub struct RecordOptions {
     /// `(exchange, routing keys)` pairs.
@@ -96,11 +96,15 @@ pub async fn record(config: Arc<Config>, options: RecordOptions) -> anyhow::Resu
         if options.enrich {
             message.enrichment = enrich(&enrichers, &message).await.map(Arc::new);
         }
-        archive.keep(&message).await?;
+        let kept = archive.keep(&message).await?;
         if !delivery.ack(BasicAckOptions::default()).await? {
-            tracing::warn!("ack not sent; the message may be recorded twice");
+            tracing::warn!(
+                "ack not sent; the message will come again (marked redelivered, it is not recorded twice)"
+            );
         }
-        written += 1;
+        if kept == Kept::Written {
+            written += 1;
+        }
     }
     tap.close("recording done").await;
     Ok(written)

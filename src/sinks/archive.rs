@@ -12,8 +12,12 @@
 //! dead-lettered), and flushed before the message is acked; a message that will come
 //! again (a retry, a requeue) is written when it does. A line that cannot be written keeps
 //! the message from being acked: it is requeued, as when a result cannot be published.
-//! A message redelivered after a crash between the line and the ack is written twice (a
-//! replay gives its results twice, with the same message ids).
+//! A message redelivered (marked so by the broker: its ack was lost, or the process died
+//! between the line and the ack) whose line is among the last written is not written
+//! again, so that a replay gives its results once. "The last written" are the last
+//! [`RECENT`] lines of this process and, after a restart, those in the last [`TAIL_BYTES`]
+//! of the file it appends to: more than a consumer's unacked messages (its `prefetch`, 200
+//! for the shipped ones; 16 MiB holds about 700 lines of full bugs).
 //!
 //! A consumer runs for months; its archive should not grow for as long. A path with
 //! `{date}` in its file name (`archive/bug-triage-{date}.jsonl`) is a new file each UTC
@@ -21,7 +25,9 @@
 //! the files in order: `bugflow replay --offline --from archive/bug-triage-*.jsonl`), and
 //! with `keep_days` the files of older days are deleted as a new day begins.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::collections::{HashSet, VecDeque};
+use std::hash::{DefaultHasher, Hasher};
+use std::io::{BufRead, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -35,6 +41,22 @@ use crate::message::Message;
 /// Where a dated path takes its day.
 pub const DATE: &str = "{date}";
 
+/// How many of the lines last written are remembered, so that a redelivered message among
+/// them is not written again.
+pub const RECENT: usize = 4096;
+
+/// How much of the end of a file appended to is read for the lines it last holds (at most
+/// [`RECENT`] of them are remembered).
+pub const TAIL_BYTES: u64 = 16 << 20;
+
+/// Whether [`ArchiveSink::keep`] wrote the message's line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    Written,
+    /// A redelivered message whose line was among the last written: not written again.
+    AlreadyKept,
+}
+
 /// The archive file of one or more consumers (those of one process naming the same path
 /// share it, so their lines never interleave; another process naming it is refused).
 #[derive(Clone)]
@@ -44,8 +66,15 @@ pub struct ArchiveSink {
     /// Files of days more than this many days before the current one are deleted (dated
     /// paths only).
     keep_days: Option<u32>,
-    /// The file being written, and the day it is for (`None` for a path without `{date}`).
-    current: Arc<Mutex<(Option<NaiveDate>, JsonlSink)>>,
+    /// The file being written, the day it is for (`None` for a path without `{date}`), and
+    /// the lines last written.
+    current: Arc<Mutex<Current>>,
+}
+
+struct Current {
+    day: Option<NaiveDate>,
+    file: JsonlSink,
+    recent: Recent,
 }
 
 impl ArchiveSink {
@@ -54,10 +83,15 @@ impl ArchiveSink {
     /// newline first: the next line starts a line of its own, and only the cut one is
     /// unreadable (a replay counts it).
     pub async fn open(path: &Path) -> std::io::Result<Self> {
+        let (file, recent) = append(path).await?;
         Ok(ArchiveSink {
             template: path.to_path_buf(),
             keep_days: None,
-            current: Arc::new(Mutex::new((None, append(path).await?))),
+            current: Arc::new(Mutex::new(Current {
+                day: None,
+                file,
+                recent,
+            })),
         })
     }
 
@@ -76,34 +110,56 @@ impl ArchiveSink {
         if !is_dated(path) {
             return Self::open(path).await;
         }
-        let file = append(&dated(path, today)).await?;
+        let (file, mut recent) = append(&dated(path, today)).await?;
+        if let Some(yesterday) = today.pred_opt() {
+            // Started just after midnight: the lines the last process wrote but did not
+            // ack may be in the day before's file.
+            recent.add(read_last_lines(dated(path, yesterday)).await);
+        }
         let sink = ArchiveSink {
             template: path.to_path_buf(),
             keep_days,
-            current: Arc::new(Mutex::new((Some(today), file))),
+            current: Arc::new(Mutex::new(Current {
+                day: Some(today),
+                file,
+                recent,
+            })),
         };
         sink.forget_before(today).await;
         Ok(sink)
     }
 
-    /// Writes `message` (with its enrichment) as one archive line, and flushes it.
-    pub async fn keep(&self, message: &Message) -> std::io::Result<()> {
+    /// Writes `message` (with its enrichment) as one archive line, and flushes it; unless
+    /// it is redelivered and its line is among the last written.
+    pub async fn keep(&self, message: &Message) -> std::io::Result<Kept> {
         self.keep_on(message, Utc::now().date_naive()).await
     }
 
-    /// [`ArchiveSink::keep`] as on `today`: a dated archive moves to `today`'s file first.
-    async fn keep_on(&self, message: &Message, today: NaiveDate) -> std::io::Result<()> {
-        let line = ArchiveLine::from_message(message).to_line();
+    /// [`ArchiveSink::keep`] as on `today`: a dated archive moves to `today`'s file first
+    /// (remembering the lines of the day before).
+    async fn keep_on(&self, message: &Message, today: NaiveDate) -> std::io::Result<Kept> {
+        let line = ArchiveLine::from_message(message);
+        let id = identity(
+            &line.exchange,
+            &line.routing_key,
+            line.body.as_ref(),
+            line.body_base64.as_deref(),
+        );
         let mut current = self.current.lock().await;
-        if current.0.is_some_and(|day| day != today) {
-            let next = append(&dated(&self.template, today)).await?;
-            let before = std::mem::replace(&mut current.1, next);
-            current.0 = Some(today);
+        if message.redelivered && current.recent.holds(id) {
+            return Ok(Kept::AlreadyKept);
+        }
+        if current.day.is_some_and(|day| day != today) {
+            let (next, _) = append(&dated(&self.template, today)).await?;
+            let before = std::mem::replace(&mut current.file, next);
+            current.day = Some(today);
             before.flush().await?;
             self.forget_before(today).await;
         }
-        current.1.write_line(line.into_bytes()).await?;
-        current.1.flush().await
+        current.file.write_line(line.to_line().into_bytes()).await?;
+        current.file.flush().await?;
+        current.recent.remember(id);
+        Ok(Kept::Written)
     }
 
     /// Deletes the files of this archive dated more than `keep_days` before `today`. A
@@ -163,11 +219,11 @@ fn dated(template: &Path, day: NaiveDate) -> PathBuf {
     template.with_file_name(name)
 }
 
-/// The file at `path`, appended to, with the newline of a line cut short first. It is
-/// locked (`flock`) while this process writes it: a second process naming the same file
-/// (another `bugflow run`, a `bugflow record --out`) is refused instead of mixing its lines
-/// into this one's.
-async fn append(path: &Path) -> std::io::Result<JsonlSink> {
+/// The file at `path`, appended to, with the newline of a line cut short first, and the
+/// lines it last holds. It is locked (`flock`) while this process writes it: a second
+/// process naming the same file (another `bugflow run`, a `bugflow record --out`) is
+/// refused instead of mixing its lines into this one's.
+async fn append(path: &Path) -> std::io::Result<(JsonlSink, Recent)> {
     if is_compressed(path) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -201,13 +257,150 @@ async fn append(path: &Path) -> std::io::Result<JsonlSink> {
     }
     // Read under the lock, on the file about to be written (appends go to its end
     // whatever was read).
-    let cut = last_byte(&mut opened)?.is_some_and(|b| b != b'\n');
+    let (opened, recent, cut) = tokio::task::spawn_blocking(move || {
+        let recent = last_lines(&mut opened)?;
+        let cut = last_byte(&mut opened)?.is_some_and(|b| b != b'\n');
+        Ok::<_, std::io::Error>((opened, recent, cut))
+    })
+    .await
+    .map_err(std::io::Error::other)??;
     let file = JsonlSink::from_file(opened);
     if cut {
         file.write_line(Vec::new()).await?;
         file.flush().await?;
     }
-    Ok(file)
+    Ok((file, recent))
+}
+
+/// The identities of the lines last written ([`identity`]): the last [`RECENT`].
+#[derive(Default)]
+struct Recent {
+    order: VecDeque<u64>,
+    seen: HashSet<u64>,
+}
+
+impl Recent {
+    fn holds(&self, id: u64) -> bool {
+        self.seen.contains(&id)
+    }
+
+    /// Remembers `older`'s lines too, as written before this one's.
+    fn add(&mut self, older: Recent) {
+        let newer = std::mem::replace(self, older);
+        for id in newer.order {
+            self.remember(id);
+        }
+    }
+
+    fn remember(&mut self, id: u64) {
+        if !self.seen.insert(id) {
+            return;
+        }
+        self.order.push_back(id);
+        if self.order.len() > RECENT
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.seen.remove(&oldest);
+        }
+    }
+}
+
+/// What makes a message the same message when the broker delivers it again: its exchange,
+/// routing key and body (as its line holds it), not when it came or what was fetched for
+/// it. The same number in every process (SipHash with fixed keys).
+fn identity(
+    exchange: &str,
+    routing_key: &str,
+    body: Option<&serde_json::Value>,
+    body_base64: Option<&str>,
+) -> u64 {
+    /// Feeds what is written to the hasher.
+    struct Feed<'a>(&'a mut DefaultHasher);
+    impl std::io::Write for Feed<'_> {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.write(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut hasher = DefaultHasher::new();
+    for part in [exchange, routing_key] {
+        hasher.write(part.as_bytes());
+        hasher.write_u8(0);
+    }
+    match body {
+        // A JSON value always serializes; the text is the line's, keys in its order.
+        Some(body) => {
+            hasher.write_u8(b'j');
+            let _ = serde_json::to_writer(Feed(&mut hasher), body);
+        }
+        None => {
+            hasher.write_u8(b'b');
+            hasher.write(body_base64.unwrap_or_default().as_bytes());
+        }
+    }
+    hasher.finish()
+}
+
+/// The lines last written to the file at `path`, if there is one (it is only read: another
+/// process may hold it).
+async fn read_last_lines(path: PathBuf) -> Recent {
+    let read = tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::open(&path)?;
+        last_lines(&mut file)
+    })
+    .await;
+    match read {
+        Ok(Ok(recent)) => recent,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Recent::default(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not read the archive's day before: a message it holds, delivered again, is kept again");
+            Recent::default()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the archive's day before");
+            Recent::default()
+        }
+    }
+}
+
+/// The lines in the last [`TAIL_BYTES`] of `file` (a line cut by where the reading starts,
+/// or cut short at the end, is not a line); the file is left where it was read to.
+fn last_lines(file: &mut std::fs::File) -> std::io::Result<Recent> {
+    /// As much of a line as its identity needs.
+    #[derive(serde::Deserialize)]
+    struct Said {
+        exchange: String,
+        routing_key: String,
+        #[serde(default)]
+        body: Option<serde_json::Value>,
+        #[serde(default)]
+        body_base64: Option<String>,
+    }
+    let mut recent = Recent::default();
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.len() == 0 {
+        return Ok(recent);
+    }
+    let start = meta.len().saturating_sub(TAIL_BYTES);
+    file.seek(SeekFrom::Start(start))?;
+    let mut lines = std::io::BufReader::new(file).split(b'\n');
+    if start > 0 {
+        lines.next().transpose()?;
+    }
+    for line in lines {
+        if let Ok(said) = serde_json::from_slice::<Said>(&line?) {
+            recent.remember(identity(
+                &said.exchange,
+                &said.routing_key,
+                said.body.as_ref(),
+                said.body_base64.as_deref(),
+            ));
+        }
+    }
+    Ok(recent)
 }
 
 /// The last byte of `file`; `None` when it is empty or not a regular file (such as
@@ -262,6 +455,80 @@ mod tests {
             let json = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).unwrap();
             assert_eq!(json(&body), json(&message.body));
         }
+    }
+
+    /// A message the broker delivers again (its ack lost, or the process killed between its
+    /// line and its ack) is not written again when its line is among the last written, by
+    /// this process or, after a restart, in the file's last lines; its body is matched as
+    /// its line holds it (spaces and key order aside, a binary body as its bytes), whatever
+    /// was fetched for it this time. A message delivered anew is written, as is a
+    /// redelivered one never written (its line cut short by the kill).
+    #[tokio::test]
+    async fn a_redelivered_message_already_kept_is_not_kept_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("archive.jsonl");
+        let message = |body: &[u8], redelivered: bool| Message {
+            redelivered,
+            ..Message::new("exchange/e", "bug.modify", body.to_vec())
+        };
+        let json = br#"{"bug": {"id": 1, "product": "Core"}}"#;
+        let same_json = br#"{"bug":{"product":"Core","id":1}}"#;
+        let binary = [0xff, 0x00, 0x10];
+
+        let first = ArchiveSink::open(&path).await.unwrap();
+        for (body, redelivered, kept) in [
+            (&json[..], false, Kept::Written),
+            (&binary[..], false, Kept::Written),
+            (&json[..], true, Kept::AlreadyKept),
+            (&same_json[..], true, Kept::AlreadyKept),
+            (&br#"{"bug": {"id": 2}}"#[..], true, Kept::Written),
+            (&json[..], false, Kept::Written),
+        ] {
+            assert_eq!(first.keep(&message(body, redelivered)).await.unwrap(), kept);
+        }
+        drop(first);
+        // The kill cut a line short: its message was not acked and comes again.
+        let cut = ArchiveLine::from_message(&message(br#"{"bug": {"id": 3}}"#, false)).to_line();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut file, &cut.as_bytes()[..cut.len() / 2]).unwrap();
+
+        let again = ArchiveSink::open(&path).await.unwrap();
+        let mut fetched = message(same_json, true);
+        fetched.enrichment = Some(Arc::new(crate::message::Enrichment {
+            bug: Some(Arc::new(serde_json::json!({"id": 1, "comments": []}))),
+            ..Default::default()
+        }));
+        assert_eq!(again.keep(&fetched).await.unwrap(), Kept::AlreadyKept);
+        assert_eq!(
+            again.keep(&message(&binary, true)).await.unwrap(),
+            Kept::AlreadyKept
+        );
+        assert_eq!(
+            again
+                .keep(&message(br#"{"bug": {"id": 3}}"#, true))
+                .await
+                .unwrap(),
+            Kept::Written
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let bodies: Vec<Vec<u8>> = text
+            .lines()
+            .filter_map(|l| ArchiveLine::parse(l).ok().map(|m| m.body))
+            .collect();
+        assert_eq!(
+            bodies,
+            [
+                br#"{"bug":{"id":1,"product":"Core"}}"#.to_vec(),
+                binary.to_vec(),
+                br#"{"bug":{"id":2}}"#.to_vec(),
+                br#"{"bug":{"id":1,"product":"Core"}}"#.to_vec(),
+                br#"{"bug":{"id":3}}"#.to_vec(),
+            ],
+            "{text}"
+        );
     }
 
     /// A file one process writes is refused to another (here, a second open of it: `flock`
@@ -352,5 +619,18 @@ mod tests {
         kept.keep_on(&message(5), day(31)).await.unwrap();
         assert!(dir.path().join(name(3)).exists());
         assert_eq!(bodies(31), [r#"{"bug":{"id":5}}"#]);
+
+        // A process started just after midnight remembers the last lines of the day
+        // before: a message written then, delivered again, is not kept again.
+        let next = ArchiveSink::open_on(&template, None, day(5)).await.unwrap();
+        let again = Message {
+            redelivered: true,
+            ..message(4)
+        };
+        assert_eq!(
+            next.keep_on(&again, day(5)).await.unwrap(),
+            Kept::AlreadyKept
+        );
+        assert_eq!(bodies(5), Vec::<String>::new());
     }
 }

@@ -172,9 +172,10 @@ async fn kill_9_mid_stream_then_restart_loses_nothing_and_writes_once() {
     the_archive_replays_offline_to_every_result(dir.path(), &subjects);
 }
 
-/// The archive both processes kept: every event with the full bug fetched for it (an event
-/// between its line and its ack at the kill is kept twice; a line the kill cut short, alone
-/// and unreadable), and its replay with no network gives a result for every bug.
+/// The archive both processes kept: every event once, with the full bug fetched for it (an
+/// event between its line and its ack at the kill, redelivered to the restarted process, is
+/// not kept again; a line the kill cut short stays alone and unreadable, its event kept
+/// when it comes again), and its replay with no network gives a result for every bug.
 fn the_archive_replays_offline_to_every_result(dir: &std::path::Path, subjects: &BTreeSet<String>) {
     let files = archive_files(dir);
     let texts: Vec<String> = files
@@ -182,6 +183,7 @@ fn the_archive_replays_offline_to_every_result(dir: &std::path::Path, subjects: 
         .map(|f| std::fs::read_to_string(f).unwrap())
         .collect();
     let mut kept = BTreeSet::new();
+    let mut lines = 0;
     let mut cut = 0;
     for line in texts.iter().flat_map(|t| t.lines()) {
         let Ok(line) = serde_json::from_str::<serde_json::Value>(line) else {
@@ -195,9 +197,15 @@ fn the_archive_replays_offline_to_every_result(dir: &std::path::Path, subjects: 
         );
         assert!(bug["comments"].is_array(), "the full bug: {bug}");
         kept.insert(bug["id"].to_string());
+        lines += 1;
     }
+    eprintln!(
+        "kill_and_restart: the archive holds {lines} lines for {} events, {cut} cut short",
+        kept.len()
+    );
     assert!(cut <= 1, "{cut} lines unreadable");
     assert_eq!(&kept, subjects, "every event kept with its bug");
+    assert_eq!(lines, kept.len(), "no event kept twice");
 
     let out = dir.join("replayed.jsonl");
     let replay = Command::new(env!("CARGO_BIN_EXE_bugflow"))
