@@ -14,16 +14,61 @@ use std::sync::{Mutex, OnceLock};
 use crate::error::Stage;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing::field::{Field, Visit};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Logs to stderr; `RUST_LOG` overrides the default `info` level.
 pub fn init_logging() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(ProbeCloses)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false),
+        )
         .try_init();
+}
+
+/// Drops lapin's ERROR for a channel the broker closed with 404 NOT_FOUND. lapin logs every
+/// channel the broker closes as an error, also the one closed by design: bugflow asks
+/// whether an exchange exists with a passive declare on a channel of its own
+/// ([`crate::pulse::topology::exchange_exists`]), and a missing one closes it. Each caller
+/// says what it makes of the answer (an optional binding not bound, an archived exchange's
+/// lines counted: a warning), and any other operation that meets a 404 gets lapin's error
+/// back and reports it. Every other close is logged as lapin logs it.
+struct ProbeCloses;
+
+impl<S: tracing::Subscriber> Layer<S> for ProbeCloses {
+    fn event_enabled(&self, event: &tracing::Event<'_>, _: Context<'_, S>) -> bool {
+        let meta = event.metadata();
+        if *meta.level() != tracing::Level::ERROR || !meta.target().starts_with("lapin::") {
+            return true;
+        }
+        let mut close = ChannelClose::default();
+        event.record(&mut close);
+        !(close.closed && close.not_found)
+    }
+}
+
+/// What a lapin event says: whether it is "Channel closed", and with NOT_FOUND.
+#[derive(Default)]
+struct ChannelClose {
+    closed: bool,
+    not_found: bool,
+}
+
+impl Visit for ChannelClose {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        match field.name() {
+            "message" => self.closed = format!("{value:?}") == "Channel closed",
+            "error" => self.not_found = format!("{value:?}").contains("NOTFOUND"),
+            _ => {}
+        }
+    }
 }
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -362,6 +407,49 @@ pub fn halted() -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// lapin's ERROR for a probe's channel closed with NOT_FOUND is dropped; its other
+    /// errors (another close, another message) and everyone else's are not.
+    #[test]
+    fn only_a_probes_closed_channel_is_kept_out_of_the_logs() {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicUsize;
+        struct Count(Arc<AtomicUsize>);
+        impl<S: tracing::Subscriber> Layer<S> for Count {
+            fn on_event(&self, _: &tracing::Event<'_>, _: Context<'_, S>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let logged = Arc::new(AtomicUsize::new(0));
+        let dispatch = tracing::Dispatch::new(
+            tracing_subscriber::registry()
+                .with(ProbeCloses)
+                .with(Count(logged.clone())),
+        );
+        let not_found =
+            "AMQPError { kind: Soft(NOTFOUND), message: \"NOT_FOUND - no exchange 'e'\" }";
+        let refused = "AMQPError { kind: Soft(ACCESSREFUSED), message: \"ACCESS_REFUSED\" }";
+        let logged_of = |emit: &dyn Fn()| {
+            let before = logged.load(Ordering::Relaxed);
+            tracing::dispatcher::with_default(&dispatch, emit);
+            logged.load(Ordering::Relaxed) - before
+        };
+        assert_eq!(
+            logged_of(
+                &|| tracing::error!(target: "lapin::channel", channel = 2, error = ?not_found, "Channel closed")
+            ),
+            0
+        );
+        for emit in [
+            &(|| tracing::error!(target: "lapin::channel", channel = 2, error = ?refused, "Channel closed"))
+                as &dyn Fn(),
+            &|| tracing::error!(target: "lapin::channel", error = ?not_found, "Got a bad acknowledgement"),
+            &|| tracing::warn!(target: "lapin::channel", error = ?not_found, "Channel closed"),
+            &|| tracing::error!(target: "bugflow::runner", error = ?not_found, "Channel closed"),
+        ] {
+            assert_eq!(logged_of(emit), 1);
+        }
+    }
 
     #[test]
     fn every_metric_has_help_and_a_consumer_shows_every_counter_from_the_start() {

@@ -144,7 +144,9 @@ async fn sigterm_finishes_in_flight_messages_and_exits_cleanly() {
 
 /// Issue 14: `replay --publish` of an archive with a line whose exchange does not exist
 /// counts that line and publishes the rest. (Before: the broker closed the channel on the
-/// missing exchange and the whole replay stopped with "broker unavailable".)
+/// missing exchange and the whole replay stopped with "broker unavailable".) The binary
+/// says so in a warning, not in lapin's ERROR for the probe's closed channel (before: an
+/// `ERROR Channel closed … NOT_FOUND` for each missing exchange).
 #[tokio::test]
 async fn a_publish_replay_counts_lines_whose_exchange_is_missing_and_goes_on() {
     let mut broker = TestBroker::new().await;
@@ -172,7 +174,7 @@ async fn a_publish_replay_counts_lines_whose_exchange_is_missing_and_goes_on() {
     std::fs::write(&archive, lines.join("\n")).unwrap();
     let summary = tokio::time::timeout(
         Duration::from_secs(60),
-        publish_back(Arc::clone(&broker.config), &[archive]),
+        publish_back(Arc::clone(&broker.config), &[archive.clone()]),
     )
     .await
     .expect("the replay ends")
@@ -181,6 +183,28 @@ async fn a_publish_replay_counts_lines_whose_exchange_is_missing_and_goes_on() {
     assert_eq!(summary.published, 3, "{summary:?}");
     assert_eq!(summary.missing_exchange, 2, "{summary:?}");
     assert_eq!(broker.ready(&spec.queue).await, 3);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bugflow"))
+        .current_dir(dir.path())
+        .args(["replay", "--publish", "--from"])
+        .arg(&archive)
+        .env("BUGFLOW_USER", &broker.config.user)
+        .env("BUGFLOW_ENV", &broker.config.env)
+        .env("BUGFLOW_AMQP__URL", broker.config.amqp.url.expose())
+        .env("BUGFLOW_AMQP__DECLARE_EXCHANGES", "false")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("archived exchange does not exist"), "{said}");
+    assert!(!said.contains("Channel closed"), "{said}");
+    assert!(!said.contains("ERROR"), "{said}");
+    assert_eq!(broker.ready(&spec.queue).await, 6);
     broker.cleanup().await;
 }
 
