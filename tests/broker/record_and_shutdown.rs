@@ -174,7 +174,7 @@ async fn a_publish_replay_counts_lines_whose_exchange_is_missing_and_goes_on() {
     std::fs::write(&archive, lines.join("\n")).unwrap();
     let summary = tokio::time::timeout(
         Duration::from_secs(60),
-        publish_back(Arc::clone(&broker.config), &[archive.clone()]),
+        publish_back(Arc::clone(&broker.config), std::slice::from_ref(&archive)),
     )
     .await
     .expect("the replay ends")
