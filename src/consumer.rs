@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, ConfigError};
 use crate::events::InputKind;
 use crate::models::{Input, ModelKind};
+use crate::sinks::archive::PastDays;
 
 /// The consumer files shipped with bugflow, used when the consumers folder is missing (a
 /// binary run outside its checkout, `bugflow demo`).
@@ -100,6 +101,20 @@ pub struct ArchiveOutput {
     /// With a dated path: delete the files of days more than this many days before today.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_days: Option<u32>,
+    /// With a dated path: compress each past day's file (`.jsonl.zst`, which replays as
+    /// it is).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compress: bool,
+}
+
+impl ArchiveOutput {
+    /// What becomes of its past days' files.
+    pub fn past_days(&self) -> crate::sinks::archive::PastDays {
+        crate::sinks::archive::PastDays {
+            keep_days: self.keep_days,
+            compress: self.compress,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -222,6 +237,12 @@ impl ConsumerSpec {
                     "needs a path with {date} in its file name (a file a day) to know which days are old".into(),
                 ));
             }
+            if archive.compress && !crate::sinks::archive::is_dated(&archive.path) {
+                return Err(err(
+                    "sinks.archive.compress",
+                    "needs a path with {date} in its file name (a file a day): a past day's file is compressed, the current one is written".into(),
+                ));
+            }
         }
         Ok(ConsumerSpec {
             name: name.into(),
@@ -320,20 +341,20 @@ pub fn load_all(config: &Config) -> anyhow::Result<Vec<ConsumerSpec>> {
 /// Consumers naming one archive share its writer (their lines never mix), so they must
 /// agree on the days it keeps.
 fn check_shared_archives(specs: &[ConsumerSpec]) -> anyhow::Result<()> {
-    let mut first: HashMap<&Path, (&str, Option<u32>)> = HashMap::new();
+    let mut first: HashMap<&Path, (&str, PastDays)> = HashMap::new();
     for spec in specs {
         let Some(archive) = &spec.outputs.archive else {
             continue;
         };
         match first.get(archive.path.as_path()) {
-            Some((other, keep_days)) if *keep_days != archive.keep_days => anyhow::bail!(
-                "consumers {other} and {} share the archive {} but not its keep_days ([sinks.archive]): give both the same",
+            Some((other, past)) if *past != archive.past_days() => anyhow::bail!(
+                "consumers {other} and {} share the archive {} but not its keep_days and compress ([sinks.archive]): give both the same",
                 spec.name,
                 archive.path.display()
             ),
             Some(_) => {}
             None => {
-                first.insert(&archive.path, (&spec.name, archive.keep_days));
+                first.insert(&archive.path, (&spec.name, archive.past_days()));
             }
         }
     }
@@ -512,6 +533,17 @@ mod tests {
         );
         let e = ConsumerSpec::parse("bug-triage", "f", &undated, &config).unwrap_err();
         assert_eq!(e.field, "sinks.archive.keep_days", "{e}");
+        let compressing = daily.replace("keep_days = 30", "compress = true");
+        let archive = ConsumerSpec::parse("bug-triage", "f", &compressing, &config)
+            .unwrap()
+            .outputs
+            .archive
+            .unwrap();
+        assert!(archive.compress);
+        assert_eq!(archive.keep_days, None);
+        let undated = undated.replace("keep_days = 30", "compress = true");
+        let e = ConsumerSpec::parse("bug-triage", "f", &undated, &config).unwrap_err();
+        assert_eq!(e.field, "sinks.archive.compress", "{e}");
         let in_folder = asked.replace(
             "archive/bug-triage-{env}.jsonl",
             "archive/{date}/bug-triage.jsonl",
@@ -551,6 +583,18 @@ mod tests {
         let e = load_all(&config).unwrap_err().to_string();
         assert!(
             e.contains("landings and pushes share the archive") && e.contains("keep_days"),
+            "{e}"
+        );
+
+        // Nor with one compressing its past days and the other not.
+        std::fs::write(
+            dir.path().join("landings.toml"),
+            keeping("landings", 7) + "compress = true\n",
+        )
+        .unwrap();
+        let e = load_all(&config).unwrap_err().to_string();
+        assert!(
+            e.contains("share the archive") && e.contains("compress"),
             "{e}"
         );
     }

@@ -184,10 +184,10 @@ impl Process {
             let mut sinks = app::sinks_for(config, &spec, &self.publisher, jsonl.clone());
             if let Some(archive) = &spec.outputs.archive {
                 let sink = match archives.get(&archive.path) {
-                    // (They agree on its keep_days: `consumer::load_all` checks.)
+                    // (They agree on its past days: `consumer::load_all` checks.)
                     Some(sink) => sink.clone(),
                     None => {
-                        let sink = ArchiveSink::open_dated(&archive.path, archive.keep_days).await.map_err(|e| {
+                        let sink = ArchiveSink::open_dated(&archive.path, archive.past_days()).await.map_err(|e| {
                             anyhow::anyhow!(
                                 "consumer {}: cannot open its archive {} ([sinks.archive] path): {e}",
                                 spec.name,

@@ -22,8 +22,11 @@
 //! A consumer runs for months; its archive should not grow for as long. A path with
 //! `{date}` in its file name (`archive/bug-triage-{date}.jsonl`) is a new file each UTC
 //! day, named by the day its lines were written (`2026-12-07`, so that a shell glob lists
-//! the files in order: `bugflow replay --offline --from archive/bug-triage-*.jsonl`), and
-//! with `keep_days` the files of older days are deleted as a new day begins.
+//! the files in order: `bugflow replay --offline --from archive/bug-triage-*`), with
+//! `keep_days` the files of older days are deleted as a new day begins, and with `compress`
+//! each past day's file is compressed (zstd, its fastest level: about a quarter of the
+//! size for full bugs) on a thread of its own, the plain file deleted only once the
+//! compressed one reads back to the same bytes; `replay` reads either.
 
 use std::collections::{HashSet, VecDeque};
 use std::hash::{DefaultHasher, Hasher};
@@ -49,6 +52,15 @@ pub const RECENT: usize = 4096;
 /// [`RECENT`] of them are remembered).
 pub const TAIL_BYTES: u64 = 16 << 20;
 
+/// What a dated archive does with its past days (`[sinks.archive]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PastDays {
+    /// Files of days more than this many days before the current one are deleted.
+    pub keep_days: Option<u32>,
+    /// Files of past days are compressed (`.jsonl` → `.jsonl.zst`).
+    pub compress: bool,
+}
+
 /// Whether [`ArchiveSink::keep`] wrote the message's line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kept {
@@ -63,9 +75,10 @@ pub enum Kept {
 pub struct ArchiveSink {
     /// The path as written, `{date}` unresolved.
     template: PathBuf,
-    /// Files of days more than this many days before the current one are deleted (dated
-    /// paths only).
-    keep_days: Option<u32>,
+    /// What becomes of past days' files (dated paths only).
+    past: PastDays,
+    /// Compressing past days' files, when it is: told when it is done.
+    compressing: Arc<Mutex<Option<tokio::sync::oneshot::Receiver<()>>>>,
     /// The file being written, the day it is for (`None` for a path without `{date}`), and
     /// the lines last written.
     current: Arc<Mutex<Current>>,
@@ -86,7 +99,8 @@ impl ArchiveSink {
         let (file, recent) = append(path).await?;
         Ok(ArchiveSink {
             template: path.to_path_buf(),
-            keep_days: None,
+            past: PastDays::default(),
+            compressing: Arc::default(),
             current: Arc::new(Mutex::new(Current {
                 day: None,
                 file,
@@ -97,16 +111,13 @@ impl ArchiveSink {
 
     /// A consumer's archive: `path` with a `{date}` in its file name is today's file (UTC)
     /// and the next day's from the first line written on it; older days' files are deleted
-    /// past `keep_days`. Without `{date}`, the one file of [`ArchiveSink::open`].
-    pub async fn open_dated(path: &Path, keep_days: Option<u32>) -> std::io::Result<Self> {
-        Self::open_on(path, keep_days, Utc::now().date_naive()).await
+    /// past `keep_days`, and compressed before that when `past` says so. Without `{date}`,
+    /// the one file of [`ArchiveSink::open`].
+    pub async fn open_dated(path: &Path, past: PastDays) -> std::io::Result<Self> {
+        Self::open_on(path, past, Utc::now().date_naive()).await
     }
 
-    async fn open_on(
-        path: &Path,
-        keep_days: Option<u32>,
-        today: NaiveDate,
-    ) -> std::io::Result<Self> {
+    async fn open_on(path: &Path, past: PastDays, today: NaiveDate) -> std::io::Result<Self> {
         if !is_dated(path) {
             return Self::open(path).await;
         }
@@ -118,7 +129,8 @@ impl ArchiveSink {
         }
         let sink = ArchiveSink {
             template: path.to_path_buf(),
-            keep_days,
+            past,
+            compressing: Arc::default(),
             current: Arc::new(Mutex::new(Current {
                 day: Some(today),
                 file,
@@ -126,6 +138,7 @@ impl ArchiveSink {
             })),
         };
         sink.forget_before(today).await;
+        sink.compress_before(today).await;
         Ok(sink)
     }
 
@@ -154,7 +167,10 @@ impl ArchiveSink {
             let before = std::mem::replace(&mut current.file, next);
             current.day = Some(today);
             before.flush().await?;
+            // Closed (and unlocked) before it is compressed.
+            drop(before);
             self.forget_before(today).await;
+            self.compress_before(today).await;
         }
         current.file.write_line(line.to_line().into_bytes()).await?;
         current.file.flush().await?;
@@ -172,31 +188,251 @@ impl ArchiveSink {
     }
 
     async fn delete_before(&self, today: NaiveDate) -> std::io::Result<()> {
-        let Some(keep) = self.keep_days else {
+        let Some(keep) = self.past.keep_days else {
             return Ok(());
         };
         let Some(oldest) = today.checked_sub_days(chrono::Days::new(u64::from(keep))) else {
             return Ok(());
         };
-        let folder = match self.template.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = file_name(&self.template);
-        let (before, after) = name.split_once(DATE).unwrap_or((&name, ""));
-        let mut entries = tokio::fs::read_dir(&folder).await?;
-        while let Some(entry) = entries.next_entry().await? {
-            let Some(other) = entry.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            let day = other
-                .strip_prefix(before)
-                .and_then(|rest| rest.strip_suffix(after))
-                .and_then(|day| NaiveDate::parse_from_str(day, "%Y-%m-%d").ok());
-            if day.is_some_and(|day| day < oldest) {
-                tracing::info!(archive = %entry.path().display(), keep_days = keep, "deleting an archive day past keep_days");
-                tokio::fs::remove_file(entry.path()).await?;
+        let template = self.template.clone();
+        let days = tokio::task::spawn_blocking(move || days_of(&template))
+            .await
+            .map_err(std::io::Error::other)??;
+        for (path, day) in days {
+            if day < oldest {
+                tracing::info!(archive = %path.display(), keep_days = keep, "deleting an archive day past keep_days");
+                tokio::fs::remove_file(path).await?;
             }
+        }
+        Ok(())
+    }
+
+    /// Compresses, on a thread of its own, this archive's plain files of days before
+    /// `today` (when `compress` is on and no compression is running: else the next day, or
+    /// the next start, does). The thread is not waited for at a stop: a file it was
+    /// compressing is left whole, and compressed at the next start.
+    async fn compress_before(&self, today: NaiveDate) {
+        if !self.past.compress {
+            return;
+        }
+        let mut compressing = self.compressing.lock().await;
+        if let Some(running) = compressing.as_mut()
+            && matches!(
+                running.try_recv(),
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+            )
+        {
+            return;
+        }
+        let template = self.template.clone();
+        let (done, running) = tokio::sync::oneshot::channel();
+        let started = std::thread::Builder::new()
+            .name("archive-compress".into())
+            .spawn(move || {
+                compress_days_before(&template, today);
+                let _ = done.send(());
+            });
+        match started {
+            Ok(_) => *compressing = Some(running),
+            Err(e) => {
+                tracing::warn!(archive = %self.template.display(), error = %e, "cannot start the thread compressing past archive days")
+            }
+        }
+    }
+
+    /// Waits for the past days being compressed, if they are.
+    pub async fn compressed(&self) {
+        let running = self.compressing.lock().await.take();
+        if let Some(running) = running {
+            let _ = running.await;
+        }
+    }
+}
+
+/// [`compress_day`] on each plain file of the dated archive `template` before `today`.
+fn compress_days_before(template: &Path, today: NaiveDate) {
+    let days = match days_of(template) {
+        Ok(days) => days,
+        Err(e) => {
+            tracing::warn!(archive = %template.display(), error = %e, "cannot list the archive's days to compress them");
+            return;
+        }
+    };
+    for (path, day) in days {
+        if day < today
+            && !is_compressed(&path)
+            && let Err(e) = compress_day(&path)
+        {
+            tracing::warn!(archive = %path.display(), error = %e, "could not compress a past archive day: kept as it is");
+        }
+    }
+}
+
+/// The files of the dated archive `template` and their days: plain (`…-2026-12-07.jsonl`)
+/// and compressed (`….jsonl.zst`), in the order of their days.
+fn days_of(template: &Path) -> std::io::Result<Vec<(PathBuf, NaiveDate)>> {
+    let folder = match template.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = file_name(template);
+    let (before, after) = name.split_once(DATE).unwrap_or((&name, ""));
+    let compressed = format!("{after}.zst");
+    let mut days = Vec::new();
+    for entry in std::fs::read_dir(&folder)? {
+        let entry = entry?;
+        let Some(other) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let day = other
+            .strip_prefix(before)
+            .and_then(|rest| {
+                rest.strip_suffix(compressed.as_str())
+                    .or_else(|| rest.strip_suffix(after))
+            })
+            .and_then(|day| NaiveDate::parse_from_str(day, "%Y-%m-%d").ok());
+        if let Some(day) = day {
+            days.push((entry.path(), day));
+        }
+    }
+    days.sort();
+    Ok(days)
+}
+
+/// Compresses a past day's file to `<file>.zst` and deletes it, once the compressed file
+/// reads back to its bytes; a file another process holds (locked) is left alone. Written
+/// to `<file>.zst.part` first: a stop midway leaves the plain file whole, and the next try
+/// starts again.
+fn compress_day(plain: &Path) -> std::io::Result<()> {
+    let zst = PathBuf::from(format!("{}.zst", plain.display()));
+    let part = PathBuf::from(format!("{}.zst.part", plain.display()));
+    let source = std::fs::File::open(plain)?;
+    match source.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(()),
+        Err(std::fs::TryLockError::Error(e)) => {
+            tracing::debug!(archive = %plain.display(), error = %e, "cannot lock a past archive day; compressing it unlocked");
+        }
+    }
+    if !zst.exists() {
+        let started = std::time::Instant::now();
+        let mut reading = Recorded::new(std::io::BufReader::with_capacity(1 << 20, &source));
+        let mut writing = Recorded::new(std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(&part)?,
+        ));
+        ruzstd::encoding::compress(
+            &mut reading,
+            &mut writing,
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        reading.result()?;
+        let file = writing.result()?.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&part, &zst)?;
+        tracing::info!(
+            archive = %plain.display(),
+            plain = source.metadata()?.len(),
+            compressed = std::fs::metadata(&zst)?.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "compressed a past archive day"
+        );
+    }
+    // Deleted only once the compressed file reads back to the same bytes.
+    let mut plain_bytes = std::io::BufReader::with_capacity(1 << 20, &source);
+    plain_bytes.seek(SeekFrom::Start(0))?;
+    let decoded = ruzstd::decoding::StreamingDecoder::new(std::fs::File::open(&zst)?)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    if same_bytes(
+        plain_bytes,
+        std::io::BufReader::with_capacity(1 << 20, decoded),
+    )? {
+        std::fs::remove_file(plain)
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{} does not read back to {}: both kept",
+                zst.display(),
+                plain.display()
+            ),
+        ))
+    }
+}
+
+/// Whether two readers give the same bytes.
+fn same_bytes(mut a: impl BufRead, mut b: impl BufRead) -> std::io::Result<bool> {
+    loop {
+        let (taken, done) = {
+            let x = a.fill_buf()?;
+            let y = b.fill_buf()?;
+            let n = x.len().min(y.len());
+            if x[..n] != y[..n] {
+                return Ok(false);
+            }
+            (n, n == 0 && x.len() == y.len())
+        };
+        if done {
+            return Ok(true);
+        }
+        if taken == 0 {
+            // One ended before the other.
+            return Ok(false);
+        }
+        a.consume(taken);
+        b.consume(taken);
+    }
+}
+
+/// A reader or writer whose first error is kept, not returned: ruzstd's encoder panics on
+/// an I/O error, so it is told the input ended (or the output took every byte) and the
+/// error is read afterwards ([`Recorded::result`]).
+struct Recorded<T> {
+    inner: T,
+    error: Option<std::io::Error>,
+}
+
+impl<T> Recorded<T> {
+    fn new(inner: T) -> Self {
+        Recorded { inner, error: None }
+    }
+
+    fn result(self) -> std::io::Result<T> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.inner),
+        }
+    }
+}
+
+impl<T: Read> Read for Recorded<T> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.error.is_some() {
+            return Ok(0);
+        }
+        self.inner.read(buf).or_else(|e| {
+            self.error = Some(e);
+            Ok(0)
+        })
+    }
+}
+
+impl<T: std::io::Write> std::io::Write for Recorded<T> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.error.is_none()
+            && let Err(e) = self.inner.write_all(buf)
+        {
+            self.error = Some(e);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.error.is_none()
+            && let Err(e) = self.inner.flush()
+        {
+            self.error = Some(e);
         }
         Ok(())
     }
@@ -531,6 +767,106 @@ mod tests {
         );
     }
 
+    /// With `compress`, each past day's file becomes `.jsonl.zst` (at start, and as a new
+    /// day begins), which reads back as the lines written; `keep_days` deletes compressed
+    /// days as it does plain ones; a past day's file another process holds is left alone.
+    #[tokio::test]
+    async fn past_days_are_compressed_and_read_back_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = |d: u32| NaiveDate::from_ymd_opt(2026, 12, d).unwrap();
+        let file = |d: u32, zst: &str| dir.path().join(format!("b-2026-12-{d:02}.jsonl{zst}"));
+        let template = dir.path().join("b-{date}.jsonl");
+        let line = |id: u32| {
+            ArchiveLine::from_message(&Message::new(
+                "exchange/e",
+                "bug.modify",
+                format!(
+                    r#"{{"bug":{{"id":{id},"summary":"{}"}}}}"#,
+                    "crash ".repeat(50)
+                )
+                .into_bytes(),
+            ))
+            .to_line()
+        };
+        let lines_of = async |path: PathBuf| {
+            let mut read = crate::archive::lines(&path).await.unwrap();
+            let mut lines = Vec::new();
+            while let Some(line) = read.next_line().await.unwrap() {
+                lines.push(line);
+            }
+            lines
+        };
+        // Day 1 was written by an earlier process; day 2's file is held by another.
+        let day_1: Vec<String> = (0..500).map(line).collect();
+        std::fs::write(file(1, ""), day_1.join("\n") + "\n").unwrap();
+        let other = ArchiveSink::open(&file(2, "")).await.unwrap();
+        let past = PastDays {
+            keep_days: Some(2),
+            compress: true,
+        };
+
+        let sink = ArchiveSink::open_on(&template, past, day(3)).await.unwrap();
+        sink.compressed().await;
+        assert!(!file(1, "").exists());
+        assert!(
+            std::fs::metadata(file(1, ".zst")).unwrap().len() * 3 < (day_1.join("\n").len() as u64),
+            "compressed"
+        );
+        assert_eq!(lines_of(file(1, ".zst")).await, day_1);
+        assert!(
+            file(2, "").exists() && !file(2, ".zst").exists(),
+            "held by another"
+        );
+        drop(other);
+
+        let message = |id: u32| {
+            Message::new(
+                "exchange/e",
+                "bug.modify",
+                format!(r#"{{"bug":{{"id":{id}}}}}"#).into_bytes(),
+            )
+        };
+        sink.keep_on(&message(1), day(3)).await.unwrap();
+        sink.keep_on(&message(2), day(3)).await.unwrap();
+        sink.keep_on(&message(3), day(4)).await.unwrap();
+        sink.compressed().await;
+        assert!(!file(2, "").exists() && !file(3, "").exists());
+        let bodies: Vec<String> = lines_of(file(3, ".zst"))
+            .await
+            .iter()
+            .map(|l| String::from_utf8(ArchiveLine::parse(l).unwrap().body).unwrap())
+            .collect();
+        assert_eq!(bodies, [r#"{"bug":{"id":1}}"#, r#"{"bug":{"id":2}}"#]);
+        assert!(file(2, ".zst").exists());
+        assert!(
+            !file(1, ".zst").exists(),
+            "three days before the 4th, past keep_days"
+        );
+
+        sink.keep_on(&message(4), day(5)).await.unwrap();
+        sink.compressed().await;
+        assert!(!file(2, ".zst").exists(), "past keep_days");
+        assert!(file(3, ".zst").exists() && file(4, ".zst").exists() && file(5, "").exists());
+    }
+
+    /// The check before a plain day is deleted: the same bytes, not a prefix of them.
+    #[test]
+    fn same_bytes_means_every_byte() {
+        let same = |a: &[u8], b: &[u8]| {
+            same_bytes(
+                std::io::BufReader::with_capacity(3, a),
+                std::io::BufReader::with_capacity(5, b),
+            )
+            .unwrap()
+        };
+        assert!(same(b"", b""));
+        assert!(same(b"abcdefghijk", b"abcdefghijk"));
+        assert!(!same(b"abcdefghijk", b"abcdefghij"));
+        assert!(!same(b"abcdefghij", b"abcdefghijk"));
+        assert!(!same(b"abcdefghijk", b"abcdefghijK"));
+        assert!(!same(b"", b"a"));
+    }
+
     /// A file one process writes is refused to another (here, a second open of it: `flock`
     /// locks are per open file), and free again once the first is done with it; a `.zst`
     /// file is refused to every writer.
@@ -576,9 +912,16 @@ mod tests {
             )
         };
 
-        let sink = ArchiveSink::open_on(&template, Some(1), day(2))
-            .await
-            .unwrap();
+        let sink = ArchiveSink::open_on(
+            &template,
+            PastDays {
+                keep_days: Some(1),
+                compress: false,
+            },
+            day(2),
+        )
+        .await
+        .unwrap();
         assert!(dir.path().join(name(1)).exists(), "one day before is kept");
         sink.keep_on(&message(1), day(2)).await.unwrap();
         sink.keep_on(&message(2), day(2)).await.unwrap();
@@ -613,7 +956,7 @@ mod tests {
         );
 
         // Without keep_days, nothing is deleted.
-        let kept = ArchiveSink::open_on(&template, None, day(30))
+        let kept = ArchiveSink::open_on(&template, PastDays::default(), day(30))
             .await
             .unwrap();
         kept.keep_on(&message(5), day(31)).await.unwrap();
@@ -622,7 +965,9 @@ mod tests {
 
         // A process started just after midnight remembers the last lines of the day
         // before: a message written then, delivered again, is not kept again.
-        let next = ArchiveSink::open_on(&template, None, day(5)).await.unwrap();
+        let next = ArchiveSink::open_on(&template, PastDays::default(), day(5))
+            .await
+            .unwrap();
         let again = Message {
             redelivered: true,
             ..message(4)
