@@ -252,6 +252,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Prediction API requests, by HTTP status answered.",
     ),
+    (
+        "bugflow_archive_lines_total",
+        Kind::Counter,
+        "Messages a consumer's archive ([sinks.archive]) was given, by outcome: written, already_kept (a redelivered message whose line was among the last written), failed (the message requeued).",
+    ),
 ];
 
 fn describe() {
@@ -407,6 +412,38 @@ pub fn halted() -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every metric bugflow records by name is in [`METRICS`] (so it has a HELP line).
+    #[test]
+    fn every_metric_recorded_is_described() {
+        let recorded =
+            regex::Regex::new(r#"metrics::(?:counter|gauge|histogram)!\(\s*"([a-z_]+)""#).unwrap();
+        let mut files = vec![std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src"
+        ))];
+        let mut seen = 0;
+        while let Some(path) = files.pop() {
+            if path.is_dir() {
+                files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+                continue;
+            }
+            if path.extension().is_none_or(|x| x != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for name in recorded.captures_iter(&text) {
+                seen += 1;
+                assert!(
+                    METRICS.iter().any(|(listed, _, _)| *listed == &name[1]),
+                    "{} records {} without a HELP line in METRICS",
+                    path.display(),
+                    &name[1]
+                );
+            }
+        }
+        assert!(seen > 5, "found {seen} metrics recorded by name");
+    }
 
     /// lapin's ERROR for a probe's channel closed with NOT_FOUND is dropped; its other
     /// errors (another close, another message) and everyone else's are not.
