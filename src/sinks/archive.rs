@@ -299,13 +299,15 @@ fn days_of(template: &Path) -> std::io::Result<Vec<(PathBuf, NaiveDate)>> {
     Ok(days)
 }
 
-/// Compresses a past day's file to `<file>.zst` and deletes it, once the compressed file
-/// reads back to its bytes; a file another process holds (locked) is left alone. Written
-/// to `<file>.zst.part` first: a stop midway leaves the plain file whole, and the next try
-/// starts again.
+/// Compresses a past day's file to `<file>.zst` and deletes it, once the compressed bytes
+/// read back to the file's; a file another process holds (locked) is left alone. Written
+/// to a hidden `.<file>.zst.part` first (which a replay's glob of the days does not match),
+/// checked, then renamed: a stop midway leaves the plain file whole, and the next try
+/// starts again; a replay sees the plain day or the compressed one, not both (but for the
+/// moment between the rename and the delete).
 fn compress_day(plain: &Path) -> std::io::Result<()> {
     let zst = PathBuf::from(format!("{}.zst", plain.display()));
-    let part = PathBuf::from(format!("{}.zst.part", plain.display()));
+    let part = plain.with_file_name(format!(".{}.zst.part", file_name(plain)));
     let source = std::fs::File::open(plain)?;
     match source.try_lock() {
         Ok(()) => {}
@@ -314,6 +316,7 @@ fn compress_day(plain: &Path) -> std::io::Result<()> {
             tracing::debug!(archive = %plain.display(), error = %e, "cannot lock a past archive day; compressing it unlocked");
         }
     }
+    // A compressed file already there: a stop between the rename and the delete.
     if !zst.exists() {
         let started = std::time::Instant::now();
         let mut reading = Recorded::new(std::io::BufReader::with_capacity(1 << 20, &source));
@@ -330,6 +333,10 @@ fn compress_day(plain: &Path) -> std::io::Result<()> {
         let file = writing.result()?.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         drop(file);
+        if let Err(e) = reads_back(&source, &part) {
+            let _ = std::fs::remove_file(&part);
+            return Err(e);
+        }
         std::fs::rename(&part, &zst)?;
         tracing::info!(
             archive = %plain.display(),
@@ -338,24 +345,29 @@ fn compress_day(plain: &Path) -> std::io::Result<()> {
             seconds = started.elapsed().as_secs_f64(),
             "compressed a past archive day"
         );
+    } else {
+        reads_back(&source, &zst)?;
     }
-    // Deleted only once the compressed file reads back to the same bytes.
-    let mut plain_bytes = std::io::BufReader::with_capacity(1 << 20, &source);
+    std::fs::remove_file(plain)
+}
+
+/// Whether the zstd file at `compressed` decompresses to `plain`'s bytes; an error when not.
+fn reads_back(plain: &std::fs::File, compressed: &Path) -> std::io::Result<()> {
+    let mut plain_bytes = std::io::BufReader::with_capacity(1 << 20, plain);
     plain_bytes.seek(SeekFrom::Start(0))?;
-    let decoded = ruzstd::decoding::StreamingDecoder::new(std::fs::File::open(&zst)?)
+    let decoded = ruzstd::decoding::StreamingDecoder::new(std::fs::File::open(compressed)?)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
     if same_bytes(
         plain_bytes,
         std::io::BufReader::with_capacity(1 << 20, decoded),
     )? {
-        std::fs::remove_file(plain)
+        Ok(())
     } else {
         Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!(
-                "{} does not read back to {}: both kept",
-                zst.display(),
-                plain.display()
+                "{} does not decompress to the bytes of the day's file: the plain file is kept",
+                compressed.display()
             ),
         ))
     }
@@ -799,6 +811,9 @@ mod tests {
         // Day 1 was written by an earlier process; day 2's file is held by another.
         let day_1: Vec<String> = (0..500).map(line).collect();
         std::fs::write(file(1, ""), day_1.join("\n") + "\n").unwrap();
+        // An earlier compression of it was stopped midway.
+        let part = dir.path().join(".b-2026-12-01.jsonl.zst.part");
+        std::fs::write(&part, b"\x28\xb5\x2f").unwrap();
         let other = ArchiveSink::open(&file(2, "")).await.unwrap();
         let past = PastDays {
             keep_days: Some(2),
@@ -808,6 +823,7 @@ mod tests {
         let sink = ArchiveSink::open_on(&template, past, day(3)).await.unwrap();
         sink.compressed().await;
         assert!(!file(1, "").exists());
+        assert!(!part.exists());
         assert!(
             std::fs::metadata(file(1, ".zst")).unwrap().len() * 3 < (day_1.join("\n").len() as u64),
             "compressed"
@@ -847,6 +863,29 @@ mod tests {
         sink.compressed().await;
         assert!(!file(2, ".zst").exists(), "past keep_days");
         assert!(file(3, ".zst").exists() && file(4, ".zst").exists() && file(5, "").exists());
+    }
+
+    /// A day found both plain and compressed (a stop between the rename and the delete) loses
+    /// its plain file only when the compressed one decompresses to it.
+    #[test]
+    fn a_day_both_plain_and_compressed_keeps_the_plain_unless_they_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("b-2026-12-01.jsonl");
+        let zst = dir.path().join("b-2026-12-01.jsonl.zst");
+        let text = b"{\"exchange\":\"e\",\"routing_key\":\"k\",\"body\":{}}\n".repeat(100);
+        let compressed = |bytes: &[u8]| {
+            ruzstd::encoding::compress_to_vec(bytes, ruzstd::encoding::CompressionLevel::Fastest)
+        };
+
+        std::fs::write(&plain, &text).unwrap();
+        std::fs::write(&zst, compressed(&text[..text.len() - 1])).unwrap();
+        let e = compress_day(&plain).unwrap_err();
+        assert!(e.to_string().contains("plain file is kept"), "{e}");
+        assert!(plain.exists() && zst.exists());
+
+        std::fs::write(&zst, compressed(&text)).unwrap();
+        compress_day(&plain).unwrap();
+        assert!(!plain.exists() && zst.exists());
     }
 
     /// The check before a plain day is deleted: the same bytes, not a prefix of them.
