@@ -109,8 +109,8 @@ pub struct ArchiveOutput {
 
 impl ArchiveOutput {
     /// What becomes of its past days' files.
-    pub fn past_days(&self) -> crate::sinks::archive::PastDays {
-        crate::sinks::archive::PastDays {
+    pub fn past_days(&self) -> PastDays {
+        PastDays {
             keep_days: self.keep_days,
             compress: self.compress,
         }
