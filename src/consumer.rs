@@ -231,17 +231,27 @@ impl ConsumerSpec {
         if let Some(archive) = &mut outputs.archive {
             archive.path = archive_path(&archive.path, config)
                 .map_err(|problem| err("sinks.archive.path", problem))?;
-            if archive.keep_days.is_some() && !crate::sinks::archive::is_dated(&archive.path) {
-                return Err(err(
+            // What is done with past days needs days.
+            for (asked, field, why) in [
+                (
+                    archive.keep_days.is_some(),
                     "sinks.archive.keep_days",
-                    "needs a path with {date} in its file name (a file a day) to know which days are old".into(),
-                ));
-            }
-            if archive.compress && !crate::sinks::archive::is_dated(&archive.path) {
-                return Err(err(
+                    "to know which days are old",
+                ),
+                (
+                    archive.compress,
                     "sinks.archive.compress",
-                    "needs a path with {date} in its file name (a file a day): a past day's file is compressed, the current one is written".into(),
-                ));
+                    "a past day's file is compressed, the current one is written",
+                ),
+            ] {
+                if asked && !crate::sinks::archive::is_dated(&archive.path) {
+                    return Err(err(
+                        field,
+                        format!(
+                            "needs a path with {{date}} in its file name (a file a day): {why}"
+                        ),
+                    ));
+                }
             }
         }
         Ok(ConsumerSpec {
@@ -290,17 +300,9 @@ fn archive_path(path: &Path, config: &Config) -> Result<PathBuf, String> {
     if path.to_string_lossy().trim().is_empty() {
         return Err("is empty: name the archive file".into());
     }
-    if crate::archive::is_compressed(&path) {
-        return Err(format!(
-            "{}: an archive is written as plain JSON Lines (compress a past day's file with `zstd --rm`; replays read it)",
-            path.display()
-        ));
-    }
+    crate::sinks::archive::not_compressed(&path)?;
     let folder = path.parent().map(Path::to_string_lossy).unwrap_or_default();
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
+    let name = crate::sinks::archive::file_name(&path);
     if folder.contains(crate::sinks::archive::DATE)
         || name.matches(crate::sinks::archive::DATE).count() > 1
     {

@@ -97,16 +97,22 @@ impl ArchiveSink {
     /// unreadable (a replay counts it).
     pub async fn open(path: &Path) -> std::io::Result<Self> {
         let (file, recent) = append(path).await?;
-        Ok(ArchiveSink {
-            template: path.to_path_buf(),
-            past: PastDays::default(),
+        Ok(Self::writing(path, PastDays::default(), None, file, recent))
+    }
+
+    fn writing(
+        template: &Path,
+        past: PastDays,
+        day: Option<NaiveDate>,
+        file: JsonlSink,
+        recent: Recent,
+    ) -> Self {
+        ArchiveSink {
+            template: template.to_path_buf(),
+            past,
             compressing: Arc::default(),
-            current: Arc::new(Mutex::new(Current {
-                day: None,
-                file,
-                recent,
-            })),
-        })
+            current: Arc::new(Mutex::new(Current { day, file, recent })),
+        }
     }
 
     /// A consumer's archive: `path` with a `{date}` in its file name is today's file (UTC)
@@ -127,16 +133,7 @@ impl ArchiveSink {
             // ack may be in the day before's file.
             recent.add(read_last_lines(dated(path, yesterday)).await);
         }
-        let sink = ArchiveSink {
-            template: path.to_path_buf(),
-            past,
-            compressing: Arc::default(),
-            current: Arc::new(Mutex::new(Current {
-                day: Some(today),
-                file,
-                recent,
-            })),
-        };
+        let sink = Self::writing(path, past, Some(today), file, recent);
         sink.forget_before(today).await;
         sink.compress_before(today).await;
         Ok(sink)
@@ -455,7 +452,20 @@ pub fn is_dated(path: &Path) -> bool {
     file_name(path).contains(DATE)
 }
 
-fn file_name(path: &Path) -> String {
+/// Refuses a `.zst` name to a writer (`bugflow record --out`, a consumer's path, checked
+/// when its file loads): appended to, it could not be read back.
+pub fn not_compressed(path: &Path) -> Result<(), String> {
+    if is_compressed(path) {
+        return Err(format!(
+            "{}: an archive is written as plain JSON Lines; name it without .zst, and compress a finished file (a past day's) with `zstd --rm` or `compress = true`: replays read it as it is",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The file name of `path`, as text.
+pub fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
@@ -472,15 +482,8 @@ fn dated(template: &Path, day: NaiveDate) -> PathBuf {
 /// process naming the same file (another `bugflow run`, a `bugflow record --out`) is
 /// refused instead of mixing its lines into this one's.
 async fn append(path: &Path) -> std::io::Result<(JsonlSink, Recent)> {
-    if is_compressed(path) {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!(
-                "{}: an archive is written as plain JSON Lines; name it without .zst, and compress a finished file (a past day's) with `zstd --rm`: replays read it as it is",
-                path.display()
-            ),
-        ));
-    }
+    not_compressed(path)
+        .map_err(|why| std::io::Error::new(std::io::ErrorKind::InvalidInput, why))?;
     super::jsonl::create_parent(path).await?;
     let mut opened = std::fs::OpenOptions::new()
         .read(true)
