@@ -37,6 +37,7 @@ use std::time::Instant;
 use crate::error::{Action, Stage, StageError};
 use crate::message::Message;
 use crate::pipeline::Pipeline;
+use crate::result::ResultMessage;
 use crate::sinks::archive::{ArchiveSink, Kept};
 use crate::sinks::dead_letter::DeadLetterSink;
 use crate::sinks::jsonl::JsonlSink;
@@ -171,8 +172,71 @@ async fn keep(
 /// half of [`dispatch`]. A replay runs this half of many messages on every core, then
 /// delivers each in order ([`crate::cmd::replay`]).
 pub struct Processed {
-    results: Result<Vec<crate::result::ResultMessage>, StageError>,
+    results: Result<Vec<Ready>, StageError>,
     started: Instant,
+}
+
+/// A result as the sinks of its delivery will take it.
+// Whole is the size a result always was in the vector of a message's results; boxing it
+// would be one allocation more for each result of the live path, to shrink the others.
+#[allow(clippy::large_enum_variant)]
+enum Ready {
+    /// Whole, for a sink that reads its fields (the results exchange).
+    Whole(ResultMessage),
+    /// Its JSONL line alone (what [`ResultMessage::to_json`] makes), for sinks that only
+    /// write lines.
+    Line { message_id: String, json: Vec<u8> },
+    /// Nothing: no sink takes it, it is counted.
+    Counted,
+}
+
+/// What the sinks of a delivery read of each result ([`Processed::ready_for`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// The result whole: some sink publishes it.
+    Whole,
+    /// Its JSONL line: the only sink writes lines.
+    Line,
+    /// Nothing: no sink takes results (a replay that counts them).
+    Count,
+}
+
+impl Needs {
+    /// What `sinks` read of a result.
+    pub fn of(sinks: &Sinks) -> Needs {
+        match (&sinks.results, &sinks.jsonl) {
+            (Some(_), _) => Needs::Whole,
+            (None, Some(_)) => Needs::Line,
+            (None, None) => Needs::Count,
+        }
+    }
+}
+
+impl Processed {
+    /// Each result made what `needs` says the delivery's sinks read of it, here rather
+    /// than where it is delivered: a replay processes on every core and delivers in order
+    /// on one, and a result whole (its event data, its scores: a few dozen blocks) would be
+    /// written out and freed there, each block crossing back to the heap of the thread
+    /// that made it. Delivered with sinks that need more than `needs`, a result is not
+    /// lost: its message is settled as a sink failure.
+    pub fn ready_for(mut self, needs: Needs) -> Processed {
+        if needs != Needs::Whole
+            && let Ok(results) = &mut self.results
+        {
+            for ready in results.iter_mut() {
+                if let Ready::Whole(result) = ready {
+                    *ready = match needs {
+                        Needs::Line => Ready::Line {
+                            json: result.to_json(),
+                            message_id: std::mem::take(&mut result.message_id),
+                        },
+                        _ => Ready::Counted,
+                    };
+                }
+            }
+        }
+        self
+    }
 }
 
 /// The pipeline's plan and effects on `message` (reads and effects only, no sink).
@@ -182,7 +246,9 @@ pub async fn process(pipeline: &Pipeline, stats: &Arc<Stats>, message: &Message)
     let started = Instant::now();
     // A panic while processing one message (a bug of ours, met by some input) dead-letters
     // that message with the reason; the consumer goes on with the next.
-    let results = guarded(plan_and_apply(pipeline, consumer, message)).await;
+    let results = guarded(plan_and_apply(pipeline, consumer, message))
+        .await
+        .map(|results| results.into_iter().map(Ready::Whole).collect());
     Processed { results, started }
 }
 
@@ -217,23 +283,10 @@ pub async fn deliver(
         Ok(results) => {
             let publish_started = Instant::now();
             let mut failure = None;
-            for result in &results {
-                if let Some(sink) = &sinks.results
-                    && let Err(e) = sink.send(result).await
-                {
-                    failure = Some(StageError::transient(
-                        Stage::Sink,
-                        format!("publishing result {}: {e}", result.message_id),
-                    ));
-                    break;
-                }
-                if let Some(jsonl) = &sinks.jsonl
-                    && let Err(e) = jsonl.write(result).await
-                {
-                    failure = Some(StageError::transient(
-                        Stage::Sink,
-                        format!("writing result {} to JSONL: {e}", result.message_id),
-                    ));
+            let count = results.len();
+            for ready in results {
+                if let Some(error) = send(sinks, ready).await {
+                    failure = Some(error);
                     break;
                 }
             }
@@ -250,9 +303,9 @@ pub async fn deliver(
                 .record(publish_started.elapsed().as_secs_f64());
             match failure {
                 None => {
-                    stats.count(&consumer, Counted::Published(results.len() as u64));
-                    tracing::debug!(results = results.len(), "delivered");
-                    Settle::Ack(Done::Published(results.len()))
+                    stats.count(&consumer, Counted::Published(count as u64));
+                    tracing::debug!(results = count, "delivered");
+                    Settle::Ack(Done::Published(count))
                 }
                 Some(error) => on_error(pipeline, sinks, stats, message, error).await,
             }
@@ -264,12 +317,51 @@ pub async fn deliver(
     settle
 }
 
+/// One result to each sink that takes it; the error, if one of them failed.
+async fn send(sinks: &Sinks, ready: Ready) -> Option<StageError> {
+    let failed = |what: String| Some(StageError::transient(Stage::Sink, what));
+    match ready {
+        Ready::Whole(result) => {
+            if let Some(sink) = &sinks.results
+                && let Err(e) = sink.send(&result).await
+            {
+                return failed(format!("publishing result {}: {e}", result.message_id));
+            }
+            if let Some(jsonl) = &sinks.jsonl
+                && let Err(e) = jsonl.write(&result).await
+            {
+                return failed(format!(
+                    "writing result {} to JSONL: {e}",
+                    result.message_id
+                ));
+            }
+            None
+        }
+        // A result made ready for fewer sinks than these (a caller's mistake, see
+        // `Processed::ready_for`) fails its message rather than reaching some of them.
+        _ if sinks.results.is_some() => {
+            failed("a result made ready for lines only, and a sink publishes it".into())
+        }
+        Ready::Line { message_id, json } => match &sinks.jsonl {
+            Some(jsonl) => match jsonl.write_line(json).await {
+                Ok(()) => None,
+                Err(e) => failed(format!("writing result {message_id} to JSONL: {e}")),
+            },
+            None => None,
+        },
+        Ready::Counted if sinks.jsonl.is_some() => {
+            failed("a result made ready to be counted, and a sink writes it".into())
+        }
+        Ready::Counted => None,
+    }
+}
+
 /// The pipeline's plan, then its effects, each timed.
 async fn plan_and_apply(
     pipeline: &Pipeline,
     consumer: &str,
     message: &Message,
-) -> Result<Vec<crate::result::ResultMessage>, StageError> {
+) -> Result<Vec<ResultMessage>, StageError> {
     let started = Instant::now();
     let planned = pipeline.plan(message).await;
     metrics::histogram!("bugflow_stage_seconds", "consumer" => consumer.to_owned(), "stage" => "process")
@@ -384,4 +476,123 @@ async fn dead_letter(
     }
     stats.count(consumer, Counted::DeadLettered(error.stage));
     Settle::Ack(Done::DeadLettered(error.reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::consumer::{BUILTIN, ConsumerSpec};
+    use crate::models::registry::ModelSet;
+
+    /// The bug-triage consumer as shipped, without models (a result is still made: the
+    /// event's data), and one of BMO's webhook samples.
+    async fn processed() -> (Pipeline, Message, Vec<ResultMessage>) {
+        let (name, text) = BUILTIN
+            .iter()
+            .find(|(name, _)| *name == "bug-triage")
+            .expect("bug-triage is shipped");
+        let spec = ConsumerSpec::parse(name, name, text, &Config::default()).unwrap();
+        let pipeline = Pipeline::new(spec, ModelSet::empty());
+        let body = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/pulse/bmo_webhook_public_bug_modify_example.json"
+        ))
+        .unwrap();
+        let message = Message::new("exchange/bugzilla/webhooks", "bug.modify:priority", body);
+        let Ok(results) = process(&pipeline, &Default::default(), &message)
+            .await
+            .results
+        else {
+            panic!("the sample makes a result");
+        };
+        let results: Vec<ResultMessage> = results
+            .into_iter()
+            .map(|ready| match ready {
+                Ready::Whole(result) => result,
+                _ => unreachable!("process makes results whole"),
+            })
+            .collect();
+        assert!(!results.is_empty());
+        (pipeline, message, results)
+    }
+
+    fn whole(results: &[ResultMessage]) -> Processed {
+        Processed {
+            results: Ok(results.iter().cloned().map(Ready::Whole).collect()),
+            started: Instant::now(),
+        }
+    }
+
+    async fn jsonl_sink(path: &std::path::Path) -> Sinks {
+        Sinks {
+            jsonl: Some(JsonlSink::open(path).await.unwrap().batched()),
+            ..Sinks::default()
+        }
+    }
+
+    async fn delivered(
+        sinks: &Sinks,
+        pipeline: &Pipeline,
+        message: &Message,
+        p: Processed,
+    ) -> Settle {
+        let settle = deliver(pipeline, sinks, &Default::default(), message, p).await;
+        if let Some(jsonl) = &sinks.jsonl {
+            jsonl.flush().await.unwrap();
+        }
+        settle
+    }
+
+    /// A result made ready as its line where it was made is written as the whole result
+    /// would have been, byte for byte; one made ready to be counted is counted.
+    #[tokio::test]
+    async fn a_result_ready_as_its_line_is_written_as_the_whole_result_is() {
+        let (pipeline, message, results) = processed().await;
+        let n = results.len();
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            dir.path().join("whole.jsonl"),
+            dir.path().join("line.jsonl"),
+        );
+        let sinks = jsonl_sink(&a).await;
+        assert_eq!(Needs::of(&sinks), Needs::Line);
+        let settle = delivered(&sinks, &pipeline, &message, whole(&results)).await;
+        assert_eq!(settle, Settle::Ack(Done::Published(n)));
+        let sinks = jsonl_sink(&b).await;
+        let ready = whole(&results).ready_for(Needs::Line);
+        assert!(matches!(
+            ready.results.as_deref(),
+            Ok([Ready::Line { .. }, ..])
+        ));
+        let settle = delivered(&sinks, &pipeline, &message, ready).await;
+        assert_eq!(settle, Settle::Ack(Done::Published(n)));
+        let written = std::fs::read(&a).unwrap();
+        assert!(!written.is_empty());
+        assert_eq!(written, std::fs::read(&b).unwrap());
+
+        let none = Sinks::default();
+        assert_eq!(Needs::of(&none), Needs::Count);
+        let ready = whole(&results).ready_for(Needs::Count);
+        assert!(matches!(ready.results.as_deref(), Ok([Ready::Counted, ..])));
+        let settle = delivered(&none, &pipeline, &message, ready).await;
+        assert_eq!(settle, Settle::Ack(Done::Published(n)));
+    }
+
+    /// Delivered to a sink that needs more of it than it was made ready for, a result is
+    /// not dropped on the way: its message is not settled as published.
+    #[tokio::test]
+    async fn a_result_ready_for_less_than_its_sinks_read_is_not_settled_as_published() {
+        let (pipeline, message, results) = processed().await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let sinks = jsonl_sink(&path).await;
+        let ready = whole(&results).ready_for(Needs::Count);
+        let settle = delivered(&sinks, &pipeline, &message, ready).await;
+        assert!(
+            !matches!(settle, Settle::Ack(Done::Published(_))),
+            "settled as {settle:?}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
+    }
 }

@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::archive::ArchiveLine;
 use crate::config::Config;
-use crate::dispatch::{Done, Processed, Settle, Sinks, Stats, deliver, process};
+use crate::dispatch::{Done, Needs, Processed, Settle, Sinks, Stats, deliver, process};
 use crate::message::Message;
 use crate::pipeline::Pipeline;
 use crate::pulse::publish::{Outgoing, Publisher};
@@ -287,6 +287,7 @@ impl Batches {
         let next = tokio::spawn(process_batch(
             self.pipelines.clone(),
             self.forced,
+            Needs::of(sinks),
             self.stats.clone(),
             batch,
         ));
@@ -344,6 +345,7 @@ impl Batches {
 async fn process_batch(
     pipelines: Arc<Vec<Pipeline>>,
     forced: bool,
+    needs: Needs,
     stats: Arc<Stats>,
     mut batch: Vec<Item>,
 ) -> anyhow::Result<Vec<Outcome>> {
@@ -362,7 +364,7 @@ async fn process_batch(
     let slice_of = |slice: Vec<Item>, pipelines: Arc<Vec<Pipeline>>, stats: Arc<Stats>| async move {
         let mut out = Vec::with_capacity(slice.len());
         for item in slice {
-            out.push(outcome(&pipelines, forced, &stats, item).await);
+            out.push(outcome(&pipelines, forced, needs, &stats, item).await);
         }
         out
     };
@@ -382,8 +384,15 @@ async fn process_batch(
 }
 
 /// One item through [`ArchiveLine::parse`] (a line), then through each pipeline whose
-/// bindings match it (every one of them when the consumer was forced).
-async fn outcome(pipelines: &[Pipeline], forced: bool, stats: &Arc<Stats>, item: Item) -> Outcome {
+/// bindings match it (every one of them when the consumer was forced), its results made
+/// what the sinks will read of them (`needs`).
+async fn outcome(
+    pipelines: &[Pipeline],
+    forced: bool,
+    needs: Needs,
+    stats: &Arc<Stats>,
+    item: Item,
+) -> Outcome {
     let (mut message, targets) = match item {
         Item::Routed(i, message) => (message, vec![i]),
         Item::Line(number, line) => {
@@ -410,7 +419,12 @@ async fn outcome(pipelines: &[Pipeline], forced: bool, stats: &Arc<Stats>, item:
     };
     let mut each = Vec::with_capacity(targets.len());
     for i in targets {
-        each.push((i, process(&pipelines[i], stats, &message).await));
+        each.push((
+            i,
+            process(&pipelines[i], stats, &message)
+                .await
+                .ready_for(needs),
+        ));
     }
     // Delivery reads the message, never its stored enrichment (a full bug with its comments,
     // a json-pushes answer: most of a line's memory). Freed here, on the thread that parsed
