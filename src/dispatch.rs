@@ -339,9 +339,9 @@ async fn send(sinks: &Sinks, ready: Ready) -> Option<StageError> {
         }
         // A result made ready for fewer sinks than these (a caller's mistake, see
         // `Processed::ready_for`) fails its message rather than reaching some of them.
-        _ if sinks.results.is_some() => {
-            failed("a result made ready for lines only, and a sink publishes it".into())
-        }
+        _ if sinks.results.is_some() => failed(
+            "a result made ready as its line or to be counted, and a sink publishes it".into(),
+        ),
         Ready::Line { message_id, json } => match &sinks.jsonl {
             Some(jsonl) => match jsonl.write_line(json).await {
                 Ok(()) => None,
