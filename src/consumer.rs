@@ -196,63 +196,12 @@ impl ConsumerSpec {
             ));
         }
         let queue = resolve_queue(&file.queue, config).map_err(|problem| err("queue", problem))?;
-        let too_long = |name: &str| name.len() > crate::pulse::short::MAX;
-        if let Some(b) = file
-            .bindings
-            .iter()
-            .find(|b| too_long(&config.resolve(&b.exchange)))
-        {
-            return Err(err(
-                "bindings",
-                format!(
-                    "exchange {:?}…: longer than AMQP's 255 bytes",
-                    b.exchange.chars().take(40).collect::<String>()
-                ),
-            ));
-        }
-        if !(1..=2000).contains(&file.prefetch) {
-            return Err(err(
-                "prefetch",
-                format!(
-                    "{} is outside 1..=2000 (RabbitMQ advises 100–300; quorum queues cap at 2000)",
-                    file.prefetch
-                ),
-            ));
-        }
-        if file.kind.is_empty() || file.kind.contains('.') {
-            return Err(err(
-                "kind",
-                format!("{:?} must be one routing-key word", file.kind),
-            ));
-        }
+        check_settings(&file, config).map_err(|(field, problem)| err(field, problem))?;
         check_models(&file).map_err(|problem| err("models", problem))?;
         let bindings = resolve_bindings(file.bindings, config).map_err(|(f, p)| err(&f, p))?;
         let mut outputs = file.outputs;
         if let Some(archive) = &mut outputs.archive {
-            archive.path = archive_path(&archive.path, config)
-                .map_err(|problem| err("sinks.archive.path", problem))?;
-            // What is done with past days needs days.
-            for (asked, field, why) in [
-                (
-                    archive.keep_days.is_some(),
-                    "sinks.archive.keep_days",
-                    "to know which days are old",
-                ),
-                (
-                    archive.compress,
-                    "sinks.archive.compress",
-                    "a past day's file is compressed, the current one is written",
-                ),
-            ] {
-                if asked && !crate::sinks::archive::is_dated(&archive.path) {
-                    return Err(err(
-                        field,
-                        format!(
-                            "needs a path with {{date}} in its file name (a file a day): {why}"
-                        ),
-                    ));
-                }
-            }
+            resolve_archive(archive, config).map_err(|(field, problem)| err(field, problem))?;
         }
         Ok(ConsumerSpec {
             name: name.into(),
@@ -275,6 +224,72 @@ impl ConsumerSpec {
             .iter()
             .any(|b| b.exchange == exchange && b.keys.iter().any(|k| topic_matches(k, routing_key)))
     }
+}
+
+/// The file's own settings that need no lookup: its exchanges fit AMQP's names, its
+/// prefetch is one RabbitMQ takes, its kind is one routing-key word. The field at fault and
+/// why, when one is not.
+fn check_settings(file: &ConsumerFile, config: &Config) -> Result<(), (&'static str, String)> {
+    let too_long = |name: &str| name.len() > crate::pulse::short::MAX;
+    if let Some(b) = file
+        .bindings
+        .iter()
+        .find(|b| too_long(&config.resolve(&b.exchange)))
+    {
+        return Err((
+            "bindings",
+            format!(
+                "exchange {:?}…: longer than AMQP's 255 bytes",
+                b.exchange.chars().take(40).collect::<String>()
+            ),
+        ));
+    }
+    if !(1..=2000).contains(&file.prefetch) {
+        return Err((
+            "prefetch",
+            format!(
+                "{} is outside 1..=2000 (RabbitMQ advises 100–300; quorum queues cap at 2000)",
+                file.prefetch
+            ),
+        ));
+    }
+    if file.kind.is_empty() || file.kind.contains('.') {
+        return Err((
+            "kind",
+            format!("{:?} must be one routing-key word", file.kind),
+        ));
+    }
+    Ok(())
+}
+
+/// The archive's path resolved ([`archive_path`]), and what it is asked to do with past
+/// days checked against it: both need a file a day.
+fn resolve_archive(
+    archive: &mut ArchiveOutput,
+    config: &Config,
+) -> Result<(), (&'static str, String)> {
+    archive.path =
+        archive_path(&archive.path, config).map_err(|problem| ("sinks.archive.path", problem))?;
+    for (asked, field, why) in [
+        (
+            archive.keep_days.is_some(),
+            "sinks.archive.keep_days",
+            "to know which days are old",
+        ),
+        (
+            archive.compress,
+            "sinks.archive.compress",
+            "a past day's file is compressed, the current one is written",
+        ),
+    ] {
+        if asked && !crate::sinks::archive::is_dated(&archive.path) {
+            return Err((
+                field,
+                format!("needs a path with {{date}} in its file name (a file a day): {why}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The consumer's queue with `{user}` and `{env}` resolved: at most AMQP's 255 bytes, and
