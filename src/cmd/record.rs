@@ -83,7 +83,7 @@ pub async fn record(config: Arc<Config>, options: RecordOptions) -> anyhow::Resu
     tokio::pin!(deadline);
     let mut written = 0u64;
     while options.limit.is_none_or(|limit| written < limit) {
-        let delivery = tokio::select! {
+        let mut delivery = tokio::select! {
             _ = super::shutdown_signal() => break,
             _ = &mut deadline => break,
             next = tap.next() => match next {
@@ -92,7 +92,7 @@ pub async fn record(config: Arc<Config>, options: RecordOptions) -> anyhow::Resu
                 Next::Cancelled => break,
             },
         };
-        let mut message = message_from_delivery(&delivery);
+        let mut message = message_from_delivery(&mut delivery);
         if options.enrich {
             message.enrichment = enrich(&enrichers, &message).await.map(Arc::new);
         }

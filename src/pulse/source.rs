@@ -11,8 +11,9 @@ use serde_json::{Value, json};
 
 use crate::message::Message;
 
-/// Copies what the pipeline needs out of a delivery (the acker stays with the delivery).
-pub fn message_from_delivery(delivery: &Delivery) -> Message {
+/// What the pipeline needs out of a delivery: its body is moved, not copied (it is read only
+/// from the message; the delivery is kept for its acker).
+pub fn message_from_delivery(delivery: &mut Delivery) -> Message {
     let properties = &delivery.properties;
     Message {
         exchange: delivery.exchange.to_string(),
@@ -23,7 +24,7 @@ pub fn message_from_delivery(delivery: &Delivery) -> Message {
             .map(headers_to_json)
             .unwrap_or_default(),
         content_type: properties.content_type().as_ref().map(|c| c.to_string()),
-        body: delivery.data.clone(),
+        body: std::mem::take(&mut delivery.data),
         redelivered: delivery.redelivered,
         received_at: Utc::now(),
         enrichment: None,

@@ -33,7 +33,8 @@ impl ResultsSink {
                 tracing::warn!(error = %e, message_id = %result.message_id, "result not confirmed; re-publishing it marked as a possible duplicate");
                 let mut marked = result.clone();
                 marked.possible_duplicate = true;
-                self.send_with(&marked, true).await
+                // Boxed: rare, and a publish with retries is a large future (`dispatch`).
+                Box::pin(self.send_with(&marked, true)).await
             }
             other => other,
         }
