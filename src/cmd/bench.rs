@@ -6,8 +6,9 @@
 //! and the same ack policy (each message acked after its output was confirmed):
 //!
 //! * **relay** — consume → publish the body to the results exchange with a confirm → ack;
-//! * **pipeline** — the `pushes` consumer as `bugflow run` runs it: consume → decode →
-//!   result → publish with a confirm → ack.
+//! * **pipeline** — a consumer (`--consumer`, `pushes` by default) as `bugflow run` runs
+//!   it, its metrics recorded as there: consume → decode → models → result → publish with a
+//!   confirm → ack.
 //!
 //! Rounds alternate the order of the variants, and the report compares medians, so that a
 //! noisy machine hurts both alike. Each round also reads the CPU time the bench process
