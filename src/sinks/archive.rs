@@ -17,7 +17,9 @@
 //! again, so that a replay gives its results once. "The last written" are the last
 //! [`RECENT`] lines of this process and, after a restart, those in the last [`TAIL_BYTES`]
 //! of the file it appends to: more than a consumer's unacked messages (its `prefetch`, 200
-//! for the shipped ones; 16 MiB holds about 700 lines of full bugs).
+//! for the shipped ones; 16 MiB holds about 700 lines of full bugs). A dated archive whose
+//! file of the day is shorter than that reads the end of the day before's too, compressed
+//! or not.
 //!
 //! A consumer runs for months; its archive should not grow for as long. A path with
 //! `{date}` in its file name (`archive/bug-triage-{date}.jsonl`) is a new file each UTC
@@ -128,9 +130,15 @@ impl ArchiveSink {
             return Self::open(path).await;
         }
         let (file, mut recent) = append(&dated(path, today)).await?;
-        if let Some(yesterday) = today.pred_opt() {
-            // Started just after midnight: the lines the last process wrote but did not
-            // ack may be in the day before's file.
+        let written_today = tokio::fs::metadata(dated(path, today))
+            .await
+            .map_or(0, |m| m.len());
+        if let Some(yesterday) = today.pred_opt()
+            && written_today < TAIL_BYTES
+        {
+            // The last lines reach back into the day before (started soon after midnight,
+            // or after a stop across it): the lines the last process wrote but did not ack
+            // may be in the day before's file, plain or already compressed.
             recent.add(read_last_lines(dated(path, yesterday)).await);
         }
         let sink = Self::writing(path, past, Some(today), file, recent);
@@ -596,11 +604,16 @@ fn identity(
 }
 
 /// The lines last written to the file at `path`, if there is one (it is only read: another
-/// process may hold it).
+/// process may hold it); when it was compressed (a past day), those of `<path>.zst`.
 async fn read_last_lines(path: PathBuf) -> Recent {
-    let read = tokio::task::spawn_blocking(move || {
-        let mut file = std::fs::File::open(&path)?;
-        last_lines(&mut file)
+    let read = tokio::task::spawn_blocking(move || match std::fs::File::open(&path) {
+        Ok(mut file) => last_lines(&mut file),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut zst = path.into_os_string();
+            zst.push(".zst");
+            last_compressed_lines(Path::new(&zst))
+        }
+        Err(e) => Err(e),
     })
     .await;
     match read {
@@ -620,6 +633,42 @@ async fn read_last_lines(path: PathBuf) -> Recent {
 /// The lines in the last [`TAIL_BYTES`] of `file` (a line cut by where the reading starts,
 /// or cut short at the end, is not a line); the file is left where it was read to.
 fn last_lines(file: &mut std::fs::File) -> std::io::Result<Recent> {
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.len() == 0 {
+        return Ok(Recent::default());
+    }
+    let start = meta.len().saturating_sub(TAIL_BYTES);
+    file.seek(SeekFrom::Start(start))?;
+    let mut lines = std::io::BufReader::new(file).split(b'\n');
+    if start > 0 {
+        lines.next().transpose()?;
+    }
+    recent_of(lines)
+}
+
+/// The lines in the last [`TAIL_BYTES`] of what the zstd file at `path` decompresses to, as
+/// [`last_lines`] reads a plain file. A zstd stream is read from its start: the day is
+/// decompressed twice (its length, then its end), with no more than a buffer in memory —
+/// once, at start, and only when today's file is shorter than that end.
+fn last_compressed_lines(path: &Path) -> std::io::Result<Recent> {
+    let decoded = || -> std::io::Result<_> {
+        let decoder = ruzstd::decoding::StreamingDecoder::new(std::fs::File::open(path)?)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        Ok(std::io::BufReader::new(decoder))
+    };
+    let length = std::io::copy(&mut decoded()?, &mut std::io::sink())?;
+    let start = length.saturating_sub(TAIL_BYTES);
+    let mut reader = decoded()?;
+    std::io::copy(&mut (&mut reader).take(start), &mut std::io::sink())?;
+    let mut lines = reader.split(b'\n');
+    if start > 0 {
+        lines.next().transpose()?;
+    }
+    recent_of(lines)
+}
+
+/// The identities of `lines` (archive lines; what does not parse as one is no line).
+fn recent_of(lines: impl Iterator<Item = std::io::Result<Vec<u8>>>) -> std::io::Result<Recent> {
     /// As much of a line as its identity needs.
     #[derive(serde::Deserialize)]
     struct Said {
@@ -631,16 +680,6 @@ fn last_lines(file: &mut std::fs::File) -> std::io::Result<Recent> {
         body_base64: Option<String>,
     }
     let mut recent = Recent::default();
-    let meta = file.metadata()?;
-    if !meta.is_file() || meta.len() == 0 {
-        return Ok(recent);
-    }
-    let start = meta.len().saturating_sub(TAIL_BYTES);
-    file.seek(SeekFrom::Start(start))?;
-    let mut lines = std::io::BufReader::new(file).split(b'\n');
-    if start > 0 {
-        lines.next().transpose()?;
-    }
     for line in lines {
         if let Ok(said) = serde_json::from_slice::<Said>(&line?) {
             recent.remember(identity(
@@ -780,6 +819,44 @@ mod tests {
             ],
             "{text}"
         );
+    }
+
+    /// A process stopped just after midnight, after the day before's file was compressed:
+    /// a message it wrote that day and did not ack comes again, redelivered, to the next
+    /// process, which finds its line in the compressed file and does not keep it twice.
+    #[tokio::test]
+    async fn a_redelivered_message_kept_the_day_before_compressed_is_not_kept_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = |d: u32| NaiveDate::from_ymd_opt(2026, 12, d).unwrap();
+        let template = dir.path().join("c-{date}.jsonl");
+        let message = |id: u32, redelivered: bool| Message {
+            redelivered,
+            ..Message::new(
+                "exchange/e",
+                "bug.modify",
+                format!(r#"{{"bug":{{"id":{id}}}}}"#).into_bytes(),
+            )
+        };
+        let past = PastDays {
+            keep_days: None,
+            compress: true,
+        };
+        let earlier = ArchiveSink::open_on(&template, past, day(1)).await.unwrap();
+        for id in 0..10 {
+            let kept = earlier.keep_on(&message(id, false), day(1)).await.unwrap();
+            assert_eq!(kept, Kept::Written);
+        }
+        drop(earlier);
+        compress_day(&dated(&template, day(1))).unwrap();
+        assert!(!dated(&template, day(1)).exists());
+
+        let next = ArchiveSink::open_on(&template, past, day(2)).await.unwrap();
+        let again = next.keep_on(&message(9, true), day(2)).await.unwrap();
+        assert_eq!(again, Kept::AlreadyKept);
+        let never_kept = next.keep_on(&message(10, true), day(2)).await.unwrap();
+        assert_eq!(never_kept, Kept::Written);
+        let today = std::fs::read_to_string(dated(&template, day(2))).unwrap();
+        assert_eq!(today.lines().count(), 1, "{today}");
     }
 
     /// With `compress`, each past day's file becomes `.jsonl.zst` (at start, and as a new
