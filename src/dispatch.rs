@@ -506,17 +506,13 @@ async fn dead_letter(
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::consumer::{BUILTIN, ConsumerSpec};
+    use crate::consumer::ConsumerSpec;
     use crate::models::registry::ModelSet;
 
     /// The bug-triage consumer as shipped, without models (a result is still made: the
     /// event's data), and one of BMO's webhook samples.
     async fn processed() -> (Pipeline, Message, Vec<ResultMessage>) {
-        let (name, text) = BUILTIN
-            .iter()
-            .find(|(name, _)| *name == "bug-triage")
-            .expect("bug-triage is shipped");
-        let spec = ConsumerSpec::parse(name, name, text, &Config::default()).unwrap();
+        let spec = ConsumerSpec::builtin("bug-triage", &Config::default()).unwrap();
         let pipeline = Pipeline::new(spec, ModelSet::empty());
         let body = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),

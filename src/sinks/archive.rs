@@ -98,7 +98,7 @@ impl ArchiveSink {
     /// newline first: the next line starts a line of its own, and only the cut one is
     /// unreadable (a replay counts it).
     pub async fn open(path: &Path) -> std::io::Result<Self> {
-        let (file, recent) = append(path).await?;
+        let (file, recent, _) = append(path).await?;
         Ok(Self::writing(path, PastDays::default(), None, file, recent))
     }
 
@@ -129,10 +129,7 @@ impl ArchiveSink {
         if !is_dated(path) {
             return Self::open(path).await;
         }
-        let (file, mut recent) = append(&dated(path, today)).await?;
-        let written_today = tokio::fs::metadata(dated(path, today))
-            .await
-            .map_or(0, |m| m.len());
+        let (file, mut recent, written_today) = append(&dated(path, today)).await?;
         if let Some(yesterday) = today.pred_opt()
             && written_today < TAIL_BYTES
         {
@@ -168,7 +165,7 @@ impl ArchiveSink {
             return Ok(Kept::AlreadyKept);
         }
         if current.day.is_some_and(|day| day != today) {
-            let (next, _) = append(&dated(&self.template, today)).await?;
+            let (next, _, _) = append(&dated(&self.template, today)).await?;
             let before = std::mem::replace(&mut current.file, next);
             current.day = Some(today);
             before.flush().await?;
@@ -311,7 +308,7 @@ fn days_of(template: &Path) -> std::io::Result<Vec<(PathBuf, NaiveDate)>> {
 /// starts again; a replay sees the plain day or the compressed one, not both (but for the
 /// moment between the rename and the delete).
 fn compress_day(plain: &Path) -> std::io::Result<()> {
-    let zst = PathBuf::from(format!("{}.zst", plain.display()));
+    let zst = compressed_of(plain);
     let part = plain.with_file_name(format!(".{}.zst.part", file_name(plain)));
     let source = std::fs::File::open(plain)?;
     match source.try_lock() {
@@ -360,12 +357,7 @@ fn compress_day(plain: &Path) -> std::io::Result<()> {
 fn reads_back(plain: &std::fs::File, compressed: &Path) -> std::io::Result<()> {
     let mut plain_bytes = std::io::BufReader::with_capacity(1 << 20, plain);
     plain_bytes.seek(SeekFrom::Start(0))?;
-    let decoded = ruzstd::decoding::StreamingDecoder::new(std::fs::File::open(compressed)?)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
-    if same_bytes(
-        plain_bytes,
-        std::io::BufReader::with_capacity(1 << 20, decoded),
-    )? {
+    if same_bytes(plain_bytes, decompressed(compressed)?)? {
         Ok(())
     } else {
         Err(std::io::Error::new(
@@ -376,6 +368,18 @@ fn reads_back(plain: &std::fs::File, compressed: &Path) -> std::io::Result<()> {
             ),
         ))
     }
+}
+
+/// The name a past day's file `plain` has once compressed: `<plain>.zst`.
+fn compressed_of(plain: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.zst", plain.display()))
+}
+
+/// What the zstd file at `path` decompresses to, read through a 1 MiB buffer.
+fn decompressed(path: &Path) -> std::io::Result<impl BufRead> {
+    let decoder = ruzstd::decoding::StreamingDecoder::new(std::fs::File::open(path)?)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    Ok(std::io::BufReader::with_capacity(1 << 20, decoder))
 }
 
 /// Whether two readers give the same bytes.
@@ -485,11 +489,11 @@ fn dated(template: &Path, day: NaiveDate) -> PathBuf {
     template.with_file_name(name)
 }
 
-/// The file at `path`, appended to, with the newline of a line cut short first, and the
-/// lines it last holds. It is locked (`flock`) while this process writes it: a second
+/// The file at `path`, appended to, with the newline of a line cut short first, the lines
+/// it last holds, and its length as they were read. It is locked (`flock`) while this process writes it: a second
 /// process naming the same file (another `bugflow run`, a `bugflow record --out`) is
 /// refused instead of mixing its lines into this one's.
-async fn append(path: &Path) -> std::io::Result<(JsonlSink, Recent)> {
+async fn append(path: &Path) -> std::io::Result<(JsonlSink, Recent, u64)> {
     not_compressed(path)
         .map_err(|why| std::io::Error::new(std::io::ErrorKind::InvalidInput, why))?;
     super::jsonl::create_parent(path).await?;
@@ -516,10 +520,11 @@ async fn append(path: &Path) -> std::io::Result<(JsonlSink, Recent)> {
     }
     // Read under the lock, on the file about to be written (appends go to its end
     // whatever was read).
-    let (opened, recent, cut) = tokio::task::spawn_blocking(move || {
+    let (opened, recent, length, cut) = tokio::task::spawn_blocking(move || {
+        let length = opened.metadata()?.len();
         let recent = last_lines(&mut opened)?;
         let cut = last_byte(&mut opened)?.is_some_and(|b| b != b'\n');
-        Ok::<_, std::io::Error>((opened, recent, cut))
+        Ok::<_, std::io::Error>((opened, recent, length, cut))
     })
     .await
     .map_err(std::io::Error::other)??;
@@ -528,7 +533,7 @@ async fn append(path: &Path) -> std::io::Result<(JsonlSink, Recent)> {
         file.write_line(Vec::new()).await?;
         file.flush().await?;
     }
-    Ok((file, recent))
+    Ok((file, recent, length))
 }
 
 /// The identities of the lines last written ([`identity`]): the last [`RECENT`].
@@ -609,9 +614,7 @@ async fn read_last_lines(path: PathBuf) -> Recent {
     let read = tokio::task::spawn_blocking(move || match std::fs::File::open(&path) {
         Ok(mut file) => last_lines(&mut file),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut zst = path.into_os_string();
-            zst.push(".zst");
-            last_compressed_lines(Path::new(&zst))
+            last_compressed_lines(&compressed_of(&path))
         }
         Err(e) => Err(e),
     })
@@ -651,14 +654,9 @@ fn last_lines(file: &mut std::fs::File) -> std::io::Result<Recent> {
 /// decompressed twice (its length, then its end), with no more than a buffer in memory —
 /// once, at start, and only when today's file is shorter than that end.
 fn last_compressed_lines(path: &Path) -> std::io::Result<Recent> {
-    let decoded = || -> std::io::Result<_> {
-        let decoder = ruzstd::decoding::StreamingDecoder::new(std::fs::File::open(path)?)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        Ok(std::io::BufReader::new(decoder))
-    };
-    let length = std::io::copy(&mut decoded()?, &mut std::io::sink())?;
+    let length = std::io::copy(&mut decompressed(path)?, &mut std::io::sink())?;
     let start = length.saturating_sub(TAIL_BYTES);
-    let mut reader = decoded()?;
+    let mut reader = decompressed(path)?;
     std::io::copy(&mut (&mut reader).take(start), &mut std::io::sink())?;
     let mut lines = reader.split(b'\n');
     if start > 0 {
